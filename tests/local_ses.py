@@ -1,0 +1,128 @@
+"""A local SES for the tests and `make demo`: moto's server on a free loopback port.
+
+Run as a script, it is the demo: it starts the server, verifies the sender of
+repos.env.example there and runs the real send of all eight reports against it.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "send_exec_reports.py"
+EXAMPLE_ENV = REPO / "repos.env.example"
+START_TIMEOUT_SECONDS = 30
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalSES:
+    """moto's SES server in a child process, reached over real HTTP on loopback."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process = None
+
+    def start(self):
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                self.state()
+                return self
+            except OSError:
+                if self._process.poll() is not None:
+                    raise RuntimeError("moto's server exited; is moto[server] installed?")
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto's server did not answer on {self.url}")
+
+    def stop(self):
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def state(self):
+        """Everything the server holds, as moto's own data API reports it."""
+        with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=5) as answer:
+            return json.load(answer)
+
+    def messages(self):
+        """The messages SES accepted, in the order it received them."""
+        return self.state().get("ses", {}).get("Message", [])
+
+    def reset(self):
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def verify(self, address):
+        """Verify a sender the way the SES console does, through the SES API."""
+        import boto3
+
+        client = boto3.client("ses", region_name="us-east-1", endpoint_url=self.url,
+                              aws_access_key_id="local", aws_secret_access_key="local")
+        client.verify_email_identity(EmailAddress=address)
+
+
+def script_environment(endpoint_url, home, **extra):
+    """An environment that can reach only the local server, with throwaway credentials."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "AWS_ACCESS_KEY_ID": "local-demo-key",
+        "AWS_SECRET_ACCESS_KEY": "local-demo-secret",
+        "AWS_ENDPOINT_URL_SES": endpoint_url,
+        "AWS_EC2_METADATA_DISABLED": "true",  # never look for an instance role
+        "AWS_CONFIG_FILE": str(Path(home) / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(Path(home) / "no-aws-credentials"),
+    }
+    env.update(extra)
+    return env
+
+
+def demo():
+    """Send all eight reports to a local SES and show what it received."""
+    from dotenv import dotenv_values
+
+    sender = dotenv_values(EXAMPLE_ENV)["AWS_SES_FROM_ADDRESS"]
+    audit_log = REPO / ".demo" / "exec_reports_audit.jsonl"
+    audit_log.parent.mkdir(exist_ok=True)
+    audit_log.unlink(missing_ok=True)  # a fresh log: the demo always sends all eight
+    with LocalSES() as ses, tempfile.TemporaryDirectory() as home:
+        print(f"local SES (moto) listening on {ses.url}; verifying {sender} there")
+        ses.verify(sender)
+        command = [sys.executable, str(SCRIPT), "--env-file", str(EXAMPLE_ENV),
+                   "--audit-log", str(audit_log)]
+        print("$ AWS_ENDPOINT_URL_SES=" + ses.url + " python3 send_exec_reports.py "
+              "--env-file repos.env.example --audit-log .demo/exec_reports_audit.jsonl")
+        result = subprocess.run(command, env=script_environment(ses.url, home))
+        print(f"\nthe local SES server holds {len(ses.messages())} messages:")
+        for message in ses.messages():
+            print(f"  {message['id']}  {message['subject']}")
+    print(f"\naudit log: {audit_log}")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(demo())

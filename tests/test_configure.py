@@ -1,0 +1,148 @@
+"""Configuring: repos.env is checked before any network call, every problem at once."""
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import BCC, FROM_NAME, GOOD_SETTINGS, RECIPIENT, display_name
+
+
+@pytest.mark.parametrize("name", ser.REQUIRED_SETTINGS)
+def test_a_missing_setting_is_named_and_nothing_is_sent(run_script, ses, name):
+    run_script.settings(**{name: None})
+    result = run_script()
+    assert result.returncode == 78
+    assert f"config error: {name} is missing" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ses.messages() == []
+    assert run_script.audit_records() == []
+
+
+@pytest.mark.parametrize("name", ser.REQUIRED_SETTINGS)
+def test_an_empty_setting_is_named(run_script, ses, name):
+    run_script.settings(**{name: "  "})
+    result = run_script()
+    assert result.returncode == 78
+    assert f"config error: {name} is empty" in result.stderr
+    assert ses.messages() == []
+
+
+def test_every_problem_is_reported_at_once(run_script, ses):
+    run_script.settings(AWS_SES_REGION="mars-north", AWS_SES_FROM_ADDRESS="nobody",
+                        AWS_SES_FROM_NAME="Ops\nBcc: victim@example.net",
+                        AWS_RECIPIENT_EMAIL=None, AWS_BCC_EMAIL="")
+    result = run_script()
+    assert result.returncode == 78
+    problems = [line for line in result.stderr.splitlines() if line.startswith("config error:")]
+    assert len(problems) == 5
+    for name in ser.REQUIRED_SETTINGS:
+        assert sum(name in line for line in problems) == 1, name
+    assert ses.messages() == []
+
+
+@pytest.mark.parametrize("name", ["AWS_SES_FROM_ADDRESS", "AWS_RECIPIENT_EMAIL", "AWS_BCC_EMAIL"])
+@pytest.mark.parametrize("bad", [
+    "not-an-address", "owner@", "@example.com", "owner@localhost", "Owner <owner@example.com>",
+    "a@example.com, b@example.com", "a@@example.com", "owner@-example.com", "ówner@example.com",
+])
+def test_an_address_setting_must_be_one_valid_address(run_script, ses, name, bad):
+    run_script.settings(**{name: bad})
+    result = run_script()
+    assert result.returncode == 78
+    assert f"config error: {name}" in result.stderr
+    assert ses.messages() == []
+
+
+@pytest.mark.parametrize("name", ser.REQUIRED_SETTINGS)
+@pytest.mark.parametrize("line_break", ["\n", "\r", "\r\n", "\u2028"])
+def test_a_line_break_in_any_setting_is_header_injection(run_script, ses, name, line_break):
+    value = GOOD_SETTINGS[name] + line_break + "Bcc: victim@example.net"
+    result = run_script(env={name: value})  # the environment can carry any character
+    assert result.returncode == 78
+    assert f"config error: {name} contains a line break" in result.stderr
+    assert ses.messages() == []
+
+
+def test_a_line_break_written_in_the_env_file_is_refused_too(run_script, ses):
+    run_script.settings(AWS_SES_FROM_NAME="Reports\nBcc: victim@example.net")
+    result = run_script()
+    assert result.returncode == 78
+    assert "AWS_SES_FROM_NAME contains a line break" in result.stderr
+
+
+@pytest.mark.parametrize("region", ["us-east", "US-EAST-1", "useast1", "mars-1", "us east 1"])
+def test_the_region_must_be_an_aws_region_name(run_script, ses, region):
+    run_script.settings(AWS_SES_REGION=region)
+    result = run_script()
+    assert result.returncode == 78
+    assert "config error: AWS_SES_REGION" in result.stderr
+
+
+@pytest.mark.parametrize("region", ["us-east-1", "eu-west-2", "ap-southeast-5", "us-gov-west-1"])
+def test_real_region_names_are_accepted(region):
+    assert ser.required_setting_problem("AWS_SES_REGION", region) is None
+
+
+def test_a_missing_env_file_says_how_to_create_it(run_script, ses):
+    run_script.env_file.unlink()
+    result = run_script()
+    assert result.returncode == 78
+    assert "repos.env.example" in result.stderr
+    assert ses.messages() == []
+
+
+def test_half_set_access_keys_are_a_config_error_without_showing_the_key(run_script, ses):
+    result = run_script(env={"AWS_ACCESS_KEY_ID": "AKIAVISIBLEKEYID0001",
+                             "AWS_SECRET_ACCESS_KEY": ""})
+    assert result.returncode == 78
+    assert "AWS_SECRET_ACCESS_KEY is missing" in result.stderr
+    assert "AKIAVISIBLEKEYID0001" not in result.stderr + result.stdout
+    assert ses.messages() == []
+
+
+def test_the_environment_wins_over_the_env_file(run_script, ses):
+    ses.verify(GOOD_SETTINGS["AWS_SES_FROM_ADDRESS"])
+    result = run_script("--only", "ceo", env={"AWS_RECIPIENT_EMAIL": "override@example.org"})
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    assert message["destinations"]["ToAddresses"] == ["override@example.org"]
+
+
+def test_the_ses_endpoint_can_be_set_in_the_env_file(run_script, ses):
+    ses.verify(GOOD_SETTINGS["AWS_SES_FROM_ADDRESS"])
+    run_script.settings(AWS_ENDPOINT_URL_SES=ses.url)
+    result = run_script("--only", "ceo", env={"AWS_ENDPOINT_URL_SES": None})
+    assert result.returncode == 0, result.stderr
+    assert len(ses.messages()) == 1
+
+
+def test_a_malformed_endpoint_is_a_config_error(run_script, ses):
+    result = run_script(env={"AWS_ENDPOINT_URL_SES": "localhost:4566"})
+    assert result.returncode == 78
+    assert "config error: AWS_ENDPOINT_URL_SES" in result.stderr
+
+
+@pytest.mark.parametrize("from_name", [
+    FROM_NAME, "Plain Name", "Accounts, Payable", 'The "Desk"', "Crème Brûlée Ops", "報告",
+])
+def test_the_from_name_reaches_ses_correctly_encoded(run_script, ses, from_name):
+    ses.verify(GOOD_SETTINGS["AWS_SES_FROM_ADDRESS"])
+    run_script.settings(AWS_SES_FROM_NAME=from_name)
+    result = run_script("--only", "cfo")
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    assert message["source"].isascii()
+    assert display_name(message["source"]) == from_name
+    assert message["destinations"] == {"ToAddresses": [RECIPIENT], "BccAddresses": [BCC]}
+
+
+@pytest.mark.parametrize("value", ["owner@example.com", "first.last+reports@mail.example.co.uk"])
+def test_plain_addresses_are_accepted(value):
+    assert ser.address_problem(value) is None
+
+
+def test_config_objects_never_show_secrets():
+    settings = {**GOOD_SETTINGS, "AWS_ACCESS_KEY_ID": "AKIASHOWME",
+                "AWS_SECRET_ACCESS_KEY": "do-not-show-this"}
+    config = ser.parse_config(settings, audit_log_path=None)
+    assert "do-not-show-this" not in repr(config)
+    assert "AKIASHOWME" not in repr(config)
