@@ -2,9 +2,10 @@
 """Send the eight executive reports through Amazon SES.
 
 Usage:
-    python3 send_exec_reports.py                 # send every report for today's cycle
+    python3 send_exec_reports.py                 # send what today's cycle still lacks
     python3 send_exec_reports.py --only ceo,cfo  # send some of them
     python3 send_exec_reports.py --dry-run       # print them, send nothing
+    python3 send_exec_reports.py --check         # ask SES if a run would go through
     python3 send_exec_reports.py --list          # the report ids and titles
 
 Settings come from repos.env beside this script (or --env-file PATH); variables
@@ -12,27 +13,37 @@ already set in the environment win over the file.  Every setting is checked
 before the first network call.  Each report goes To AWS_RECIPIENT_EMAIL and
 BCC AWS_BCC_EMAIL, and every outcome is appended to a JSON Lines audit log.
 
+The audit log is also the ledger: a report it shows as sent in this cycle is
+skipped, so a re-run after a failure sends exactly what is missing.  One run
+at a time holds a lock beside the log.  A send SES confirmed is never repeated;
+one it had not yet confirmed when the run died may be (SES has no idempotency
+key), so delivery is at least once for that single in-flight report.
+
 Exit codes:
-    0   every selected report was sent
+    0   every selected report was sent, now or earlier in the cycle
     1   SES rejected at least one report (the message says what to fix)
     64  the command line was wrong
     73  the audit log could not be opened or written; nothing unrecorded is sent
-    75  SES could not be reached or was busy; safe to run again later
+    75  SES unreachable, busy or out of daily quota, or another run holds the
+        lock; safe to run again later
     78  the configuration is invalid; nothing was sent
 """
 
 import argparse
 import dataclasses
 import email.errors
+import fcntl
 import hashlib
 import json
 import os
 import re
 import string
+import subprocess
 import sys
+import time
 import unicodedata
 import uuid
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.utils import formataddr
 from pathlib import Path
@@ -85,6 +96,26 @@ SES_RETRIES = {"mode": "standard", "total_max_attempts": 4}
 SES_CONNECT_TIMEOUT_SECONDS = 5
 SES_READ_TIMEOUT_SECONDS = 20
 
+# The preflight asks SES once per question and never waits long: it is advice,
+# and an endpoint or IAM policy that cannot answer must not hold up the reports.
+PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
+PREFLIGHT_READ_TIMEOUT_SECONDS = 3
+
+# The sandbox's quota; SES's v1 API has no call that says "sandbox" outright.
+SANDBOX_MAX_24_HOUR_SEND = 200
+
+# How the preflight names where boto3 found the credentials (never the values).
+CREDENTIAL_SOURCES = {
+    "env": "environment variables",
+    "shared-credentials-file": "the shared credentials file (~/.aws/credentials)",
+    "config-file": "the AWS config file (~/.aws/config)",
+    "sso": "AWS IAM Identity Center (SSO)",
+    "assume-role": "an assumed role from the AWS config",
+    "iam-role": "the instance's IAM role",
+    "container-role": "the container's IAM role",
+}
+
 # SES error codes that every remaining report would hit too: stop at the first.
 RUN_STOPPING_CODES = frozenset({
     "AccessDenied",
@@ -125,10 +156,10 @@ SES_ADVICE = {
     "SignatureDoesNotMatch": "the AWS secret key does not match the access key",
     "ExpiredToken": "the AWS session has expired; log in again (aws sso login)",
     "UnrecognizedClientException": "the AWS credentials are not valid for SES",
-    "Throttling": "SES is throttling this account; run again later (the daily quota "
-    "resets on a rolling 24 hours)",
 }
 TRANSIENT_ADVICE = "SES could not be reached or was busy; nothing more was sent, run again later"
+QUOTA_ADVICE = ("the 24-hour sending quota is used up; nothing more was sent, and a run "
+                "after the quota frees up (a rolling 24 hours) sends the rest")
 
 
 class ReportTemplate(string.Template):
@@ -427,7 +458,8 @@ REPORTS = (
     ReportSpec("cmo", "CMO Report: channels, email blast and OTA sequencing", CMO_TEMPLATE),
     ReportSpec("cfo", "CFO Report: burn, capital tiers and control rules", CFO_TEMPLATE),
     ReportSpec("rental-3028", "3028 51st St Rental Audit", RENTAL_TEMPLATE),
-    ReportSpec("yacht-delivery", "Expert Yacht Delivery Operations Report", YACHT_DELIVERY_TEMPLATE),
+    ReportSpec("yacht-delivery", "Expert Yacht Delivery Operations Report",
+               YACHT_DELIVERY_TEMPLATE),
     ReportSpec("dc-portfolio", "DangerousCentaur Client Portfolio Audit", DC_PORTFOLIO_TEMPLATE),
 )
 
@@ -456,11 +488,18 @@ class AuditLogError(ReportRunError):
     exit_code = EXIT_AUDIT_LOG
 
 
+class RunLockedError(ReportRunError):
+    """Another run holds the lock: this one must not send."""
+
+    exit_code = EXIT_TRANSIENT
+
+
 class SendError(ReportRunError):
     """SES did not accept a report: `code` and `message` are SES's own words."""
 
-    def __init__(self, code, message, *, transient, stops_run):
+    def __init__(self, code, message, *, transient, stops_run, from_ses=True):
         super().__init__(f"{code}: {message}")
+        self.from_ses = from_ses  # False: no answer from SES at all (network, timeout)
         self.code = code
         self.message = message
         self.transient = transient
@@ -480,6 +519,7 @@ class Config:
     audit_log_path: Path
     endpoint_url: str | None = None
     aws_profile: str | None = None
+    credential_origin: str | None = None  # where explicit keys came from, never the keys
     # Never shown: repr=False keeps them out of any accidental print.
     access_key_id: str | None = dataclasses.field(default=None, repr=False)
     secret_access_key: str | None = dataclasses.field(default=None, repr=False)
@@ -503,6 +543,13 @@ class RenderedReport:
     report_id: str
     subject: str
     body: str
+    to: tuple
+    bcc: tuple
+
+    @property
+    def recipient_count(self):
+        """How many messages SES counts against its quotas for this report."""
+        return len(self.to) + len(self.bcc)
 
     @property
     def body_sha256(self):
@@ -583,7 +630,7 @@ def credential_problems(settings):
     return []
 
 
-def parse_config(settings, audit_log_path):
+def parse_config(settings, audit_log_path, credential_origin=None):
     """Turn merged settings into a Config, or raise ConfigError listing every problem."""
     problems = setting_problems(settings)
     if problems:
@@ -601,6 +648,7 @@ def parse_config(settings, audit_log_path):
         audit_log_path=audit_log_path,
         endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
         aws_profile=value("AWS_PROFILE"),
+        credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
         session_token=value("AWS_SESSION_TOKEN"),
@@ -630,7 +678,7 @@ def select_reports(only):
     return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
-def render_report(spec, *, cycle, prepared_by, generated_at):
+def render_report(spec, *, cycle, prepared_by, generated_at, to=(), bcc=()):
     """Fill a report's templates; a placeholder with no value is a bug, so it raises."""
     values = {"title": spec.title, "cycle": cycle, "prepared_by": prepared_by,
               "generated_at": generated_at, "version": VERSION}
@@ -639,7 +687,7 @@ def render_report(spec, *, cycle, prepared_by, generated_at):
     subject = f"{spec.title} | cycle {cycle}"
     if has_line_break(subject):
         raise UsageError(f"the subject of {spec.report_id} would contain a line break")
-    return RenderedReport(spec.report_id, subject, body)
+    return RenderedReport(spec.report_id, subject, body, tuple(to), tuple(bcc))
 
 
 def audit_record(report, config, *, run_id, cycle, now, status,
@@ -652,8 +700,8 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "report": report.report_id,
         "subject": report.subject,
         "from": config.from_address,
-        "to": [config.recipient],
-        "bcc": [config.bcc],
+        "to": list(report.to),
+        "bcc": list(report.bcc),
         "region": config.region,
         "status": status,
         "message_id": message_id,
@@ -662,7 +710,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
     }
 
 
-# --- Settings file, audit log and SES (I/O) -----------------------------------
+# --- Settings file, audit log, lock and SES (I/O) -----------------------------
 
 
 def load_settings(env_file, environ):
@@ -679,6 +727,24 @@ def load_settings(env_file, environ):
     return {**{name: value or "" for name, value in from_file.items()}, **environ}
 
 
+def env_file_warnings(env_file):
+    """Warnings about a settings file that others can read or that git tracks."""
+    warnings = []
+    if os.stat(env_file).st_mode & 0o077:
+        warnings.append(f"warning: {env_file} is readable by group or others; "
+                        f"fix: chmod 600 {env_file}")
+    try:
+        tracked = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", env_file.name], cwd=env_file.parent,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        tracked = False  # no git here: nothing can be tracked
+    if tracked:
+        warnings.append(f"warning: {env_file} is tracked by git; its secrets are in the "
+                        f"history: fix: git rm --cached {env_file.name}, rotate the keys")
+    return warnings
+
+
 def resolve_audit_log_path(option, settings, env_file):
     """--audit-log, else AUDIT_LOG_PATH (relative to the env file), else the default."""
     if option:
@@ -688,41 +754,116 @@ def resolve_audit_log_path(option, settings, env_file):
     return path if path.is_absolute() else env_file.resolve().parent / path
 
 
+def read_audit_log(path):
+    """The audit log's records, and a warning for each line that is not one."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except FileNotFoundError:
+        return [], []
+    except OSError as error:
+        raise AuditLogError(f"cannot read audit log {path}: {error.strerror}") from None
+    records, warnings = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            warnings.append(f"warning: audit log {path} line {number} is not a complete "
+                            "record (a run stopped mid-write?); ignored, not rewritten")
+    return records, warnings
+
+
+def sent_in_cycle(records, cycle):
+    """Message ids of the reports the audit log shows as sent in this cycle."""
+    return {r.get("report"): r.get("message_id") for r in records
+            if r.get("cycle") == cycle and r.get("status") == "sent"}
+
+
+class RunLock:
+    """One sending run at a time per audit log.
+
+    flock is released by the kernel when the process dies, however it dies, so
+    a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise AuditLogError(f"cannot create lock file {path}: {error.strerror}; "
+                                "fix the audit log's folder or permissions") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(self._fd)
+            raise RunLockedError(f"another run (pid {holder}) is sending with this audit "
+                                 f"log ({path}); this run sent nothing: let it finish") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        os.close(self._fd)  # closing releases the flock
+
+
 class AuditLog:
     """The append-only JSON Lines record of every send outcome, private to its owner."""
 
     def __init__(self, path):
         self.path = path
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as error:
             raise AuditLogError(f"cannot open audit log {path} for appending: "
                                 f"{error.strerror}; fix the path or its permissions "
                                 "(AUDIT_LOG_PATH or --audit-log)") from None
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self._file = os.fdopen(fd, "r+", encoding="utf-8")
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            # A run died mid-write: end its torn line so our records start clean.
+            self._write("\n")
 
     def append(self, record):
         """Write one record and force it to disk before the next send starts."""
+        self._write(json.dumps(record, ensure_ascii=False) + "\n", record)
+
+    def _write(self, text, record=None):
         try:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.write(text)
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
-            raise AuditLogError(f"cannot write audit log {self.path}: {error.strerror}; "
-                                f"unrecorded outcome: {json.dumps(record)}") from None
-
-    def close(self):
-        self._file.close()
+            lost = f"; unrecorded outcome: {json.dumps(record)}" if record else ""
+            raise AuditLogError(f"cannot write audit log {self.path}: "
+                                f"{error.strerror}{lost}") from None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self.close()
+        self._file.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class SesClients:
+    """The sending client, a quick-to-give-up client for the preflight, and whose keys."""
+
+    send: object
+    preflight: object
+    credential_source: str
 
 
 def connect_ses(config):
-    """A boto3 SES client with explicit retries and timeouts, and credentials checked."""
+    """SES clients with explicit retries and timeouts, once credentials are found."""
     import boto3
     import botocore.config
     import botocore.exceptions
@@ -741,13 +882,34 @@ def connect_ses(config):
         raise ConfigError(["no AWS credentials found: set AWS_PROFILE, or "
                            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the "
                            "environment or repos.env (or run aws sso login)"])
-    client_config = botocore.config.Config(
-        retries=SES_RETRIES,
-        connect_timeout=SES_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=SES_READ_TIMEOUT_SECONDS,
-    )
-    return session.client("ses", region_name=config.region,
-                          endpoint_url=config.endpoint_url, config=client_config)
+    if credentials.method == "explicit":
+        source = f"access keys from {config.credential_origin}"
+    else:
+        source = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
+
+    def client(retries, connect_timeout, read_timeout):
+        settings = botocore.config.Config(retries=retries, connect_timeout=connect_timeout,
+                                          read_timeout=read_timeout)
+        return session.client("ses", region_name=config.region,
+                              endpoint_url=config.endpoint_url, config=settings)
+
+    send = client(SES_RETRIES, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
+    send.meta.events.register_first("needs-retry.ses.SendEmail", refuse_to_retry_daily_quota)
+    preflight = client(PREFLIGHT_RETRIES, PREFLIGHT_CONNECT_TIMEOUT_SECONDS,
+                       PREFLIGHT_READ_TIMEOUT_SECONDS)
+    return SesClients(send, preflight, source)
+
+
+def refuse_to_retry_daily_quota(response, **_):
+    """botocore needs-retry hook: a used-up daily quota will not free up in seconds.
+
+    SES reports it as Throttling, which the standard retry mode would retry;
+    raising here ends the call at once instead.
+    """
+    error = response[1].get("Error", {}) if response else {}
+    if error.get("Code") == "Throttling" and "daily" in error.get("Message", "").lower():
+        raise SendError("Throttling", error.get("Message", ""), transient=True,
+                        stops_run=True)
 
 
 def send_report(ses, config, report):
@@ -757,20 +919,34 @@ def send_report(ses, config, report):
     try:
         response = ses.send_email(
             Source=config.sender,
-            Destination={"ToAddresses": [config.recipient], "BccAddresses": [config.bcc]},
+            Destination={"ToAddresses": list(report.to), "BccAddresses": list(report.bcc)},
             Message={
                 "Subject": {"Data": report.subject, "Charset": "UTF-8"},
                 "Body": {"Text": {"Data": report.body, "Charset": "UTF-8"}},
             },
         )
+    except SendError:
+        raise  # from refuse_to_retry_daily_quota, already classified
     except botocore.exceptions.ClientError as error:
         raise classify_client_error(error.response, config) from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:
         # Dropped connections, timeouts and answers that are not SES's XML:
         # none of them says the message was refused, so a later run may succeed.
         raise SendError(type(error).__name__, str(error), transient=True,
-                        stops_run=True) from None
+                        stops_run=True, from_ses=False) from None
+    except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
+        raise not_an_ses_answer(error) from None
+    if "MessageId" not in response:
+        raise not_an_ses_answer(None)
     return response["MessageId"]
+
+
+def not_an_ses_answer(error):
+    """The failure for an endpoint whose answer botocore cannot read as SES's."""
+    detail = f" ({type(error).__name__}: {error})" if error else ""
+    return SendError("NotAnSesAnswer", "the endpoint answered, but not as SES does"
+                     f"{detail}; check AWS_ENDPOINT_URL_SES", transient=True,
+                     stops_run=True, from_ses=False)
 
 
 def classify_client_error(response, config):
@@ -785,6 +961,122 @@ def classify_client_error(response, config):
                      stops_run=code in RUN_STOPPING_CODES or sender_refused)
 
 
+# --- Preflight: what SES can tell before the first send ------------------------
+
+
+@dataclasses.dataclass
+class Preflight:
+    """What SES said before sending; None wherever it could not tell."""
+
+    notes: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
+    sender_verified: bool | None = None
+    max_24_hour_send: float | None = None
+    sent_last_24_hours: float | None = None
+    max_send_rate: float | None = None
+
+    def shortfall(self, needed):
+        """Why the day's remaining quota cannot take `needed` messages, or None."""
+        if self.max_24_hour_send is None or self.max_24_hour_send < 0:
+            return None  # unknown, or -1: unlimited
+        left = max(self.max_24_hour_send - self.sent_last_24_hours, 0)
+        if needed <= left:
+            return None
+        return (f"SES's 24-hour quota has {left:g} messages left and this cycle needs "
+                f"{needed} (each report counts its To and BCC); nothing was sent so that "
+                "the cycle is not half-sent: run again when the quota has room")
+
+
+def run_preflight(clients, config, recipients):
+    """Ask SES about the sender, the quota and the sandbox; warn, never fail, on silence."""
+    import botocore.exceptions
+
+    found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
+    for step in (check_sender, check_quota, check_sandbox_recipients):
+        try:
+            step(clients.preflight, config, recipients, found)
+        except botocore.exceptions.ClientError as error:
+            answer = error.response.get("Error", {})
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            said = answer.get("Code") or f"HTTP {status}"
+            if answer.get("Message"):
+                said += f": {answer['Message']}"
+            found.warnings.append(f"warning: preflight {step.__doc__.split(':')[0]} not "
+                                  f"checked: SES said {said}; going on")
+        except botocore.exceptions.BotoCoreError as error:
+            found.warnings.append(f"warning: preflight stopped, SES did not answer "
+                                  f"({type(error).__name__}); going on")
+            break  # an endpoint that does not answer one question will not answer the next
+        except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
+            found.warnings.append(f"warning: preflight stopped, the endpoint's answer is "
+                                  f"not SES's ({type(error).__name__}); going on")
+            break
+    return found
+
+
+def check_sender(client, config, recipients, found):
+    """sender: is the From address, or its domain, a verified SES identity."""
+    domain = config.from_address.rpartition("@")[2]
+    answer = client.get_identity_verification_attributes(
+        Identities=[config.from_address, domain])["VerificationAttributes"]
+    verified = [identity for identity in (config.from_address, domain)
+                if answer.get(identity, {}).get("VerificationStatus") == "Success"]
+    found.sender_verified = bool(verified)
+    if verified:
+        found.notes.append(f"sender: {config.from_address} is verified (identity {verified[0]})")
+    else:
+        found.warnings.append(f"warning: neither {config.from_address} nor {domain} is a "
+                              f"verified SES identity in {config.region}: verify the sender "
+                              "in the SES console, or SES will reject every report")
+
+
+def check_quota(client, config, recipients, found):
+    """quota: the account's 24-hour quota and maximum send rate."""
+    quota = client.get_send_quota()
+    found.max_24_hour_send = quota["Max24HourSend"]
+    found.sent_last_24_hours = quota["SentLast24Hours"]
+    found.max_send_rate = quota["MaxSendRate"]
+    found.notes.append(f"quota: {found.sent_last_24_hours:g} of {found.max_24_hour_send:g} "
+                       f"messages used in the last 24 hours; max send rate "
+                       f"{found.max_send_rate:g} a second")
+
+
+def check_sandbox_recipients(client, config, recipients, found):
+    """sandbox: in the SES sandbox, recipients must be verified too."""
+    if found.max_24_hour_send != SANDBOX_MAX_24_HOUR_SEND:
+        return
+    answer = client.get_identity_verification_attributes(
+        Identities=list(recipients))["VerificationAttributes"]
+    unverified = [r for r in recipients
+                  if answer.get(r, {}).get("VerificationStatus") != "Success"
+                  and answer.get(r.rpartition("@")[2], {}).get("VerificationStatus") != "Success"]
+    found.notes.append("sandbox: the quota is the SES sandbox's (200 a day)")
+    if unverified:
+        found.warnings.append(f"warning: the account looks like it is in the SES sandbox, "
+                              f"where recipients must be verified too: {', '.join(unverified)} "
+                              "is not; verify it or request production access")
+
+
+class SendPacer:
+    """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded."""
+
+    def __init__(self, max_send_rate, monotonic=time.monotonic, sleep=time.sleep):
+        self.rate = max_send_rate if max_send_rate and max_send_rate > 0 else None
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.next_send = None
+
+    def wait_to_send(self, recipients):
+        """Sleep until a message to this many recipients may go."""
+        if self.rate is None:
+            return
+        now = self.monotonic()
+        if self.next_send is not None and self.next_send > now:
+            self.sleep(self.next_send - now)
+            now = self.next_send
+        self.next_send = now + recipients / self.rate
+
+
 # --- The run ------------------------------------------------------------------
 
 
@@ -794,58 +1086,132 @@ class RunOutcome:
 
     records: list = dataclasses.field(default_factory=list)
     failures: list = dataclasses.field(default_factory=list)  # (record, SendError)
+    refusal: str | None = None  # why nothing was sent, when the preflight said no
 
     @property
     def exit_code(self):
         if any(not failure.transient for _, failure in self.failures):
             return EXIT_REJECTED  # a person must act before a re-run can help
-        return EXIT_TRANSIENT if self.failures else EXIT_SENT
+        return EXIT_TRANSIENT if self.failures or self.refusal else EXIT_SENT
 
 
-def send_cycle(reports, config, *, ses, audit_log, run_id, cycle, clock, stdout):
-    """Send each report and audit each outcome; stop early where the rest would fail too."""
-    outcome = RunOutcome()
-    stopped_by = None
-    for report in reports:
-        fields = dict(run_id=run_id, cycle=cycle)
-        if stopped_by is not None:
-            error = {"code": "NotAttempted",
-                     "message": f"run stopped after {stopped_by.code}"}
-            record = audit_record(report, config, now=clock(), status="skipped",
-                                  error=error, **fields)
-        else:
+class CycleRun:
+    """One sending run of a cycle: each report sent, skipped or failed, and audited."""
+
+    def __init__(self, config, *, audit_log, cycle, clock, stdout):
+        self.config = config
+        self.audit_log = audit_log
+        self.cycle = cycle
+        self.clock = clock
+        self.stdout = stdout
+        self.run_id = uuid.uuid4().hex
+        self.outcome = RunOutcome()
+
+    def record(self, report, status, *, message_id=None, error=None):
+        """Audit one outcome (on disk before anything else happens) and show it."""
+        record = audit_record(report, self.config, run_id=self.run_id, cycle=self.cycle,
+                              now=self.clock(), status=status, message_id=message_id,
+                              error=error)
+        self.audit_log.append(record)
+        self.outcome.records.append(record)
+        print(f"{status:<8} {report.report_id:<15} "
+              f"{message_id or error['code']}", file=self.stdout)
+        return record
+
+    def skip(self, reports, code, message):
+        for report in reports:
+            self.record(report, "skipped", error={"code": code, "message": message})
+
+    def send(self, reports, ses, pacer):
+        """Send in order; stop early where every remaining report would fail too."""
+        for position, report in enumerate(reports):
+            pacer.wait_to_send(report.recipient_count)
             try:
-                message_id = send_report(ses, config, report)
+                message_id = send_report(ses, self.config, report)
             except SendError as failure:
-                stopped_by = failure if failure.stops_run else None
                 error = {"code": failure.code,
-                         "message": redact(failure.message, config.secrets)}
-                record = audit_record(report, config, now=clock(), status="failed",
-                                      error=error, **fields)
-                outcome.failures.append((record, failure))
+                         "message": redact(failure.message, self.config.secrets)}
+                record = self.record(report, "failed", error=error)
+                self.outcome.failures.append((record, failure))
+                if failure.stops_run:
+                    self.skip(reports[position + 1:], "NotAttempted",
+                              f"run stopped after {failure.code}")
+                    return
             else:
-                record = audit_record(report, config, now=clock(), status="sent",
-                                      message_id=message_id, **fields)
-        audit_log.append(record)
-        outcome.records.append(record)
-        print(f"{record['status']:<8} {report.report_id:<15} "
-              f"{record['message_id'] or record['error']['code']}", file=stdout)
-    return outcome
+                self.record(report, "sent", message_id=message_id)
+
+
+def send_cycle(reports, config, *, cycle, force, clock, stdout, stderr):
+    """Lock, read the ledger, check with SES, then send what this cycle still lacks."""
+    with RunLock(config.audit_log_path.with_name(config.audit_log_path.name + ".lock")), \
+            AuditLog(config.audit_log_path) as audit_log:
+        records, warnings = read_audit_log(config.audit_log_path)
+        for warning in warnings:
+            print(warning, file=stderr)
+        already_sent = {} if force else sent_in_cycle(records, cycle)
+        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, stdout=stdout)
+        for report in reports:
+            if report.report_id in already_sent:
+                run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
+                         f"{already_sent[report.report_id]}; --force sends it again")
+        to_send = [r for r in reports if r.report_id not in already_sent]
+        if to_send:
+            clients = connect_ses(config)
+            found = run_preflight(clients, config, recipients_of(to_send))
+            for warning in found.warnings:
+                print(redact(warning, config.secrets), file=stderr)
+            run.outcome.refusal = found.shortfall(sum(r.recipient_count for r in to_send))
+            if run.outcome.refusal:
+                run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
+            else:
+                run.send(to_send, clients.send, SendPacer(found.max_send_rate))
+    return run.outcome
+
+
+def recipients_of(reports):
+    """Every distinct recipient of these reports, in first-seen order."""
+    return list(dict.fromkeys(a for r in reports for a in (*r.to, *r.bcc)))
+
+
+def check_only(reports, config, *, cycle, stdout, stderr):
+    """--check: say what SES can tell and what a run would send; send nothing."""
+    records, warnings = read_audit_log(config.audit_log_path)
+    sent = sent_in_cycle(records, cycle)
+    to_send = [r for r in reports if r.report_id not in sent]
+    clients = connect_ses(config)
+    found = run_preflight(clients, config, recipients_of(to_send or reports))
+    for line in found.notes:
+        print(line, file=stdout)
+    for warning in warnings + found.warnings:
+        print(redact(warning, config.secrets), file=stderr)
+    refusal = found.shortfall(sum(r.recipient_count for r in to_send))
+    if refusal:
+        print(f"error: {refusal}", file=stderr)
+        return EXIT_TRANSIENT
+    print(f"cycle {cycle}: {len(reports) - len(to_send)} already sent, "
+          f"{len(to_send)} to send", file=stdout)
+    return EXIT_REJECTED if found.sender_verified is False else EXIT_SENT
 
 
 def failure_line(record, failure, config):
     """One line on stderr for a failed report: what SES said and what to do."""
-    advice = TRANSIENT_ADVICE if failure.transient else SES_ADVICE.get(
-        failure.code, "see the SES error above; fix it, then run again")
+    if failure.code == "Throttling" and "daily" in failure.message.lower():
+        advice = QUOTA_ADVICE
+    elif failure.transient:
+        advice = TRANSIENT_ADVICE
+    else:
+        advice = SES_ADVICE.get(failure.code, "fix what SES names, then run again")
     said = redact(f"{failure.code}: {failure.message}", config.secrets)
-    return f"error: {record['report']} not sent: SES said {said}; {advice}"
+    said = f"SES said {said}" if failure.from_ses else said
+    return f"error: {record['report']} not sent: {said}; {advice}"
 
 
 def print_dry_run(reports, config, stdout):
     """Print each report as it would be sent, headers first."""
     for report in reports:
-        print(f"From: {config.sender}\nTo: {config.recipient}\nBcc: {config.bcc}\n"
-              f"Subject: {report.subject}\n\n{report.body}\n{'=' * 72}", file=stdout)
+        print(f"From: {config.sender}\nTo: {', '.join(report.to)}\n"
+              f"Bcc: {', '.join(report.bcc)}\nSubject: {report.subject}\n\n"
+              f"{report.body}\n{'=' * 72}", file=stdout)
 
 
 # --- Command line -------------------------------------------------------------
@@ -863,18 +1229,25 @@ def build_parser():
         prog="send_exec_reports.py",
         description="Render the eight executive reports and send each through "
                     "Amazon SES, To the recipient and BCC the audit inbox, "
-                    "recording every outcome in an audit log.",
-        epilog="exit codes: 0 all sent, 1 SES rejected a report, 64 usage error, "
-               "73 audit log not writable, 75 SES unreachable or busy (safe to run "
-               "again), 78 invalid configuration",
+                    "recording every outcome in an audit log. A report already "
+                    "sent in the cycle is skipped, so a re-run sends only what is missing.",
+        epilog="exit codes: 0 all sent (or already sent), 1 SES rejected a report, "
+               "64 usage error, 73 audit log not writable, 75 SES unreachable, busy or "
+               "out of quota, or another run holds the lock (safe to run again later), "
+               "78 invalid configuration",
     )
     parser.add_argument("--list", action="store_true", help="print the report ids and titles")
     parser.add_argument("--only", metavar="ID[,ID...]", help="send only these reports")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the selected reports; no network call, nothing sent")
+    parser.add_argument("--check", action="store_true",
+                        help="check credentials, sender, quota and sandbox with SES; "
+                             "send nothing")
     parser.add_argument("--cycle", metavar="LABEL",
                         help="the reporting cycle, in subjects and the audit log "
                              "(default: today's local date)")
+    parser.add_argument("--force", action="store_true",
+                        help="send the selected reports even if already sent this cycle")
     parser.add_argument("--env-file", metavar="PATH", type=Path, default=DEFAULT_ENV_FILE,
                         help="settings file (default: repos.env beside this script)")
     parser.add_argument("--audit-log", metavar="PATH",
@@ -894,30 +1267,42 @@ def parse_cycle(label, today):
     return label
 
 
+def load_config(args, environ, stderr):
+    """Settings file plus environment, checked; hygiene warnings on the way."""
+    settings = load_settings(args.env_file, environ)
+    for warning in env_file_warnings(args.env_file):
+        print(warning, file=stderr)
+    origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
+    audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
+    return parse_config(settings, audit_log_path, credential_origin=origin)
+
+
 def run(args, *, environ, stdout, stderr, clock):
     """Do what the parsed command line asks; raise ReportRunError on failure."""
     if args.list:
         for spec in REPORTS:
             print(f"{spec.report_id:<15} {spec.title}", file=stdout)
         return EXIT_SENT
-    reports_wanted = select_reports(args.only)
+    if args.dry_run and args.check:
+        raise UsageError("--dry-run and --check do different things; choose one")
+    selected = select_reports(args.only)
     cycle = parse_cycle(args.cycle, clock().date())
-    settings = load_settings(args.env_file, environ)
-    config = parse_config(settings, resolve_audit_log_path(args.audit_log, settings,
-                                                           args.env_file))
+    config = load_config(args, environ, stderr)
     generated_at = clock().astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
-                             generated_at=generated_at) for spec in reports_wanted]
+                             generated_at=generated_at, to=(config.recipient,),
+                             bcc=(config.bcc,)) for spec in selected]
     if args.dry_run:
         print_dry_run(reports, config, stdout)
         return EXIT_SENT
-    with AuditLog(config.audit_log_path) as audit_log:
-        ses = connect_ses(config)
-        outcome = send_cycle(reports, config, ses=ses, audit_log=audit_log,
-                             run_id=uuid.uuid4().hex, cycle=cycle, clock=clock,
-                             stdout=stdout)
+    if args.check:
+        return check_only(reports, config, cycle=cycle, stdout=stdout, stderr=stderr)
+    outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
+                         stdout=stdout, stderr=stderr)
     for record, failure in outcome.failures:
         print(failure_line(record, failure, config), file=stderr)
+    if outcome.refusal:
+        print(f"error: {outcome.refusal}", file=stderr)
     sent = sum(r["status"] == "sent" for r in outcome.records)
     print(f"{sent} of {len(reports)} reports sent for cycle {cycle}; "
           f"audit log: {config.audit_log_path}", file=stdout)
@@ -927,8 +1312,9 @@ def run(args, *, environ, stdout, stderr, clock):
 def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None):
     """Run the command line; return the exit code documented in the module docstring.
 
-    Expected failures (bad settings, SES refusals, an unwritable audit log)
-    become one line per problem on stderr and their exit code, never a traceback.
+    Expected failures (bad settings, SES refusals, an unwritable audit log, a
+    run already in progress) become one line per problem on stderr and their
+    exit code, never a traceback.
     """
     environ = os.environ if environ is None else environ
     stdout = stdout or sys.stdout
@@ -946,8 +1332,8 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None):
         print(f"error: {error}", file=stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the audit log holds every report confirmed so far",
-              file=stderr)
+        print("interrupted: the audit log holds every report confirmed so far; "
+              "run again to send the rest", file=stderr)
         return EXIT_INTERRUPTED
 
 

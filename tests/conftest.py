@@ -44,6 +44,7 @@ def write_env_file(path, settings):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         lines.append(f'{name}="{escaped}"')
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)  # as the README says to
     return path
 
 
@@ -90,3 +91,18 @@ def display_name(source):
 
 def sha256(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.fixture
+def proxy(ses):
+    """A fault-injecting HTTP proxy in front of the local SES."""
+    from fault_proxy import FaultProxy
+
+    with FaultProxy(ses.url) as fault_proxy:
+        yield fault_proxy
+
+
+@pytest.fixture
+def run_via_proxy(tmp_path, proxy):
+    """The script, reaching SES only through the fault proxy."""
+    return ScriptRunner(tmp_path, proxy.url)

@@ -2,6 +2,11 @@
 
 Run as a script, it is the demo: it starts the server, verifies the sender of
 repos.env.example there and runs the real send of all eight reports against it.
+`local_ses.py serve PORT RATE DAILY` is how the server itself is started.
+
+moto's server reports the sandbox's quota (200 messages a day, 1 a second).
+The server is started with an account's quota of our choosing instead, so that
+pacing binds only in the tests that are about pacing.
 """
 
 import json
@@ -18,6 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "send_exec_reports.py"
 EXAMPLE_ENV = REPO / "repos.env.example"
 START_TIMEOUT_SECONDS = 30
+# A production-like account: pacing never binds and the quota never runs out.
+FAST_SEND_RATE = 1000
+LARGE_DAILY_QUOTA = 50000
 
 
 def free_port():
@@ -30,14 +38,16 @@ def free_port():
 class LocalSES:
     """moto's SES server in a child process, reached over real HTTP on loopback."""
 
-    def __init__(self):
+    def __init__(self, max_send_rate=FAST_SEND_RATE, max_24_hour_send=LARGE_DAILY_QUOTA):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.quota = (max_send_rate, max_24_hour_send)
         self._process = None
 
     def start(self):
+        rate, daily = self.quota
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, __file__, "serve", str(self.port), str(rate), str(daily)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -46,7 +56,8 @@ class LocalSES:
                 return self
             except OSError:
                 if self._process.poll() is not None:
-                    raise RuntimeError("moto's server exited; is moto[server] installed?")
+                    raise RuntimeError("moto's server exited; is moto[server] installed?") \
+                        from None
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"moto's server did not answer on {self.url}")
@@ -101,6 +112,22 @@ def script_environment(endpoint_url, home, **extra):
     return env
 
 
+def serve(port, max_send_rate, max_24_hour_send):
+    """moto's server in this process, its SES quota set to an account's of our choosing."""
+    from moto.server import main as moto_server
+    from moto.ses import models
+
+    sandbox_quota = models.SESQuota.__init__
+
+    def account_quota(quota, sent):
+        sandbox_quota(quota, sent)
+        quota.max_send_rate = max_send_rate
+        quota.max24_hour_send = max_24_hour_send
+
+    models.SESQuota.__init__ = account_quota
+    moto_server(["-H", "127.0.0.1", "-p", str(port)])
+
+
 def demo():
     """Send all eight reports to a local SES and show what it received."""
     from dotenv import dotenv_values
@@ -125,4 +152,7 @@ def demo():
 
 
 if __name__ == "__main__":
-    sys.exit(demo())
+    if sys.argv[1:2] == ["serve"]:
+        serve(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+    else:
+        sys.exit(demo())

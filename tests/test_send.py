@@ -58,8 +58,9 @@ def test_an_unverified_sender_is_audited_explained_and_exits_1(run_script, ses):
     result = run_script()
     assert result.returncode == 1
     assert ses.messages() == []
-    [line] = result.stderr.splitlines()
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith("error: ceo not sent: SES said MessageRejected")
+    assert "warning: neither reports@example.com nor example.com is a verified" in result.stderr
     assert "verified" in line and "AWS_SES_FROM_ADDRESS" in line
     records = run_script.audit_records()
     assert records[0]["status"] == "failed"
@@ -153,8 +154,9 @@ def test_ses_unreachable_exits_75_and_is_audited(run_script, ses):
     closed.close()  # nothing listens there any more
     result = run_script(env={"AWS_ENDPOINT_URL_SES": closed.url})
     assert result.returncode == 75
-    [line] = result.stderr.splitlines()
-    assert "run again later" in line
+    warning, line = result.stderr.splitlines()
+    assert warning.startswith("warning: preflight stopped, SES did not answer")
+    assert line.startswith("error: ceo not sent") and "run again later" in line
     records = run_script.audit_records()
     assert records[0]["status"] == "failed"
     assert records[0]["error"]["code"] == "EndpointConnectionError"

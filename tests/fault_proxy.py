@@ -1,0 +1,122 @@
+"""A real HTTP proxy on loopback, between the script and the local SES, that
+answers some requests the way SES does when things go wrong."""
+
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+HANG_SECONDS = 60
+
+# fault name -> (HTTP status, SES error code, SES message), in SES's own words.
+SES_ERRORS = {
+    "throttle": (400, "Throttling", "Maximum sending rate exceeded."),
+    "quota": (400, "Throttling", "Daily message quota exceeded."),
+    "503": (503, "ServiceUnavailable", "Service is unavailable. Please try again later."),
+    "reject": (400, "MessageRejected", "Illegal address"),
+    "paused": (400, "AccountSendingPausedException",
+               "Sending is paused for this account."),
+    "denied": (403, "AccessDenied", "User is not authorized to perform this action"),
+}
+
+ERROR_XML = """<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
+  <Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>
+  <RequestId>fault-proxy</RequestId>
+</ErrorResponse>"""
+
+
+class FaultProxy:
+    """Forwards to `upstream`, except where a planned fault answers instead.
+
+    plan("SendEmail", "throttle", "pass", then="quota") answers the first
+    SendEmail with Throttling, forwards the second, and answers every later one
+    with the daily-quota error. `delay` slows every forwarded request of an action.
+    """
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.seen = []
+        self._faults = {}
+        self._then = {}
+        self.delay = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def plan(self, action, *faults, then="pass"):
+        with self._lock:
+            self._faults[action] = list(faults)
+            self._then[action] = then
+
+    def clear(self):
+        with self._lock:
+            self._faults.clear()
+            self._then.clear()
+            self.delay.clear()
+
+    def count(self, action):
+        return self.seen.count(action)
+
+    def _next_fault(self, action):
+        with self._lock:
+            self.seen.append(action)
+            planned = self._faults.get(action, [])
+            return planned.pop(0) if planned else self._then.get(action, "pass")
+
+    def __enter__(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                action = parse_qs(body.decode("utf-8")).get("Action", ["?"])[0]
+                fault = proxy._next_fault(action)
+                if fault in ("drop", "hang"):
+                    time.sleep(HANG_SECONDS if fault == "hang" else 0)
+                    self.close_connection = True  # no answer at all
+                elif fault in SES_ERRORS:
+                    status, code, message = SES_ERRORS[fault]
+                    self._answer(status, "text/xml",
+                                 ERROR_XML.format(code=code, message=message).encode())
+                elif fault == "garbage":
+                    self._answer(200, "text/html", b"<html><body>It works!</body></html>")
+                elif fault == "unimplemented":
+                    self._answer(501, "text/html", b"<h1>Not Implemented</h1>")
+                else:
+                    time.sleep(proxy.delay.get(action, 0))
+                    self._forward(body)
+
+            def _forward(self, body):
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection")}
+                request = urllib.request.Request(proxy.upstream + self.path, data=body,
+                                                 headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, data, kind = answer.status, answer.read(), answer.headers
+                except urllib.error.HTTPError as error:
+                    status, data, kind = error.code, error.read(), error.headers
+                self._answer(status, kind.get("Content-Type", "text/xml"), data)
+
+            def _answer(self, status, content_type, data):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass  # the tests read `seen`, not an access log
+
+        return Handler
