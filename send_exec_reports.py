@@ -6,12 +6,17 @@ Usage:
     python3 send_exec_reports.py --only ceo,cfo  # send some of them
     python3 send_exec_reports.py --dry-run       # print them, send nothing
     python3 send_exec_reports.py --check         # ask SES if a run would go through
+    python3 send_exec_reports.py --preview-dir preview   # .eml and .html files
+    python3 send_exec_reports.py --variant b     # the one-screen brief, to list B
+    python3 send_exec_reports.py --history       # what the last cycles sent
+    python3 send_exec_reports.py --quiet         # for cron: silent unless a problem
     python3 send_exec_reports.py --list          # the report ids and titles
 
 Settings come from repos.env beside this script (or --env-file PATH); variables
 already set in the environment win over the file.  Every setting is checked
-before the first network call.  Each report goes To AWS_RECIPIENT_EMAIL and
-BCC AWS_BCC_EMAIL, and every outcome is appended to a JSON Lines audit log.
+before the first network call.  Each report goes To AWS_RECIPIENT_EMAIL (or
+its own REPORT_TO_<ID>) and BCC AWS_BCC_EMAIL, as an HTML message with a
+plain-text part, and every outcome is appended to a JSON Lines audit log.
 
 The audit log is also the ledger: a report it shows as sent in this cycle is
 skipped, so a re-run after a failure sends exactly what is missing.  One run
@@ -23,7 +28,8 @@ Exit codes:
     0   every selected report was sent, now or earlier in the cycle
     1   SES rejected at least one report (the message says what to fix)
     64  the command line was wrong
-    73  the audit log could not be opened or written; nothing unrecorded is sent
+    73  the audit log (or a preview file) could not be written; nothing
+        unrecorded is sent
     75  SES unreachable, busy or out of daily quota, or another run holds the
         lock; safe to run again later
     78  the configuration is invalid; nothing was sent
@@ -32,20 +38,24 @@ Exit codes:
 import argparse
 import dataclasses
 import email.errors
+import email.policy
 import fcntl
 import hashlib
+import html
 import json
 import os
 import re
 import string
 import subprocess
 import sys
+import textwrap
 import time
 import unicodedata
 import uuid
 from datetime import datetime, timezone
 from email.headerregistry import Address
-from email.utils import formataddr
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
 from pathlib import Path
 
 # boto3 is imported inside connect_ses(): --list and --dry-run never need it,
@@ -56,7 +66,7 @@ VERSION = "0.1.0"
 EXIT_SENT = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 64  # sysexits.h EX_USAGE
-EXIT_AUDIT_LOG = 73  # EX_CANTCREAT
+EXIT_CANT_CREATE = 73  # EX_CANTCREAT: the audit log, its lock or a preview
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: cron wrappers know to try again later
 EXIT_CONFIG = 78  # EX_CONFIG
 EXIT_INTERRUPTED = 130
@@ -73,8 +83,41 @@ REQUIRED_SETTINGS = (
     "AWS_RECIPIENT_EMAIL",
     "AWS_BCC_EMAIL",
 )
-ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_RECIPIENT_EMAIL", "AWS_BCC_EMAIL")
+ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
+# These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
+ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
 ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL")
+
+# The report markup (see ReportTemplate) and how its two editions look.
+NUMBERED_ITEM_PATTERN = re.compile(r"\d{1,2}\. (.*)")
+BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
+BRIEF_MARK = "[brief]"
+GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
+TEXT_WIDTH = 72  # what every mail client shows without wrapping
+TEXT_BAR_WIDTH = 12
+# Inline styles only: Gmail and Outlook drop <style> blocks and linked sheets.
+HTML_FONT = "font-family:Helvetica,Arial,sans-serif;color:#1f2933;"
+HTML_STYLE = {
+    "body": "margin:0;padding:0;background:#f3f4f6;",
+    "page": "background:#f3f4f6;border-collapse:collapse;",
+    "column": "max-width:640px;width:640px;background:#ffffff;border-collapse:collapse;",
+    "inner": f"padding:24px 28px;{HTML_FONT}font-size:15px;line-height:1.5;",
+    "h1": f"{HTML_FONT}font-size:22px;margin:0 0 8px;color:#102a43;",
+    "h2": f"{HTML_FONT}font-size:17px;margin:24px 0 8px;padding-bottom:4px;"
+          "color:#102a43;border-bottom:2px solid #d9e2ec;",
+    "p": f"{HTML_FONT}font-size:15px;margin:0 0 12px;",
+    "list": f"{HTML_FONT}font-size:15px;margin:0 0 12px;padding-left:24px;",
+    "li": "margin:0 0 6px;",
+    "table": "border-collapse:collapse;margin:0 0 16px;",
+    "th": f"{HTML_FONT}font-size:13px;text-align:left;padding:6px 8px;"
+          "background:#102a43;color:#ffffff;",
+    "td": f"{HTML_FONT}font-size:14px;padding:6px 8px;vertical-align:top;"
+          "border-bottom:1px solid #e4e7eb;",
+    "bar": "border-collapse:collapse;display:inline-table;vertical-align:middle;",
+    "bar_cell": "height:12px;font-size:1px;line-height:1px;padding:0;",
+    "bar_label": f"{HTML_FONT}font-size:13px;",
+    "hr": "border:0;border-top:1px solid #d9e2ec;margin:24px 0 12px;",
+}
 
 # Values that must never reach stdout, stderr or the audit log.
 SECRET_SETTINGS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
@@ -83,7 +126,15 @@ SECRET_SETTINGS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
 AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-\d{1,2}")
 DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# SES message tags carry the cycle, and allow only letters, digits, _ and -.
+CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+CONFIGURATION_SET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REPORT_ROUTE_PATTERN = re.compile(r"REPORT_TO_([A-Z0-9_]+?)(_B)?")
+
+# Variant a is the full report to the usual recipients; b is the one-screen
+# brief to its own list, for A/B testing recipients and formatting.
+VARIANTS = ("a", "b")
+SES_MAX_RECIPIENTS = 50  # To, CC and BCC together, per message
 
 # A line break in a header value would let it start a header of its own.
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
@@ -163,7 +214,23 @@ QUOTA_ADVICE = ("the 24-hour sending quota is used up; nothing more was sent, an
 
 
 class ReportTemplate(string.Template):
-    """A template in which only ${name} is a placeholder, so "$50K" reads as money."""
+    """A report's source: ${name} placeholders, then a few line-start marks.
+
+    Only ${name} is a placeholder, so "$50K" reads as money.  After the
+    placeholders are filled, each line is read as one of:
+      "# Title"            the report's title
+      "## Heading"         a section; "## Heading [brief]" also goes in the brief
+      "- item"             a bullet item
+      "1. item"            a numbered item
+      "| a | b |"          a table row, the first row of a table its header;
+                           a cell "[bar 4/6]" is a bar filled 4 parts of 6
+      "---"                the footer rule
+      "  more"             an indented line continues the item, or the last
+                           cell of the table row, above it
+      anything else        paragraph text; a blank line ends a paragraph
+    Both editions, plain text and HTML, are rendered from these blocks, so they
+    cannot disagree.
+    """
 
     pattern = r"""
     \$(?:
@@ -176,269 +243,389 @@ class ReportTemplate(string.Template):
 
 
 HEADER_TEMPLATE = ReportTemplate("""\
-${title}
+# ${title}
 Cycle ${cycle} | prepared by ${prepared_by} | generated ${generated_at}
+
 Businesses: JADA, QueenofSanDiego (QOS), QuickDumpNow (QDN), DangerousCentaur (DC)
 """)
 
 FOOTER_TEMPLATE = ReportTemplate("""\
---
-Sent by send_exec_reports ${version} for cycle ${cycle}. A copy of every
-report goes to the audit inbox; the audit log records this message's id.
+---
+Sent by send_exec_reports ${version} for cycle ${cycle}, variant ${variant}. A copy
+of every report goes to the audit inbox; the audit log records this message's id.
 """)
 
 CEO_TEMPLATE = ReportTemplate("""\
-EXECUTIVE SUMMARY
+## At a glance [brief]
+| Measure | Now |
+| Critical shortfalls | 8 |
+| Missing KPIs | 9 |
+| OTA listings | 0 |
+| Monthly burn | $7-9K |
+| Break-even | 6 charters/month |
+
+## Top actions [brief]
+1. Rotate and remove the hardcoded Stripe keys; take repos.env out of version
+   control.
+2. Deploy an accounting system.
+3. Send the email blast to the 3,676-person list ($10K-50K of concert booking
+   potential).
+4. List on Sailo, then GetMyBoat.
+
+## Executive summary
 The portfolio has real assets and no operating rhythm around them. Revenue is
 not tracked in one place, the sales pipeline is empty, and none of the charter
 inventory is listed where buyers look. The next 30 days are about turning on
 revenue visibility and the zero-cost channels before anything is spent.
 
-1. ASSET INVENTORY
-   JADA ............... charter operation; the revenue engine (break-even at
-                        6 charters/month, see the CFO report)
-   QueenofSanDiego .... brand and booking site for San Diego charters and events
-   QuickDumpNow ....... local service business; lead funnel currently broken
-   DangerousCentaur ... client-services business with a client portfolio and
-                        no billing model
-   Supporting ......... 3028 51st St rental; Expert Yacht Delivery; a
-                        3,676-person email list; AWS account with SES on a
-                        verified organisational domain
+## Asset inventory
+| Business | Assets and state |
+| JADA | Charter operation; the revenue engine (break-even at 6 charters/month) |
+| QueenofSanDiego | Brand and booking site for San Diego charters and events |
+| QuickDumpNow | Local service business; lead funnel currently broken |
+| DangerousCentaur | Client-services business with a client portfolio and no billing model |
+| Supporting | 3028 51st St rental; Expert Yacht Delivery; a 3,676-person email list;
+  AWS with SES on a verified domain
 
-2. CRITICAL SHORTFALLS (8)
-   1. Empty sales pipeline: no charter or event enquiries in flight.
-   2. Revenue tracking gaps: no single view of revenue by business.
-   3. Sergio equity risk: the equity arrangement is undocumented; mitigate
-      with a written agreement before further investment.
-   4. Zero OTA listings: no presence on Sailo, GetMyBoat, Viator or GYG.
-   5. DC billing model absent: client work is delivered without a defined
-      billing model, so revenue leaks.
-   6. QDN funnel breakage: enquiries do not reach a booked job.
-   7. Carole transition risk: knowledge held by one person with no handover.
-   8. No accounting system deployed (Accounting Officer report).
+## Critical shortfalls (8)
+1. Empty sales pipeline: no charter or event enquiries in flight.
+2. Revenue tracking gaps: no single view of revenue by business.
+3. Sergio equity risk: the equity arrangement is undocumented; mitigate with a
+   written agreement before further investment.
+4. Zero OTA listings: no presence on Sailo, GetMyBoat, Viator or GYG.
+5. DC billing model absent: client work is delivered without a defined billing
+   model, so revenue leaks.
+6. QDN funnel breakage: enquiries do not reach a booked job.
+7. Carole transition risk: knowledge held by one person with no handover.
+8. No accounting system deployed (Accounting Officer report).
 
-3. MISSING KPIs (9)
-   1. Charters booked per month (target: 6, the break-even point)
-   2. Revenue per business per month
-   3. Monthly burn against the $7-9K model
-   4. Pipeline value and enquiry-to-booking conversion
-   5. Email list engagement (open and click rate of the 3,676-person list)
-   6. OTA listing views and bookings per platform
-   7. QDN enquiries and booked jobs per week
-   8. DC billable revenue per client and renewal dates
-   9. 3028 51st St occupancy rate and net rental income
+## Shortfalls by business
+| Business | Share of 8 | Shortfalls |
+| JADA / QOS | [bar 2/8] | Pipeline, OTA listings |
+| QDN | [bar 1/8] | Funnel |
+| DC | [bar 1/8] | Billing model |
+| Portfolio-wide | [bar 4/8] | Revenue tracking, Sergio equity, Carole transition, accounting |
 
-4. 30-DAY EXECUTION AGENDA (from ${cycle})
-   Week 1: rotate and remove hardcoded Stripe keys; take repos.env out of
-           version control; choose and deploy an accounting system.
-   Week 2: send the email blast to the 3,676-person list; list on Sailo.
-   Week 3: list on GetMyBoat; repair the QDN funnel; define DC billing tiers.
-   Week 4: document the Sergio equity terms and Carole's handover; review
-           the nine KPIs above for the first time.
+## Missing KPIs (9)
+1. Charters booked per month (target: 6, the break-even point)
+2. Revenue per business per month
+3. Monthly burn against the $7-9K model
+4. Pipeline value and enquiry-to-booking conversion
+5. Email list engagement (open and click rate of the 3,676-person list)
+6. OTA listing views and bookings per platform
+7. QDN enquiries and booked jobs per week
+8. DC billable revenue per client and renewal dates
+9. 3028 51st St occupancy rate and net rental income
 
-P&L IMPACT
+## 30-day execution agenda, from ${cycle}
+| Week | Actions |
+| 1 | Rotate and remove hardcoded Stripe keys; take repos.env out of version control;
+  deploy an accounting system
+| 2 | Send the email blast to the 3,676-person list; list on Sailo |
+| 3 | List on GetMyBoat; repair the QDN funnel; define DC billing tiers |
+| 4 | Document the Sergio equity terms and Carole's handover; first review of the nine KPIs |
+
+## P&L impact
 Every item on the agenda is zero- or low-cost. The email blast alone is
 modelled at $10K-50K of concert booking potential (CMO report).
 """)
 
 CTO_TEMPLATE = ReportTemplate("""\
-1. STACK-BY-STACK AUDIT
-   JADA ... booking site; no availability calendar; pricing tier copy stale
-   QOS .... marketing and booking site; no analytics instrumentation
-   QDN .... lead funnel forms; enquiries lost between form and follow-up
-   DC ..... client sites and Google Apps Script endpoints without auth
-   All .... no CI/CD pipeline, no staging environment, no automated rollback
+## At a glance [brief]
+| Measure | Now |
+| Security gaps | 6 |
+| AWS baseline | ~$50-84/month |
+| AWS savings available | ~$25/month |
+| CI/CD, staging, rollback | none |
 
-2. SECURITY GAPS (6)
-   1. Hardcoded Stripe keys in the codebase.
-   2. Plaintext repos.env committed to version control.
-   3. Unauthenticated Google Apps Script endpoints.
-   4. No Web Application Firewall in front of public endpoints.
-   5. No key rotation after exposure: keys that reached the repository are
-      still live.
-   6. Broad AWS credentials used for sending: no least-privilege IAM policy
-      limiting ses:SendEmail to the verified sender.
+## Top actions [brief]
+1. Rotate the Stripe keys and move them out of the code.
+2. Remove repos.env from git history; keep it local and chmod 600.
+3. Put authentication on the Google Apps Script endpoints.
 
-3. AWS COST ANALYSIS
-   Baseline ........... ~$50-84/month
-   Optimisation ....... ~$25/month available (idle resources, right-sizing)
-   SES ................ $0.10 per 1,000 emails after the first 62,000 a month;
-                        8 reports x 2-3 cycles/month costs nothing at the margin
+## Stack-by-stack audit
+| Stack | Finding |
+| JADA | Booking site; no availability calendar; pricing tier copy stale |
+| QOS | Marketing and booking site; no analytics instrumentation |
+| QDN | Lead funnel forms; enquiries lost between form and follow-up |
+| DC | Client sites and Google Apps Script endpoints without authentication |
+| All | No CI/CD pipeline, no staging environment, no automated rollback |
 
-4. UX SHORTFALLS
-   - Missing availability calendar: buyers cannot see open charter dates.
-   - Zero analytics instrumentation: no traffic or conversion data.
-   - Stale pricing tier copy on the booking pages.
+## Security gaps (6)
+1. Hardcoded Stripe keys in the codebase.
+2. Plaintext repos.env committed to version control.
+3. Unauthenticated Google Apps Script endpoints.
+4. No Web Application Firewall in front of public endpoints.
+5. No key rotation after exposure: keys that reached the repository are still
+   live.
+6. Broad AWS credentials used for sending: no least-privilege IAM policy
+   limiting ses:SendEmail to the verified sender.
 
-5. DEV CYCLE GAPS
-   - No CI/CD pipeline: changes reach production by hand.
-   - No staging environment: every change is tested in production.
-   - No automated rollback capability.
+## AWS cost analysis
+| Item | Monthly cost |
+| Baseline | ~$50-84/month |
+| Optimisation available (idle resources, right-sizing) | ~$25/month |
+| SES: $0.10 per 1,000 emails after the first 62,000 a month | $0 at 8 reports x 2-3 cycles/month |
 
-6. TEN ENGINEERING ACTIONS, RANKED BY SECURITY IMPACT AND USER VALUE
-    1. Rotate the Stripe keys and move them out of the code.
-    2. Remove repos.env from git history; keep it local and chmod 600.
-    3. Put authentication on the Google Apps Script endpoints.
-    4. Replace broad AWS keys with a least-privilege SES sending policy.
-    5. Put a WAF in front of the public sites.
-    6. Add analytics instrumentation to JADA, QOS and QDN.
-    7. Ship the availability calendar.
-    8. Refresh the pricing tier copy.
-    9. Add a CI pipeline with a staging environment.
-   10. Add automated rollback, then take the $25/month AWS savings.
+## UX shortfalls
+- Missing availability calendar: buyers cannot see open charter dates.
+- Zero analytics instrumentation: no traffic or conversion data.
+- Stale pricing tier copy on the booking pages.
+
+## Dev cycle gaps
+- No CI/CD pipeline: changes reach production by hand.
+- No staging environment: every change is tested in production.
+- No automated rollback capability.
+
+## Ten engineering actions, ranked by security impact and user value
+1. Rotate the Stripe keys and move them out of the code.
+2. Remove repos.env from git history; keep it local and chmod 600.
+3. Put authentication on the Google Apps Script endpoints.
+4. Replace broad AWS keys with a least-privilege SES sending policy.
+5. Put a WAF in front of the public sites.
+6. Add analytics instrumentation to JADA, QOS and QDN.
+7. Ship the availability calendar.
+8. Refresh the pricing tier copy.
+9. Add a CI pipeline with a staging environment.
+10. Add automated rollback, then take the $25/month AWS savings.
 """)
 
 ACCOUNTING_TEMPLATE = ReportTemplate("""\
-CRITICAL FINDING
+## At a glance [brief]
+| Measure | Now |
+| Accounting system | none deployed |
+| Chart of accounts | none; bank statements are the only record |
+| Roadmap | 4 milestones, through Q1 2027 |
+
+## Top actions [brief]
+1. Deploy an accounting system with the chart of accounts below.
+2. Connect bank and Stripe feeds; categorise every expense by function.
+3. Close the books monthly, per business.
+
+## Critical finding
 No accounting system is currently deployed. Revenue, expenses and owner
 transactions for the four businesses are not recorded in a ledger, so no
 financial statement in this cycle can be produced from books.
 
-1. REVENUE RECOGNITION GAPS
-   - Charter revenue (JADA/QOS) is not recognised on the charter date; deposits
-     and balances are not separated.
-   - DC client work has no billing model, so revenue cannot be recognised
-     against delivered work.
-   - QDN jobs are not matched to payments.
+## Revenue recognition gaps
+- Charter revenue (JADA/QOS) is not recognised on the charter date; deposits
+  and balances are not separated.
+- DC client work has no billing model, so revenue cannot be recognised against
+  delivered work.
+- QDN jobs are not matched to payments.
 
-2. CHART OF ACCOUNTS AUDIT
-   Existing structure: none; bank statements are the only record.
-   Recommended structure, one class per business (JADA, QOS, QDN, DC) plus the
-   3028 51st St rental and Expert Yacht Delivery:
-   1000-1999  Assets (operating bank per business, Stripe clearing, deposits held)
-   2000-2999  Liabilities (customer deposits, owner loans, credit cards)
-   3000-3999  Equity (owner capital; partner equity, including Sergio's stake)
-   4000-4999  Revenue (charters, events, deliveries, QDN jobs, DC services, rent)
-   5000-5999  Direct costs (crew, fuel, dockage, disposal fees, contractors)
-   6000-6999  Operating expenses (software, AWS, insurance, marketing)
+## Chart of accounts audit
+Existing structure: none. Recommended structure, with one class per business
+(JADA, QOS, QDN, DC) plus the 3028 51st St rental and Expert Yacht Delivery:
 
-3. EXPENSE CATEGORISATION BY FUNCTION
-   Operations ...... crew, fuel, dockage, maintenance, disposal fees
-   Technology ...... AWS (~$50-84/month), software subscriptions
-   Marketing ....... OTA commissions, email platform, advertising
-   Administration .. insurance (certificates of insurance), legal, accounting
-   Property ........ 3028 51st St maintenance by category
+| Range | Type | Accounts |
+| 1000-1999 | Assets | Operating bank per business, Stripe clearing, deposits held |
+| 2000-2999 | Liabilities | Customer deposits, owner loans, credit cards |
+| 3000-3999 | Equity | Owner capital; partner equity, including Sergio's stake |
+| 4000-4999 | Revenue | Charters, events, deliveries, QDN jobs, DC services, rent |
+| 5000-5999 | Direct costs | Crew, fuel, dockage, disposal fees, contractors |
+| 6000-6999 | Operating expenses | Software, AWS, insurance, marketing |
 
-4. FOUR-MILESTONE ROADMAP TO PROFITABILITY (THROUGH Q1 2027)
-   M1  Deploy an accounting system and the chart of accounts above.
-   M2  Connect bank and Stripe feeds; categorise every expense by function.
-   M3  Monthly close per business; revenue recognised on service date.
-   M4  Q1 2027: monthly P&L per business against the 6-charter break-even.
+## Expense categorisation by function
+| Function | Expenses |
+| Operations | Crew, fuel, dockage, maintenance, disposal fees |
+| Technology | AWS (~$50-84/month), software subscriptions |
+| Marketing | OTA commissions, email platform, advertising |
+| Administration | Insurance (certificates of insurance), legal, accounting |
+| Property | 3028 51st St maintenance by category |
+
+## Four-milestone roadmap to profitability, through Q1 2027
+| Milestone | Deliverable |
+| M1 | Deploy an accounting system and the chart of accounts above |
+| M2 | Connect bank and Stripe feeds; categorise every expense by function |
+| M3 | Monthly close per business; revenue recognised on the service date |
+| M4 | Q1 2027: monthly P&L per business against the 6-charter break-even |
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
-1. CHANNEL-BY-CHANNEL VISIBILITY MATRIX
-   Channel            JADA/QOS      QDN           DC
-   Own website        live          live          live
-   Email list         3,676, idle   none          none
-   OTA marketplaces   not listed    n/a           n/a
-   Local search/SEO   weak          roadmap below n/a
-   Analytics          none          none          none
+## At a glance [brief]
+| Measure | Now |
+| Email list | 3,676 people, not yet contacted |
+| Modelled blast return | $10K-50K of concert booking potential |
+| OTA listings | 0 |
+| Analytics | none on any site |
 
-2. BUSINESS CASE: EMAIL BLAST TO 3,676 PEOPLE, NOW
-   The list exists and costs nothing to reach through SES. Modelled return:
-   $10K-50K of concert booking potential. Send it first: it is the only
-   channel that is both free and already built.
+## Top actions [brief]
+1. Send the email blast to the 3,676-person list now.
+2. List on Sailo first, GetMyBoat second.
+3. Add analytics and UTM attribution to every site and campaign.
 
-3. OTA SEQUENCING
-   1. Sailo first.
-   2. GetMyBoat second.
-   3. Viator and GetYourGuide only after certificate of insurance hardening
-      (COI verification before any charter is accepted).
+## Channel-by-channel visibility matrix
+| Channel | JADA / QOS | QDN | DC |
+| Own website | live | live | live |
+| Email list | 3,676, idle | none | none |
+| OTA marketplaces | not listed | n/a | n/a |
+| Local search / SEO | weak | roadmap below | n/a |
+| Analytics | none | none | none |
 
-4. QDN LOCAL SEO ROADMAP
-   - Claim and complete the business profile for local search.
-   - One service page per area served, each with a working quote form.
-   - Fix the funnel so every enquiry is answered and tracked.
+## Business case: email blast to 3,676 people, now
+The list exists and costs nothing to reach through SES. Modelled return:
+$10K-50K of concert booking potential. Send it first: it is the only channel
+that is both free and already built.
 
-5. 30/60/90-DAY MILESTONES (from ${cycle})
-   Day 30: email blast sent; Sailo listing live; analytics on every site.
-   Day 60: GetMyBoat live; QDN service pages and profile complete.
-   Day 90: Viator/GYG live once COI is hardened; first channel ROI review.
+## OTA sequencing
+1. Sailo first.
+2. GetMyBoat second.
+3. Viator and GetYourGuide only after certificate of insurance hardening (COI
+   verification before any charter is accepted).
 
-ATTRIBUTION TRACKING REQUIREMENTS
+## QDN local SEO roadmap
+- Claim and complete the business profile for local search.
+- One service page per area served, each with a working quote form.
+- Fix the funnel so every enquiry is answered and tracked.
+
+## 30/60/90-day milestones, from ${cycle}
+| Day | Milestone |
+| 30 | Email blast sent; Sailo listing live; analytics on every site |
+| 60 | GetMyBoat live; QDN service pages and profile complete |
+| 90 | Viator/GYG live once COI is hardened; first channel ROI review |
+
+## Attribution tracking requirements
 Every campaign link carries UTM tags; every booking records its channel; the
 monthly review compares bookings per channel against spend.
 """)
 
 CFO_TEMPLATE = ReportTemplate("""\
-1. BURN RATE MODEL
-   Monthly burn ........ $7-9K
-   Break-even .......... 6 charters/month
-   Implied contribution  ~$1,170-1,500 per charter ($7-9K / 6)
+## At a glance [brief]
+| Measure | Now |
+| Monthly burn | $7-9K |
+| Break-even | 6 charters/month |
+| December 2026 target | 6 charters, break-even |
+| Financial control rules | 3, non-negotiable |
 
-2. TIERED CAPITAL DEPLOYMENT FRAMEWORK
-   Tier 1  Zero-cost initiatives: email blast, OTA listings, SEO fixes.
-   Tier 2  Low-cost infrastructure: accounting system, analytics, WAF.
-   Tier 3  Revenue-producing features: availability calendar, booking flow.
-   Tier 4  No-deploy guardrails: nothing ships that fails the control rules.
+## Top actions [brief]
+1. Hold every spend to the capital tiers: zero-cost initiatives first.
+2. Enforce the three control rules from this cycle on.
+3. Reach 6 charters a month, break-even, by December 2026.
 
-3. MONTHLY REVENUE TARGETS THROUGH Q4 2026
-   Target: 6 charters a month (break-even) by December 2026, i.e. revenue
-   covering the $7-9K monthly burn, tracked monthly once the accounting
-   system is live.
+## Burn rate model
+| Item | Figure |
+| Monthly burn | $7-9K |
+| Break-even | 6 charters/month |
+| Implied contribution per charter | ~$1,170-1,500 ($7-9K / 6) |
 
-4. THREE NON-NEGOTIABLE FINANCIAL CONTROL RULES
-   1. No hardcoded keys: payment credentials live outside the code.
-   2. Audit trail on all expenses: every expense is categorised and recorded.
-   3. COI verification before charter acceptance: no certificate of
-      insurance, no charter.
+## Tiered capital deployment framework
+1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
+2. Low-cost infrastructure: accounting system, analytics, WAF.
+3. Revenue-producing features: availability calendar, booking flow.
+4. No-deploy guardrails: nothing ships that breaks the control rules.
+
+## Monthly revenue targets through Q4 2026
+Targets in charters a month, ramping to break-even (6 charters, covering the
+$7-9K monthly burn) by December 2026; tracked monthly once the accounting
+system is live.
+
+| Month | Target charters | Against break-even (6) |
+| October 2026 | 4 | [bar 4/6] |
+| November 2026 | 5 | [bar 5/6] |
+| December 2026 | 6 | [bar 6/6] |
+
+## Three non-negotiable financial control rules
+1. No hardcoded keys: payment credentials live outside the code.
+2. Audit trail on all expenses: every expense is categorised and recorded.
+3. COI verification before charter acceptance: no certificate of insurance, no
+   charter.
 """)
 
 RENTAL_TEMPLATE = ReportTemplate("""\
-1. PROPERTY ASSET VALUATION
-   No current valuation is on file. Obtain one this cycle so the property is
-   carried in the chart of accounts (Assets) at a known figure.
+## At a glance [brief]
+| Measure | Now |
+| Valuation on file | none |
+| Rent recorded in a ledger | no |
+| Occupancy tracked | no |
 
-2. RENTAL REVENUE VISIBILITY
-   Rent is not recorded in a ledger. Record each payment under Revenue - Rent
-   once the accounting system is live.
+## Top actions [brief]
+1. Obtain a current valuation this cycle.
+2. Record every rent payment once the accounting system is live.
+3. Start tracking occupancy monthly.
 
-3. EXPENSE TRACKING BY MAINTENANCE CATEGORY
-   Categories: repairs, appliances, landscaping, utilities, insurance, tax.
+## Property asset valuation
+No current valuation is on file. Obtain one this cycle so the property is
+carried in the chart of accounts (Assets) at a known figure.
 
-4. SEASONAL DEMAND MODELLING
-   San Diego demand is seasonal; model summer and winter rents separately.
+## Rental revenue visibility
+Rent is not recorded in a ledger. Record each payment under Revenue - Rent once
+the accounting system is live.
 
-5. OCCUPANCY RATE TARGETS
-   Track occupancy monthly and set the target once one full year of
-   occupancy data is recorded.
+## Expense tracking by maintenance category
+- Repairs
+- Appliances
+- Landscaping
+- Utilities
+- Insurance
+- Property tax
+
+## Seasonal demand modelling
+San Diego demand is seasonal; model summer and winter rents separately.
+
+## Occupancy rate targets
+Track occupancy monthly and set the target once one full year of occupancy data
+is recorded.
 """)
 
 YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
-1. CURRENT SERVICE DELIVERY MODEL
-   Deliveries are taken one at a time, quoted by hand and crewed ad hoc.
+## At a glance [brief]
+| Measure | Now |
+| Per-delivery costs recorded | no |
+| Shared calendar with JADA | no |
 
-2. CAPACITY CONSTRAINTS
-   Crew availability and the captain's calendar limit how many deliveries
-   can run in a month; charters (JADA) compete for the same people.
+## Top actions [brief]
+1. Record crew, fuel, dockage, travel and insurance per delivery.
+2. Share one calendar with JADA charters.
 
-3. COST-PER-DELIVERY ANALYSIS
-   Record crew, fuel, dockage, travel and insurance per delivery, so each
-   quote covers its cost; no per-delivery costs are recorded today.
+## Current service delivery model
+Deliveries are taken one at a time, quoted by hand and crewed ad hoc.
 
-4. INTEGRATION WITH THE JADA CHARTER WORKFLOW
-   Share one calendar with JADA, so deliveries fill the gaps between
-   charters; reuse JADA's COI verification and booking records.
+## Capacity constraints
+Crew availability and the captain's calendar limit how many deliveries can run
+in a month; charters (JADA) compete for the same people.
+
+## Cost-per-delivery analysis
+| Cost | Recorded today |
+| Crew | no |
+| Fuel | no |
+| Dockage | no |
+| Travel | no |
+| Insurance | no |
+
+Record each per delivery, so every quote covers its cost.
+
+## Integration with the JADA charter workflow
+Share one calendar with JADA, so deliveries fill the gaps between charters;
+reuse JADA's COI verification and booking records.
 """)
 
 DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
-1. BILLING GAP IDENTIFICATION
-   DC has no billing model: work is delivered without a rate card, invoice
-   schedule or contract terms, so delivered work goes unbilled.
+## At a glance [brief]
+| Measure | Now |
+| Billing model | none |
+| Renewal dates recorded | none |
 
-2. REVENUE RECOGNITION BY CLIENT TIER
-   Tier clients by monthly value and recognise revenue as work is delivered,
-   per tier, once the billing model is set.
+## Top actions [brief]
+1. Set a billing model: rate card, invoice schedule, contract terms.
+2. List every client with start date, term and renewal date.
 
-3. CONTRACT RENEWAL CALENDAR
-   No renewal dates are recorded. List every client with start date, term
-   and renewal date this cycle.
+## Billing gap identification
+DC has no billing model: work is delivered without a rate card, invoice
+schedule or contract terms, so delivered work goes unbilled.
 
-4. CHURN RISK ASSESSMENT
-   Risk is highest where work is unbilled or undocumented, and where client
-   knowledge is held by one person (see the Carole transition risk in the
-   CEO report).
+## Revenue recognition by client tier
+Tier clients by monthly value and recognise revenue as work is delivered, per
+tier, once the billing model is set.
+
+## Contract renewal calendar
+No renewal dates are recorded. List every client with start date, term and
+renewal date this cycle.
+
+## Churn risk assessment
+Risk is highest where work is unbilled or undocumented, and where client
+knowledge is held by one person (see the Carole transition risk in the CEO
+report).
 """)
 
 
@@ -485,7 +672,11 @@ class ConfigError(ReportRunError):
 
 
 class AuditLogError(ReportRunError):
-    exit_code = EXIT_AUDIT_LOG
+    exit_code = EXIT_CANT_CREATE
+
+
+class PreviewError(ReportRunError):
+    exit_code = EXIT_CANT_CREATE
 
 
 class RunLockedError(ReportRunError):
@@ -514,9 +705,11 @@ class Config:
     region: str
     from_address: str
     from_name: str
-    recipient: str
     bcc: str
     audit_log_path: Path
+    variant: str = "a"
+    to_by_report: dict = dataclasses.field(default_factory=dict)  # report id: To addresses
+    configuration_set: str | None = None
     endpoint_url: str | None = None
     aws_profile: str | None = None
     credential_origin: str | None = None  # where explicit keys came from, never the keys
@@ -542,9 +735,11 @@ class RenderedReport:
 
     report_id: str
     subject: str
-    body: str
+    body: str  # the plain-text edition
+    html: str
     to: tuple
     bcc: tuple
+    variant: str = "a"
 
     @property
     def recipient_count(self):
@@ -553,7 +748,12 @@ class RenderedReport:
 
     @property
     def body_sha256(self):
-        return hashlib.sha256(self.body.encode("utf-8")).hexdigest()
+        return sha256_hex(self.body)
+
+
+def sha256_hex(text):
+    """The sha256 of text's UTF-8 bytes: what the audit log uses to prove a body."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --- Validating settings (pure) ------------------------------------------------
@@ -580,13 +780,31 @@ def address_problem(value):
     return None
 
 
-def setting_problems(settings):
+def address_list_problem(value):
+    """Why a comma-separated list is not all valid addresses, or None."""
+    entries = [entry.strip() for entry in value.split(",")]
+    if not all(entries):
+        return "has an empty entry between commas"
+    return next(filter(None, map(address_problem, entries)), None)
+
+
+def split_addresses(value):
+    """The distinct addresses of a comma-separated list, in order."""
+    return tuple(dict.fromkeys(entry.strip() for entry in value.split(",")))
+
+
+def setting_problems(settings, variant="a"):
     """Every problem with the settings, one line each, naming the variable."""
     problems = []
     for name in REQUIRED_SETTINGS:
         problem = required_setting_problem(name, settings.get(name))
         if problem:
             problems.append(f"{name} {problem}")
+    problems.extend(routing_problems(settings, variant))
+    configuration_set = (settings.get("AWS_SES_CONFIGURATION_SET") or "").strip()
+    if configuration_set and not CONFIGURATION_SET_PATTERN.fullmatch(configuration_set):
+        problems.append(f"AWS_SES_CONFIGURATION_SET {configuration_set[:70]!r} is not a "
+                        "configuration set name (letters, digits, _ and -, up to 64)")
     problems.extend(endpoint_problems(settings))
     problems.extend(credential_problems(settings))
     return problems
@@ -603,11 +821,66 @@ def required_setting_problem(name, raw):
         return "is empty; set it in repos.env (see repos.env.example)"
     if name in ADDRESS_SETTINGS:
         return address_problem(value)
+    if name in ADDRESS_LIST_SETTINGS:
+        return address_list_problem(value)
     if name == "AWS_SES_REGION" and not AWS_REGION_PATTERN.fullmatch(value):
         return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         return "contains a control character; use plain text"
     return None
+
+
+def route_setting(report_id, variant):
+    """REPORT_TO_<ID>, or REPORT_TO_<ID>_B for variant b: one report's own recipients."""
+    name = "REPORT_TO_" + report_id.upper().replace("-", "_")
+    return name + "_B" if variant == "b" else name
+
+
+def fallback_setting(variant):
+    """The recipients of every report of a variant that has no REPORT_TO_ of its own."""
+    return "AWS_RECIPIENT_EMAIL_B" if variant == "b" else "AWS_RECIPIENT_EMAIL"
+
+
+def routing_problems(settings, variant):
+    """Misnamed or invalid REPORT_TO_ settings, and variant b without its list."""
+    problems = []
+    known = {spec.report_id for spec in REPORTS}
+    for name in sorted(settings):
+        match = REPORT_ROUTE_PATTERN.fullmatch(name)
+        if match and match.group(1).lower().replace("_", "-") not in known:
+            problems.append(f"{name} names no report; the report settings are "
+                            f"{', '.join(route_setting(s.report_id, 'a') for s in REPORTS)} "
+                            "(and the same with _B)")
+    optional = [route_setting(s.report_id, v) for v in VARIANTS for s in REPORTS]
+    for name in (*optional, "AWS_RECIPIENT_EMAIL_B"):
+        raw = settings.get(name) or ""
+        if has_line_break(raw):
+            problems.append(f"{name} contains a line break (header injection)")
+        elif raw.strip() and address_list_problem(raw.strip()):
+            problems.append(f"{name} {address_list_problem(raw.strip())}")
+    routes = report_routes(settings, variant)
+    if variant == "b" and not all(routes.values()):
+        problems.append("AWS_RECIPIENT_EMAIL_B is missing: --variant b sends to its own "
+                        "list; set it, or REPORT_TO_<ID>_B for every report")
+    return problems
+
+
+def report_routes(settings, variant):
+    """{report id: To addresses}: REPORT_TO_<ID>, else the variant's recipient list."""
+    routes = {}
+    for spec in REPORTS:
+        value = ((settings.get(route_setting(spec.report_id, variant)) or "").strip()
+                 or (settings.get(fallback_setting(variant)) or "").strip())
+        routes[spec.report_id] = split_addresses(value) if value else ()
+    return routes
+
+
+def recipient_limit_problems(routes, variant):
+    """Reports whose To and BCC together exceed what SES takes in one message."""
+    return [f"report {report_id} has {len(to) + 1} recipients (To and BCC); SES takes at "
+            f"most {SES_MAX_RECIPIENTS} a message: shorten {route_setting(report_id, variant)}"
+            f" or {fallback_setting(variant)}"
+            for report_id, to in routes.items() if len(to) + 1 > SES_MAX_RECIPIENTS]
 
 
 def endpoint_problems(settings):
@@ -630,9 +903,11 @@ def credential_problems(settings):
     return []
 
 
-def parse_config(settings, audit_log_path, credential_origin=None):
+def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
     """Turn merged settings into a Config, or raise ConfigError listing every problem."""
-    problems = setting_problems(settings)
+    problems = setting_problems(settings, variant)
+    routes = report_routes(settings, variant) if not problems else {}
+    problems += recipient_limit_problems(routes, variant)
     if problems:
         raise ConfigError(problems)
 
@@ -643,9 +918,11 @@ def parse_config(settings, audit_log_path, credential_origin=None):
         region=value("AWS_SES_REGION"),
         from_address=value("AWS_SES_FROM_ADDRESS"),
         from_name=value("AWS_SES_FROM_NAME"),
-        recipient=value("AWS_RECIPIENT_EMAIL"),
         bcc=value("AWS_BCC_EMAIL"),
         audit_log_path=audit_log_path,
+        variant=variant,
+        to_by_report=routes,
+        configuration_set=value("AWS_SES_CONFIGURATION_SET"),
         endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
         aws_profile=value("AWS_PROFILE"),
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
@@ -678,16 +955,226 @@ def select_reports(only):
     return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
-def render_report(spec, *, cycle, prepared_by, generated_at, to=(), bcc=()):
-    """Fill a report's templates; a placeholder with no value is a bug, so it raises."""
-    values = {"title": spec.title, "cycle": cycle, "prepared_by": prepared_by,
-              "generated_at": generated_at, "version": VERSION}
-    body = "\n".join(template.substitute(values) for template in
-                     (HEADER_TEMPLATE, spec.template, FOOTER_TEMPLATE))
-    subject = f"{spec.title} | cycle {cycle}"
-    if has_line_break(subject):
-        raise UsageError(f"the subject of {spec.report_id} would contain a line break")
-    return RenderedReport(spec.report_id, subject, body, tuple(to), tuple(bcc))
+@dataclasses.dataclass
+class Block:
+    """One piece of a report: a title, heading, paragraph, list, table or rule."""
+
+    kind: str
+    items: list
+    brief: bool = False  # headings only: the section belongs in the brief too
+
+
+def line_block(line):
+    """The kind of block a template line starts, and its content."""
+    if line.startswith("# "):
+        return "title", line[2:].strip()
+    if line.startswith("## "):
+        return "heading", line[3:].strip()
+    if line.strip() == "---":
+        return "rule", ""
+    if line.startswith("- "):
+        return "bullets", line[2:].strip()
+    numbered = NUMBERED_ITEM_PATTERN.match(line)
+    if numbered:
+        return "numbered", numbered.group(1).strip()
+    if line.startswith("|"):
+        return "table", [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return "paragraph", line.strip()
+
+
+def parse_blocks(source):
+    """The blocks of a filled-in template, in order (see ReportTemplate)."""
+    blocks, open_block = [], None
+    for line in source.splitlines():
+        if not line.strip():
+            open_block = None
+            continue
+        if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
+            if open_block.kind == "table":
+                open_block.items[-1][-1] += " " + line.strip()
+            else:
+                open_block.items[-1] += " " + line.strip()
+            continue
+        kind, content = line_block(line)
+        if open_block and open_block.kind == kind and kind in GROWING_BLOCKS:
+            open_block.items.append(content)
+            continue
+        brief = kind == "heading" and content.endswith(BRIEF_MARK)
+        if brief:
+            content = content[:-len(BRIEF_MARK)].rstrip()
+        open_block = Block(kind, [content], brief)
+        blocks.append(open_block)
+    return blocks
+
+
+def brief_blocks(blocks):
+    """The one-screen brief: the header, the [brief] sections and the footer."""
+    kept, keeping = [], True
+    for block in blocks:
+        if block.kind == "heading":
+            keeping = block.brief
+        elif block.kind == "rule":
+            keeping = True
+        if keeping:
+            kept.append(block)
+    return kept
+
+
+def parse_bar(cell):
+    """(filled, total) for a "[bar 4/6]" cell, else None."""
+    match = BAR_PATTERN.fullmatch(cell)
+    if not match:
+        return None
+    filled, total = int(match.group(1)), int(match.group(2))
+    if not 0 <= filled <= total or total == 0:
+        raise ValueError(f"bar {cell!r} must be filled 0 to its total")
+    return filled, total
+
+
+def text_cell(cell):
+    """A table cell as plain text; a bar becomes [#####-------] 5/12."""
+    bar = parse_bar(cell)
+    if bar is None:
+        return cell
+    filled = round(TEXT_BAR_WIDTH * bar[0] / bar[1])
+    return f"[{'#' * filled}{'-' * (TEXT_BAR_WIDTH - filled)}] {bar[0]}/{bar[1]}"
+
+
+def text_table(rows, wrap=True):
+    """Aligned columns; the last column wraps so the table stays near 72 wide.
+
+    wrap=False keeps each row on one line, for ids that must stay whole.
+    """
+    rows = [[text_cell(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows if i < len(row))
+              for i in range(max(map(len, rows)))]
+    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    if wrap:
+        widths[-1] = min(widths[-1], max(TEXT_WIDTH - indent, 24))
+    lines = []
+    for number, row in enumerate(rows):
+        lead = "".join(cell.ljust(widths[i]) + "  " for i, cell in enumerate(row[:-1]))
+        wrapped = (textwrap.wrap(row[-1], widths[-1]) if wrap else [row[-1]]) or [""]
+        lines.append(lead + wrapped[0])
+        lines.extend(" " * indent + more for more in wrapped[1:])
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def render_text(blocks):
+    """The plain-text edition: complete and readable on its own."""
+    parts = []
+    for block in blocks:
+        if block.kind == "title":
+            parts.append(f"{block.items[0]}\n{'=' * len(block.items[0])}")
+        elif block.kind == "heading":
+            heading = block.items[0].upper()
+            parts.append(f"{heading}\n{'-' * len(heading)}")
+        elif block.kind == "paragraph":
+            parts.append(textwrap.fill(" ".join(block.items), TEXT_WIDTH))
+        elif block.kind == "bullets":
+            parts.append("\n".join(textwrap.fill(item, TEXT_WIDTH, initial_indent="  - ",
+                                                 subsequent_indent="    ")
+                                   for item in block.items))
+        elif block.kind == "numbered":
+            width = len(str(len(block.items)))
+            parts.append("\n".join(
+                textwrap.fill(item, TEXT_WIDTH, initial_indent=f"  {n:>{width}}. ",
+                              subsequent_indent=" " * (width + 4))
+                for n, item in enumerate(block.items, start=1)))
+        elif block.kind == "table":
+            parts.append(text_table(block.items))
+        elif block.kind == "rule":
+            parts.append("--")
+    return "\n\n".join(parts) + "\n"
+
+
+def html_bar(filled, total):
+    """A bar of two styled table cells, which every mail client draws."""
+    percent = round(100 * filled / total)
+    cells = "".join(
+        f'<td width="{width}%" style="{HTML_STYLE["bar_cell"]}background:{color};">&#160;</td>'
+        for width, color in ((percent, "#2e7d32"), (100 - percent, "#e3e6ea")) if width)
+    return (f'<table role="presentation" cellpadding="0" cellspacing="0" width="140" '
+            f'style="{HTML_STYLE["bar"]}"><tr>{cells}</tr></table> '
+            f'<span style="{HTML_STYLE["bar_label"]}">{filled}/{total}</span>')
+
+
+def html_cell(cell, tag):
+    bar = parse_bar(cell)
+    content = html_bar(*bar) if bar else html.escape(cell)
+    keep_whole = "white-space:nowrap;" if bar else ""  # the bar and its n/total together
+    return f'<{tag} style="{HTML_STYLE[tag]}{keep_whole}">{content}</{tag}>'
+
+
+def html_block(block):
+    """One block as HTML with inline styles only: what Gmail and Outlook keep."""
+    escaped = [html.escape(item) if isinstance(item, str) else item for item in block.items]
+    if block.kind == "title":
+        return f'<h1 style="{HTML_STYLE["h1"]}">{escaped[0]}</h1>'
+    if block.kind == "heading":
+        return f'<h2 style="{HTML_STYLE["h2"]}">{escaped[0]}</h2>'
+    if block.kind == "paragraph":
+        return f'<p style="{HTML_STYLE["p"]}">{" ".join(escaped)}</p>'
+    if block.kind in ("bullets", "numbered"):
+        tag = "ul" if block.kind == "bullets" else "ol"
+        items = "".join(f'<li style="{HTML_STYLE["li"]}">{item}</li>' for item in escaped)
+        return f'<{tag} style="{HTML_STYLE["list"]}">{items}</{tag}>'
+    if block.kind == "table":
+        header, *rows = block.items
+        head = "".join(html_cell(cell, "th") for cell in header)
+        body = "".join("<tr>" + "".join(html_cell(cell, "td") for cell in row) + "</tr>"
+                       for row in rows)
+        return (f'<table role="presentation" cellpadding="0" cellspacing="0" width="100%" '
+                f'style="{HTML_STYLE["table"]}"><tr>{head}</tr>{body}</table>')
+    return f'<hr style="{HTML_STYLE["hr"]}" />'
+
+
+def render_html(blocks, title):
+    """The HTML edition: one centred 640-pixel column, nothing loaded from the web."""
+    content = "\n".join(html_block(block) for block in blocks)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8" />'
+        '<meta name="viewport" content="width=device-width, initial-scale=1" />'
+        f"<title>{html.escape(title)}</title></head>"
+        f'<body style="{HTML_STYLE["body"]}">'
+        '<table role="presentation" cellpadding="0" cellspacing="0" width="100%" '
+        f'style="{HTML_STYLE["page"]}"><tr><td align="center" style="padding:16px 0;">'
+        '<table role="presentation" cellpadding="0" cellspacing="0" width="640" '
+        f'style="{HTML_STYLE["column"]}"><tr><td style="{HTML_STYLE["inner"]}">\n'
+        f"{content}\n</td></tr></table></td></tr></table></body></html>\n"
+    )
+
+
+def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(), bcc=()):
+    """Both editions of one report; a placeholder with no value raises KeyError."""
+    title = spec.title if variant == "a" else f"Brief: {spec.title}"
+    values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
+              "generated_at": generated_at, "version": VERSION, "variant": variant}
+    source = "\n".join(template.substitute(values) for template in
+                       (HEADER_TEMPLATE, spec.template, FOOTER_TEMPLATE))
+    blocks = parse_blocks(source)
+    if variant == "b":
+        blocks = brief_blocks(blocks)
+    return RenderedReport(report_id=spec.report_id, subject=f"{title} | cycle {cycle}",
+                          body=render_text(blocks), html=render_html(blocks, title),
+                          to=tuple(to), bcc=tuple(bcc), variant=variant)
+
+
+def report_eml(report, config, now):
+    """The report as a standard .eml message: text and HTML, as SES would send it."""
+    message = EmailMessage()
+    message["From"] = Address(display_name=config.from_name, addr_spec=config.from_address)
+    message["To"] = ", ".join(report.to)
+    message["Bcc"] = ", ".join(report.bcc)
+    message["Subject"] = report.subject
+    message["Date"] = format_datetime(now)
+    message.set_content(report.body)
+    message.add_alternative(report.html, subtype="html")
+    # 998 is RFC 5322's hard line limit; at 78, Python folds some subjects right
+    # after "Subject:", and readers then see a leading space.
+    return message.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
 
 
 def audit_record(report, config, *, run_id, cycle, now, status,
@@ -697,6 +1184,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
         "run_id": run_id,
         "cycle": cycle,
+        "variant": report.variant,
         "report": report.report_id,
         "subject": report.subject,
         "from": config.from_address,
@@ -707,6 +1195,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "message_id": message_id,
         "error": error,
         "body_sha256": report.body_sha256,
+        "html_sha256": sha256_hex(report.html),
     }
 
 
@@ -778,10 +1267,11 @@ def read_audit_log(path):
     return records, warnings
 
 
-def sent_in_cycle(records, cycle):
-    """Message ids of the reports the audit log shows as sent in this cycle."""
+def sent_in_cycle(records, cycle, variant):
+    """Message ids of the reports the audit log shows as sent in this cycle and variant."""
     return {r.get("report"): r.get("message_id") for r in records
-            if r.get("cycle") == cycle and r.get("status") == "sent"}
+            if r.get("cycle") == cycle and r.get("variant", "a") == variant
+            and r.get("status") == "sent"}
 
 
 class RunLock:
@@ -912,19 +1402,27 @@ def refuse_to_retry_daily_quota(response, **_):
                         stops_run=True)
 
 
-def send_report(ses, config, report):
+def send_report(ses, config, report, cycle):
     """Send one report through SES and return SES's message id, or raise SendError."""
     import botocore.exceptions
 
+    request = {
+        "Source": config.sender,
+        "Destination": {"ToAddresses": list(report.to), "BccAddresses": list(report.bcc)},
+        "Message": {
+            "Subject": {"Data": report.subject, "Charset": "UTF-8"},
+            "Body": {"Text": {"Data": report.body, "Charset": "UTF-8"},
+                     "Html": {"Data": report.html, "Charset": "UTF-8"}},
+        },
+        # So that SES event publishing can attribute deliveries, opens and bounces.
+        "Tags": [{"Name": "report", "Value": report.report_id},
+                 {"Name": "variant", "Value": report.variant},
+                 {"Name": "cycle", "Value": cycle}],
+    }
+    if config.configuration_set:
+        request["ConfigurationSetName"] = config.configuration_set
     try:
-        response = ses.send_email(
-            Source=config.sender,
-            Destination={"ToAddresses": list(report.to), "BccAddresses": list(report.bcc)},
-            Message={
-                "Subject": {"Data": report.subject, "Charset": "UTF-8"},
-                "Body": {"Text": {"Data": report.body, "Charset": "UTF-8"}},
-            },
-        )
+        response = ses.send_email(**request)
     except SendError:
         raise  # from refuse_to_retry_daily_quota, already classified
     except botocore.exceptions.ClientError as error:
@@ -1080,6 +1578,41 @@ class SendPacer:
 # --- The run ------------------------------------------------------------------
 
 
+class Console:
+    """Results to stdout, diagnostics to stderr, as loud as the user asked.
+
+    With --quiet nothing is printed unless something went wrong; then the
+    problems are printed, with any warnings held back until then.  cron mails
+    whatever a job prints, so a quiet run that worked sends no mail.
+    """
+
+    def __init__(self, stdout, stderr, verbosity="normal"):
+        self.stdout = stdout
+        self.stderr = stderr
+        self.verbosity = verbosity
+        self._held = []
+
+    def result(self, text):
+        if self.verbosity != "quiet":
+            print(text, file=self.stdout)
+
+    def step(self, text):
+        if self.verbosity == "verbose":
+            print(text, file=self.stderr)
+
+    def warn(self, text):
+        if self.verbosity == "quiet":
+            self._held.append(text)
+        else:
+            print(text, file=self.stderr)
+
+    def problem(self, text):
+        for held in self._held:
+            print(held, file=self.stderr)
+        self._held.clear()
+        print(text, file=self.stderr)
+
+
 @dataclasses.dataclass
 class RunOutcome:
     """What happened to each report in one run, in order."""
@@ -1098,24 +1631,23 @@ class RunOutcome:
 class CycleRun:
     """One sending run of a cycle: each report sent, skipped or failed, and audited."""
 
-    def __init__(self, config, *, audit_log, cycle, clock, stdout):
+    def __init__(self, config, *, audit_log, cycle, clock, console):
         self.config = config
         self.audit_log = audit_log
         self.cycle = cycle
         self.clock = clock
-        self.stdout = stdout
+        self.console = console
         self.run_id = uuid.uuid4().hex
         self.outcome = RunOutcome()
 
     def record(self, report, status, *, message_id=None, error=None):
-        """Audit one outcome (on disk before anything else happens) and show it."""
+        """Audit one outcome (on disk before anything else happens) and note it."""
         record = audit_record(report, self.config, run_id=self.run_id, cycle=self.cycle,
                               now=self.clock(), status=status, message_id=message_id,
                               error=error)
         self.audit_log.append(record)
         self.outcome.records.append(record)
-        print(f"{status:<8} {report.report_id:<15} "
-              f"{message_id or error['code']}", file=self.stdout)
+        self.console.step(f"{status} {report.report_id}: {message_id or error['code']}")
         return record
 
     def skip(self, reports, code, message):
@@ -1126,8 +1658,9 @@ class CycleRun:
         """Send in order; stop early where every remaining report would fail too."""
         for position, report in enumerate(reports):
             pacer.wait_to_send(report.recipient_count)
+            self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
             try:
-                message_id = send_report(ses, self.config, report)
+                message_id = send_report(ses, self.config, report, self.cycle)
             except SendError as failure:
                 error = {"code": failure.code,
                          "message": redact(failure.message, self.config.secrets)}
@@ -1141,15 +1674,17 @@ class CycleRun:
                 self.record(report, "sent", message_id=message_id)
 
 
-def send_cycle(reports, config, *, cycle, force, clock, stdout, stderr):
+def send_cycle(reports, config, *, cycle, force, clock, console):
     """Lock, read the ledger, check with SES, then send what this cycle still lacks."""
-    with RunLock(config.audit_log_path.with_name(config.audit_log_path.name + ".lock")), \
-            AuditLog(config.audit_log_path) as audit_log:
+    lock_path = config.audit_log_path.with_name(config.audit_log_path.name + ".lock")
+    with RunLock(lock_path), AuditLog(config.audit_log_path) as audit_log:
         records, warnings = read_audit_log(config.audit_log_path)
         for warning in warnings:
-            print(warning, file=stderr)
-        already_sent = {} if force else sent_in_cycle(records, cycle)
-        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, stdout=stdout)
+            console.warn(warning)
+        already_sent = {} if force else sent_in_cycle(records, cycle, config.variant)
+        console.step(f"ledger: {len(already_sent)} report(s) already sent in cycle {cycle}, "
+                     f"variant {config.variant}")
+        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, console=console)
         for report in reports:
             if report.report_id in already_sent:
                 run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
@@ -1158,8 +1693,10 @@ def send_cycle(reports, config, *, cycle, force, clock, stdout, stderr):
         if to_send:
             clients = connect_ses(config)
             found = run_preflight(clients, config, recipients_of(to_send))
+            for note in found.notes:
+                console.step(note)
             for warning in found.warnings:
-                print(redact(warning, config.secrets), file=stderr)
+                console.warn(redact(warning, config.secrets))
             run.outcome.refusal = found.shortfall(sum(r.recipient_count for r in to_send))
             if run.outcome.refusal:
                 run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
@@ -1173,24 +1710,27 @@ def recipients_of(reports):
     return list(dict.fromkeys(a for r in reports for a in (*r.to, *r.bcc)))
 
 
-def check_only(reports, config, *, cycle, stdout, stderr):
+def check_only(reports, config, *, cycle, console):
     """--check: say what SES can tell and what a run would send; send nothing."""
     records, warnings = read_audit_log(config.audit_log_path)
-    sent = sent_in_cycle(records, cycle)
+    sent = sent_in_cycle(records, cycle, config.variant)
     to_send = [r for r in reports if r.report_id not in sent]
     clients = connect_ses(config)
     found = run_preflight(clients, config, recipients_of(to_send or reports))
     for line in found.notes:
-        print(line, file=stdout)
+        console.result(line)
     for warning in warnings + found.warnings:
-        print(redact(warning, config.secrets), file=stderr)
+        console.warn(redact(warning, config.secrets))
     refusal = found.shortfall(sum(r.recipient_count for r in to_send))
     if refusal:
-        print(f"error: {refusal}", file=stderr)
+        console.problem(f"error: {refusal}")
         return EXIT_TRANSIENT
-    print(f"cycle {cycle}: {len(reports) - len(to_send)} already sent, "
-          f"{len(to_send)} to send", file=stdout)
-    return EXIT_REJECTED if found.sender_verified is False else EXIT_SENT
+    console.result(f"cycle {cycle}, variant {config.variant}: "
+                   f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
+    if found.sender_verified is False:
+        console.problem("error: the sender is not a verified SES identity (see above)")
+        return EXIT_REJECTED
+    return EXIT_SENT
 
 
 def failure_line(record, failure, config):
@@ -1206,12 +1746,87 @@ def failure_line(record, failure, config):
     return f"error: {record['report']} not sent: {said}; {advice}"
 
 
-def print_dry_run(reports, config, stdout):
-    """Print each report as it would be sent, headers first."""
+def outcome_detail(record):
+    """The last column of the summary and history tables."""
+    error = record.get("error") or {}
+    if record.get("status") == "sent":
+        return record.get("message_id") or ""
+    if error.get("code") == "AlreadySent":
+        return "already sent: " + error.get("message", "").split(" as ")[-1].split(";")[0]
+    if error.get("code") == "NotAttempted":
+        return f"not attempted ({error.get('message', '')})"
+    return f"{error.get('code')}: {error.get('message', '')}"
+
+
+def short_list(addresses):
+    """The first address, and how many more: keeps a table row on one line."""
+    addresses = list(addresses) or ["-"]
+    return addresses[0] + (f" +{len(addresses) - 1}" if len(addresses) > 1 else "")
+
+
+def summary_table(records):
+    """The end-of-run table: report, recipients, status and SES message id."""
+    rows = [["report", "to", "status", "SES message id"]]
+    rows += [[r["report"], short_list(r["to"]), r["status"], outcome_detail(r)]
+             for r in records]
+    return text_table(rows, wrap=False)
+
+
+def report_outcome(outcome, config, cycle, console):
+    """The summary on stdout, and one line on stderr per problem."""
+    for record, failure in outcome.failures:
+        console.problem(failure_line(record, failure, config))
+    if outcome.refusal:
+        console.problem(f"error: {outcome.refusal}")
+    sent = sum(r["status"] == "sent" for r in outcome.records)
+    console.result(summary_table(outcome.records))
+    console.result(f"{sent} of {len(outcome.records)} reports sent for cycle {cycle}, "
+                   f"variant {config.variant}; BCC {config.bcc}; "
+                   f"audit log: {config.audit_log_path}")
+
+
+def history_tables(records, cycles):
+    """The last `cycles` cycles in the audit log, newest last, each as a table."""
+    latest = {}  # (cycle, variant) -> {report: its record that says the most}
+    for record in records:
+        key = (record.get("cycle"), record.get("variant", "a"))
+        shown = latest.pop(key, {})  # re-inserted: the dict keeps last-active order
+        earlier = shown.get(record.get("report"))
+        already = (record.get("error") or {}).get("code") == "AlreadySent"
+        if not already and not (earlier and earlier["status"] == "sent"
+                                and record["status"] != "sent"):
+            shown[record.get("report")] = record
+        latest[key] = shown
+    tables = []
+    for (cycle, variant), shown in list(latest.items())[-cycles:]:
+        rows = [["report", "status", "when (UTC)", "to", "SES message id / error"]]
+        rows += [[r.get("report", "?"), r.get("status", "?"),
+                  r.get("ts", "")[:16].replace("T", " "), short_list(r.get("to", [])),
+                  outcome_detail(r)] for r in shown.values()]
+        tables.append(f"cycle {cycle}, variant {variant}\n{text_table(rows, wrap=False)}")
+    return tables
+
+
+def print_dry_run(reports, config, console):
+    """Print each report's text edition as it would be sent, headers first."""
     for report in reports:
-        print(f"From: {config.sender}\nTo: {', '.join(report.to)}\n"
-              f"Bcc: {', '.join(report.bcc)}\nSubject: {report.subject}\n\n"
-              f"{report.body}\n{'=' * 72}", file=stdout)
+        console.result(f"From: {config.sender}\nTo: {', '.join(report.to)}\n"
+                       f"Bcc: {', '.join(report.bcc)}\nSubject: {report.subject}\n\n"
+                       f"{report.body}\n{'=' * TEXT_WIDTH}")
+
+
+def write_previews(reports, config, directory, now, console):
+    """Each report as an .eml (opens in any mail client) and its .html; sends nothing."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for report in reports:
+            stem = report.report_id + ("" if report.variant == "a" else "-b")
+            (directory / f"{stem}.eml").write_bytes(report_eml(report, config, now))
+            (directory / f"{stem}.html").write_text(report.html, encoding="utf-8")
+            console.result(f"wrote {directory / stem}.eml and .html")
+    except OSError as error:
+        raise PreviewError(f"cannot write previews to {directory}: {error.strerror}; "
+                           "choose another --preview-dir") from None
 
 
 # --- Command line -------------------------------------------------------------
@@ -1228,21 +1843,31 @@ def build_parser():
     parser = _ArgumentParser(
         prog="send_exec_reports.py",
         description="Render the eight executive reports and send each through "
-                    "Amazon SES, To the recipient and BCC the audit inbox, "
+                    "Amazon SES, To its recipients and BCC the audit inbox, "
                     "recording every outcome in an audit log. A report already "
                     "sent in the cycle is skipped, so a re-run sends only what is missing.",
         epilog="exit codes: 0 all sent (or already sent), 1 SES rejected a report, "
-               "64 usage error, 73 audit log not writable, 75 SES unreachable, busy or "
-               "out of quota, or another run holds the lock (safe to run again later), "
-               "78 invalid configuration",
+               "64 usage error, 73 audit log or preview not writable, 75 SES unreachable, "
+               "busy or out of quota, or another run holds the lock (safe to run again "
+               "later), 78 invalid configuration",
     )
-    parser.add_argument("--list", action="store_true", help="print the report ids and titles")
-    parser.add_argument("--only", metavar="ID[,ID...]", help="send only these reports")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the selected reports; no network call, nothing sent")
-    parser.add_argument("--check", action="store_true",
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="print the report ids and titles")
+    action.add_argument("--dry-run", action="store_true",
+                        help="print the text edition of the selected reports; no network "
+                             "call, nothing sent")
+    action.add_argument("--preview-dir", metavar="DIR", type=Path,
+                        help="write each selected report as DIR/ID.eml and DIR/ID.html; "
+                             "nothing sent")
+    action.add_argument("--check", action="store_true",
                         help="check credentials, sender, quota and sandbox with SES; "
                              "send nothing")
+    action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
+                        help="print the last N cycles from the audit log (default 5)")
+    parser.add_argument("--only", metavar="ID[,ID...]", help="send only these reports")
+    parser.add_argument("--variant", choices=VARIANTS, default="a",
+                        help="a: the full reports to AWS_RECIPIENT_EMAIL (default); b: the "
+                             "one-screen brief to AWS_RECIPIENT_EMAIL_B")
     parser.add_argument("--cycle", metavar="LABEL",
                         help="the reporting cycle, in subjects and the audit log "
                              "(default: today's local date)")
@@ -1253,6 +1878,11 @@ def build_parser():
     parser.add_argument("--audit-log", metavar="PATH",
                         help="audit log (default: AUDIT_LOG_PATH, else "
                              f"{DEFAULT_AUDIT_LOG} beside the env file)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_true",
+                          help="print nothing if every report was sent; else only the "
+                               "problems (for cron)")
+    loudness.add_argument("--verbose", action="store_true", help="show each step on stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser
 
@@ -1262,50 +1892,65 @@ def parse_cycle(label, today):
     if label is None:
         return today.isoformat()
     if not CYCLE_PATTERN.fullmatch(label):
-        raise UsageError(f"--cycle {label[:40]!r} must be 1-64 letters, digits, '.', '_' "
-                         "or '-' (for example 2026-11-29)")
+        raise UsageError(f"--cycle {label[:40]!r} must be 1-64 letters, digits, '_' or '-' "
+                         "(for example 2026-11-29)")
     return label
 
 
-def load_config(args, environ, stderr):
+def load_config(args, environ, console):
     """Settings file plus environment, checked; hygiene warnings on the way."""
     settings = load_settings(args.env_file, environ)
+    console.step(f"settings: {args.env_file}")
     for warning in env_file_warnings(args.env_file):
-        print(warning, file=stderr)
+        console.warn(warning)
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
     audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
-    return parse_config(settings, audit_log_path, credential_origin=origin)
+    return parse_config(settings, audit_log_path, credential_origin=origin,
+                        variant=args.variant)
 
 
-def run(args, *, environ, stdout, stderr, clock):
+def show_history(args, environ, console):
+    """--history: what the audit log says of the last N cycles; needs no valid config."""
+    if args.history < 1:
+        raise UsageError("--history takes a number of cycles, 1 or more")
+    settings = load_settings(args.env_file, environ) if args.env_file.is_file() else {}
+    path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
+    records, warnings = read_audit_log(path)
+    for warning in warnings:
+        console.warn(warning)
+    tables = history_tables(records, args.history)
+    console.result("\n\n".join(tables) if tables else f"no records yet in {path}")
+    return EXIT_SENT
+
+
+def run(args, *, environ, console, clock):
     """Do what the parsed command line asks; raise ReportRunError on failure."""
     if args.list:
         for spec in REPORTS:
-            print(f"{spec.report_id:<15} {spec.title}", file=stdout)
+            console.result(f"{spec.report_id:<15} {spec.title}")
         return EXIT_SENT
-    if args.dry_run and args.check:
-        raise UsageError("--dry-run and --check do different things; choose one")
+    if args.history is not None:
+        return show_history(args, environ, console)
     selected = select_reports(args.only)
     cycle = parse_cycle(args.cycle, clock().date())
-    config = load_config(args, environ, stderr)
-    generated_at = clock().astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    config = load_config(args, environ, console)
+    now = clock()
+    generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
-                             generated_at=generated_at, to=(config.recipient,),
-                             bcc=(config.bcc,)) for spec in selected]
+                             generated_at=generated_at, variant=config.variant,
+                             to=config.to_by_report[spec.report_id], bcc=(config.bcc,))
+               for spec in selected]
     if args.dry_run:
-        print_dry_run(reports, config, stdout)
+        print_dry_run(reports, config, console)
+        return EXIT_SENT
+    if args.preview_dir:
+        write_previews(reports, config, args.preview_dir, now, console)
         return EXIT_SENT
     if args.check:
-        return check_only(reports, config, cycle=cycle, stdout=stdout, stderr=stderr)
+        return check_only(reports, config, cycle=cycle, console=console)
     outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
-                         stdout=stdout, stderr=stderr)
-    for record, failure in outcome.failures:
-        print(failure_line(record, failure, config), file=stderr)
-    if outcome.refusal:
-        print(f"error: {outcome.refusal}", file=stderr)
-    sent = sum(r["status"] == "sent" for r in outcome.records)
-    print(f"{sent} of {len(reports)} reports sent for cycle {cycle}; "
-          f"audit log: {config.audit_log_path}", file=stdout)
+                         console=console)
+    report_outcome(outcome, config, cycle, console)
     return outcome.exit_code
 
 
@@ -1317,23 +1962,23 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None):
     exit code, never a traceback.
     """
     environ = os.environ if environ is None else environ
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    console = Console(stdout or sys.stdout, stderr or sys.stderr)
     clock = clock or (lambda: datetime.now().astimezone())
     try:
         args = build_parser().parse_args(argv)
-        return run(args, environ=environ, stdout=stdout, stderr=stderr, clock=clock)
+        console.verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+        return run(args, environ=environ, console=console, clock=clock)
     except ConfigError as error:
         for problem in error.problems:
-            print(f"config error: {problem}", file=stderr)
-        print("nothing was sent", file=stderr)
+            console.problem(f"config error: {problem}")
+        console.problem("nothing was sent")
         return error.exit_code
     except ReportRunError as error:
-        print(f"error: {error}", file=stderr)
+        console.problem(f"error: {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the audit log holds every report confirmed so far; "
-              "run again to send the rest", file=stderr)
+        console.problem("interrupted: the audit log holds every report confirmed so far; "
+                        "run again to send the rest")
         return EXIT_INTERRUPTED
 
 

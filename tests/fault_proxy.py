@@ -38,6 +38,7 @@ class FaultProxy:
     def __init__(self, upstream):
         self.upstream = upstream
         self.seen = []
+        self.requests = []  # (action, {parameter: value}) as the script sent them
         self._faults = {}
         self._then = {}
         self.delay = {}
@@ -60,6 +61,10 @@ class FaultProxy:
     def count(self, action):
         return self.seen.count(action)
 
+    def sent(self, action="SendEmail"):
+        """The parameters of each request of an action, in order."""
+        return [parameters for name, parameters in self.requests if name == action]
+
     def _next_fault(self, action):
         with self._lock:
             self.seen.append(action)
@@ -80,7 +85,9 @@ class FaultProxy:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                action = parse_qs(body.decode("utf-8")).get("Action", ["?"])[0]
+                parameters = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
+                action = parameters.get("Action", "?")
+                proxy.requests.append((action, parameters))
                 fault = proxy._next_fault(action)
                 if fault in ("drop", "hang"):
                     time.sleep(HANG_SECONDS if fault == "hang" else 0)

@@ -130,19 +130,25 @@ def serve(port, max_send_rate, max_24_hour_send):
 
 def demo():
     """Send all eight reports to a local SES and show what it received."""
+    import shutil
+
     from dotenv import dotenv_values
 
     sender = dotenv_values(EXAMPLE_ENV)["AWS_SES_FROM_ADDRESS"]
-    audit_log = REPO / ".demo" / "exec_reports_audit.jsonl"
-    audit_log.parent.mkdir(exist_ok=True)
+    workdir = REPO / ".demo"
+    workdir.mkdir(exist_ok=True)
+    env_file = workdir / "repos.env"  # a private copy, as the README says to make
+    shutil.copyfile(EXAMPLE_ENV, env_file)
+    env_file.chmod(0o600)
+    audit_log = workdir / "exec_reports_audit.jsonl"
     audit_log.unlink(missing_ok=True)  # a fresh log: the demo always sends all eight
     with LocalSES() as ses, tempfile.TemporaryDirectory() as home:
         print(f"local SES (moto) listening on {ses.url}; verifying {sender} there")
         ses.verify(sender)
-        command = [sys.executable, str(SCRIPT), "--env-file", str(EXAMPLE_ENV),
+        command = [sys.executable, str(SCRIPT), "--env-file", str(env_file),
                    "--audit-log", str(audit_log)]
-        print("$ AWS_ENDPOINT_URL_SES=" + ses.url + " python3 send_exec_reports.py "
-              "--env-file repos.env.example --audit-log .demo/exec_reports_audit.jsonl")
+        print(f"$ AWS_ENDPOINT_URL_SES={ses.url} python3 send_exec_reports.py "
+              "--env-file .demo/repos.env --audit-log .demo/exec_reports_audit.jsonl")
         result = subprocess.run(command, env=script_environment(ses.url, home))
         print(f"\nthe local SES server holds {len(ses.messages())} messages:")
         for message in ses.messages():

@@ -161,7 +161,7 @@ def test_endpoint_down_then_up_then_done(run_script, ses):
     assert up.returncode == 0 and "8 of 8 reports sent" in up.stdout
     done = run_script("--cycle", CYCLE)
     assert done.returncode == 0 and "0 of 8 reports sent" in done.stdout
-    assert done.stdout.count("AlreadySent") == 8
+    assert done.stdout.count("already sent") == 8
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
 
 
@@ -283,7 +283,7 @@ def test_check_reports_what_ses_says_and_sends_nothing(run_via_proxy, proxy, ses
     assert "credentials: found (access keys from the environment)" in result.stdout
     assert f"sender: {SENDER} is verified" in result.stdout
     assert "quota: 0 of 50000 messages used" in result.stdout
-    assert "cycle 2026-11-29: 0 already sent, 8 to send" in result.stdout
+    assert "cycle 2026-11-29, variant a: 0 already sent, 8 to send" in result.stdout
     assert proxy.count("SendEmail") == 0
     assert not run_via_proxy.audit_log.exists()
 

@@ -1,5 +1,6 @@
 """Sending: all eight reports through a real SES API, every outcome in the audit log."""
 
+import html
 import os
 import socket
 import stat
@@ -22,7 +23,7 @@ def test_all_eight_reports_reach_ses_with_to_bcc_and_from(run_script, ses):
         assert message["destinations"] == {"ToAddresses": [RECIPIENT], "BccAddresses": [BCC]}
         assert display_name(message["source"]) == FROM_NAME
         assert message["subject"] == f"{spec.title} | cycle 2026-11-29"
-        assert f"prepared by {FROM_NAME}" in message["body"]
+        assert html.escape(f"prepared by {FROM_NAME}") in message["body"]  # the HTML part
     assert "8 of 8 reports sent for cycle 2026-11-29" in result.stdout
     assert str(run_script.audit_log) in result.stdout
 
@@ -41,7 +42,8 @@ def test_the_audit_log_proves_what_was_sent(run_script, ses):
         assert record["cycle"] == "2026-11-29"
         assert record["to"] == [RECIPIENT] and record["bcc"] == [BCC]
         assert record["subject"] == message["subject"]
-        assert record["body_sha256"] == sha256(message["body"])
+        assert record["html_sha256"] == sha256(message["body"])  # moto keeps the HTML part
+        assert record["variant"] == "a"
         assert record["ts"].endswith("+00:00")
         assert record["message_id"] in result.stdout
     assert stat.S_IMODE(os.stat(run_script.audit_log).st_mode) == 0o600
