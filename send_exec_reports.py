@@ -36,30 +36,24 @@ Exit codes:
 """
 
 import argparse
-import dataclasses
-import email.errors
-import email.policy
-import fcntl
-import hashlib
+import collections
 import html
-import json
 import os
 import re
 import string
-import subprocess
 import sys
 import textwrap
 import time
 import unicodedata
-import uuid
 from datetime import datetime, timezone
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
 from pathlib import Path
 
-# boto3 is imported inside connect_ses(): --list and --dry-run never need it,
-# and importing it costs more than everything else this script does.
+# Modules that only sending, previews or the audit log need (boto3, json,
+# hashlib, fcntl, subprocess, the email package) are imported where they are used:
+# --list and --dry-run start faster without them, and boto3 alone costs more
+# than everything else this script does (bench/ measures it).  For the same
+# reason the records below are namedtuples and plain classes: dataclasses
+# imports inspect, which costs --list a third of its time.
 
 VERSION = "0.1.0"
 
@@ -126,6 +120,11 @@ SECRET_SETTINGS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
 AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-\d{1,2}")
 DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 5322's dot-atom addr-spec, the form nearly every address takes.  Matching
+# it spares --dry-run the email package's import (a seventh of its time); any
+# other form is left to email.headerregistry to accept or refuse.
+DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                              r"@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)")
 # SES message tags carry the cycle, and allow only letters, digits, _ and -.
 CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 CONFIGURATION_SET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -629,13 +628,10 @@ report).
 """)
 
 
-@dataclasses.dataclass(frozen=True)
-class ReportSpec:
+class ReportSpec(collections.namedtuple("ReportSpec", "report_id title template")):
     """One of the eight reports: its id on the command line, title and template."""
 
-    report_id: str
-    title: str
-    template: ReportTemplate
+    __slots__ = ()
 
 
 REPORTS = (
@@ -698,29 +694,34 @@ class SendError(ReportRunError):
         self.exit_code = EXIT_TRANSIENT if transient else EXIT_REJECTED
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+CONFIG_FIELDS = (
+    "region from_address from_name bcc audit_log_path variant"
+    " to_by_report"  # {report id: To addresses}
+    " configuration_set endpoint_url aws_profile"
+    " credential_origin"  # where explicit keys came from, never the keys
+    " access_key_id secret_access_key session_token"  # never shown, see __repr__
+)
+SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+
+
+class Config(collections.namedtuple("Config", CONFIG_FIELDS,
+                                    defaults=("a", None, None, None, None, None,
+                                              None, None, None))):
     """The validated settings of one run."""
 
-    region: str
-    from_address: str
-    from_name: str
-    bcc: str
-    audit_log_path: Path
-    variant: str = "a"
-    to_by_report: dict = dataclasses.field(default_factory=dict)  # report id: To addresses
-    configuration_set: str | None = None
-    endpoint_url: str | None = None
-    aws_profile: str | None = None
-    credential_origin: str | None = None  # where explicit keys came from, never the keys
-    # Never shown: repr=False keeps them out of any accidental print.
-    access_key_id: str | None = dataclasses.field(default=None, repr=False)
-    secret_access_key: str | None = dataclasses.field(default=None, repr=False)
-    session_token: str | None = dataclasses.field(default=None, repr=False)
+    __slots__ = ()
+
+    def __repr__(self):
+        """Every field but the secrets, so that no accidental print shows a key."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
+                          if name not in SECRET_FIELDS)
+        return f"Config({shown})"
 
     @property
     def sender(self):
         """The From header: the name quoted or RFC 2047-encoded as needed."""
+        from email.utils import formataddr
+
         return formataddr((self.from_name, self.from_address), charset="utf-8")
 
     @property
@@ -729,17 +730,14 @@ class Config:
                                  self.session_token) if s)
 
 
-@dataclasses.dataclass(frozen=True)
-class RenderedReport:
-    """A report ready to send: what goes on the wire and what the audit log proves."""
+class RenderedReport(collections.namedtuple(
+        "RenderedReport", "report_id subject body html to bcc variant", defaults=("a",))):
+    """A report ready to send: what goes on the wire and what the audit log proves.
 
-    report_id: str
-    subject: str
-    body: str  # the plain-text edition
-    html: str
-    to: tuple
-    bcc: tuple
-    variant: str = "a"
+    body is the plain-text edition, html the HTML one; to and bcc are tuples.
+    """
+
+    __slots__ = ()
 
     @property
     def recipient_count(self):
@@ -753,6 +751,8 @@ class RenderedReport:
 
 def sha256_hex(text):
     """The sha256 of text's UTF-8 bytes: what the audit log uses to prove a body."""
+    import hashlib
+
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -770,14 +770,25 @@ def address_problem(value):
         return "contains a line break (header injection)"
     if not value.isascii():
         return "must be ASCII (write an international domain in punycode)"
-    try:
-        address = Address(addr_spec=value)
-    except (ValueError, IndexError, email.errors.MessageError):
+    plain = DOT_ATOM_ADDRESS.fullmatch(value)
+    domain = plain.group(2) if plain else parsed_domain(value)
+    if domain is None:
         return f"{value!r} is not one valid email address"
-    labels = address.domain.split(".")
+    labels = domain.split(".")
     if len(labels) < 2 or not all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in labels):
         return f"{value!r} does not have a valid domain"
     return None
+
+
+def parsed_domain(value):
+    """The domain of an address in a rarer form (a quoted local part), or None."""
+    import email.errors
+    from email.headerregistry import Address
+
+    try:
+        return Address(addr_spec=value).domain
+    except (ValueError, IndexError, email.errors.MessageError):
+        return None
 
 
 def address_list_problem(value):
@@ -955,13 +966,15 @@ def select_reports(only):
     return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
-@dataclasses.dataclass
 class Block:
     """One piece of a report: a title, heading, paragraph, list, table or rule."""
 
-    kind: str
-    items: list
-    brief: bool = False  # headings only: the section belongs in the brief too
+    __slots__ = ("kind", "items", "brief")
+
+    def __init__(self, kind, items, brief=False):
+        self.kind = kind
+        self.items = items
+        self.brief = brief  # headings only: the section belongs in the brief too
 
 
 def line_block(line):
@@ -1164,6 +1177,11 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
 
 def report_eml(report, config, now):
     """The report as a standard .eml message: text and HTML, as SES would send it."""
+    import email.policy
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.utils import format_datetime
+
     message = EmailMessage()
     message["From"] = Address(display_name=config.from_name, addr_spec=config.from_address)
     message["To"] = ", ".join(report.to)
@@ -1216,22 +1234,33 @@ def load_settings(env_file, environ):
     return {**{name: value or "" for name, value in from_file.items()}, **environ}
 
 
-def env_file_warnings(env_file):
-    """Warnings about a settings file that others can read or that git tracks."""
+def env_file_warnings(env_file, *, ask_git):
+    """Warnings about a settings file that others can read or that git tracks.
+
+    Asking git costs a process (a fifth of a --dry-run), so only the runs that
+    use the credentials (sending and --check) ask it.
+    """
     warnings = []
     if os.stat(env_file).st_mode & 0o077:
         warnings.append(f"warning: {env_file} is readable by group or others; "
                         f"fix: chmod 600 {env_file}")
-    try:
-        tracked = subprocess.run(
-            ["git", "ls-files", "--error-unmatch", env_file.name], cwd=env_file.parent,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        tracked = False  # no git here: nothing can be tracked
-    if tracked:
+    if ask_git and tracked_by_git(env_file):
         warnings.append(f"warning: {env_file} is tracked by git; its secrets are in the "
                         f"history: fix: git rm --cached {env_file.name}, rotate the keys")
     return warnings
+
+
+def tracked_by_git(path):
+    """True if git tracks the file; False where it does not or there is no git."""
+    import subprocess
+
+    try:
+        # Pipes, not DEVNULL: run() then waits on the pipes, not by polling with sleeps.
+        return subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
+            capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # no git here: nothing can be tracked
 
 
 def resolve_audit_log_path(option, settings, env_file):
@@ -1245,6 +1274,8 @@ def resolve_audit_log_path(option, settings, env_file):
 
 def read_audit_log(path):
     """The audit log's records, and a warning for each line that is not one."""
+    import json
+
     try:
         lines = path.read_bytes().split(b"\n")
     except FileNotFoundError:
@@ -1282,6 +1313,8 @@ class RunLock:
     """
 
     def __init__(self, path):
+        import fcntl
+
         self.path = path
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -1324,6 +1357,8 @@ class AuditLog:
 
     def append(self, record):
         """Write one record and force it to disk before the next send starts."""
+        import json
+
         self._write(json.dumps(record, ensure_ascii=False) + "\n", record)
 
     def _write(self, text, record=None):
@@ -1332,6 +1367,8 @@ class AuditLog:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
+            import json
+
             lost = f"; unrecorded outcome: {json.dumps(record)}" if record else ""
             raise AuditLogError(f"cannot write audit log {self.path}: "
                                 f"{error.strerror}{lost}") from None
@@ -1343,13 +1380,10 @@ class AuditLog:
         self._file.close()
 
 
-@dataclasses.dataclass(frozen=True)
-class SesClients:
+class SesClients(collections.namedtuple("SesClients", "send preflight credential_source")):
     """The sending client, a quick-to-give-up client for the preflight, and whose keys."""
 
-    send: object
-    preflight: object
-    credential_source: str
+    __slots__ = ()
 
 
 def connect_ses(config):
@@ -1462,16 +1496,16 @@ def classify_client_error(response, config):
 # --- Preflight: what SES can tell before the first send ------------------------
 
 
-@dataclasses.dataclass
 class Preflight:
     """What SES said before sending; None wherever it could not tell."""
 
-    notes: list = dataclasses.field(default_factory=list)
-    warnings: list = dataclasses.field(default_factory=list)
-    sender_verified: bool | None = None
-    max_24_hour_send: float | None = None
-    sent_last_24_hours: float | None = None
-    max_send_rate: float | None = None
+    def __init__(self, notes):
+        self.notes = list(notes)
+        self.warnings = []
+        self.sender_verified = None
+        self.max_24_hour_send = None
+        self.sent_last_24_hours = None
+        self.max_send_rate = None
 
     def shortfall(self, needed):
         """Why the day's remaining quota cannot take `needed` messages, or None."""
@@ -1613,13 +1647,13 @@ class Console:
         print(text, file=self.stderr)
 
 
-@dataclasses.dataclass
 class RunOutcome:
     """What happened to each report in one run, in order."""
 
-    records: list = dataclasses.field(default_factory=list)
-    failures: list = dataclasses.field(default_factory=list)  # (record, SendError)
-    refusal: str | None = None  # why nothing was sent, when the preflight said no
+    def __init__(self):
+        self.records = []
+        self.failures = []  # (record, SendError)
+        self.refusal = None  # why nothing was sent, when the preflight said no
 
     @property
     def exit_code(self):
@@ -1637,7 +1671,7 @@ class CycleRun:
         self.cycle = cycle
         self.clock = clock
         self.console = console
-        self.run_id = uuid.uuid4().hex
+        self.run_id = os.urandom(16).hex()  # random, like uuid4, without importing uuid
         self.outcome = RunOutcome()
 
     def record(self, report, status, *, message_id=None, error=None):
@@ -1808,9 +1842,13 @@ def history_tables(records, cycles):
 
 
 def print_dry_run(reports, config, console):
-    """Print each report's text edition as it would be sent, headers first."""
+    """Print each report's text edition as it would be sent, headers first.
+
+    The From line shows the name as a reader sees it, not its encoded form.
+    """
     for report in reports:
-        console.result(f"From: {config.sender}\nTo: {', '.join(report.to)}\n"
+        console.result(f"From: {config.from_name} <{config.from_address}>\n"
+                       f"To: {', '.join(report.to)}\n"
                        f"Bcc: {', '.join(report.bcc)}\nSubject: {report.subject}\n\n"
                        f"{report.body}\n{'=' * TEXT_WIDTH}")
 
@@ -1901,7 +1939,8 @@ def load_config(args, environ, console):
     """Settings file plus environment, checked; hygiene warnings on the way."""
     settings = load_settings(args.env_file, environ)
     console.step(f"settings: {args.env_file}")
-    for warning in env_file_warnings(args.env_file):
+    previewing = args.dry_run or args.preview_dir is not None
+    for warning in env_file_warnings(args.env_file, ask_git=not previewing):
         console.warn(warning)
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
     audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)

@@ -42,6 +42,9 @@ class FaultProxy:
         self._faults = {}
         self._then = {}
         self.delay = {}
+        self.rate_limit = None  # recipients a second, enforced as SES does: see limit_rate
+        self.throttled = 0
+        self._bucket = (0.0, 0.0)  # (recipients available, when last counted)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -57,6 +60,28 @@ class FaultProxy:
             self._faults.clear()
             self._then.clear()
             self.delay.clear()
+
+    def limit_rate(self, recipients_per_second):
+        """Answer SendEmail with Throttling whenever the account's rate is exceeded.
+
+        A token bucket of one second's worth of recipients, refilled at the rate:
+        like SES, it tolerates a short burst and counts every To and BCC.
+        """
+        self.rate_limit = recipients_per_second
+        self._bucket = (recipients_per_second, time.monotonic())
+
+    def _over_rate(self, parameters):
+        if self.rate_limit is None or parameters.get("Action") != "SendEmail":
+            return False
+        recipients = sum(1 for name in parameters if name.startswith("Destination."))
+        with self._lock:
+            tokens, then = self._bucket
+            now = time.monotonic()
+            tokens = min(self.rate_limit, tokens + (now - then) * self.rate_limit)
+            over = tokens < recipients
+            self._bucket = (tokens if over else tokens - recipients, now)
+            self.throttled += over
+        return over
 
     def count(self, action):
         return self.seen.count(action)
@@ -89,6 +114,8 @@ class FaultProxy:
                 action = parameters.get("Action", "?")
                 proxy.requests.append((action, parameters))
                 fault = proxy._next_fault(action)
+                if fault == "pass" and proxy._over_rate(parameters):
+                    fault = "throttle"
                 if fault in ("drop", "hang"):
                     time.sleep(HANG_SECONDS if fault == "hang" else 0)
                     self.close_connection = True  # no answer at all

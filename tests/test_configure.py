@@ -160,3 +160,14 @@ def test_config_objects_never_show_secrets():
     config = ser.parse_config(settings, audit_log_path=None)
     assert "do-not-show-this" not in repr(config)
     assert "AKIASHOWME" not in repr(config)
+
+
+@pytest.mark.parametrize("value", [
+    "owner@example.com", "first.last+reports@mail.example.co.uk", "o'brien@example.com",
+    "a!#$%&'*+/=?^_`{|}~-z@example.com", "a..b@example.com", ".a@example.com",
+    "a.@example.com", "a b@example.com", "a@b@example.com", "a@example..com",
+])
+def test_the_fast_address_check_agrees_with_the_email_package(value):
+    fast = ser.DOT_ATOM_ADDRESS.fullmatch(value)
+    if fast:  # whatever the fast path accepts, the stdlib parser accepts the same way
+        assert ser.parsed_domain(value) == fast.group(2)

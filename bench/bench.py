@@ -1,0 +1,214 @@
+"""Benchmark: what validation, preflight, ledger, lock and fsync cost a run.
+
+Run by hand with `make bench` (or `python3 bench/bench.py --aws PATH`). It
+starts moto's SES server on loopback, with a sending rate high enough that
+pacing does not bind, and times these commands, alternating them round by
+round so that a slow moment of the machine hits them all alike:
+
+  1. the full send of all eight reports by send_exec_reports.py, against a
+     bare loop of eight boto3 send_email calls doing nothing else;
+  2. the same full send against eight `aws ses send-email` calls from a shell
+     loop, which is what many people would script instead;
+  3. --dry-run and --list against a bare `python3 -c "import dotenv"`.
+
+Then, on a server whose MaxSendRate is R recipients a second and behind a
+proxy that throttles as SES does above that rate:
+
+  4. pacing: the eight sends take no less than 7*k/R and no more than
+     1.1 * 7*k/R plus start-up, k being the recipients of each message (SES
+     counts every To and BCC against the rate), with no throttling.
+
+Each full send gets a fresh audit log, so the ledger never skips a report.
+Prints the medians, the ratios and the goals; exits 1 if a goal is missed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from fault_proxy import FaultProxy  # noqa: E402  (the tests' helpers, not a package)
+from local_ses import LocalSES, script_environment  # noqa: E402
+
+SCRIPT = REPO / "send_exec_reports.py"
+SENDER, RECIPIENT, BCC = "reports@example.com", "owner@example.com", "audit@example.com"
+RECIPIENTS_PER_MESSAGE = 2  # one To and the BCC
+SETTINGS = f"""\
+AWS_SES_REGION=us-east-1
+AWS_SES_FROM_ADDRESS={SENDER}
+AWS_SES_FROM_NAME="Executive Reports, Example Holdings"
+AWS_RECIPIENT_EMAIL={RECIPIENT}
+AWS_BCC_EMAIL={BCC}
+"""
+
+# Eight send_email calls and nothing else, carrying the same eight messages as
+# the full send (rendered once, beforehand, and read from a JSON file), so that
+# both put the same bytes on the wire.
+BARE_LOOP = f"""
+import json, sys
+import boto3
+ses = boto3.client("ses", region_name="us-east-1")
+for subject, text, html in json.load(open(sys.argv[1])):
+    ses.send_email(
+        Source={SENDER!r},
+        Destination={{"ToAddresses": [{RECIPIENT!r}], "BccAddresses": [{BCC!r}]}},
+        Message={{"Subject": {{"Data": subject, "Charset": "UTF-8"}},
+                 "Body": {{"Text": {{"Data": text, "Charset": "UTF-8"}},
+                          "Html": {{"Data": html, "Charset": "UTF-8"}}}}}})
+"""
+
+AWS_CLI_LOOP = (
+    'for n in 1 2 3 4 5 6 7 8; do "$AWS" ses send-email --region us-east-1 '
+    f"--from {SENDER} --to {RECIPIENT} --bcc {BCC} "
+    '--subject "report $n" --text "body" >/dev/null || exit 1; done'
+)
+
+GOALS = [  # (label, numerator, denominator, at most)
+    ("1  full send / bare boto3 loop", "full send", "bare boto3 loop", 1.25),
+    ("2  full send / AWS CLI loop", "full send", "aws cli loop", 0.15),
+    ("3  --dry-run / import dotenv", "--dry-run", "import dotenv", 2.0),
+    ("3  --list / import dotenv", "--list", "import dotenv", 2.0),
+]
+
+
+def timed(command, env):
+    """Wall-clock seconds of one command, which must succeed."""
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"bench: {command[:3]} exited {result.returncode}: {result.stderr}")
+    return elapsed
+
+
+def rendered_messages(path):
+    """The eight reports as the full send renders them, for the bare loop to send."""
+    sys.path.insert(0, str(REPO))
+    import send_exec_reports as ser
+
+    messages = [ser.render_report(spec, cycle="bench", generated_at="2026-11-29 03:00 UTC",
+                                  prepared_by="Executive Reports, Example Holdings")
+                for spec in ser.REPORTS]
+    path.write_text(json.dumps([(m.subject, m.body, m.html) for m in messages]))
+    return path
+
+
+def commands(env_file, workdir, aws):
+    """name -> a function making the command line for one timed run."""
+    python = sys.executable
+    fresh = iter(range(10**6))
+    messages = rendered_messages(workdir / "messages.json")
+
+    def full_send():
+        log = workdir / f"audit-{next(fresh)}.jsonl"
+        return [python, str(SCRIPT), "--env-file", str(env_file), "--audit-log", str(log),
+                "--cycle", "bench"]
+
+    return {
+        "full send": full_send,
+        "bare boto3 loop": lambda: [python, "-c", BARE_LOOP, str(messages)],
+        "aws cli loop": lambda: ["sh", "-c", AWS_CLI_LOOP.replace('"$AWS"', f'"{aws}"')],
+        "--dry-run": lambda: [python, str(SCRIPT), "--env-file", str(env_file), "--dry-run"],
+        "--list": lambda: [python, str(SCRIPT), "--list"],
+        "import dotenv": lambda: [python, "-c", "import dotenv"],
+    }
+
+
+def measure(rounds, aws, workdir):
+    """Seconds of each command in each round, the order rotating from round to round."""
+    env_file = workdir / "repos.env"
+    env_file.write_text(SETTINGS)
+    env_file.chmod(0o600)
+    times = {}
+    with LocalSES() as ses:
+        env = script_environment(ses.url, workdir)
+        makers = commands(env_file, workdir, aws)
+        names = list(makers)
+        for number in range(rounds):
+            ses.reset()  # the same server state for every round
+            ses.verify(SENDER)
+            for name in names[number % len(names):] + names[:number % len(names)]:
+                times.setdefault(name, []).append(timed(makers[name](), env))
+            print(f"round {number + 1}/{rounds} done", file=sys.stderr)
+    return times
+
+
+def round_ratios(times, top, bottom):
+    """top/bottom within each round: commands timed moments apart share the machine's mood."""
+    return [a / b for a, b in zip(times[top], times[bottom])]
+
+
+def measure_pacing(rate, workdir, runs=3):
+    """Median seconds of a full send at MaxSendRate `rate`, and how often SES throttled."""
+    env_file = workdir / "repos.env"
+    durations = []
+    with LocalSES(max_send_rate=rate) as ses, FaultProxy(ses.url) as proxy:
+        ses.verify(SENDER)
+        proxy.limit_rate(rate)
+        env = script_environment(proxy.url, workdir)
+        for run in range(runs):
+            log = workdir / f"paced-{run}.jsonl"
+            durations.append(timed([sys.executable, str(SCRIPT), "--env-file", str(env_file),
+                                    "--audit-log", str(log), "--cycle", "paced"], env))
+    return statistics.median(durations), proxy.throttled
+
+
+def versions(aws):
+    import boto3
+
+    cli = subprocess.run([aws, "--version"], capture_output=True, text=True)
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, boto3 {boto3.__version__}, "
+            f"{(cli.stdout or cli.stderr).split()[0]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aws", default=shutil.which("aws"), help="the AWS CLI to compare")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rate", type=float, default=4.0,
+                        help="MaxSendRate for the pacing measurement")
+    args = parser.parse_args()
+    if not args.aws:
+        raise SystemExit("bench: no AWS CLI found; make bench installs one in .venv-awscli")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        times = measure(args.rounds, args.aws, workdir)
+        paced, throttled = measure_pacing(args.rate, workdir)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"machine: {versions(args.aws)}; {args.rounds} rounds\n")
+    print(f"{'command':<22}{'median':>10}")
+    for name, seconds in medians.items():
+        print(f"{name:<22}{seconds:>9.3f}s")
+    print(f"\n{'goal: median of the per-round ratios':<38}{'ratio':>7}{'range':>15}"
+          f"{'at most':>9}  result")
+    missed = 0
+    for label, top, bottom, limit in GOALS:
+        ratios = round_ratios(times, top, bottom)
+        ratio = statistics.median(ratios)
+        missed += ratio > limit
+        print(f"{label:<38}{ratio:>7.3f}{min(ratios):>8.3f}-{max(ratios):<6.3f}"
+              f"{limit:>9.2f}  {'met' if ratio <= limit else 'MISSED'}")
+    floor = 7 * RECIPIENTS_PER_MESSAGE / args.rate
+    ceiling = 1.1 * floor + medians["full send"]
+    met = floor <= paced <= ceiling and throttled == 0
+    missed += not met
+    print(f"4  pacing at {args.rate:g}/s: {paced:.3f}s for 8 sends, bounds "
+          f"[{floor:.3f}s, {ceiling:.3f}s] (7 x {RECIPIENTS_PER_MESSAGE}/R, "
+          f"1.1 x that + start-up), throttled {throttled}  {'met' if met else 'MISSED'}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
