@@ -33,6 +33,7 @@ Exit codes:
     75  SES unreachable, busy or out of daily quota, or another run holds the
         lock; safe to run again later
     78  the configuration is invalid; nothing was sent
+    130 interrupted (Ctrl-C); every confirmed send is in the audit log
 """
 
 import argparse
@@ -1887,7 +1888,7 @@ def build_parser():
         epilog="exit codes: 0 all sent (or already sent), 1 SES rejected a report, "
                "64 usage error, 73 audit log or preview not writable, 75 SES unreachable, "
                "busy or out of quota, or another run holds the lock (safe to run again "
-               "later), 78 invalid configuration",
+               "later), 78 invalid configuration, 130 interrupted",
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="print the report ids and titles")

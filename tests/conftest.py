@@ -64,14 +64,24 @@ class ScriptRunner:
         write_env_file(self.env_file, {k: v for k, v in settings.items() if v is not None})
 
     def __call__(self, *args, env=None, python_flags=(), timeout=120):
-        command = [sys.executable, *python_flags, str(SCRIPT),
-                   "--env-file", str(self.env_file), "--audit-log", str(self.audit_log),
-                   *args]
+        """Run to the end; the CompletedProcess has stdout and stderr as text."""
+        return subprocess.run(self._command(args, python_flags), env=self._environment(env),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args):
+        """Start a run in the background, for tests that kill it or overlap it."""
+        return subprocess.Popen(self._command(args, ()), env=self._environment(None),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _command(self, args, python_flags):
+        return [sys.executable, *python_flags, str(SCRIPT), "--env-file", str(self.env_file),
+                "--audit-log", str(self.audit_log), *args]
+
+    def _environment(self, env):
         environment = script_environment(self.endpoint_url, self.tmp_path)
         for name, value in (env or {}).items():  # None removes a variable
             environment.pop(name) if value is None else environment.update({name: value})
-        return subprocess.run(command, env=environment, capture_output=True,
-                              text=True, timeout=timeout)
+        return environment
 
     def audit_records(self):
         if not self.audit_log.exists():

@@ -143,12 +143,12 @@ def demo():
     audit_log = workdir / "exec_reports_audit.jsonl"
     audit_log.unlink(missing_ok=True)  # a fresh log: the demo always sends all eight
     with LocalSES() as ses, tempfile.TemporaryDirectory() as home:
-        print(f"local SES (moto) listening on {ses.url}; verifying {sender} there")
+        print(f"local SES (moto) listening on {ses.url}; verifying {sender} there", flush=True)
         ses.verify(sender)
         command = [sys.executable, str(SCRIPT), "--env-file", str(env_file),
                    "--audit-log", str(audit_log)]
         print(f"$ AWS_ENDPOINT_URL_SES={ses.url} python3 send_exec_reports.py "
-              "--env-file .demo/repos.env --audit-log .demo/exec_reports_audit.jsonl")
+              "--env-file .demo/repos.env --audit-log .demo/exec_reports_audit.jsonl", flush=True)
         result = subprocess.run(command, env=script_environment(ses.url, home))
         print(f"\nthe local SES server holds {len(ses.messages())} messages:")
         for message in ses.messages():

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 
@@ -14,7 +13,7 @@ import pytest
 import send_exec_reports as ser
 from conftest import SENDER, ScriptRunner
 from fault_proxy import FaultProxy
-from local_ses import SCRIPT, LocalSES, script_environment
+from local_ses import LocalSES
 
 CYCLE = "2026-11-29"
 ALL_IDS = [spec.report_id for spec in ser.REPORTS]
@@ -201,14 +200,11 @@ def test_a_torn_last_line_is_tolerated_and_never_rewritten(run_script, ses):
     assert again.returncode == 0 and "0 of 8 reports sent" in again.stdout
 
 
-def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses, tmp_path):
+def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.delay["SendEmail"] = 0.4
     runner = run_via_proxy
-    command = [sys.executable, str(SCRIPT), "--env-file", str(runner.env_file),
-               "--audit-log", str(runner.audit_log), "--cycle", CYCLE]
-    victim = subprocess.Popen(command, env=script_environment(proxy.url, tmp_path),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = runner.start("--cycle", CYCLE)
     wait_for(lambda: sum(r["status"] == "sent" for r in runner.audit_records()) >= 3)
     victim.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs
     victim.wait()
@@ -222,14 +218,11 @@ def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses, tmp_pat
     assert sent == set(ALL_IDS)
 
 
-def test_overlapping_runs_send_once(run_via_proxy, proxy, ses, tmp_path):
+def test_overlapping_runs_send_once(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.delay["SendEmail"] = 0.3
     runner = run_via_proxy
-    command = [sys.executable, str(SCRIPT), "--env-file", str(runner.env_file),
-               "--audit-log", str(runner.audit_log), "--cycle", CYCLE]
-    first = subprocess.Popen(command, env=script_environment(proxy.url, tmp_path),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = runner.start("--cycle", CYCLE)
     wait_for(lambda: runner.audit_records())
     second = runner("--cycle", CYCLE)
     assert first.poll() is None  # the second run did not wait for the first
