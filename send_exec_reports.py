@@ -1508,8 +1508,9 @@ class Preflight:
         self.sent_last_24_hours = None
         self.max_send_rate = None
 
-    def shortfall(self, needed):
-        """Why the day's remaining quota cannot take `needed` messages, or None."""
+    def shortfall(self, reports):
+        """Why the day's remaining quota cannot take these reports, or None."""
+        needed = sum(report.recipient_count for report in reports)
         if self.max_24_hour_send is None or self.max_24_hour_send < 0:
             return None  # unknown, or -1: unlimited
         left = max(self.max_24_hour_send - self.sent_last_24_hours, 0)
@@ -1732,7 +1733,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console):
                 console.step(note)
             for warning in found.warnings:
                 console.warn(redact(warning, config.secrets))
-            run.outcome.refusal = found.shortfall(sum(r.recipient_count for r in to_send))
+            run.outcome.refusal = found.shortfall(to_send)
             if run.outcome.refusal:
                 run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
             else:
@@ -1756,7 +1757,7 @@ def check_only(reports, config, *, cycle, console):
         console.result(line)
     for warning in warnings + found.warnings:
         console.warn(redact(warning, config.secrets))
-    refusal = found.shortfall(sum(r.recipient_count for r in to_send))
+    refusal = found.shortfall(to_send)
     if refusal:
         console.problem(f"error: {refusal}")
         return EXIT_TRANSIENT

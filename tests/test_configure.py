@@ -44,21 +44,19 @@ BAD_ADDRESSES = ["not-an-address", "owner@", "@example.com", "owner@localhost",
                  "ówner@example.com"]
 
 
-@pytest.mark.parametrize("name", ["AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL"])
-@pytest.mark.parametrize("bad", [*BAD_ADDRESSES, "a@example.com, b@example.com"])
-def test_a_single_address_setting_must_be_one_valid_address(run_script, ses, name, bad):
-    run_script.settings(**{name: bad})
-    result = run_script()
-    assert result.returncode == 78
-    assert f"config error: {name}" in result.stderr
-    assert ses.messages() == []
+# Single-address settings refuse a list; list settings check every entry.
+ADDRESS_CASES = [
+    *((name, bad) for name in ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")
+      for bad in [*BAD_ADDRESSES, "a@example.com, b@example.com"]),
+    *((name, bad) for name in ("AWS_RECIPIENT_EMAIL", "AWS_RECIPIENT_EMAIL_B",
+                               "REPORT_TO_CEO", "REPORT_TO_RENTAL_3028_B")
+      for bad in [*BAD_ADDRESSES, "a@example.com,,b@example.com",
+                  "a@example.com, not-an-address"]),
+]
 
 
-@pytest.mark.parametrize("name", ["AWS_RECIPIENT_EMAIL", "AWS_RECIPIENT_EMAIL_B",
-                                  "REPORT_TO_CEO", "REPORT_TO_RENTAL_3028_B"])
-@pytest.mark.parametrize("bad", [*BAD_ADDRESSES, "a@example.com,,b@example.com",
-                                 "a@example.com, not-an-address"])
-def test_every_address_of_a_recipient_list_is_validated(run_script, ses, name, bad):
+@pytest.mark.parametrize("name, bad", ADDRESS_CASES)
+def test_an_address_setting_refuses_anything_but_valid_addresses(run_script, ses, name, bad):
     run_script.settings(**{name: bad})
     result = run_script()
     assert result.returncode == 78
