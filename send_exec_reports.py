@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Send the eight executive reports through Amazon SES.
+"""Send the executive reports through Amazon SES.
 
 Usage:
     python3 send_exec_reports.py                 # send what today's cycle still lacks
@@ -24,20 +24,12 @@ at a time holds a lock beside the log.  A send SES confirmed is never repeated;
 one it had not yet confirmed when the run died may be (SES has no idempotency
 key), so delivery is at least once for that single in-flight report.
 
-Exit codes:
-    0   every selected report was sent, now or earlier in the cycle
-    1   SES rejected at least one report (the message says what to fix)
-    64  the command line was wrong
-    73  the audit log (or a preview file) could not be written; nothing
-        unrecorded is sent
-    75  SES unreachable, busy or out of daily quota, or another run holds the
-        lock; safe to run again later
-    78  the configuration is invalid; nothing was sent
-    130 interrupted (Ctrl-C); every confirmed send is in the audit log
+Exit codes: EXIT_CODES below, which --help prints; the README says what to
+do about each.
 """
 
 import argparse
-import collections
+import contextlib
 import html
 import os
 import re
@@ -46,25 +38,31 @@ import sys
 import textwrap
 import time
 import unicodedata
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-# Modules that only sending, previews or the audit log need (boto3, json,
-# hashlib, fcntl, subprocess, the email package) are imported where they are used:
-# --list and --dry-run start faster without them, and boto3 alone costs more
-# than everything else this script does (bench/ measures it).  For the same
-# reason the records below are namedtuples and plain classes: dataclasses
-# imports inspect, which costs --list a third of its time.
+# boto3 is imported only where something is sent or checked: it costs more
+# than everything else this script does (bench/ measures it), and --list,
+# --dry-run and --preview-dir never need it.
 
 VERSION = "0.1.0"
 
-EXIT_SENT = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 64  # sysexits.h EX_USAGE
-EXIT_CANT_CREATE = 73  # EX_CANTCREAT: the audit log, its lock or a preview
-EXIT_TRANSIENT = 75  # EX_TEMPFAIL: cron wrappers know to try again later
-EXIT_CONFIG = 78  # EX_CONFIG
-EXIT_INTERRUPTED = 130
+# How a run can end, the one place exit codes are defined, most pressing
+# first: a run that met a rejection and a transient failure exits 1, because a
+# person must act before a re-run can help.  --help prints this table.
+EXIT_CODES = {
+    "interrupted": (130, "interrupted (Ctrl-C); every confirmed send is in the audit log"),
+    "usage": (os.EX_USAGE, "the command line was wrong"),
+    "config": (os.EX_CONFIG, "the configuration is invalid or no AWS credentials were "
+                             "found; nothing was sent"),
+    "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
+                                     "written; nothing unrecorded is sent"),
+    "rejected": (1, "SES rejected at least one report; stderr says what to fix"),
+    "transient": (os.EX_TEMPFAIL, "SES unreachable, busy or out of quota, or another run "
+                                  "holds the lock; safe to run again later"),
+    "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle"),
+}
 
 # Cron runs from $HOME, so the defaults live beside the script, not in the cwd.
 SCRIPT_DIR = Path(__file__).resolve().parent
@@ -84,9 +82,10 @@ ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
 ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL")
 
 # The report markup (see ReportTemplate) and how its two editions look.
-NUMBERED_ITEM_PATTERN = re.compile(r"\d{1,2}\. (.*)")
+NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
 BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
 BRIEF_MARK = "[brief]"
+MARKER_PATTERN = re.compile(r"\[[a-z]+\b[^\]]*\]")  # what reads as one: [bar 4/6], [brief]
 GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
 TEXT_WIDTH = 72  # what every mail client shows without wrapping
 TEXT_BAR_WIDTH = 12
@@ -141,9 +140,12 @@ LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 
 # botocore's "standard" mode retries throttling, 5xx answers and dropped
 # connections with jittered exponential backoff.  Four attempts keep a dead
-# endpoint under a minute per report; the timeouts are set here on purpose
-# rather than inherited (botocore's read timeout is a full minute).
-SES_RETRIES = {"mode": "standard", "total_max_attempts": 4}
+# endpoint under a minute per report.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE,
+# botocore's own settings, win over these defaults.  The timeouts are set here
+# on purpose rather than inherited (botocore's read timeout is a full minute).
+DEFAULT_RETRY_MODE = "standard"
+DEFAULT_MAX_ATTEMPTS = 4
+RETRY_MODES = ("standard", "adaptive", "legacy")
 SES_CONNECT_TIMEOUT_SECONDS = 5
 SES_READ_TIMEOUT_SECONDS = 20
 
@@ -167,57 +169,71 @@ CREDENTIAL_SOURCES = {
     "container-role": "the container's IAM role",
 }
 
-# SES error codes that every remaining report would hit too: stop at the first.
-RUN_STOPPING_CODES = frozenset({
-    "AccessDenied",
-    "AccessDeniedException",
-    "AccountSendingPausedException",
-    "ConfigurationSetDoesNotExist",
-    "ConfigurationSetSendingPausedException",
-    "ExpiredToken",
-    "InvalidClientTokenId",
-    "MailFromDomainNotVerifiedException",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-})
-TRANSIENT_CODES = frozenset({
-    "InternalFailure",
-    "RequestTimeout",
-    "ServiceUnavailable",
-    "Throttling",
-    "ThrottlingException",
-})
 
-# What a person should do about each SES answer.
-SES_ADVICE = {
-    "MessageRejected": "check that AWS_SES_FROM_ADDRESS (or its domain) is verified "
-    "in SES in AWS_SES_REGION; in the SES sandbox the recipients must be verified too",
-    "AccessDenied": "the AWS credentials may not call ses:SendEmail for this sender; "
-    "see the IAM policy in the README",
-    "AccessDeniedException": "the AWS credentials may not call ses:SendEmail for this "
-    "sender; see the IAM policy in the README",
-    "AccountSendingPausedException": "SES has paused sending for this account; "
-    "check the account's reputation dashboard in the SES console",
-    "ConfigurationSetDoesNotExist": "create the configuration set or remove it from repos.env",
-    "ConfigurationSetSendingPausedException": "sending is paused for the configuration "
-    "set; resume it in the SES console",
-    "MailFromDomainNotVerifiedException": "fix the custom MAIL FROM domain's MX record "
-    "for the sender identity",
-    "InvalidClientTokenId": "the AWS access key is not valid; check the credentials",
-    "SignatureDoesNotMatch": "the AWS secret key does not match the access key",
-    "ExpiredToken": "the AWS session has expired; log in again (aws sso login)",
-    "UnrecognizedClientException": "the AWS credentials are not valid for SES",
-}
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What one kind of failure means: for the exit code, the run and the reader."""
+
+    outcome: str  # "transient": a later run can succeed unaided; "rejected": a person must act
+    stops_run: bool  # every report after it would fail the same way: do not try them
+    advice: str  # what the person reading stderr should do
+
+
 TRANSIENT_ADVICE = "SES could not be reached or was busy; nothing more was sent, run again later"
-QUOTA_ADVICE = ("the 24-hour sending quota is used up; nothing more was sent, and a run "
-                "after the quota frees up (a rolling 24 hours) sends the rest")
+SENDER_ADVICE = ("check that AWS_SES_FROM_ADDRESS (or its domain) is verified in SES in "
+                 "AWS_SES_REGION; in the SES sandbox the recipients must be verified too")
+IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail for this sender; see the IAM "
+              "policy in the README")
+
+# The failure policy: every SES error code the script knows, and the few
+# conditions that are not codes (first block), with what each means.  Every
+# classification reads this table (see failure_kind); nothing else decides.
+FAILURE_POLICY = {
+    "DailyQuotaExceeded": FailurePolicy(
+        "transient", True, "the 24-hour sending quota is used up; nothing more was sent, "
+        "and a run after the quota frees up (a rolling 24 hours) sends the rest"),
+    "Unreachable": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "NotAnSesAnswer": FailurePolicy(
+        "transient", True, "the endpoint answered, but not as SES does; check "
+        "AWS_ENDPOINT_URL_SES, then run again"),
+    "ServerError": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # any other 5xx
+    "SenderRejected": FailurePolicy("rejected", True, SENDER_ADVICE),  # MessageRejected naming it
+    "Unknown": FailurePolicy("rejected", False, "fix what SES names, then run again"),
+
+    "InternalFailure": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "RequestTimeout": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "ServiceUnavailable": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "Throttling": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "ThrottlingException": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "MessageRejected": FailurePolicy("rejected", False, SENDER_ADVICE),
+    "AccessDenied": FailurePolicy("rejected", True, IAM_ADVICE),
+    "AccessDeniedException": FailurePolicy("rejected", True, IAM_ADVICE),
+    "AccountSendingPausedException": FailurePolicy(
+        "rejected", True, "SES has paused sending for this account; check the account's "
+        "reputation dashboard in the SES console"),
+    "ConfigurationSetDoesNotExist": FailurePolicy(
+        "rejected", True, "create the configuration set or remove it from repos.env"),
+    "ConfigurationSetSendingPausedException": FailurePolicy(
+        "rejected", True, "sending is paused for the configuration set; resume it in the "
+        "SES console"),
+    "MailFromDomainNotVerifiedException": FailurePolicy(
+        "rejected", True, "fix the custom MAIL FROM domain's MX record for the sender identity"),
+    "InvalidClientTokenId": FailurePolicy(
+        "rejected", True, "the AWS access key is not valid; check the credentials"),
+    "SignatureDoesNotMatch": FailurePolicy(
+        "rejected", True, "the AWS secret key does not match the access key"),
+    "ExpiredToken": FailurePolicy(
+        "rejected", True, "the AWS session has expired; log in again (aws sso login)"),
+    "UnrecognizedClientException": FailurePolicy(
+        "rejected", True, "the AWS credentials are not valid for SES"),
+}
 
 
 class ReportTemplate(string.Template):
     """A report's source: ${name} placeholders, then a few line-start marks.
 
-    Only ${name} is a placeholder, so "$50K" reads as money.  After the
-    placeholders are filled, each line is read as one of:
+    Only ${name} is a placeholder, so "$50K" reads as money.  Each line of the
+    source is read as one of:
       "# Title"            the report's title
       "## Heading"         a section; "## Heading [brief]" also goes in the brief
       "- item"             a bullet item
@@ -228,8 +244,11 @@ class ReportTemplate(string.Template):
       "  more"             an indented line continues the item, or the last
                            cell of the table row, above it
       anything else        paragraph text; a blank line ends a paragraph
-    Both editions, plain text and HTML, are rendered from these blocks, so they
-    cannot disagree.
+    A blank line must separate a paragraph, a list and a table from each other,
+    numbered items count from 1, and every row has the header's cells: any
+    other shape raises TemplateError.  Placeholders are filled after that, so a
+    value is always text, never markup.  Both editions, plain text and HTML,
+    are rendered from these blocks, so they cannot disagree.
     """
 
     pattern = r"""
@@ -629,10 +648,13 @@ report).
 """)
 
 
-class ReportSpec(collections.namedtuple("ReportSpec", "report_id title template")):
-    """One of the eight reports: its id on the command line, title and template."""
+@dataclass(frozen=True)
+class ReportSpec:
+    """One report: its id on the command line, its title and its template."""
 
-    __slots__ = ()
+    report_id: str
+    title: str
+    template: ReportTemplate
 
 
 REPORTS = (
@@ -649,19 +671,19 @@ REPORTS = (
 
 
 class ReportRunError(Exception):
-    """A failure a person can fix; main() prints it and exits with exit_code."""
+    """A failure a person can fix; main() prints it and exits by its outcome."""
 
-    exit_code = EXIT_REJECTED
+    outcome = "rejected"  # a key of EXIT_CODES
 
 
 class UsageError(ReportRunError):
-    exit_code = EXIT_USAGE
+    outcome = "usage"
 
 
 class ConfigError(ReportRunError):
     """The settings are invalid; carries one line per problem."""
 
-    exit_code = EXIT_CONFIG
+    outcome = "config"
 
     def __init__(self, problems):
         super().__init__("\n".join(problems))
@@ -669,54 +691,65 @@ class ConfigError(ReportRunError):
 
 
 class AuditLogError(ReportRunError):
-    exit_code = EXIT_CANT_CREATE
+    outcome = "cant_create"
 
 
 class PreviewError(ReportRunError):
-    exit_code = EXIT_CANT_CREATE
+    outcome = "cant_create"
 
 
 class RunLockedError(ReportRunError):
     """Another run holds the lock: this one must not send."""
 
-    exit_code = EXIT_TRANSIENT
+    outcome = "transient"
+
+
+class HelpShown(Exception):
+    """--help or --version printed what was asked: the run is done."""
+
+
+class TemplateError(ValueError):
+    """A report template whose markup could be read two ways: a bug in this script."""
 
 
 class SendError(ReportRunError):
-    """SES did not accept a report: `code` and `message` are SES's own words."""
+    """SES did not accept a report: `code` and `message` are SES's own words.
 
-    def __init__(self, code, message, *, transient, stops_run, from_ses=True):
+    `kind` is its FAILURE_POLICY key, which decides everything else about it.
+    """
+
+    def __init__(self, code, message, kind, *, from_ses=True):
         super().__init__(f"{code}: {message}")
-        self.from_ses = from_ses  # False: no answer from SES at all (network, timeout)
         self.code = code
         self.message = message
-        self.transient = transient
-        self.stops_run = stops_run or transient
-        self.exit_code = EXIT_TRANSIENT if transient else EXIT_REJECTED
+        self.kind = kind
+        self.from_ses = from_ses  # False: no answer from SES at all (network, timeout)
+
+    @property
+    def policy(self):
+        return FAILURE_POLICY[self.kind]
 
 
-CONFIG_FIELDS = (
-    "region from_address from_name bcc audit_log_path variant"
-    " to_by_report"  # {report id: To addresses}
-    " configuration_set endpoint_url aws_profile"
-    " credential_origin"  # where explicit keys came from, never the keys
-    " access_key_id secret_access_key session_token"  # never shown, see __repr__
-)
-SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one run.  The secrets never show in its repr."""
 
-
-class Config(collections.namedtuple("Config", CONFIG_FIELDS,
-                                    defaults=("a", None, None, None, None, None,
-                                              None, None, None))):
-    """The validated settings of one run."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        """Every field but the secrets, so that no accidental print shows a key."""
-        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
-                          if name not in SECRET_FIELDS)
-        return f"Config({shown})"
+    region: str
+    from_address: str
+    from_name: str
+    bcc: str
+    audit_log_path: Path
+    variant: str = "a"
+    to_by_report: dict = field(default_factory=dict)  # {report id: To addresses}
+    configuration_set: str | None = None
+    endpoint_url: str | None = None
+    aws_profile: str | None = None
+    retries: dict = field(default_factory=lambda: {
+        "mode": DEFAULT_RETRY_MODE, "total_max_attempts": DEFAULT_MAX_ATTEMPTS})
+    credential_origin: str | None = None  # where explicit keys came from, never the keys
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
 
     @property
     def sender(self):
@@ -731,14 +764,20 @@ class Config(collections.namedtuple("Config", CONFIG_FIELDS,
                                  self.session_token) if s)
 
 
-class RenderedReport(collections.namedtuple(
-        "RenderedReport", "report_id subject body html to bcc variant", defaults=("a",))):
+@dataclass(frozen=True)
+class RenderedReport:
     """A report ready to send: what goes on the wire and what the audit log proves.
 
     body is the plain-text edition, html the HTML one; to and bcc are tuples.
     """
 
-    __slots__ = ()
+    report_id: str
+    subject: str
+    body: str
+    html: str
+    to: tuple = ()
+    bcc: tuple = ()
+    variant: str = "a"
 
     @property
     def recipient_count(self):
@@ -818,6 +857,7 @@ def setting_problems(settings, variant="a"):
         problems.append(f"AWS_SES_CONFIGURATION_SET {configuration_set[:70]!r} is not a "
                         "configuration set name (letters, digits, _ and -, up to 64)")
     problems.extend(endpoint_problems(settings))
+    problems.extend(retry_problems(settings))
     problems.extend(credential_problems(settings))
     return problems
 
@@ -905,6 +945,26 @@ def endpoint_problems(settings):
     return problems
 
 
+def retry_problems(settings):
+    """AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, botocore's own retry settings, if given."""
+    problems = []
+    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
+    if attempts and not (re.fullmatch(r"[0-9]{1,2}", attempts) and 1 <= int(attempts) <= 20):
+        problems.append(f"AWS_MAX_ATTEMPTS {attempts[:20]!r} is not a number of attempts "
+                        "from 1 to 20")
+    mode = (settings.get("AWS_RETRY_MODE") or "").strip()
+    if mode and mode not in RETRY_MODES:
+        problems.append(f"AWS_RETRY_MODE {mode[:20]!r} is not one of {', '.join(RETRY_MODES)}")
+    return problems
+
+
+def retry_config(settings):
+    """botocore's retries: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE win over the defaults."""
+    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
+    return {"mode": (settings.get("AWS_RETRY_MODE") or "").strip() or DEFAULT_RETRY_MODE,
+            "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}
+
+
 def credential_problems(settings):
     """Half-set access keys; the values themselves are never quoted."""
     has_key = bool((settings.get("AWS_ACCESS_KEY_ID") or "").strip())
@@ -937,6 +997,7 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
         configuration_set=value("AWS_SES_CONFIGURATION_SET"),
         endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
         aws_profile=value("AWS_PROFILE"),
+        retries=retry_config(settings),
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -990,34 +1051,91 @@ def line_block(line):
         return "bullets", line[2:].strip()
     numbered = NUMBERED_ITEM_PATTERN.match(line)
     if numbered:
-        return "numbered", numbered.group(1).strip()
+        return "numbered", numbered.group(2).strip()
     if line.startswith("|"):
         return "table", [cell.strip() for cell in line.strip().strip("|").split("|")]
     return "paragraph", line.strip()
 
 
-def parse_blocks(source):
-    """The blocks of a filled-in template, in order (see ReportTemplate)."""
+def parse_blocks(source, name):
+    """The blocks of a template's source, in order (see ReportTemplate).
+
+    Strict: a line that could be read two ways raises TemplateError naming the
+    template and the line, so a rewrapped paragraph never silently becomes a list.
+    """
     blocks, open_block = [], None
-    for line in source.splitlines():
-        if not line.strip():
-            open_block = None
-            continue
-        if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
-            if open_block.kind == "table":
-                open_block.items[-1][-1] += " " + line.strip()
-            else:
-                open_block.items[-1] += " " + line.strip()
-            continue
-        kind, content = line_block(line)
-        if open_block and open_block.kind == kind and kind in GROWING_BLOCKS:
-            open_block.items.append(content)
-            continue
-        brief = kind == "heading" and content.endswith(BRIEF_MARK)
-        if brief:
-            content = content[:-len(BRIEF_MARK)].rstrip()
-        open_block = Block(kind, [content], brief)
-        blocks.append(open_block)
+    for number, line in enumerate(source.splitlines(), start=1):
+        try:
+            open_block = add_line(blocks, open_block, line)
+        except TemplateError as error:
+            raise TemplateError(f"template {name}, line {number} ({line.strip()[:40]!r}): "
+                                f"{error}") from None
+    return blocks
+
+
+def add_line(blocks, open_block, line):
+    """Read one source line into blocks; return the block that stays open after it."""
+    if not line.strip():
+        return None
+    if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
+        items = open_block.items[-1] if open_block.kind == "table" else open_block.items
+        items[-1] += " " + line.strip()
+        return open_block
+    kind, content = line_block(line)
+    check_markers(kind, content)
+    if open_block and open_block.kind in GROWING_BLOCKS and kind in GROWING_BLOCKS:
+        if kind != open_block.kind:
+            raise TemplateError(f"a {kind} line right after {open_block.kind} lines; leave "
+                                "a blank line between them, or indent it two spaces to "
+                                "continue the line above")
+        check_continues(open_block, content, line)
+        open_block.items.append(content)
+        return open_block
+    if kind == "numbered":
+        check_continues(Block(kind, []), content, line)
+    brief = kind == "heading" and content.endswith(BRIEF_MARK)
+    if brief:
+        content = content[:-len(BRIEF_MARK)].rstrip()
+    block = Block(kind, [content], brief)
+    blocks.append(block)
+    return block
+
+
+def check_continues(block, content, line):
+    """A numbered item must be the next number; a table row must have the header's cells."""
+    if block.kind == "numbered":
+        number, expected = int(NUMBERED_ITEM_PATTERN.match(line).group(1)), len(block.items) + 1
+        if number != expected:
+            raise TemplateError(f"item {number} where item {expected} belongs")
+    elif block.kind == "table" and len(content) != len(block.items[0]):
+        raise TemplateError(f"a row of {len(content)} cells in a table of "
+                            f"{len(block.items[0])} columns")
+
+
+def check_markers(kind, content):
+    """[bar n/m] only as a whole table cell, [brief] only at a heading's end."""
+    for cell in content if kind == "table" else [content]:
+        for marker in MARKER_PATTERN.findall(cell):
+            if kind == "table" and marker == cell and BAR_PATTERN.fullmatch(cell):
+                try:
+                    parse_bar(cell)
+                except ValueError as error:
+                    raise TemplateError(str(error)) from None
+            elif not (kind == "heading" and marker == BRIEF_MARK and cell.endswith(marker)):
+                raise TemplateError(f"unknown or misplaced marker {marker}; the markers are "
+                                    "[bar N/M] as a whole table cell and [brief] at the end "
+                                    "of a heading")
+
+
+def fill_blocks(blocks, values):
+    """The blocks with their ${name} placeholders filled: values are never read as markup."""
+    def fill(item):
+        if isinstance(item, list):
+            return [fill(cell) for cell in item]
+        return ReportTemplate(item).substitute(values)
+
+    for block in blocks:
+        block.items = [fill(item) for item in block.items]
     return blocks
 
 
@@ -1166,9 +1284,10 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
     values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
               "generated_at": generated_at, "version": VERSION, "variant": variant}
-    source = "\n".join(template.substitute(values) for template in
-                       (HEADER_TEMPLATE, spec.template, FOOTER_TEMPLATE))
-    blocks = parse_blocks(source)
+    blocks = [block for name, template in (("header", HEADER_TEMPLATE),
+                                           (spec.report_id, spec.template),
+                                           ("footer", FOOTER_TEMPLATE))
+              for block in fill_blocks(parse_blocks(template.template, name), values)]
     if variant == "b":
         blocks = brief_blocks(blocks)
     return RenderedReport(report_id=spec.report_id, subject=f"{title} | cycle {cycle}",
@@ -1381,14 +1500,29 @@ class AuditLog:
         self._file.close()
 
 
-class SesClients(collections.namedtuple("SesClients", "send preflight credential_source")):
+@dataclass(frozen=True)
+class SesClients:
     """The sending client, a quick-to-give-up client for the preflight, and whose keys."""
 
-    __slots__ = ()
+    send: object
+    preflight: object
+    credential_source: str
+
+    def close(self):
+        """Close the clients' connections (a run uses them once)."""
+        self.send.close()
+        self.preflight.close()
 
 
-def connect_ses(config):
-    """SES clients with explicit retries and timeouts, once credentials are found."""
+def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS):
+    """The SES clients of a run: the real factory that main() uses unless given another.
+
+    Everything the clients need comes from config (the settings file overlaid by
+    the environment main() was given): region, endpoint, keys or profile,
+    retries.  Only where config names no keys does boto3's own credential chain
+    look further (profiles, SSO, instance roles).  A test that makes SES hang
+    may shorten how long the preflight waits for an answer.
+    """
     import boto3
     import botocore.config
     import botocore.exceptions
@@ -1418,10 +1552,10 @@ def connect_ses(config):
         return session.client("ses", region_name=config.region,
                               endpoint_url=config.endpoint_url, config=settings)
 
-    send = client(SES_RETRIES, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
+    send = client(config.retries, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
     send.meta.events.register_first("needs-retry.ses.SendEmail", refuse_to_retry_daily_quota)
     preflight = client(PREFLIGHT_RETRIES, PREFLIGHT_CONNECT_TIMEOUT_SECONDS,
-                       PREFLIGHT_READ_TIMEOUT_SECONDS)
+                       preflight_read_timeout)
     return SesClients(send, preflight, source)
 
 
@@ -1431,10 +1565,9 @@ def refuse_to_retry_daily_quota(response, **_):
     SES reports it as Throttling, which the standard retry mode would retry;
     raising here ends the call at once instead.
     """
-    error = response[1].get("Error", {}) if response else {}
-    if error.get("Code") == "Throttling" and "daily" in error.get("Message", "").lower():
-        raise SendError("Throttling", error.get("Message", ""), transient=True,
-                        stops_run=True)
+    failure = ses_error(response[1]) if response else None
+    if failure and failure.kind == "DailyQuotaExceeded":
+        raise failure
 
 
 def send_report(ses, config, report, cycle):
@@ -1461,12 +1594,12 @@ def send_report(ses, config, report, cycle):
     except SendError:
         raise  # from refuse_to_retry_daily_quota, already classified
     except botocore.exceptions.ClientError as error:
-        raise classify_client_error(error.response, config) from None
+        raise ses_error(error.response, config.from_address) from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:
         # Dropped connections, timeouts and answers that are not SES's XML:
         # none of them says the message was refused, so a later run may succeed.
-        raise SendError(type(error).__name__, str(error), transient=True,
-                        stops_run=True, from_ses=False) from None
+        raise SendError(type(error).__name__, str(error), "Unreachable",
+                        from_ses=False) from None
     except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
         raise not_an_ses_answer(error) from None
     if "MessageId" not in response:
@@ -1477,21 +1610,27 @@ def send_report(ses, config, report, cycle):
 def not_an_ses_answer(error):
     """The failure for an endpoint whose answer botocore cannot read as SES's."""
     detail = f" ({type(error).__name__}: {error})" if error else ""
-    return SendError("NotAnSesAnswer", "the endpoint answered, but not as SES does"
-                     f"{detail}; check AWS_ENDPOINT_URL_SES", transient=True,
-                     stops_run=True, from_ses=False)
+    return SendError("NotAnSesAnswer", f"the endpoint answered, but not as SES does{detail}",
+                     "NotAnSesAnswer", from_ses=False)
 
 
-def classify_client_error(response, config):
-    """A SendError from SES's error answer: transient or not, and whether to stop."""
+def ses_error(response, sender=None):
+    """The SendError for an error answer from SES (botocore's parsed response)."""
     error = response.get("Error", {})
-    code = error.get("Code", "Unknown")
-    message = error.get("Message", "")
+    code, message = error.get("Code", "Unknown"), error.get("Message", "")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    transient = code in TRANSIENT_CODES or status >= 500
-    sender_refused = code == "MessageRejected" and config.from_address in message
-    return SendError(code, message, transient=transient,
-                     stops_run=code in RUN_STOPPING_CODES or sender_refused)
+    return SendError(code, message, failure_kind(code, message, status, sender))
+
+
+def failure_kind(code, message, http_status, sender):
+    """The FAILURE_POLICY key for SES's answer: its code, or the condition it shows."""
+    if code == "Throttling" and "daily" in message.lower():
+        return "DailyQuotaExceeded"  # SES words it "Daily message quota exceeded."
+    if code == "MessageRejected" and sender and sender in message:
+        return "SenderRejected"  # "Email address is not verified ... <sender>"
+    if code in FAILURE_POLICY:
+        return code
+    return "ServerError" if http_status >= 500 else "Unknown"
 
 
 # --- Preflight: what SES can tell before the first send ------------------------
@@ -1594,21 +1733,36 @@ def check_sandbox_recipients(client, config, recipients, found):
 class SendPacer:
     """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded."""
 
-    def __init__(self, max_send_rate, monotonic=time.monotonic, sleep=time.sleep):
+    def __init__(self, max_send_rate, clock):
         self.rate = max_send_rate if max_send_rate and max_send_rate > 0 else None
-        self.monotonic = monotonic
-        self.sleep = sleep
+        self.clock = clock
         self.next_send = None
 
     def wait_to_send(self, recipients):
         """Sleep until a message to this many recipients may go."""
         if self.rate is None:
             return
-        now = self.monotonic()
+        now = self.clock.monotonic()
         if self.next_send is not None and self.next_send > now:
-            self.sleep(self.next_send - now)
+            self.clock.sleep(self.next_send - now)
             now = self.next_send
         self.next_send = now + recipients / self.rate
+
+
+class SystemClock:
+    """The time a run reads: now() for records, monotonic() and sleep() for pacing.
+
+    main() takes another clock in its place, so tests run on a clock of their own.
+    """
+
+    def now(self):
+        return datetime.now().astimezone()
+
+    def monotonic(self):
+        return time.monotonic()
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
 
 
 # --- The run ------------------------------------------------------------------
@@ -1657,11 +1811,10 @@ class RunOutcome:
         self.failures = []  # (record, SendError)
         self.refusal = None  # why nothing was sent, when the preflight said no
 
-    @property
-    def exit_code(self):
-        if any(not failure.transient for _, failure in self.failures):
-            return EXIT_REJECTED  # a person must act before a re-run can help
-        return EXIT_TRANSIENT if self.failures or self.refusal else EXIT_SENT
+    def outcomes(self):
+        """What went wrong, as EXIT_CODES keys (none: every report went out)."""
+        found = {failure.policy.outcome for _, failure in self.failures}
+        return found | {"transient"} if self.refusal else found
 
 
 class CycleRun:
@@ -1679,7 +1832,7 @@ class CycleRun:
     def record(self, report, status, *, message_id=None, error=None):
         """Audit one outcome (on disk before anything else happens) and note it."""
         record = audit_record(report, self.config, run_id=self.run_id, cycle=self.cycle,
-                              now=self.clock(), status=status, message_id=message_id,
+                              now=self.clock.now(), status=status, message_id=message_id,
                               error=error)
         self.audit_log.append(record)
         self.outcome.records.append(record)
@@ -1702,7 +1855,7 @@ class CycleRun:
                          "message": redact(failure.message, self.config.secrets)}
                 record = self.record(report, "failed", error=error)
                 self.outcome.failures.append((record, failure))
-                if failure.stops_run:
+                if failure.policy.stops_run:
                     self.skip(reports[position + 1:], "NotAttempted",
                               f"run stopped after {failure.code}")
                     return
@@ -1710,8 +1863,11 @@ class CycleRun:
                 self.record(report, "sent", message_id=message_id)
 
 
-def send_cycle(reports, config, *, cycle, force, clock, console):
-    """Lock, read the ledger, check with SES, then send what this cycle still lacks."""
+def send_cycle(reports, config, *, cycle, force, clock, console, connect):
+    """Lock, read the ledger, check with SES, then send what this cycle still lacks.
+
+    connect(config) makes the SES clients (connect_ses, unless main() was given another).
+    """
     lock_path = config.audit_log_path.with_name(config.audit_log_path.name + ".lock")
     with RunLock(lock_path), AuditLog(config.audit_log_path) as audit_log:
         records, warnings = read_audit_log(config.audit_log_path)
@@ -1727,17 +1883,17 @@ def send_cycle(reports, config, *, cycle, force, clock, console):
                          f"{already_sent[report.report_id]}; --force sends it again")
         to_send = [r for r in reports if r.report_id not in already_sent]
         if to_send:
-            clients = connect_ses(config)
-            found = run_preflight(clients, config, recipients_of(to_send))
-            for note in found.notes:
-                console.step(note)
-            for warning in found.warnings:
-                console.warn(redact(warning, config.secrets))
-            run.outcome.refusal = found.shortfall(to_send)
-            if run.outcome.refusal:
-                run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
-            else:
-                run.send(to_send, clients.send, SendPacer(found.max_send_rate))
+            with contextlib.closing(connect(config)) as clients:
+                found = run_preflight(clients, config, recipients_of(to_send))
+                for note in found.notes:
+                    console.step(note)
+                for warning in found.warnings:
+                    console.warn(redact(warning, config.secrets))
+                run.outcome.refusal = found.shortfall(to_send)
+                if run.outcome.refusal:
+                    run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
+                else:
+                    run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock))
     return run.outcome
 
 
@@ -1746,13 +1902,13 @@ def recipients_of(reports):
     return list(dict.fromkeys(a for r in reports for a in (*r.to, *r.bcc)))
 
 
-def check_only(reports, config, *, cycle, console):
+def check_only(reports, config, *, cycle, console, connect):
     """--check: say what SES can tell and what a run would send; send nothing."""
     records, warnings = read_audit_log(config.audit_log_path)
     sent = sent_in_cycle(records, cycle, config.variant)
     to_send = [r for r in reports if r.report_id not in sent]
-    clients = connect_ses(config)
-    found = run_preflight(clients, config, recipients_of(to_send or reports))
+    with contextlib.closing(connect(config)) as clients:
+        found = run_preflight(clients, config, recipients_of(to_send or reports))
     for line in found.notes:
         console.result(line)
     for warning in warnings + found.warnings:
@@ -1760,26 +1916,20 @@ def check_only(reports, config, *, cycle, console):
     refusal = found.shortfall(to_send)
     if refusal:
         console.problem(f"error: {refusal}")
-        return EXIT_TRANSIENT
+        return {"transient"}
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     if found.sender_verified is False:
         console.problem("error: the sender is not a verified SES identity (see above)")
-        return EXIT_REJECTED
-    return EXIT_SENT
+        return {"rejected"}
+    return set()
 
 
 def failure_line(record, failure, config):
     """One line on stderr for a failed report: what SES said and what to do."""
-    if failure.code == "Throttling" and "daily" in failure.message.lower():
-        advice = QUOTA_ADVICE
-    elif failure.transient:
-        advice = TRANSIENT_ADVICE
-    else:
-        advice = SES_ADVICE.get(failure.code, "fix what SES names, then run again")
     said = redact(f"{failure.code}: {failure.message}", config.secrets)
     said = f"SES said {said}" if failure.from_ses else said
-    return f"error: {record['report']} not sent: {said}; {advice}"
+    return f"error: {record['report']} not sent: {said}; {failure.policy.advice}"
 
 
 def outcome_detail(record):
@@ -1880,17 +2030,14 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = _ArgumentParser(
-        prog="send_exec_reports.py",
-        description="Render the eight executive reports and send each through "
-                    "Amazon SES, To its recipients and BCC the audit inbox, "
-                    "recording every outcome in an audit log. A report already "
-                    "sent in the cycle is skipped, so a re-run sends only what is missing.",
-        epilog="exit codes: 0 all sent (or already sent), 1 SES rejected a report, "
-               "64 usage error, 73 audit log or preview not writable, 75 SES unreachable, "
-               "busy or out of quota, or another run holds the lock (safe to run again "
-               "later), 78 invalid configuration, 130 interrupted",
-    )
+    description = textwrap.fill(
+        "Render the executive reports and send each through Amazon SES, To its "
+        "recipients and BCC the audit inbox, recording every outcome in an audit log. "
+        "A report already sent in the cycle is skipped, so a re-run sends only what "
+        "is missing.", TEXT_WIDTH)
+    parser = _ArgumentParser(prog="send_exec_reports.py", description=description,
+                             epilog=exit_code_table(),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="print the report ids and titles")
     action.add_argument("--dry-run", action="store_true",
@@ -1927,6 +2074,20 @@ def build_parser():
     return parser
 
 
+def exit_code(outcomes):
+    """The exit code of a run that met these outcomes: the most pressing one's."""
+    return next((code for outcome, (code, _) in EXIT_CODES.items() if outcome in outcomes),
+                EXIT_CODES["sent"][0])
+
+
+def exit_code_table():
+    """EXIT_CODES as --help shows them, in the order of the codes."""
+    rows = sorted(EXIT_CODES.values())
+    return "exit codes:\n" + "\n".join(
+        textwrap.fill(meaning, TEXT_WIDTH, initial_indent=f"  {code:<5}",
+                      subsequent_indent=" " * 7) for code, meaning in rows)
+
+
 def parse_cycle(label, today):
     """The cycle label: --cycle as given, or today's date."""
     if label is None:
@@ -1961,21 +2122,24 @@ def show_history(args, environ, console):
         console.warn(warning)
     tables = history_tables(records, args.history)
     console.result("\n\n".join(tables) if tables else f"no records yet in {path}")
-    return EXIT_SENT
+    return set()
 
 
-def run(args, *, environ, console, clock):
-    """Do what the parsed command line asks; raise ReportRunError on failure."""
+def run(args, *, environ, console, clock, connect):
+    """Do what the parsed command line asks; return what went wrong as EXIT_CODES keys.
+
+    Raises ReportRunError where nothing more can be done.
+    """
     if args.list:
         for spec in REPORTS:
             console.result(f"{spec.report_id:<15} {spec.title}")
-        return EXIT_SENT
+        return set()
     if args.history is not None:
         return show_history(args, environ, console)
     selected = select_reports(args.only)
-    cycle = parse_cycle(args.cycle, clock().date())
+    now = clock.now()
+    cycle = parse_cycle(args.cycle, now.date())
     config = load_config(args, environ, console)
-    now = clock()
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
@@ -1983,44 +2147,59 @@ def run(args, *, environ, console, clock):
                for spec in selected]
     if args.dry_run:
         print_dry_run(reports, config, console)
-        return EXIT_SENT
+        return set()
     if args.preview_dir:
         write_previews(reports, config, args.preview_dir, now, console)
-        return EXIT_SENT
+        return set()
     if args.check:
-        return check_only(reports, config, cycle=cycle, console=console)
+        return check_only(reports, config, cycle=cycle, console=console, connect=connect)
     outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
-                         console=console)
+                         console=console, connect=connect)
     report_outcome(outcome, config, cycle, console)
-    return outcome.exit_code
+    return outcome.outcomes()
 
 
-def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None):
-    """Run the command line; return the exit code documented in the module docstring.
+def parse_args(argv, console):
+    """The command line as argparse reads it, its help going to the console's stdout."""
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(console.stdout):
+            args = parser.parse_args(argv)
+    except SystemExit:  # only --help and --version exit: errors raise UsageError
+        raise HelpShown() from None
+    console.verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
+    return args
+
+
+def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
+         ses_factory=None):
+    """Run the command line; return its exit code (EXIT_CODES, shown by --help).
 
     Expected failures (bad settings, SES refusals, an unwritable audit log, a
     run already in progress) become one line per problem on stderr and their
-    exit code, never a traceback.
+    exit code, never a traceback.  What the run touches can be given: the
+    environment (instead of os.environ), the streams, the clock (SystemClock's
+    now, monotonic and sleep) and the SES client factory (connect_ses).
     """
     environ = os.environ if environ is None else environ
     console = Console(stdout or sys.stdout, stderr or sys.stderr)
-    clock = clock or (lambda: datetime.now().astimezone())
     try:
-        args = build_parser().parse_args(argv)
-        console.verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
-        return run(args, environ=environ, console=console, clock=clock)
+        return exit_code(run(parse_args(argv, console), environ=environ, console=console,
+                             clock=clock or SystemClock(), connect=ses_factory or connect_ses))
     except ConfigError as error:
         for problem in error.problems:
             console.problem(f"config error: {problem}")
         console.problem("nothing was sent")
-        return error.exit_code
+        return exit_code({error.outcome})
     except ReportRunError as error:
         console.problem(f"error: {error}")
-        return error.exit_code
+        return exit_code({error.outcome})
     except KeyboardInterrupt:
         console.problem("interrupted: the audit log holds every report confirmed so far; "
                         "run again to send the rest")
-        return EXIT_INTERRUPTED
+        return exit_code({"interrupted"})
+    except HelpShown:
+        return exit_code(set())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """Fixtures: a real SES-compatible server on loopback and a way to run the script."""
 
 import hashlib
+import io
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from email.policy import default as default_policy
+from typing import NamedTuple
 
 import pytest
 
+import send_exec_reports as ser
 from local_ses import SCRIPT, LocalSES, script_environment
 
 SENDER = "reports@example.com"
@@ -22,6 +27,25 @@ GOOD_SETTINGS = {
     "AWS_RECIPIENT_EMAIL": RECIPIENT,
     "AWS_BCC_EMAIL": BCC,
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_real_aws(tmp_path_factory):
+    """This process's own environment reaches no AWS account and no instance metadata.
+
+    Runs in this process get their settings from the environment main() is
+    given; boto3's credential chain, which looks further only when no keys are
+    set, must find nothing here: not a developer's keys, profile or ~/.aws.
+    """
+    nowhere = tmp_path_factory.mktemp("no-aws")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("AWS_"):
+                patch.delenv(name)
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        patch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +72,41 @@ def write_env_file(path, settings):
     return path
 
 
+class Result(NamedTuple):
+    """What a run left: its exit code and what it printed, as subprocess.run reports them."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class FakeClock:
+    """A clock for main() on which sleeping takes no time: it only moves the clock on."""
+
+    def __init__(self, start=datetime(2026, 11, 29, 7, 0, tzinfo=timezone.utc)):
+        self.start = start
+        self.elapsed = 0.0
+        self.sleeps = []
+
+    def now(self):
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def monotonic(self):
+        return self.elapsed
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.elapsed += seconds
+
+
 class ScriptRunner:
-    """Runs send_exec_reports.py as a user does, in a child process."""
+    """Runs send_exec_reports as a user does: main([...]) in this process by default.
+
+    The run gets its own environment, streams and, if given, clock; SES is the
+    real local server (or the fault proxy in front of it) over loopback.
+    `subprocess` and `start` run the script as a child process instead, for the
+    tests where a process is the point.
+    """
 
     def __init__(self, tmp_path, endpoint_url):
         self.tmp_path = tmp_path
@@ -63,19 +120,28 @@ class ScriptRunner:
         settings = {**GOOD_SETTINGS, **changes}
         write_env_file(self.env_file, {k: v for k, v in settings.items() if v is not None})
 
-    def __call__(self, *args, env=None, python_flags=(), timeout=120):
-        """Run to the end; the CompletedProcess has stdout and stderr as text."""
-        return subprocess.run(self._command(args, python_flags), env=self._environment(env),
-                              capture_output=True, text=True, timeout=timeout)
+    def __call__(self, *args, env=None, clock=None, ses_factory=None):
+        """Run main() to the end with captured streams."""
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = ser.main(self._argv(args), environ=self._environment(env), stdout=stdout,
+                        stderr=stderr, clock=clock, ses_factory=ses_factory)
+        return Result(code, stdout.getvalue(), stderr.getvalue())
+
+    def subprocess(self, *args, env=None, python_flags=(), timeout=120):
+        """Run the script as a child process; the CompletedProcess has text output."""
+        return subprocess.run([sys.executable, *python_flags, str(SCRIPT), *self._argv(args)],
+                              env=self._environment(env), capture_output=True, text=True,
+                              timeout=timeout)
 
     def start(self, *args):
-        """Start a run in the background, for tests that kill it or overlap it."""
-        return subprocess.Popen(self._command(args, ()), env=self._environment(None),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        """Start a child process in the background, for tests that kill it or overlap it."""
+        return subprocess.Popen([sys.executable, str(SCRIPT), *self._argv(args)],
+                                env=self._environment(None), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
-    def _command(self, args, python_flags):
-        return [sys.executable, *python_flags, str(SCRIPT), "--env-file", str(self.env_file),
-                "--audit-log", str(self.audit_log), *args]
+    def _argv(self, args):
+        """The command line after the script's name."""
+        return ["--env-file", str(self.env_file), "--audit-log", str(self.audit_log), *args]
 
     def _environment(self, env):
         environment = script_environment(self.endpoint_url, self.tmp_path)

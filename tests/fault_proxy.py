@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape as xml_escape
 
 HANG_SECONDS = 60
 
@@ -21,6 +22,16 @@ SES_ERRORS = {
     "denied": (403, "AccessDenied", "User is not authorized to perform this action"),
 }
 
+# SES's answer to GetSendQuota, for an account whose quota a test chooses.
+QUOTA_XML = """<GetSendQuotaResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
+  <GetSendQuotaResult>
+    <Max24HourSend>{max_24_hour_send}</Max24HourSend>
+    <SentLast24Hours>{sent_last_24_hours}</SentLast24Hours>
+    <MaxSendRate>{max_send_rate}</MaxSendRate>
+  </GetSendQuotaResult>
+  <ResponseMetadata><RequestId>fault-proxy</RequestId></ResponseMetadata>
+</GetSendQuotaResponse>"""
+
 ERROR_XML = """<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
   <Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>
   <RequestId>fault-proxy</RequestId>
@@ -32,7 +43,10 @@ class FaultProxy:
 
     plan("SendEmail", "throttle", "pass", then="quota") answers the first
     SendEmail with Throttling, forwards the second, and answers every later one
-    with the daily-quota error. `delay` slows every forwarded request of an action.
+    with the daily-quota error; a fault may also be (HTTP status, code, message)
+    of a test's own. `delay` slows every forwarded request of an action.
+    `account_quota(...)` makes GetSendQuota answer with an account's quota of the
+    test's choosing, as SES documents the answer.
     """
 
     def __init__(self, upstream):
@@ -42,12 +56,17 @@ class FaultProxy:
         self._faults = {}
         self._then = {}
         self.delay = {}
+        self.send_quota = None  # GetSendQuota's answer, when a test sets one
         self.rate_limit = None  # recipients a second, enforced as SES does: see limit_rate
         self.throttled = 0
         self._bucket = (0.0, 0.0)  # (recipients available, when last counted)
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # ends hangs and delays when the test is over
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        # Closing waits for every request still being handled, so that nothing a
+        # test started (a killed run's send, say) reaches the server in the next test.
+        self._server.daemon_threads = False
+        self._server.block_on_close = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def plan(self, action, *faults, then="pass"):
@@ -61,14 +80,22 @@ class FaultProxy:
             self._then.clear()
             self.delay.clear()
 
-    def limit_rate(self, recipients_per_second):
+    def account_quota(self, max_24_hour_send=50000, sent_last_24_hours=0, max_send_rate=1000):
+        """Answer GetSendQuota with this quota instead of the server's."""
+        self.send_quota = {"max_24_hour_send": float(max_24_hour_send),
+                           "sent_last_24_hours": float(sent_last_24_hours),
+                           "max_send_rate": float(max_send_rate)}
+
+    def limit_rate(self, recipients_per_second, burst=None):
         """Answer SendEmail with Throttling whenever the account's rate is exceeded.
 
-        A token bucket of one second's worth of recipients, refilled at the rate:
-        like SES, it tolerates a short burst and counts every To and BCC.
+        A token bucket of `burst` recipients (one second's worth unless given),
+        refilled at the rate: like SES, it tolerates a short burst and counts
+        every To and BCC.
         """
         self.rate_limit = recipients_per_second
-        self._bucket = (recipients_per_second, time.monotonic())
+        self.burst = burst or recipients_per_second
+        self._bucket = (self.burst, time.monotonic())
 
     def _over_rate(self, parameters):
         if self.rate_limit is None or parameters.get("Action") != "SendEmail":
@@ -77,7 +104,7 @@ class FaultProxy:
         with self._lock:
             tokens, then = self._bucket
             now = time.monotonic()
-            tokens = min(self.rate_limit, tokens + (now - then) * self.rate_limit)
+            tokens = min(self.burst, tokens + (now - then) * self.rate_limit)
             over = tokens < recipients
             self._bucket = (tokens if over else tokens - recipients, now)
             self.throttled += over
@@ -97,10 +124,13 @@ class FaultProxy:
             return planned.pop(0) if planned else self._then.get(action, "pass")
 
     def __enter__(self):
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: shutdown() waits for one, and every test stops a proxy.
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc_info):
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -116,8 +146,13 @@ class FaultProxy:
                 fault = proxy._next_fault(action)
                 if fault == "pass" and proxy._over_rate(parameters):
                     fault = "throttle"
-                if fault in ("drop", "hang"):
-                    time.sleep(HANG_SECONDS if fault == "hang" else 0)
+                if isinstance(fault, tuple):
+                    status, code, message = fault
+                    self._answer(status, "text/xml", ERROR_XML.format(
+                        code=code, message=xml_escape(message)).encode())
+                elif fault in ("drop", "hang"):
+                    if fault == "hang":
+                        proxy._closing.wait(HANG_SECONDS)
                     self.close_connection = True  # no answer at all
                 elif fault in SES_ERRORS:
                     status, code, message = SES_ERRORS[fault]
@@ -127,9 +162,13 @@ class FaultProxy:
                     self._answer(200, "text/html", b"<html><body>It works!</body></html>")
                 elif fault == "unimplemented":
                     self._answer(501, "text/html", b"<h1>Not Implemented</h1>")
+                elif action == "GetSendQuota" and proxy.send_quota:
+                    self._answer(200, "text/xml", QUOTA_XML.format(**proxy.send_quota).encode())
                 else:
-                    time.sleep(proxy.delay.get(action, 0))
-                    self._forward(body)
+                    if proxy._closing.wait(proxy.delay.get(action, 0)):
+                        self.close_connection = True  # the test is over: forward nothing
+                    else:
+                        self._forward(body)
 
             def _forward(self, body):
                 headers = {k: v for k, v in self.headers.items()

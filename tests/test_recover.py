@@ -1,6 +1,7 @@
 """Recovering: a cycle is never lost and never sent twice, whatever SES or the laptop does."""
 
 import collections
+import functools
 import json
 import os
 import signal
@@ -11,12 +12,12 @@ from datetime import datetime
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER, ScriptRunner
-from fault_proxy import FaultProxy
-from local_ses import LocalSES
+from conftest import SENDER, FakeClock
 
 CYCLE = "2026-11-29"
 ALL_IDS = [spec.report_id for spec in ser.REPORTS]
+REPORT_COUNT = len(ser.REPORTS)
+RECIPIENTS_PER_REPORT = 2  # one To and the BCC, as in GOOD_SETTINGS
 
 
 def sends_per_report(ses):
@@ -41,21 +42,21 @@ def wait_for(condition, seconds=30):
 # --- Transient failures are retried by botocore, bounded ---------------------
 
 
-@pytest.mark.parametrize("fault", ["throttle", "503", "drop"])
+@pytest.mark.parametrize("faults", [("throttle", "503"), ("drop",)], ids="-".join)
 def test_passing_faults_are_retried_and_every_report_goes_once(run_via_proxy, proxy, ses,
-                                                              fault):
+                                                              faults):
     ses.verify(SENDER)
-    proxy.plan("SendEmail", fault, fault)
+    proxy.plan("SendEmail", *faults)
     result = run_via_proxy("--cycle", CYCLE)
     assert result.returncode == 0, result.stderr
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
-    assert proxy.count("SendEmail") == 10  # the two faults plus eight sends
+    assert proxy.count("SendEmail") == len(faults) + REPORT_COUNT  # the faults, then each once
     assert all(r["status"] == "sent" for r in run_via_proxy.audit_records())
 
 
 def test_slow_answers_within_the_timeout_are_waited_for(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
-    proxy.delay["SendEmail"] = 1.0
+    proxy.delay["SendEmail"] = 0.3
     result = run_via_proxy("--only", "ceo,cto")
     assert result.returncode == 0, result.stderr
     assert proxy.count("SendEmail") == 2
@@ -68,16 +69,44 @@ def test_a_failure_that_outlives_its_retries_exits_75_and_a_rerun_finishes(
     proxy.plan("SendEmail", then="503")
     first = run_via_proxy("--cycle", CYCLE)
     assert first.returncode == 75
-    assert proxy.count("SendEmail") == ser.SES_RETRIES["total_max_attempts"]
+    assert proxy.count("SendEmail") == ser.DEFAULT_MAX_ATTEMPTS
     records = run_via_proxy.audit_records()
     assert records[0]["status"] == "failed"
     assert records[0]["error"]["code"] == "ServiceUnavailable"
-    assert [r["status"] for r in records[1:]] == ["skipped"] * 7
+    assert [r["status"] for r in records[1:]] == ["skipped"] * (REPORT_COUNT - 1)
     assert "run again later" in first.stderr.splitlines()[-1]
     proxy.clear()
     second = run_via_proxy("--cycle", CYCLE)
     assert second.returncode == 0, second.stderr
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
+
+
+@pytest.mark.parametrize("attempts", ["1", "2"])
+def test_aws_max_attempts_wins_over_the_default(run_via_proxy, proxy, ses, attempts):
+    ses.verify(SENDER)
+    proxy.plan("SendEmail", then="503")
+    result = run_via_proxy("--only", "ceo", env={"AWS_MAX_ATTEMPTS": attempts})
+    assert result.returncode == 75
+    assert proxy.count("SendEmail") == int(attempts)
+
+
+def test_aws_retry_mode_and_max_attempts_from_the_env_file_are_used(run_via_proxy, proxy,
+                                                                    ses):
+    ses.verify(SENDER)
+    run_via_proxy.settings(AWS_RETRY_MODE="legacy", AWS_MAX_ATTEMPTS="1")
+    proxy.plan("SendEmail", then="throttle")
+    result = run_via_proxy("--only", "ceo")
+    assert result.returncode == 75
+    assert proxy.count("SendEmail") == 1
+
+
+@pytest.mark.parametrize("name, value", [("AWS_MAX_ATTEMPTS", "0"), ("AWS_MAX_ATTEMPTS", "many"),
+                                         ("AWS_MAX_ATTEMPTS", "99"), ("AWS_RETRY_MODE", "eager")])
+def test_bad_retry_settings_are_config_errors(run_script, ses, name, value):
+    result = run_script(env={name: value})
+    assert result.returncode == 78
+    assert f"config error: {name}" in result.stderr
+    assert ses.messages() == []
 
 
 def test_garbage_from_the_endpoint_is_a_failure_not_a_traceback(run_via_proxy, proxy, ses):
@@ -103,14 +132,14 @@ def test_an_exhausted_daily_quota_stops_the_run_without_retrying(run_via_proxy, 
     assert first.returncode == 75
     assert proxy.count("SendEmail") == 4  # the quota error was not retried
     assert statuses(run_via_proxy.audit_records()) == [
-        ("ceo", "sent"), ("cto", "sent"), ("accounting", "sent"), ("cmo", "failed"),
-        ("cfo", "skipped"), ("rental-3028", "skipped"), ("yacht-delivery", "skipped"),
-        ("dc-portfolio", "skipped")]
+        *((report, "sent") for report in ALL_IDS[:3]), (ALL_IDS[3], "failed"),
+        *((report, "skipped") for report in ALL_IDS[4:])]
     assert "Daily message quota exceeded" in first.stderr
+    assert "24-hour sending quota is used up" in first.stderr
     proxy.clear()  # the quota has reset
     second = run_via_proxy("--cycle", CYCLE)
     assert second.returncode == 0, second.stderr
-    assert "5 of 8 reports sent" in second.stdout
+    assert f"{REPORT_COUNT - 3} of {REPORT_COUNT} reports sent" in second.stdout
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
 
 
@@ -125,12 +154,12 @@ def test_a_rejected_report_is_audited_and_the_others_still_go(run_via_proxy, pro
     records = run_via_proxy.audit_records()
     assert records[1]["report"] == "cto" and records[1]["status"] == "failed"
     assert records[1]["error"] == {"code": "MessageRejected", "message": "Illegal address"}
-    assert sum(r["status"] == "sent" for r in records) == 7
+    assert sum(r["status"] == "sent" for r in records) == REPORT_COUNT - 1
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith("error: cto not sent: SES said MessageRejected: Illegal address")
     proxy.clear()
     rerun = run_via_proxy("--cycle", CYCLE)
-    assert rerun.returncode == 0 and "1 of 8 reports sent" in rerun.stdout
+    assert rerun.returncode == 0 and f"1 of {REPORT_COUNT} reports sent" in rerun.stdout
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
 
 
@@ -147,7 +176,8 @@ def test_an_account_wide_refusal_stops_the_run_instead_of_repeating_it(
     assert proxy.count("SendEmail") == 1
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
     assert code in line and advice in line
-    assert [r["status"] for r in run_via_proxy.audit_records()] == ["failed"] + ["skipped"] * 7
+    assert [r["status"] for r in run_via_proxy.audit_records()] == (
+        ["failed"] + ["skipped"] * (REPORT_COUNT - 1))
 
 
 # --- The ledger: re-runs send exactly what is missing ------------------------
@@ -158,10 +188,10 @@ def test_endpoint_down_then_up_then_done(run_script, ses):
     down = run_script("--cycle", CYCLE, env={"AWS_ENDPOINT_URL_SES": "http://127.0.0.1:9"})
     assert down.returncode == 75
     up = run_script("--cycle", CYCLE)
-    assert up.returncode == 0 and "8 of 8 reports sent" in up.stdout
+    assert up.returncode == 0 and f"{REPORT_COUNT} of {REPORT_COUNT} reports sent" in up.stdout
     done = run_script("--cycle", CYCLE)
-    assert done.returncode == 0 and "0 of 8 reports sent" in done.stdout
-    assert done.stdout.count("already sent") == 8
+    assert done.returncode == 0 and f"0 of {REPORT_COUNT} reports sent" in done.stdout
+    assert done.stdout.count("already sent") == REPORT_COUNT
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
 
 
@@ -181,7 +211,7 @@ def test_force_sends_again_what_was_already_sent(run_script, ses):
     forced = run_script("--cycle", CYCLE, "--only", "ceo", "--force")
     assert forced.returncode == 0 and "1 of 1 reports sent" in forced.stdout
     assert sends_per_report(ses)["ceo"] == 2
-    assert sum(sends_per_report(ses).values()) == 9
+    assert sum(sends_per_report(ses).values()) == REPORT_COUNT + 1
 
 
 def test_a_torn_last_line_is_tolerated_and_never_rewritten(run_script, ses):
@@ -194,15 +224,15 @@ def test_a_torn_last_line_is_tolerated_and_never_rewritten(run_script, ses):
     assert result.returncode == 0, result.stderr
     assert "line 2 is not a complete record" in result.stderr
     assert run_script.audit_log.read_bytes().startswith(before[0].encode())
-    assert "7 of 8 reports sent" in result.stdout
+    assert f"{REPORT_COUNT - 1} of {REPORT_COUNT} reports sent" in result.stdout
     assert sends_per_report(ses)["ceo"] == 0
     again = run_script("--cycle", CYCLE)  # the torn line now sits mid-file, still ignored
-    assert again.returncode == 0 and "0 of 8 reports sent" in again.stdout
+    assert again.returncode == 0 and f"0 of {REPORT_COUNT} reports sent" in again.stdout
 
 
 def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
-    proxy.delay["SendEmail"] = 0.4
+    proxy.delay["SendEmail"] = 0.2
     runner = run_via_proxy
     victim = runner.start("--cycle", CYCLE)
     wait_for(lambda: sum(r["status"] == "sent" for r in runner.audit_records()) >= 3)
@@ -213,14 +243,14 @@ def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses):
     assert rerun.returncode == 0, rerun.stderr
     counts = sends_per_report(ses)
     assert all(counts[report] >= 1 for report in ALL_IDS)
-    assert sum(counts.values()) <= 9  # at most the one send in flight went twice
+    assert sum(counts.values()) <= REPORT_COUNT + 1  # at most the one in flight went twice
     sent = {r["report"] for r in runner.audit_records() if r["status"] == "sent"}
     assert sent == set(ALL_IDS)
 
 
 def test_overlapping_runs_send_once(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
-    proxy.delay["SendEmail"] = 0.3
+    proxy.delay["SendEmail"] = 0.1
     runner = run_via_proxy
     first = runner.start("--cycle", CYCLE)
     wait_for(lambda: runner.audit_records())
@@ -230,30 +260,25 @@ def test_overlapping_runs_send_once(run_via_proxy, proxy, ses):
     assert f"another run (pid {first.pid}) is sending" in second.stderr
     assert first.wait(timeout=60) == 0
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
-    assert len(runner.audit_records()) == 8  # the second run recorded nothing
+    assert len(runner.audit_records()) == REPORT_COUNT  # the second run recorded nothing
 
 
 # --- Preflight --------------------------------------------------------------
 
 
-@pytest.fixture
-def small_quota_ses():
-    with LocalSES(max_24_hour_send=10) as server:
-        server.verify(SENDER)
-        yield server
-
-
-def test_a_quota_too_small_for_the_cycle_sends_nothing(tmp_path, small_quota_ses):
-    runner = ScriptRunner(tmp_path, small_quota_ses.url)
-    result = runner("--cycle", CYCLE)
+def test_a_quota_too_small_for_the_cycle_sends_nothing(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.account_quota(max_24_hour_send=10)
+    result = run_via_proxy("--cycle", CYCLE)
     assert result.returncode == 75
-    assert small_quota_ses.messages() == []
+    assert ses.messages() == []
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert "10 messages left and this cycle needs 16" in line
-    assert {(r["status"], r["error"]["code"]) for r in runner.audit_records()} == {
+    assert (f"10 messages left and this cycle needs {REPORT_COUNT * RECIPIENTS_PER_REPORT}"
+            in line)
+    assert {(r["status"], r["error"]["code"]) for r in run_via_proxy.audit_records()} == {
         ("skipped", "QuotaInsufficient")}
     # Two reports fit: a smaller selection goes out.
-    assert runner("--cycle", CYCLE, "--only", "ceo,cto").returncode == 0
+    assert run_via_proxy("--cycle", CYCLE, "--only", "ceo,cto").returncode == 0
 
 
 @pytest.mark.parametrize("action", ["GetSendQuota", "GetIdentityVerificationAttributes"])
@@ -263,8 +288,11 @@ def test_a_preflight_that_cannot_ask_warns_and_goes_on(run_via_proxy, proxy, ses
     ses.verify(SENDER)
     proxy.plan(action, then=fault)
     started = time.monotonic()
-    result = run_via_proxy("--cycle", CYCLE, timeout=40)
-    assert time.monotonic() - started < 30  # well inside the proxy's 60-second hang
+    # The preflight's own read timeout bounds one hang; the other waits less.
+    patience = ser.PREFLIGHT_READ_TIMEOUT_SECONDS if action == "GetSendQuota" else 0.5
+    result = run_via_proxy("--cycle", CYCLE, ses_factory=functools.partial(
+        ser.connect_ses, preflight_read_timeout=patience))
+    assert time.monotonic() - started < patience + 5  # the proxy hangs for a minute
     assert result.returncode == 0, result.stderr
     assert "warning: preflight" in result.stderr
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
@@ -277,7 +305,8 @@ def test_check_reports_what_ses_says_and_sends_nothing(run_via_proxy, proxy, ses
     assert "credentials: found (access keys from the environment)" in result.stdout
     assert f"sender: {SENDER} is verified" in result.stdout
     assert "quota: 0 of 50000 messages used" in result.stdout
-    assert "cycle 2026-11-29, variant a: 0 already sent, 8 to send" in result.stdout
+    assert f"cycle 2026-11-29, variant a: 0 already sent, {REPORT_COUNT} to send" \
+        in result.stdout
     assert proxy.count("SendEmail") == 0
     assert not run_via_proxy.audit_log.exists()
 
@@ -300,51 +329,52 @@ def test_check_fails_for_an_unverified_sender(run_script, ses):
     assert "is a verified SES identity" in result.stderr
 
 
-def test_check_sees_a_quota_too_small(tmp_path, small_quota_ses):
-    result = ScriptRunner(tmp_path, small_quota_ses.url)("--check")
+def test_check_sees_a_quota_too_small(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.account_quota(max_24_hour_send=10)
+    result = run_via_proxy("--check")
     assert result.returncode == 75
-    assert "needs 16" in result.stderr
+    assert f"needs {REPORT_COUNT * RECIPIENTS_PER_REPORT}" in result.stderr
 
 
-def test_the_sandbox_warns_about_unverified_recipients(tmp_path):
-    with LocalSES(max_send_rate=1000, max_24_hour_send=200) as sandbox:
-        sandbox.verify(SENDER)
-        result = ScriptRunner(tmp_path, sandbox.url)("--check")
+def test_the_sandbox_warns_about_unverified_recipients(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.account_quota(max_24_hour_send=200, max_send_rate=1)
+    result = run_via_proxy("--check")
     assert "sandbox" in result.stdout
     assert "recipients must be verified too: owner@example.com, audit@example.com" \
         in result.stderr
 
 
-def test_paced_sends_never_meet_a_rate_limit_and_unpaced_ones_do(tmp_path):
-    rate = 4
-    with LocalSES(max_send_rate=rate) as slow, FaultProxy(slow.url) as proxy:
-        slow.verify(SENDER)
-        proxy.limit_rate(rate)  # the proxy throttles the way SES does
-        result = ScriptRunner(tmp_path, proxy.url)("--cycle", CYCLE)
-        assert result.returncode == 0, result.stderr
-        assert proxy.throttled == 0 and proxy.count("SendEmail") == 8
-        # The same limit on a server that claims a high rate: botocore's retries
-        # absorb the throttling, which shows the limit bites when pacing is off.
-        fast = LocalSES()
-        with fast, FaultProxy(fast.url) as unpaced:
-            fast.verify(SENDER)
-            unpaced.limit_rate(rate)
-            (tmp_path / "fast").mkdir()
-            again = ScriptRunner(tmp_path / "fast", unpaced.url)
-            assert again("--cycle", CYCLE).returncode in (0, 75)
-            assert unpaced.throttled > 0
-
-
-def test_sends_are_paced_to_the_max_send_rate(tmp_path):
-    rate = 4  # recipients a second; each report has two (To and BCC)
-    with LocalSES(max_send_rate=rate) as slow:
-        slow.verify(SENDER)
-        runner = ScriptRunner(tmp_path, slow.url)
-        result = runner("--cycle", CYCLE)
+def test_paced_sends_never_meet_a_rate_limit_and_unpaced_ones_do(run_via_proxy, proxy, ses):
+    rate, burst = 20, 2 * RECIPIENTS_PER_REPORT  # two reports at once, then throttling
+    ses.verify(SENDER)
+    proxy.account_quota(max_send_rate=rate)
+    proxy.limit_rate(rate, burst)  # the proxy throttles the way SES does, in real time
+    result = run_via_proxy("--cycle", CYCLE)
     assert result.returncode == 0, result.stderr
-    times = [datetime.fromisoformat(r["ts"]) for r in runner.audit_records()]
+    assert proxy.throttled == 0 and proxy.count("SendEmail") == REPORT_COUNT
+    # The same limit on an account that claims a high rate, so the pacer does
+    # not wait: the limit bites (one attempt, so that no backoff hides it).
+    proxy.account_quota(max_send_rate=1000)
+    proxy.limit_rate(rate, burst)
+    again = run_via_proxy("--cycle", "unpaced", env={"AWS_MAX_ATTEMPTS": "1"})
+    assert again.returncode == 75 and "Throttling" in again.stderr
+    assert proxy.throttled > 0
+
+
+def test_sends_are_paced_to_the_max_send_rate(run_via_proxy, proxy, ses):
+    rate = 4  # recipients a second; each report has two (To and BCC)
+    ses.verify(SENDER)
+    proxy.account_quota(max_send_rate=rate)
+    clock = FakeClock()
+    result = run_via_proxy("--cycle", CYCLE, clock=clock)
+    assert result.returncode == 0, result.stderr
+    times = [datetime.fromisoformat(r["ts"]) for r in run_via_proxy.audit_records()]
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
-    assert min(gaps) >= 2 / rate - 0.02  # records are written after each send returns
+    assert gaps == [pytest.approx(RECIPIENTS_PER_REPORT / rate)] * (REPORT_COUNT - 1)
+    assert sum(clock.sleeps) == pytest.approx(
+        (REPORT_COUNT - 1) * RECIPIENTS_PER_REPORT / rate)
 
 
 # --- Hygiene ----------------------------------------------------------------
@@ -381,3 +411,92 @@ def test_no_secret_leaks_whatever_goes_wrong(run_via_proxy, proxy, ses):
     lock = run_via_proxy.audit_log.with_name(run_via_proxy.audit_log.name + ".lock")
     assert secret not in lock.read_text()
     assert os.stat(lock).st_mode & 0o077 == 0
+
+
+def test_a_secret_that_ses_echoes_back_is_redacted_everywhere(run_via_proxy, proxy, ses):
+    key_id, secret = "AKIAECHOEDKEYID00042", "wJalrXUtnFEMI/K7MDENG+echoed-secret"
+    env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+    echo = f"Credential {key_id} (secret {secret}) may not do this"
+    for action in ("GetSendQuota", "GetIdentityVerificationAttributes"):
+        proxy.plan(action, then=(403, "AccessDenied", echo))
+    proxy.plan("SendEmail", (400, "MessageRejected", echo), then=(403, "AccessDenied", echo))
+    outputs = [run_via_proxy("--verbose", env=env), run_via_proxy("--check", env=env)]
+    assert [result.returncode for result in outputs] == [1, 0]
+    audit_log = run_via_proxy.audit_log.read_text()
+    lock = run_via_proxy.audit_log.with_name(run_via_proxy.audit_log.name + ".lock")
+    for text in (*(r.stdout + r.stderr for r in outputs), audit_log, lock.read_text()):
+        assert key_id not in text and secret not in text
+    # SES's words did reach every place, with the secrets taken out.
+    assert "Credential [redacted] (secret [redacted])" in outputs[0].stderr
+    assert "Credential [redacted] (secret [redacted])" in outputs[1].stderr
+    assert "Credential [redacted] (secret [redacted])" in audit_log
+
+
+def test_ctrl_c_mid_cycle_exits_130_and_keeps_every_confirmed_send(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.2
+    runner = run_via_proxy
+    victim = runner.start("--cycle", CYCLE)
+    wait_for(lambda: sum(r["status"] == "sent" for r in runner.audit_records()) >= 2)
+    victim.send_signal(signal.SIGINT)
+    stdout, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("interrupted: the audit log holds every report")
+    recorded = {r["message_id"] for r in runner.audit_records() if r["status"] == "sent"}
+    assert recorded <= {m["id"] for m in ses.messages()}
+    proxy.clear()
+    rerun = runner("--cycle", CYCLE)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = sends_per_report(ses)
+    assert all(counts[report] >= 1 for report in ALL_IDS)
+    assert sum(counts.values()) <= REPORT_COUNT + 1  # at most the one in flight went twice
+
+
+# --- One failure policy --------------------------------------------------------
+
+SES_CODES = [code for code in ser.FAILURE_POLICY
+             if code not in ("DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer",
+                             "ServerError", "SenderRejected", "Unknown")]
+
+
+@pytest.mark.parametrize("code", SES_CODES)
+def test_each_ses_error_code_is_handled_as_the_failure_table_says(run_via_proxy, proxy, ses,
+                                                                  code):
+    ses.verify(SENDER)
+    policy = ser.FAILURE_POLICY[code]
+    proxy.plan("SendEmail", (400, code, "as SES words it"))
+    result = run_via_proxy("--only", "ceo,cto", env={"AWS_MAX_ATTEMPTS": "1"})
+    expected_exit = {"transient": 75, "rejected": 1}[policy.outcome]
+    assert result.returncode == expected_exit
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line == f"error: ceo not sent: SES said {code}: as SES words it; {policy.advice}"
+    second = run_via_proxy.audit_records()[1]
+    if policy.stops_run:
+        assert second["status"] == "skipped" and second["error"]["code"] == "NotAttempted"
+        assert proxy.count("SendEmail") == 1
+    else:
+        assert second["status"] == "sent"
+
+
+@pytest.mark.parametrize("code, message, status, kind", [
+    ("Throttling", "Daily message quota exceeded.", 400, "DailyQuotaExceeded"),
+    ("Throttling", "Maximum sending rate exceeded.", 400, "Throttling"),
+    ("MessageRejected", "Email address is not verified. The following identities failed "
+     "the check in region US-EAST-1: reports@example.com", 400, "SenderRejected"),
+    ("MessageRejected", "Illegal address", 400, "MessageRejected"),
+    ("SomethingNew", "a code this script has never seen", 500, "ServerError"),
+    ("SomethingNew", "a code this script has never seen", 400, "Unknown"),
+])
+def test_conditions_that_are_not_codes_are_told_apart(code, message, status, kind):
+    assert ser.failure_kind(code, message, status, SENDER) == kind
+    assert kind in ser.FAILURE_POLICY
+
+
+def test_a_rejection_and_a_transient_failure_in_one_run_exit_1(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.plan("SendEmail", "reject", "503")
+    result = run_via_proxy("--only", "ceo,cto,cmo", env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 1  # a person must act before a re-run can help
+    assert statuses(run_via_proxy.audit_records()) == [
+        ("ceo", "failed"), ("cto", "failed"), ("cmo", "skipped")]
