@@ -30,17 +30,23 @@ do about each.
 
 import argparse
 import contextlib
+import errno
 import html
+import io
+import json
 import os
 import re
+import signal
+import stat
 import string
 import sys
 import textwrap
+import threading
 import time
 import unicodedata
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 # boto3 is imported only where something is sent or checked: it costs more
 # than everything else this script does (bench/ measures it), and --list,
@@ -53,12 +59,19 @@ VERSION = "0.1.0"
 # person must act before a re-run can help.  --help prints this table.
 EXIT_CODES = {
     "interrupted": (130, "interrupted (Ctrl-C); every confirmed send is in the audit log"),
+    "terminated": (143, "stopped by SIGTERM (a scheduler's time limit, a shutdown); every "
+                        "confirmed send is in the audit log"),
+    "hung_up": (129, "stopped by SIGHUP (the terminal closed); every confirmed send is in "
+                     "the audit log"),
     "usage": (os.EX_USAGE, "the command line was wrong"),
-    "config": (os.EX_CONFIG, "the configuration is invalid or no AWS credentials were "
-                             "found; nothing was sent"),
+    "config": (os.EX_CONFIG, "the configuration is invalid, no AWS credentials were found "
+                             "or AWS refused them, or TLS to the endpoint cannot be "
+                             "verified; nothing more was sent"),
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
                                      "written; nothing unrecorded is sent"),
-    "rejected": (1, "SES rejected at least one report; stderr says what to fix"),
+    "rejected": (1, "SES rejected at least one report, or --check found what would make it "
+                    "(an unverified sender, a quota too small for the cycle); stderr says "
+                    "what to fix"),
     "transient": (os.EX_TEMPFAIL, "SES unreachable, busy or out of quota, or another run "
                                   "holds the lock; safe to run again later"),
     "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle"),
@@ -170,11 +183,12 @@ CREDENTIAL_SOURCES = {
 }
 
 
-@dataclass(frozen=True)
-class FailurePolicy:
+class FailurePolicy(NamedTuple):
     """What one kind of failure means: for the exit code, the run and the reader."""
 
-    outcome: str  # "transient": a later run can succeed unaided; "rejected": a person must act
+    # "transient": a later run can succeed unaided; "rejected": a person must act on
+    # what SES said; "config": the settings or credentials must be fixed first.
+    outcome: str
     stops_run: bool  # every report after it would fail the same way: do not try them
     advice: str  # what the person reading stderr should do
 
@@ -197,7 +211,15 @@ FAILURE_POLICY = {
         "transient", True, "the endpoint answered, but not as SES does; check "
         "AWS_ENDPOINT_URL_SES, then run again"),
     "ServerError": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # any other 5xx
+    "TlsNotVerified": FailurePolicy(
+        "config", True, "the endpoint's TLS certificate could not be verified; check "
+        "AWS_CA_BUNDLE (a PEM file of CA certificates) and the endpoint: retrying cannot help"),
     "SenderRejected": FailurePolicy("rejected", True, SENDER_ADVICE),  # MessageRejected naming it
+    "QuotaTooSmall": FailurePolicy(  # the preflight's: the cycle needs more than a day's quota
+        "rejected", True, "ask AWS for a higher sending quota (SES console, Account "
+        "dashboard), or send fewer reports (--only) or to fewer recipients"),
+    "QuotaInsufficient": FailurePolicy(  # the preflight's: today's quota is used up
+        "transient", True, "run again when the 24-hour quota has room"),
     "Unknown": FailurePolicy("rejected", False, "fix what SES names, then run again"),
 
     "InternalFailure": FailurePolicy("transient", True, TRANSIENT_ADVICE),
@@ -219,13 +241,13 @@ FAILURE_POLICY = {
     "MailFromDomainNotVerifiedException": FailurePolicy(
         "rejected", True, "fix the custom MAIL FROM domain's MX record for the sender identity"),
     "InvalidClientTokenId": FailurePolicy(
-        "rejected", True, "the AWS access key is not valid; check the credentials"),
+        "config", True, "the AWS access key is not valid; check the credentials"),
     "SignatureDoesNotMatch": FailurePolicy(
-        "rejected", True, "the AWS secret key does not match the access key"),
+        "config", True, "the AWS secret key does not match the access key"),
     "ExpiredToken": FailurePolicy(
-        "rejected", True, "the AWS session has expired; log in again (aws sso login)"),
+        "config", True, "the AWS session has expired; log in again (aws sso login)"),
     "UnrecognizedClientException": FailurePolicy(
-        "rejected", True, "the AWS credentials are not valid for SES"),
+        "config", True, "the AWS credentials are not valid for SES"),
 }
 
 
@@ -648,8 +670,7 @@ report).
 """)
 
 
-@dataclass(frozen=True)
-class ReportSpec:
+class ReportSpec(NamedTuple):
     """One report: its id on the command line, its title and its template."""
 
     report_id: str
@@ -704,6 +725,15 @@ class RunLockedError(ReportRunError):
     outcome = "transient"
 
 
+class RunStopped(BaseException):
+    """A stop signal arrived.  BaseException, like KeyboardInterrupt, so that no
+    handler for ordinary errors (botocore's, ours) mistakes it for a failed send."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class HelpShown(Exception):
     """--help or --version printed what was asked: the run is done."""
 
@@ -730,8 +760,10 @@ class SendError(ReportRunError):
         return FAILURE_POLICY[self.kind]
 
 
-@dataclass(frozen=True)
-class Config:
+SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+
+
+class Config(NamedTuple):
     """The validated settings of one run.  The secrets never show in its repr."""
 
     region: str
@@ -739,17 +771,23 @@ class Config:
     from_name: str
     bcc: str
     audit_log_path: Path
+    to_by_report: dict  # {report id: To addresses}
+    retries: dict  # botocore's retries config
     variant: str = "a"
-    to_by_report: dict = field(default_factory=dict)  # {report id: To addresses}
     configuration_set: str | None = None
     endpoint_url: str | None = None
     aws_profile: str | None = None
-    retries: dict = field(default_factory=lambda: {
-        "mode": DEFAULT_RETRY_MODE, "total_max_attempts": DEFAULT_MAX_ATTEMPTS})
+    ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
     credential_origin: str | None = None  # where explicit keys came from, never the keys
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
+    access_key_id: str | None = None  # the three secrets: never shown, see __repr__
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def __repr__(self):
+        """Every field but the secrets, so that no accidental print shows a key."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
+                          if name not in SECRET_FIELDS)
+        return f"Config({shown})"
 
     @property
     def sender(self):
@@ -763,9 +801,14 @@ class Config:
         return tuple(s for s in (self.access_key_id, self.secret_access_key,
                                  self.session_token) if s)
 
+    def recipients(self, report_id):
+        """One report's To and BCC; the BCC is left out where it is a To already."""
+        to = self.to_by_report[report_id]
+        bcc = () if self.bcc.casefold() in {a.casefold() for a in to} else (self.bcc,)
+        return {"to": to, "bcc": bcc}
 
-@dataclass(frozen=True)
-class RenderedReport:
+
+class RenderedReport(NamedTuple):
     """A report ready to send: what goes on the wire and what the audit log proves.
 
     body is the plain-text edition, html the HTML one; to and bcc are tuples.
@@ -840,8 +883,34 @@ def address_list_problem(value):
 
 
 def split_addresses(value):
-    """The distinct addresses of a comma-separated list, in order."""
-    return tuple(dict.fromkeys(entry.strip() for entry in value.split(",")))
+    """The distinct addresses of a comma-separated list, in order, each once.
+
+    Addresses that differ only in case reach the same mailbox at every real
+    provider, so they count as one; the first spelling is kept.
+    """
+    distinct = {}
+    for entry in value.split(","):
+        distinct.setdefault(entry.strip().casefold(), entry.strip())
+    return tuple(distinct.values())
+
+
+def repeated_recipient_warnings(settings, variant):
+    """A warning for each address a recipient setting names twice, or that is the BCC too."""
+    bcc = (settings.get("AWS_BCC_EMAIL") or "").strip()
+    warnings = []
+    for name in (fallback_setting(variant),
+                 *(route_setting(spec.report_id, variant) for spec in REPORTS)):
+        entries = [e.strip() for e in (settings.get(name) or "").split(",") if e.strip()]
+        seen = set()
+        for address in entries:
+            if address.casefold() in seen:
+                warnings.append(f"warning: {name} names {address} more than once (case aside); "
+                                "it is sent one copy")
+            seen.add(address.casefold())
+        if bcc and bcc.casefold() in seen:
+            warnings.append(f"warning: {name} names {bcc}, the BCC (AWS_BCC_EMAIL), too; it "
+                            "is sent one copy, as To")
+    return warnings
 
 
 def setting_problems(settings, variant="a"):
@@ -936,13 +1005,31 @@ def recipient_limit_problems(routes, variant):
 
 
 def endpoint_problems(settings):
-    """Problems with an endpoint override such as a local SES server."""
+    """Problems with an endpoint override (a local SES server) or AWS_CA_BUNDLE."""
     problems = []
     for name in ENDPOINT_SETTINGS:
         value = (settings.get(name) or "").strip()
-        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-            problems.append(f"{name} {value[:60]!r} is not an http(s) URL")
+        problem = value and url_problem(value)
+        if problem:
+            problems.append(f"{name} {value[:60]!r} {problem}")
+    bundle = (settings.get("AWS_CA_BUNDLE") or "").strip()
+    if bundle and not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
+        problems.append(f"AWS_CA_BUNDLE {bundle[:60]!r} is not a readable file: give the "
+                        "path of a PEM file of CA certificates, or leave it unset")
     return problems
+
+
+def url_problem(value):
+    """Why value is not an http(s) URL that botocore can use, or None."""
+    from urllib.parse import urlsplit
+
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "is not an http(s) URL"
+    try:
+        urlsplit(value).port  # a bad port or IPv6 address raises only when asked for
+    except ValueError as error:
+        return f"is not a usable URL ({error})"
+    return None
 
 
 def retry_problems(settings):
@@ -998,6 +1085,7 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
         endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
         aws_profile=value("AWS_PROFILE"),
         retries=retry_config(settings),
+        ca_bundle=value("AWS_CA_BUNDLE"),
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -1005,11 +1093,22 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
     )
 
 
+# Redaction's rule: only values at least this long are taken out.  Real
+# credentials are long (an access key id is 16 to 128 characters, a secret key
+# 40, a session token hundreds); a short test value such as "t" is no secret,
+# and taking it out would mangle every word that contains it.
+MIN_SECRET_LENGTH = 16
+
+
 def redact(text, secrets):
-    """text with every secret value replaced, for anything printed or logged."""
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    return text
+    """text with every secret value replaced, in one pass, for anything printed or logged.
+
+    One pass, longest first, so that no replacement is itself redacted again.
+    """
+    real = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+    if not real:
+        return text
+    return re.sub("|".join(map(re.escape, real)), "[redacted]", text)
 
 
 # --- Rendering reports (pure) --------------------------------------------------
@@ -1340,17 +1439,45 @@ def audit_record(report, config, *, run_id, cycle, now, status,
 # --- Settings file, audit log, lock and SES (I/O) -----------------------------
 
 
-def load_settings(env_file, environ):
-    """The env file's values overlaid by the real environment (dotenv's convention)."""
+def open_regular_file(path, flags=os.O_RDONLY):
+    """An fd for path, which must be a regular file: a FIFO would block, a device never end.
+
+    O_NONBLOCK lets a FIFO be opened, and so refused, at once; it changes
+    nothing for a regular file.  New files are created readable by their owner only.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def load_settings(env_file, environ, *, required=True):
+    """The env file's values overlaid by the environment main() was given.
+
+    Values are taken as written: no ${VAR} expansion, which would let a value
+    pull a secret from the environment into a header or a body.  A UTF-8
+    byte-order mark (some Windows editors write one) is ignored.
+    """
     from dotenv import dotenv_values
 
-    if not env_file.is_file():
-        raise ConfigError([f"settings file {env_file} not found: copy repos.env.example "
-                           "to repos.env beside the script and fill it in, or pass --env-file"])
     try:
-        from_file = dotenv_values(env_file, encoding="utf-8")
+        with open(open_regular_file(env_file), encoding="utf-8-sig") as file:
+            text = file.read()
+    except FileNotFoundError:
+        if not required:
+            return dict(environ)
+        raise ConfigError([f"settings file {env_file} not found: copy repos.env.example "
+                           "to repos.env beside the script and fill it in, or pass "
+                           "--env-file"]) from None
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError([f"cannot read settings file {env_file}: {error}"]) from None
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise ConfigError([f"cannot read settings file {env_file}: {reason}"]) from None
+    from_file = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {**{name: value or "" for name, value in from_file.items()}, **environ}
 
 
@@ -1392,44 +1519,217 @@ def resolve_audit_log_path(option, settings, env_file):
     return path if path.is_absolute() else env_file.resolve().parent / path
 
 
-def read_audit_log(path):
-    """The audit log's records, and a warning for each line that is not one."""
-    import json
+def real_audit_log_path(path):
+    """The file the audit log path names, symlinks followed, once it is safe to use.
 
+    It must be a regular file of this user's (or not exist yet, in a folder that
+    does): never a folder, FIFO or device, nor another user's file.
+    """
+    fix = "choose a file with --audit-log or AUDIT_LOG_PATH"
     try:
-        lines = path.read_bytes().split(b"\n")
+        real = path.resolve()
+        info = real.stat()
     except FileNotFoundError:
-        return [], []
+        if real.parent.is_dir():
+            return real
+        raise AuditLogError(f"audit log {path}: its folder {real.parent} does not exist; "
+                            f"{fix}") from None
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python < 3.13)
+        reason = getattr(error, "strerror", None) or "a symbolic link loop"
+        raise AuditLogError(f"audit log {path}: {reason}; {fix}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AuditLogError(f"audit log {path} is not a regular file (a folder, FIFO or "
+                            f"device); {fix}")
+    if info.st_uid != os.geteuid():
+        raise AuditLogError(f"audit log {path} belongs to another user (uid {info.st_uid}); "
+                            f"{fix}")
+    return real
+
+
+# Which fields an audit record must have to be relied on, and of what type; the
+# ledger and --history skip, with a warning, any record of another shape.
+RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
+OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
+                          "error": (dict, type(None)), "to": list, "bcc": list}
+RECORD_STATUSES = ("sent", "failed", "skipped")
+LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
+
+
+def record_problem(record):
+    """Why a parsed line is not an audit record to rely on, or None if it is one."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind):
+            return f"no text {name!r}"
+    for name, kind in OPTIONAL_RECORD_FIELDS.items():
+        if name in record and not isinstance(record[name], kind):
+            return f"{name!r} of the wrong type"
+    if record["status"] not in RECORD_STATUSES:
+        return f"status {record['status'][:20]!r}"
+    error = record.get("error") or {}
+    if not all(isinstance(error.get(key, ""), str) for key in ("code", "message")):
+        return "an 'error' of the wrong shape"
+    if not all(isinstance(a, str) for a in (*record.get("to", ()), *record.get("bcc", ()))):
+        return "recipients that are not text"
+    return None
+
+
+def parsed_record(line):
+    """(record, None) for a good audit log line, else (None, why it is not one)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None, "not a complete record (a run stopped mid-write?)"
+    problem = record_problem(record)
+    return (None, f"not a record this script wrote ({problem})") if problem else (record, None)
+
+
+def open_audit_log_to_read(path):
+    """The audit log opened for reading, or None if there is none yet."""
+    try:
+        return open(open_regular_file(real_audit_log_path(path)), "rb")
+    except FileNotFoundError:
+        return None
     except OSError as error:
         raise AuditLogError(f"cannot read audit log {path}: {error.strerror}") from None
-    records, warnings = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+
+
+def read_ledger(path, cycle, variant):
+    """{report: SES message id} of what the audit log shows sent in this cycle and
+    variant, and a warning for each line it had to skip.
+
+    The log is streamed a chunk at a time and only the lines that name the
+    cycle are parsed, so a run costs about the same, in time and memory,
+    however long the log has grown.  A line that names the cycle but is not a
+    record, and a torn or foreign line in the log's last MiB (where a crash
+    leaves one), is skipped with a warning naming its line.
+    """
+    log = open_audit_log_to_read(path)
+    if log is None:
+        return {}, []
+    needle = b'"' + cycle.encode()  # how JSON starts the cycle; cycles need no escapes
+    sent, skipped = {}, []  # skipped: (byte offset, why)
+    with log:
+        for offset, line in ledger_lines(log, needle):
+            record, problem = parsed_record(line)
+            if problem:
+                skipped.append((offset, problem))
+            elif (record["cycle"] == cycle and record.get("variant", "a") == variant
+                  and record["status"] == "sent"):
+                sent[record["report"]] = record.get("message_id")
+        numbers = line_numbers(log, [offset for offset, _ in skipped])
+    return sent, [f"warning: audit log {path} line {number} is {problem}; ignored, not "
+                  "rewritten" for number, (_, problem) in zip(numbers, skipped)]
+
+
+def ledger_lines(log, needle):
+    """(byte offset, line) of each line the ledger must parse, read a chunk at a time.
+
+    A chunk is searched where it lies, without copying it: only the line that
+    spans two chunks is put together.
+    """
+    tail_from = os.fstat(log.fileno()).st_size - LEDGER_CHUNK_BYTES
+    offset, carry = 0, b""  # the file offset of carry, the unfinished line
+    while chunk := log.read(LEDGER_CHUNK_BYTES):
+        first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
+        if first < 0:
+            carry += chunk
+            if len(carry) > LEDGER_CHUNK_BYTES:  # no record is that long: keep memory flat
+                offset, carry = offset + len(carry), b""
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict):
+        spanning = carry + chunk[:first]
+        yield from region_lines(spanning, 0, len(spanning), offset, needle, tail_from)
+        base = offset + len(carry)  # the file offset of chunk[0]
+        yield from region_lines(chunk, first + 1, last, base, needle, tail_from)
+        offset, carry = base + last + 1, chunk[last + 1:]
+    yield from region_lines(carry, 0, len(carry), offset, needle, tail_from)
+
+
+def region_lines(data, start, end, base, needle, tail_from):
+    """The lines in data[start:end] (whole lines; data[0] is at file offset base)
+    that hold the needle, and near the log's end every line that is not a whole
+    JSON object."""
+    if base + end > tail_from:
+        for line in data[start:end].split(b"\n"):
+            whole = line.startswith(b"{") and line.rstrip().endswith(b"}")
+            if needle in line or (line.strip() and not whole):
+                yield base + start, line
+            start += len(line) + 1
+        return
+    found = data.find(needle, start, end)
+    while found >= 0:
+        line_start = data.rfind(b"\n", start, found) + 1 or start
+        line_end = data.find(b"\n", found, end)
+        line_end = end if line_end < 0 else line_end
+        yield base + line_start, data[line_start:line_end]
+        found = data.find(needle, line_end, end)
+
+
+def line_numbers(log, offsets):
+    """The line number at each of these ascending byte offsets: only for warnings."""
+    numbers, newlines, position = [], 0, 0
+    log.seek(0)
+    for offset in offsets:
+        while position < offset:
+            data = log.read(min(LEDGER_CHUNK_BYTES, offset - position))
+            if not data:
+                break
+            newlines, position = newlines + data.count(b"\n"), position + len(data)
+        numbers.append(newlines + 1)
+    return numbers
+
+
+def read_recent_records(path, cycles):
+    """The records of the last `cycles` (cycle, variant) pairs, oldest first, and warnings.
+
+    The log is read backwards and reading stops at the first record of an older
+    pair, so --history costs the same however long the log has grown.
+    """
+    log = open_audit_log_to_read(path)
+    if log is None:
+        return [], []
+    records, warnings, pairs = [], [], []
+    with log:
+        for number, line in enumerate(lines_from_end(log), start=1):
+            if not line.strip():
+                continue
+            record, problem = parsed_record(line)
+            if problem:
+                warnings.append(f"warning: audit log {path} line {number} from the end is "
+                                f"{problem}; ignored, not rewritten")
+                continue
+            pair = (record["cycle"], record.get("variant", "a"))
+            if pair not in pairs:
+                if len(pairs) == cycles:
+                    break
+                pairs.append(pair)
             records.append(record)
-        else:
-            warnings.append(f"warning: audit log {path} line {number} is not a complete "
-                            "record (a run stopped mid-write?); ignored, not rewritten")
-    return records, warnings
+    return records[::-1], warnings
 
 
-def sent_in_cycle(records, cycle, variant):
-    """Message ids of the reports the audit log shows as sent in this cycle and variant."""
-    return {r.get("report"): r.get("message_id") for r in records
-            if r.get("cycle") == cycle and r.get("variant", "a") == variant
-            and r.get("status") == "sent"}
+def lines_from_end(file, block=1 << 16):
+    """The lines of a binary file, last first, read a block at a time from the end."""
+    position = file.seek(0, os.SEEK_END)
+    carry = b""
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        file.seek(position)
+        lines = (file.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)
+        yield from reversed(lines)
+    yield carry
 
 
 class RunLock:
-    """One sending run at a time per audit log.
+    """One sending run at a time per audit log file, whatever name reaches it.
 
-    flock is released by the kernel when the process dies, however it dies, so
-    a killed run never leaves a stale lock behind.
+    The lock file sits beside the log's real path (symlinks resolved).  It is
+    never followed if it is a symlink, and never truncated unless it is a lock
+    file this script made: a regular file of this user's, with one name, holding
+    a pid.  flock is released by the kernel when the process dies, however it
+    dies, so a killed run never leaves a stale lock behind.
     """
 
     def __init__(self, path):
@@ -1437,19 +1737,41 @@ class RunLock:
 
         self.path = path
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd = open_regular_file(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)
         except OSError as error:
-            raise AuditLogError(f"cannot create lock file {path}: {error.strerror}; "
-                                "fix the audit log's folder or permissions") from None
+            reason = "it is a symbolic link" if error.errno == errno.ELOOP else error.strerror
+            raise AuditLogError(f"cannot use lock file {path}: {reason}; remove it, or fix "
+                                "the audit log's folder or permissions") from None
+        problem = self._foreign()
+        if problem:
+            os.close(self._fd)
+            raise AuditLogError(f"lock file {path} {problem}, so this script did not make "
+                                "it; nothing was sent: remove it if nothing else needs it")
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(self._fd, 32).decode("ascii", "replace").strip() or "unknown"
+            holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(self._fd)
             raise RunLockedError(f"another run (pid {holder}) is sending with this audit "
                                  f"log ({path}); this run sent nothing: let it finish") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:
+            os.close(self._fd)
+            raise AuditLogError(f"cannot write lock file {path}: {error.strerror}; "
+                                "nothing was sent") from None
+
+    def _foreign(self):
+        """Why the open lock file is not one this script made, or None."""
+        info = os.fstat(self._fd)
+        if info.st_uid != os.geteuid():
+            return f"belongs to another user (uid {info.st_uid})"
+        if info.st_nlink != 1:
+            return "has other names (hard links)"
+        if not re.fullmatch(rb"[0-9]*\n?", os.pread(self._fd, 33, 0)):
+            return "holds something other than a process id"
+        return None
 
     def __enter__(self):
         return self
@@ -1459,49 +1781,73 @@ class RunLock:
 
 
 class AuditLog:
-    """The append-only JSON Lines record of every send outcome, private to its owner."""
+    """The append-only JSON Lines record of every send outcome, private to its owner.
+
+    Each record is written whole and fsynced before the next send.  If a write
+    fails (a full disk, say), what was written of it is cut off again, so no
+    torn record is left, and the error carries the record for the person to see.
+    """
+
+    # Below this much free space, the next record might not fit: send nothing more.
+    MIN_FREE_BYTES = 64 * 1024
 
     def __init__(self, path):
         self.path = path
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            self._fd = open_regular_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            size = os.fstat(self._fd).st_size
         except OSError as error:
             raise AuditLogError(f"cannot open audit log {path} for appending: "
                                 f"{error.strerror}; fix the path or its permissions "
                                 "(AUDIT_LOG_PATH or --audit-log)") from None
-        self._file = os.fdopen(fd, "r+", encoding="utf-8")
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
+        if size and os.pread(self._fd, 1, size - 1) != b"\n":
             # A run died mid-write: end its torn line so our records start clean.
-            self._write("\n")
+            self._write(b"\n")
+
+    def check_room(self):
+        """Refuse to send when the log's disk is too full to record the outcome."""
+        try:
+            disk = os.fstatvfs(self._fd)
+        except OSError:
+            return  # cannot tell: the write itself will say
+        if disk.f_bavail * disk.f_frsize < self.MIN_FREE_BYTES:
+            raise AuditLogError(f"the disk holding audit log {self.path} is full; nothing "
+                                "more was sent, so that no send goes unrecorded: free some "
+                                "space and run again")
 
     def append(self, record):
         """Write one record and force it to disk before the next send starts."""
-        import json
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        self._write(line.encode("utf-8"), line)
 
-        self._write(json.dumps(record, ensure_ascii=False) + "\n", record)
-
-    def _write(self, text, record=None):
+    def _write(self, data, line=None):
+        size = os.fstat(self._fd).st_size
         try:
-            self._file.write(text)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
         except OSError as error:
-            import json
-
-            lost = f"; unrecorded outcome: {json.dumps(record)}" if record else ""
-            raise AuditLogError(f"cannot write audit log {self.path}: "
-                                f"{error.strerror}{lost}") from None
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)  # no torn record left behind
+            lost = (f"; this outcome is not recorded, add the line by hand once there is "
+                    f"room: {line.strip()}") if line else ""
+            raise AuditLogError(f"cannot write audit log {self.path}: {error.strerror}"
+                                f"{lost}") from None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self._file.close()
+        try:
+            os.close(self._fd)
+        except OSError as error:
+            if exc_info[0] is None:
+                raise AuditLogError(f"cannot close audit log {self.path}: "
+                                    f"{error.strerror}") from None
 
 
-@dataclass(frozen=True)
-class SesClients:
+class SesClients(NamedTuple):
     """The sending client, a quick-to-give-up client for the preflight, and whose keys."""
 
     send: object
@@ -1549,8 +1895,12 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
     def client(retries, connect_timeout, read_timeout):
         settings = botocore.config.Config(retries=retries, connect_timeout=connect_timeout,
                                           read_timeout=read_timeout)
-        return session.client("ses", region_name=config.region,
-                              endpoint_url=config.endpoint_url, config=settings)
+        try:
+            return session.client("ses", region_name=config.region, verify=config.ca_bundle,
+                                  endpoint_url=config.endpoint_url, config=settings)
+        except ValueError as error:  # an endpoint botocore cannot use, past our checks
+            raise ConfigError([f"the SES endpoint {config.endpoint_url} cannot be used: "
+                               f"{error}"]) from None
 
     send = client(config.retries, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
     send.meta.events.register_first("needs-retry.ses.SendEmail", refuse_to_retry_daily_quota)
@@ -1596,15 +1946,25 @@ def send_report(ses, config, report, cycle):
     except botocore.exceptions.ClientError as error:
         raise ses_error(error.response, config.from_address) from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:
-        # Dropped connections, timeouts and answers that are not SES's XML:
-        # none of them says the message was refused, so a later run may succeed.
-        raise SendError(type(error).__name__, str(error), "Unreachable",
-                        from_ses=False) from None
+        raise unanswered(error) from None
     except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
         raise not_an_ses_answer(error) from None
     if "MessageId" not in response:
         raise not_an_ses_answer(None)
     return response["MessageId"]
+
+
+def unanswered(error):
+    """The failure for a request SES never answered: network, timeout or TLS.
+
+    None of them says the message was refused, so a later run may succeed,
+    except where TLS cannot be verified: that needs the settings fixed.
+    """
+    import botocore.exceptions
+
+    kind = ("TlsNotVerified" if isinstance(error, botocore.exceptions.SSLError)
+            else "Unreachable")
+    return SendError(type(error).__name__, str(error), kind, from_ses=False)
 
 
 def not_an_ses_answer(error):
@@ -1642,22 +2002,36 @@ class Preflight:
     def __init__(self, notes):
         self.notes = list(notes)
         self.warnings = []
+        self.problems = set()  # EXIT_CODES outcomes --check ends in: what would stop a send
         self.sender_verified = None
         self.max_24_hour_send = None
         self.sent_last_24_hours = None
         self.max_send_rate = None
 
-    def shortfall(self, reports):
-        """Why the day's remaining quota cannot take these reports, or None."""
+    def quota_refusal(self, reports):
+        """(FAILURE_POLICY key, why) if the quota cannot take these reports, else None.
+
+        A quota smaller than the cycle needs a person (QuotaTooSmall); one used
+        up for today frees up by itself (QuotaInsufficient).
+        """
         needed = sum(report.recipient_count for report in reports)
         if self.max_24_hour_send is None or self.max_24_hour_send < 0:
             return None  # unknown, or -1: unlimited
         left = max(self.max_24_hour_send - self.sent_last_24_hours, 0)
         if needed <= left:
             return None
-        return (f"SES's 24-hour quota has {left:g} messages left and this cycle needs "
-                f"{needed} (each report counts its To and BCC); nothing was sent so that "
-                "the cycle is not half-sent: run again when the quota has room")
+        counted = (f"this cycle needs {needed} (each report counts its To and BCC); nothing "
+                   "was sent so that the cycle is not half-sent")
+        if needed > self.max_24_hour_send:
+            return "QuotaTooSmall", f"SES's 24-hour quota is {self.max_24_hour_send:g} and " \
+                                    f"{counted}"
+        return "QuotaInsufficient", f"SES's 24-hour quota has {left:g} messages left and " \
+                                    f"{counted}"
+
+
+# Preflight questions that an IAM policy may leave out: being refused one is
+# not a problem with sending (the README's policy lists them as optional).
+OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
 
 
 def run_preflight(clients, config, recipients):
@@ -1666,21 +2040,24 @@ def run_preflight(clients, config, recipients):
 
     found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
     for step in (check_sender, check_quota, check_sandbox_recipients):
+        topic = step.__doc__.split(":")[0]
         try:
             step(clients.preflight, config, recipients, found)
         except botocore.exceptions.ClientError as error:
-            answer = error.response.get("Error", {})
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            said = answer.get("Code") or f"HTTP {status}"
-            if answer.get("Message"):
-                said += f": {answer['Message']}"
-            found.warnings.append(f"warning: preflight {step.__doc__.split(':')[0]} not "
-                                  f"checked: SES said {said}; going on")
+            failure = ses_error(error.response)
+            if failure.code not in OPTIONAL_PERMISSION_CODES:
+                found.problems.add(failure.policy.outcome)
+            found.warnings.append(f"warning: preflight {topic} not checked: SES said "
+                                  f"{failure.code}: {failure.message}; going on")
+            if failure.policy.outcome == "config":
+                break  # refused credentials: every other question gets the same answer
         except botocore.exceptions.BotoCoreError as error:
+            found.problems.add(unanswered(error).policy.outcome)
             found.warnings.append(f"warning: preflight stopped, SES did not answer "
                                   f"({type(error).__name__}); going on")
             break  # an endpoint that does not answer one question will not answer the next
         except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
+            found.problems.add(not_an_ses_answer(error).policy.outcome)
             found.warnings.append(f"warning: preflight stopped, the endpoint's answer is "
                                   f"not SES's ({type(error).__name__}); going on")
             break
@@ -1690,17 +2067,32 @@ def run_preflight(clients, config, recipients):
 def check_sender(client, config, recipients, found):
     """sender: is the From address, or its domain, a verified SES identity."""
     domain = config.from_address.rpartition("@")[2]
-    answer = client.get_identity_verification_attributes(
-        Identities=[config.from_address, domain])["VerificationAttributes"]
-    verified = [identity for identity in (config.from_address, domain)
-                if answer.get(identity, {}).get("VerificationStatus") == "Success"]
+    verified = [identity for identity in verified_identities(client, [config.from_address])
+                if identity in (config.from_address, domain)]
     found.sender_verified = bool(verified)
     if verified:
         found.notes.append(f"sender: {config.from_address} is verified (identity {verified[0]})")
     else:
+        found.problems.add("rejected")
         found.warnings.append(f"warning: neither {config.from_address} nor {domain} is a "
                               f"verified SES identity in {config.region}: verify the sender "
                               "in the SES console, or SES will reject every report")
+
+
+def verified_identities(client, addresses):
+    """Which of these addresses, and of their domains, SES has verified.
+
+    In SES a verified domain covers every address at it, so both are asked.
+    """
+    identities = list(dict.fromkeys(
+        name for address in addresses for name in (address, address.rpartition("@")[2])))
+    verified = set()
+    for start in range(0, len(identities), 100):  # SES takes 100 identities a call
+        answer = client.get_identity_verification_attributes(
+            Identities=identities[start:start + 100])["VerificationAttributes"]
+        verified |= {name for name, attributes in answer.items()
+                     if attributes.get("VerificationStatus") == "Success"}
+    return [name for name in identities if name in verified]
 
 
 def check_quota(client, config, recipients, found):
@@ -1718,11 +2110,9 @@ def check_sandbox_recipients(client, config, recipients, found):
     """sandbox: in the SES sandbox, recipients must be verified too."""
     if found.max_24_hour_send != SANDBOX_MAX_24_HOUR_SEND:
         return
-    answer = client.get_identity_verification_attributes(
-        Identities=list(recipients))["VerificationAttributes"]
+    verified = set(verified_identities(client, recipients))
     unverified = [r for r in recipients
-                  if answer.get(r, {}).get("VerificationStatus") != "Success"
-                  and answer.get(r.rpartition("@")[2], {}).get("VerificationStatus") != "Success"]
+                  if r not in verified and r.rpartition("@")[2] not in verified]
     found.notes.append("sandbox: the quota is the SES sandbox's (200 a day)")
     if unverified:
         found.warnings.append(f"warning: the account looks like it is in the SES sandbox, "
@@ -1747,6 +2137,83 @@ class SendPacer:
             self.clock.sleep(self.next_send - now)
             now = self.next_send
         self.next_send = now + recipients / self.rate
+
+
+# The signals that stop a run (Ctrl-C; a scheduler's time limit, logout or
+# shutdown; a closed terminal), with the EXIT_CODES outcome each ends in, and
+# how long SES's answer to the send in flight is awaited before stopping.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",
+                signal.SIGHUP: "hung_up"}
+IN_FLIGHT_GRACE_SECONDS = 5
+
+
+class StopSignals:
+    """Turns SIGINT, SIGTERM and SIGHUP into RunStopped, without losing a send.
+
+    While a report is being sent and recorded, a signal only asks the run to
+    stop: SES's answer is awaited for IN_FLIGHT_GRACE_SECONDS, the outcome is
+    recorded, and the run stops before the next report.  A second signal, or
+    the grace running out, stops it at once.  Python handles signals in the
+    main thread only; a run started from another thread keeps the defaults.
+    """
+
+    def __init__(self):
+        self.signum = None  # a stop asked for while protected
+        self._protected = 0  # depth of protect() blocks
+        self._awaiting_ses = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (*STOP_SIGNALS, signal.SIGALRM):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._disarm()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum, frame):
+        if signum == signal.SIGALRM:  # the grace is over: give up on SES's answer
+            if self._awaiting_ses:
+                raise RunStopped(self.signum)
+        elif self._protected and self.signum is None:
+            self.signum = signum
+            if self._awaiting_ses:
+                signal.setitimer(signal.ITIMER_REAL, IN_FLIGHT_GRACE_SECONDS)
+        else:
+            raise RunStopped(signum)
+
+    def _disarm(self):
+        if self._previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    @contextlib.contextmanager
+    def protect(self):
+        """A send and its record: a stop asked for meanwhile waits for the end."""
+        self._protected += 1
+        try:
+            yield
+        finally:
+            self._protected -= 1
+
+    @contextlib.contextmanager
+    def awaiting_ses(self):
+        """The request itself: a stop asked for meanwhile waits the grace at most."""
+        self._awaiting_ses = True
+        if self.signum is not None:
+            signal.setitimer(signal.ITIMER_REAL, IN_FLIGHT_GRACE_SECONDS)
+        try:
+            yield
+        finally:
+            self._awaiting_ses = False
+            self._disarm()
+
+    def check(self):
+        """Stop here if a stop was asked for during the last send."""
+        if self.signum is not None:
+            raise RunStopped(self.signum)
 
 
 class SystemClock:
@@ -1809,23 +2276,26 @@ class RunOutcome:
     def __init__(self):
         self.records = []
         self.failures = []  # (record, SendError)
-        self.refusal = None  # why nothing was sent, when the preflight said no
+        self.refusal = None  # (FAILURE_POLICY key, why) when the preflight said no
 
     def outcomes(self):
         """What went wrong, as EXIT_CODES keys (none: every report went out)."""
         found = {failure.policy.outcome for _, failure in self.failures}
-        return found | {"transient"} if self.refusal else found
+        if self.refusal:
+            found.add(FAILURE_POLICY[self.refusal[0]].outcome)
+        return found
 
 
 class CycleRun:
     """One sending run of a cycle: each report sent, skipped or failed, and audited."""
 
-    def __init__(self, config, *, audit_log, cycle, clock, console):
+    def __init__(self, config, *, audit_log, cycle, clock, console, stop):
         self.config = config
         self.audit_log = audit_log
         self.cycle = cycle
         self.clock = clock
         self.console = console
+        self.stop = stop
         self.run_id = os.urandom(16).hex()  # random, like uuid4, without importing uuid
         self.outcome = RunOutcome()
 
@@ -1846,37 +2316,47 @@ class CycleRun:
     def send(self, reports, ses, pacer):
         """Send in order; stop early where every remaining report would fail too."""
         for position, report in enumerate(reports):
+            self.stop.check()
+            self.audit_log.check_room()
             pacer.wait_to_send(report.recipient_count)
             self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
-            try:
+            with self.stop.protect():
+                failure = self.send_one(ses, report)
+            if failure and failure.policy.stops_run:
+                self.skip(reports[position + 1:], "NotAttempted",
+                          f"run stopped after {failure.code}")
+                return
+
+    def send_one(self, ses, report):
+        """Send one report and record what SES said; return the SendError, if any."""
+        try:
+            with self.stop.awaiting_ses():
                 message_id = send_report(ses, self.config, report, self.cycle)
-            except SendError as failure:
-                error = {"code": failure.code,
-                         "message": redact(failure.message, self.config.secrets)}
-                record = self.record(report, "failed", error=error)
-                self.outcome.failures.append((record, failure))
-                if failure.policy.stops_run:
-                    self.skip(reports[position + 1:], "NotAttempted",
-                              f"run stopped after {failure.code}")
-                    return
-            else:
-                self.record(report, "sent", message_id=message_id)
+        except SendError as failure:
+            error = {"code": failure.code,
+                     "message": redact(failure.message, self.config.secrets)}
+            self.outcome.failures.append((self.record(report, "failed", error=error), failure))
+            return failure
+        self.record(report, "sent", message_id=message_id)
+        return None
 
 
-def send_cycle(reports, config, *, cycle, force, clock, console, connect):
+def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop):
     """Lock, read the ledger, check with SES, then send what this cycle still lacks.
 
     connect(config) makes the SES clients (connect_ses, unless main() was given another).
     """
-    lock_path = config.audit_log_path.with_name(config.audit_log_path.name + ".lock")
-    with RunLock(lock_path), AuditLog(config.audit_log_path) as audit_log:
-        records, warnings = read_audit_log(config.audit_log_path)
+    log_path = real_audit_log_path(config.audit_log_path)
+    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
+        already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
-        already_sent = {} if force else sent_in_cycle(records, cycle, config.variant)
+        if force:
+            already_sent = {}
         console.step(f"ledger: {len(already_sent)} report(s) already sent in cycle {cycle}, "
                      f"variant {config.variant}")
-        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, console=console)
+        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, console=console,
+                       stop=stop)
         for report in reports:
             if report.report_id in already_sent:
                 run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
@@ -1889,9 +2369,9 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect):
                     console.step(note)
                 for warning in found.warnings:
                     console.warn(redact(warning, config.secrets))
-                run.outcome.refusal = found.shortfall(to_send)
+                run.outcome.refusal = found.quota_refusal(to_send)
                 if run.outcome.refusal:
-                    run.skip(to_send, "QuotaInsufficient", run.outcome.refusal)
+                    run.skip(to_send, *run.outcome.refusal)
                 else:
                     run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock))
     return run.outcome
@@ -1903,9 +2383,12 @@ def recipients_of(reports):
 
 
 def check_only(reports, config, *, cycle, console, connect):
-    """--check: say what SES can tell and what a run would send; send nothing."""
-    records, warnings = read_audit_log(config.audit_log_path)
-    sent = sent_in_cycle(records, cycle, config.variant)
+    """--check: say what SES can tell and what a run would send; send nothing.
+
+    Returns what would stop a send, as EXIT_CODES outcomes: none only when a
+    send would go through, as far as SES can tell.
+    """
+    sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
     to_send = [r for r in reports if r.report_id not in sent]
     with contextlib.closing(connect(config)) as clients:
         found = run_preflight(clients, config, recipients_of(to_send or reports))
@@ -1913,16 +2396,33 @@ def check_only(reports, config, *, cycle, console, connect):
         console.result(line)
     for warning in warnings + found.warnings:
         console.warn(redact(warning, config.secrets))
-    refusal = found.shortfall(to_send)
-    if refusal:
-        console.problem(f"error: {refusal}")
-        return {"transient"}
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
-    if found.sender_verified is False:
-        console.problem("error: the sender is not a verified SES identity (see above)")
-        return {"rejected"}
-    return set()
+    problems = set(found.problems)
+    refusal = found.quota_refusal(to_send)
+    if refusal:
+        problems.add(FAILURE_POLICY[refusal[0]].outcome)
+        console.problem(refusal_line(refusal))
+    for outcome, verdict in CHECK_VERDICTS.items():
+        if outcome in found.problems:
+            console.problem(f"error: {verdict}")
+    return problems
+
+
+# What --check says for each kind of problem the preflight met (details above it).
+CHECK_VERDICTS = {
+    "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
+              "(see above); a send would fail the same way",
+    "rejected": "the sender is not a verified SES identity (see above)",
+    "transient": "SES could not be reached or did not answer as SES does (see above); "
+                 "try again later",
+}
+
+
+def refusal_line(refusal):
+    """The line on stderr for a cycle the preflight refused: why, and what to do."""
+    kind, why = refusal
+    return f"error: {why}: {FAILURE_POLICY[kind].advice}"
 
 
 def failure_line(record, failure, config):
@@ -1963,7 +2463,7 @@ def report_outcome(outcome, config, cycle, console):
     for record, failure in outcome.failures:
         console.problem(failure_line(record, failure, config))
     if outcome.refusal:
-        console.problem(f"error: {outcome.refusal}")
+        console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)
     console.result(summary_table(outcome.records))
     console.result(f"{sent} of {len(outcome.records)} reports sent for cycle {cycle}, "
@@ -1977,11 +2477,13 @@ def history_tables(records, cycles):
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
         shown = latest.pop(key, {})  # re-inserted: the dict keeps last-active order
-        earlier = shown.get(record.get("report"))
+        earlier = shown.get(record["report"])
         already = (record.get("error") or {}).get("code") == "AlreadySent"
-        if not already and not (earlier and earlier["status"] == "sent"
-                                and record["status"] != "sent"):
-            shown[record.get("report")] = record
+        # A later skip or failure does not hide an earlier send; an AlreadySent
+        # skip is shown only where the send it names is not in view.
+        if not (earlier and (already or (earlier["status"] == "sent"
+                                         and record["status"] != "sent"))):
+            shown[record["report"]] = record
         latest[key] = shown
     tables = []
     for (cycle, variant), shown in list(latest.items())[-cycles:]:
@@ -2107,17 +2609,20 @@ def load_config(args, environ, console):
         console.warn(warning)
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
     audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
-    return parse_config(settings, audit_log_path, credential_origin=origin,
-                        variant=args.variant)
+    config = parse_config(settings, audit_log_path, credential_origin=origin,
+                          variant=args.variant)
+    for warning in repeated_recipient_warnings(settings, args.variant):
+        console.warn(warning)
+    return config
 
 
 def show_history(args, environ, console):
     """--history: what the audit log says of the last N cycles; needs no valid config."""
     if args.history < 1:
         raise UsageError("--history takes a number of cycles, 1 or more")
-    settings = load_settings(args.env_file, environ) if args.env_file.is_file() else {}
+    settings = load_settings(args.env_file, environ, required=False)
     path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
-    records, warnings = read_audit_log(path)
+    records, warnings = read_recent_records(path, args.history)
     for warning in warnings:
         console.warn(warning)
     tables = history_tables(records, args.history)
@@ -2125,7 +2630,7 @@ def show_history(args, environ, console):
     return set()
 
 
-def run(args, *, environ, console, clock, connect):
+def run(args, *, environ, console, clock, connect, stop):
     """Do what the parsed command line asks; return what went wrong as EXIT_CODES keys.
 
     Raises ReportRunError where nothing more can be done.
@@ -2143,7 +2648,7 @@ def run(args, *, environ, console, clock, connect):
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
-                             to=config.to_by_report[spec.report_id], bcc=(config.bcc,))
+                             **config.recipients(spec.report_id))
                for spec in selected]
     if args.dry_run:
         print_dry_run(reports, config, console)
@@ -2154,7 +2659,7 @@ def run(args, *, environ, console, clock, connect):
     if args.check:
         return check_only(reports, config, cycle=cycle, console=console, connect=connect)
     outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
-                         console=console, connect=connect)
+                         console=console, connect=connect, stop=stop)
     report_outcome(outcome, config, cycle, console)
     return outcome.outcomes()
 
@@ -2184,8 +2689,10 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
     environ = os.environ if environ is None else environ
     console = Console(stdout or sys.stdout, stderr or sys.stderr)
     try:
-        return exit_code(run(parse_args(argv, console), environ=environ, console=console,
-                             clock=clock or SystemClock(), connect=ses_factory or connect_ses))
+        with StopSignals() as stop:
+            return exit_code(run(parse_args(argv, console), environ=environ, console=console,
+                                 clock=clock or SystemClock(),
+                                 connect=ses_factory or connect_ses, stop=stop))
     except ConfigError as error:
         for problem in error.problems:
             console.problem(f"config error: {problem}")
@@ -2194,10 +2701,13 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
     except ReportRunError as error:
         console.problem(f"error: {error}")
         return exit_code({error.outcome})
-    except KeyboardInterrupt:
-        console.problem("interrupted: the audit log holds every report confirmed so far; "
+    except (KeyboardInterrupt, RunStopped) as stopped:
+        signum = getattr(stopped, "signum", signal.SIGINT)
+        said = "interrupted" if signum == signal.SIGINT else \
+            f"stopped by {signal.Signals(signum).name}"
+        console.problem(f"{said}: the audit log holds every report confirmed so far; "
                         "run again to send the rest")
-        return exit_code({"interrupted"})
+        return exit_code({STOP_SIGNALS[signum]})
     except HelpShown:
         return exit_code(set())
 

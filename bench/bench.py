@@ -18,11 +18,20 @@ proxy that throttles as SES does above that rate:
      1.1 * 7*k/R plus start-up, k being the recipients of each message (SES
      counts every To and BCC against the rate), with no throttling.
 
+Then the ledger, with no SES involved:
+
+  5. a no-op run (every report already sent this cycle) on an audit log of
+     100,000 records against the same run on a log of 8: at most 2x the time,
+     and under 60 MB of peak memory (RSS);
+  6. --history on the same two logs: at most 2x the time, since it reads the
+     log from its end.
+
 Each full send gets a fresh audit log, so the ledger never skips a report.
 Prints the medians, the ratios and the goals; exits 1 if a goal is missed.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -164,6 +173,71 @@ def measure_pacing(rate, workdir, runs=3):
     return statistics.median(durations), proxy.throttled
 
 
+LEDGER_RECORDS = 100_000
+LEDGER_CYCLE = "2026-11-30"
+RSS_GOAL_BYTES = 60 * 1024 * 1024
+# Runs a command and prints the peak RSS of it (ru_maxrss: KiB on Linux, bytes on macOS).
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(peak if sys.platform == "darwin" else peak * 1024)
+"""
+
+
+def audit_logs(workdir):
+    """Two audit logs that end with this cycle's eight sends: one of 8 records, one of
+    100,000 (older cycles before them, as an hourly cron job leaves over the years)."""
+    sys.path.insert(0, str(REPO))
+    import send_exec_reports as ser
+
+    def record(report_id, cycle, number):
+        return json.dumps({
+            "ts": f"{cycle}T07:00:00.000+00:00", "run_id": f"{number:032x}", "cycle": cycle,
+            "variant": "a", "report": report_id, "subject": f"{report_id} | cycle {cycle}",
+            "from": SENDER, "to": [RECIPIENT], "bcc": [BCC], "region": "us-east-1",
+            "status": "sent", "message_id": f"{number:060x}", "error": None,
+            "body_sha256": hashlib.sha256(b"b%d" % number).hexdigest(),
+            "html_sha256": hashlib.sha256(b"h%d" % number).hexdigest()}) + "\n"
+
+    ids = [spec.report_id for spec in ser.REPORTS]
+    this_cycle = "".join(record(report_id, LEDGER_CYCLE, n) for n, report_id in enumerate(ids))
+    small, large = workdir / "ledger-8.jsonl", workdir / "ledger-100k.jsonl"
+    small.write_text(this_cycle)
+    with open(large, "w") as file:
+        for n in range(LEDGER_RECORDS - len(ids)):
+            file.write(record(ids[n % len(ids)], f"2016-{n // 2400 % 12 + 1:02d}-{n % 28 + 1:02d}",
+                              n))
+        file.write(this_cycle)
+    return small, large
+
+
+def measure_ledger(workdir, rounds):
+    """Seconds of a no-op run and of --history on the small and the large log, and the
+    peak RSS of the no-op run on the large one."""
+    env_file = workdir / "repos.env"
+    env_file.write_text(SETTINGS)
+    env_file.chmod(0o600)
+    env = script_environment("http://127.0.0.1:9", workdir)  # nothing may reach SES
+    small, large = audit_logs(workdir)
+
+    def command(log, *extra):
+        return [sys.executable, str(SCRIPT), "--env-file", str(env_file), "--audit-log",
+                str(log), "--cycle", LEDGER_CYCLE, *extra]
+
+    runs = {"no-op, 8 records": command(small), "no-op, 100k records": command(large),
+            "--history, 8 records": command(small, "--history"),
+            "--history, 100k records": command(large, "--history")}
+    times = {name: [] for name in runs}
+    for number in range(rounds):
+        names = list(runs)[number % len(runs):] + list(runs)[:number % len(runs)]
+        for name in names:
+            times[name].append(timed(runs[name], env))
+    peak = subprocess.run([sys.executable, "-c", PEAK_RSS, *runs["no-op, 100k records"]],
+                          env=env, capture_output=True, text=True, check=True)
+    return times, int(peak.stdout), large.stat().st_size
+
+
 def versions(aws):
     import boto3
 
@@ -186,6 +260,7 @@ def main():
         workdir = Path(tmp)
         times = measure(args.rounds, args.aws, workdir)
         paced, throttled = measure_pacing(args.rate, workdir)
+        ledger_times, peak_rss, large_size = measure_ledger(workdir, args.rounds)
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"machine: {versions(args.aws)}; {args.rounds} rounds\n")
     print(f"{'command':<22}{'median':>10}")
@@ -207,7 +282,30 @@ def main():
     print(f"4  pacing at {args.rate:g}/s: {paced:.3f}s for 8 sends, bounds "
           f"[{floor:.3f}s, {ceiling:.3f}s] (7 x {RECIPIENTS_PER_MESSAGE}/R, "
           f"1.1 x that + start-up), throttled {throttled}  {'met' if met else 'MISSED'}")
+    missed += report_ledger(ledger_times, peak_rss, large_size)
     return 1 if missed else 0
+
+
+def report_ledger(times, peak_rss, large_size):
+    """Print goals 5 and 6; return how many were missed."""
+    print(f"\nledger: {LEDGER_RECORDS:,} records, {large_size / 2**20:.1f} MiB")
+    for name, values in times.items():
+        print(f"{name:<26}{statistics.median(values):>9.3f}s")
+    missed = 0
+    for label, top, bottom in (("5  no-op run, 100k / 8 records", "no-op, 100k records",
+                                "no-op, 8 records"),
+                               ("6  --history, 100k / 8 records", "--history, 100k records",
+                                "--history, 8 records")):
+        ratios = round_ratios(times, top, bottom)
+        ratio = statistics.median(ratios)
+        missed += ratio > 2.0
+        print(f"{label:<38}{ratio:>7.3f}{min(ratios):>8.3f}-{max(ratios):<6.3f}"
+              f"{2.0:>9.2f}  {'met' if ratio <= 2.0 else 'MISSED'}")
+    met = peak_rss < RSS_GOAL_BYTES
+    missed += not met
+    print(f"5  peak RSS of the no-op run on 100k records: {peak_rss / 2**20:.1f} MiB "
+          f"(goal under {RSS_GOAL_BYTES / 2**20:.0f} MiB)  {'met' if met else 'MISSED'}")
+    return missed
 
 
 if __name__ == "__main__":

@@ -123,27 +123,27 @@ class ScriptRunner:
     def __call__(self, *args, env=None, clock=None, ses_factory=None):
         """Run main() to the end with captured streams."""
         stdout, stderr = io.StringIO(), io.StringIO()
-        code = ser.main(self._argv(args), environ=self._environment(env), stdout=stdout,
+        code = ser.main(self.argv(args), environ=self.environment(env), stdout=stdout,
                         stderr=stderr, clock=clock, ses_factory=ses_factory)
         return Result(code, stdout.getvalue(), stderr.getvalue())
 
     def subprocess(self, *args, env=None, python_flags=(), timeout=120):
         """Run the script as a child process; the CompletedProcess has text output."""
-        return subprocess.run([sys.executable, *python_flags, str(SCRIPT), *self._argv(args)],
-                              env=self._environment(env), capture_output=True, text=True,
+        return subprocess.run([sys.executable, *python_flags, str(SCRIPT), *self.argv(args)],
+                              env=self.environment(env), capture_output=True, text=True,
                               timeout=timeout)
 
     def start(self, *args):
         """Start a child process in the background, for tests that kill it or overlap it."""
-        return subprocess.Popen([sys.executable, str(SCRIPT), *self._argv(args)],
-                                env=self._environment(None), stdout=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, str(SCRIPT), *self.argv(args)],
+                                env=self.environment(None), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 
-    def _argv(self, args):
+    def argv(self, args):
         """The command line after the script's name."""
         return ["--env-file", str(self.env_file), "--audit-log", str(self.audit_log), *args]
 
-    def _environment(self, env):
+    def environment(self, env):
         environment = script_environment(self.endpoint_url, self.tmp_path)
         for name, value in (env or {}).items():  # None removes a variable
             environment.pop(name) if value is None else environment.update({name: value})

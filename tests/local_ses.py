@@ -86,13 +86,16 @@ class LocalSES:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
         urllib.request.urlopen(request, timeout=5).close()
 
-    def verify(self, address):
-        """Verify a sender the way the SES console does, through the SES API."""
+    def verify(self, identity):
+        """Verify an address, or a whole domain, the way the SES console does."""
         import boto3
 
         client = boto3.client("ses", region_name="us-east-1", endpoint_url=self.url,
                               aws_access_key_id="local", aws_secret_access_key="local")
-        client.verify_email_identity(EmailAddress=address)
+        if "@" in identity:
+            client.verify_email_identity(EmailAddress=identity)
+        else:
+            client.verify_domain_identity(Domain=identity)
 
 
 def script_environment(endpoint_url, home, **extra):

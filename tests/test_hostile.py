@@ -1,0 +1,434 @@
+"""A hostile machine: symlinks, full disks, odd files, signals, hand-edited logs.
+
+Each case ends in one clear line, its documented exit code, no traceback and no
+damaged file; nothing SES confirmed is lost from view.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import BCC, RECIPIENT, SENDER
+from local_ses import SCRIPT
+
+CYCLE = "2026-11-29"
+REPORT_COUNT = len(ser.REPORTS)
+
+
+def error_lines(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def lock_of(path):
+    return path.with_name(path.name + ".lock")
+
+
+def sent_record(report, cycle=CYCLE, **changes):
+    """An audit record as the script writes one for a sent report."""
+    record = {"ts": "2026-11-29T03:00:00.000+00:00", "run_id": "r1", "cycle": cycle,
+              "variant": "a", "report": report, "subject": f"{report} | cycle {cycle}",
+              "from": SENDER, "to": [RECIPIENT], "bcc": [BCC], "region": "us-east-1",
+              "status": "sent", "message_id": f"m-{report}-{cycle}", "error": None}
+    record.update(changes)
+    return record
+
+
+def write_log(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n"
+                            for r in records))
+
+
+# --- The lock can never damage a file -----------------------------------------
+
+
+@pytest.mark.parametrize("target", ["another file", "the audit log"])
+def test_a_symlink_planted_as_the_lock_is_refused_and_its_target_untouched(
+        run_script, ses, target):
+    ses.verify(SENDER)
+    victim = run_script.tmp_path / "precious.txt"
+    victim.write_text("the owner's notes\n")
+    if target == "the audit log":
+        write_log(run_script.audit_log, [sent_record("ceo")])
+        victim = run_script.audit_log
+    before = victim.read_bytes()
+    lock_of(run_script.audit_log).symlink_to(victim)
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 73
+    [line] = result.stderr.splitlines()
+    assert "lock file" in line and "symbolic link" in line
+    assert victim.read_bytes() == before
+    assert ses.messages() == []
+
+
+@pytest.mark.parametrize("plant", ["someone else's data", "a hard link"])
+def test_a_lock_file_the_script_did_not_make_is_never_truncated(run_script, ses, plant):
+    ses.verify(SENDER)
+    lock = lock_of(run_script.audit_log)
+    if plant == "a hard link":
+        other = run_script.tmp_path / "other-name"
+        other.write_text("4242\n")
+        os.link(other, lock)
+    else:
+        lock.write_text("not a pid: data that must survive\n")
+    before = lock.read_bytes()
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 73
+    [line] = result.stderr.splitlines()
+    assert f"lock file {lock}" in line and "did not make it" in line
+    assert lock.read_bytes() == before
+    assert ses.messages() == []
+
+
+def test_one_lock_per_audit_log_whatever_name_reaches_it(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.1
+    runner = run_via_proxy
+    first = runner.start("--cycle", CYCLE)
+    alias = runner.tmp_path / "alias.jsonl"
+    alias.symlink_to(runner.audit_log)
+    deadline = time.monotonic() + 30
+    while not runner.audit_records() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = runner("--cycle", CYCLE, "--audit-log", str(alias))  # the later option wins
+    assert second.returncode == 75, second.stderr
+    assert f"another run (pid {first.pid})" in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert len(ses.messages()) == REPORT_COUNT
+    assert len(runner.audit_records()) == REPORT_COUNT
+
+
+# --- Full disks ------------------------------------------------------------------
+
+# Runs the script with a cap on the size any file may reach: writing past it
+# fails (EFBIG), the way a full disk fails a write (ENOSPC), on Linux and macOS.
+FILE_SIZE_CAP = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+cap = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_with_file_size_cap(runner, cap, *args):
+    return subprocess.run([sys.executable, "-c", FILE_SIZE_CAP, str(cap), str(SCRIPT),
+                           *runner.argv(args)], env=runner.environment(None),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_full_disk_after_ses_accepted_a_report_loses_nothing_from_view(run_script, ses):
+    ses.verify(SENDER)
+    write_log(run_script.audit_log, [sent_record("ceo", cycle="2026-11-01")])
+    before = run_script.audit_log.read_bytes()
+    result = run_with_file_size_cap(run_script, len(before) + 100, "--cycle", CYCLE)
+    assert result.returncode == 73, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result)
+    [message] = ses.messages()  # SES took the first report; the run stopped there
+    assert "cannot write audit log" in line
+    assert f'"message_id": "{message["id"]}"' in line  # the outcome, for the person to add
+    assert run_script.audit_log.read_bytes() == before  # no torn record left behind
+
+
+def test_no_room_for_the_lock_file_is_one_line_and_exit_73(run_script, ses):
+    ses.verify(SENDER)
+    result = run_with_file_size_cap(run_script, 0, "--cycle", CYCLE)
+    assert result.returncode == 73
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "cannot write lock file" in line
+    assert ses.messages() == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB filesystem of its own, where the platform lets a test mount one."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+                              str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root on Linux)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_nearly_full_disk_sends_nothing_it_could_not_record(run_script, ses, tiny_disk):
+    ses.verify(SENDER)
+    # Leave room for the lock file, less than the room a run wants for its records.
+    (tiny_disk / "filler").write_bytes(b"x" * (256 - 16) * 1024)
+    run_script.audit_log = tiny_disk / "audit.jsonl"
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 73
+    [line] = error_lines(result)
+    assert "is full" in line and "nothing more was sent" in line
+    assert ses.messages() == []
+
+
+# --- --check exits by what it found -----------------------------------------------
+
+
+def test_check_exits_75_when_ses_cannot_be_reached(run_script, ses):
+    result = run_script("--check", env={"AWS_ENDPOINT_URL_SES": "http://127.0.0.1:9"})
+    assert result.returncode == 75
+    assert "could not be reached" in error_lines(result)[-1]
+
+
+@pytest.mark.parametrize("code", ["InvalidClientTokenId", "SignatureDoesNotMatch"])
+def test_check_exits_78_when_aws_refuses_the_credentials(run_via_proxy, proxy, ses, code):
+    ses.verify(SENDER)
+    for action in ("GetIdentityVerificationAttributes", "GetSendQuota"):
+        proxy.plan(action, then=(403, code, "The security token included in the request "
+                                            "is invalid."))
+    result = run_via_proxy("--check")
+    assert result.returncode == 78
+    assert "AWS refused the credentials" in error_lines(result)[-1]
+    assert code in result.stderr
+
+
+def test_check_exits_0_only_when_a_send_would_go_through(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    assert run_via_proxy("--check").returncode == 0
+    proxy.plan("GetSendQuota", then="denied")  # an IAM policy without the optional call
+    assert run_via_proxy("--check").returncode == 0
+
+
+# --- Records of the wrong shape ----------------------------------------------------
+
+WRONG_SHAPES = {
+    "report is a list": {**sent_record("cto"), "report": ["cto"]},
+    "error is text": sent_record("cto", status="failed", error="text"),
+    "ts is a number": sent_record("cto", ts=5),
+    "to is null": sent_record("cto", to=None),
+    "status is missing": {k: v for k, v in sent_record("cto").items() if k != "status"},
+    "not an object": '["a", "list"]',
+}
+
+
+@pytest.mark.parametrize("shape", WRONG_SHAPES)
+def test_a_record_of_the_wrong_shape_is_skipped_with_one_warning(run_script, ses, shape):
+    ses.verify(SENDER)
+    write_log(run_script.audit_log, [sent_record("ceo"), WRONG_SHAPES[shape]])
+    warning = f"audit log {run_script.audit_log} line 2 is not a record this script wrote"
+    for args in (["--check", "--cycle", CYCLE], ["--cycle", CYCLE]):
+        result = run_script(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count(warning) == 1
+    assert len(ses.messages()) == REPORT_COUNT - 1  # ceo was sent; cto's record is no proof
+    history = run_script("--history")
+    assert history.returncode == 0 and "Traceback" not in history.stderr
+    assert history.stderr.count("is not a record this script wrote") == 1
+    assert "from the end" in history.stderr
+
+
+def test_the_ledger_reads_a_long_log_in_chunks_and_misses_nothing(run_script, ses):
+    ses.verify(SENDER)
+    filler = [sent_record(spec.report_id, cycle=f"2026-10-{day:02d}", subject="x" * 400)
+              for day in range(1, 29) for spec in ser.REPORTS] * 50
+    half = len(filler) // 2
+    torn_naming_the_cycle = '{"ts": "2026-11-29T03:00:01", "cycle": "2026-11-29", "rep'
+    torn_at_the_end = '{"ts": "2026-1'  # where a crash leaves one: before the cycle
+    records = [sent_record("ceo"), *filler[:half], torn_naming_the_cycle, *filler[half:],
+               sent_record("dc-portfolio"), torn_at_the_end]
+    write_log(run_script.audit_log, records)
+    assert run_script.audit_log.stat().st_size > 3 * ser.LEDGER_CHUNK_BYTES
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    assert f"{REPORT_COUNT - 2} of {REPORT_COUNT} reports sent" in result.stdout
+    assert result.stderr.count("is not a complete record") == 2
+    assert f"line {2 + half} is not a complete record" in result.stderr
+    assert f"line {len(records)} is not a complete record" in result.stderr
+
+
+def test_history_reads_from_the_end(run_script, ses):
+    old = [sent_record("ceo", cycle=f"2026-10-{day:02d}") for day in range(1, 29)]
+    write_log(run_script.audit_log, ["garbage at the start", *old, sent_record("ceo")])
+    result = run_script("--history", "2")
+    assert result.returncode == 0
+    assert "cycle 2026-10-28, variant a" in result.stdout
+    assert f"cycle {CYCLE}, variant a" in result.stdout
+    assert "2026-10-27" not in result.stdout
+    assert result.stderr == ""  # the garbage line is never reached
+
+
+# --- Settings are read as written ----------------------------------------------------
+
+
+def test_settings_are_not_interpolated_so_no_secret_reaches_a_header(run_script, ses):
+    ses.verify(SENDER)
+    secret = "wJalrXUtnFEMI-interpolated-secret"
+    run_script.settings(AWS_SES_FROM_NAME="Ops ${AWS_SECRET_ACCESS_KEY}")
+    env = {"AWS_SECRET_ACCESS_KEY": secret}
+    preview = run_script("--dry-run", "--only", "ceo", env=env)
+    assert "From: Ops ${AWS_SECRET_ACCESS_KEY} <" in preview.stdout
+    result = run_script("--only", "ceo", env=env)
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    assert secret not in json.dumps(message)
+    assert "${AWS_SECRET_ACCESS_KEY}" in message["body"]  # prepared by, in the HTML part
+
+
+def test_a_byte_order_mark_in_the_env_file_is_ignored(run_script, ses):
+    run_script.env_file.write_bytes(b"\xef\xbb\xbf" + run_script.env_file.read_bytes())
+    result = run_script("--dry-run", "--only", "ceo")
+    assert result.returncode == 0, result.stderr
+    assert f"To: {RECIPIENT}" in result.stdout
+
+
+@pytest.mark.parametrize("odd", ["a directory", "a FIFO"])
+def test_an_env_file_that_is_not_a_regular_file_is_one_line_and_exit_78(run_script, ses, odd):
+    run_script.env_file.unlink()
+    if odd == "a directory":
+        run_script.env_file.mkdir()
+    else:
+        os.mkfifo(run_script.env_file)
+    result = run_script.subprocess("--dry-run", timeout=20)  # a FIFO must not hang
+    assert result.returncode == 78
+    assert "Traceback" not in result.stderr
+    assert f"cannot read settings file {run_script.env_file}: not a regular file" \
+        in result.stderr
+
+
+def test_a_missing_ca_bundle_is_a_config_error_not_a_transient_one(run_script, ses):
+    result = run_script(env={"AWS_CA_BUNDLE": str(run_script.tmp_path / "no-such-ca.pem")})
+    assert result.returncode == 78
+    assert "config error: AWS_CA_BUNDLE" in result.stderr
+    assert ses.messages() == [] and run_script.audit_records() == []
+
+
+def test_tls_that_cannot_be_verified_is_exit_78_not_75(run_via_proxy, proxy, ses):
+    import certifi
+
+    ses.verify(SENDER)
+    tls_to_plain_http = proxy.url.replace("http://", "https://")
+    result = run_via_proxy("--only", "ceo", env={"AWS_ENDPOINT_URL_SES": tls_to_plain_http,
+                                                 "AWS_CA_BUNDLE": certifi.where()})
+    assert result.returncode == 78
+    [line] = error_lines(result)
+    assert "AWS_CA_BUNDLE" in line and "retrying cannot help" in line
+    [record] = run_via_proxy.audit_records()
+    assert record["status"] == "failed" and record["error"]["code"] == "SSLError"
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "http://127.0.0.1:99999"])
+def test_an_endpoint_botocore_cannot_use_is_a_config_error(run_script, ses, endpoint):
+    result = run_script(env={"AWS_ENDPOINT_URL_SES": endpoint})
+    assert result.returncode == 78
+    assert "config error: AWS_ENDPOINT_URL_SES" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- Audit logs that are not regular files ------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--cycle", CYCLE], ["--check"], ["--history"]])
+def test_an_audit_log_that_is_a_fifo_is_refused_not_waited_on(run_script, ses, args):
+    ses.verify(SENDER)
+    os.mkfifo(run_script.audit_log)
+    result = run_script.subprocess(*args, timeout=30)
+    assert result.returncode == 73
+    assert "Traceback" not in result.stderr
+    assert f"audit log {run_script.audit_log} is not a regular file" in result.stderr
+    assert ses.messages() == []
+
+
+def test_an_audit_log_that_points_at_a_device_is_refused(run_script, ses):
+    ses.verify(SENDER)
+    run_script.audit_log.symlink_to("/dev/full")
+    for args in (["--cycle", CYCLE], ["--history"]):
+        result = run_script(*args)
+        assert result.returncode == 73
+        assert "is not a regular file" in result.stderr
+    assert ses.messages() == []
+
+
+@pytest.mark.parametrize("path", [".", "/", "~"])
+def test_an_audit_log_that_is_a_folder_is_one_line_and_exit_73(run_script, ses, path):
+    ses.verify(SENDER)
+    home_lock = Path(os.path.expanduser("~") + ".lock")
+    existed = home_lock.exists()
+    result = run_script("--cycle", CYCLE, "--audit-log", path)
+    assert result.returncode == 73
+    [line] = result.stderr.splitlines()
+    assert "is not a regular file" in line and "--audit-log" in line
+    assert home_lock.exists() == existed
+    assert ses.messages() == []
+
+
+# --- Redaction and addresses ----------------------------------------------------------
+
+
+def test_a_short_test_secret_does_not_mangle_the_output(run_script, ses):
+    run_script.env_file.chmod(0o644)  # a warning full of the letter t
+    result = run_script("--dry-run", "--only", "ceo", env={"AWS_SECRET_ACCESS_KEY": "t"})
+    assert "readable by group or others" in result.stderr
+    assert "[redac" not in result.stderr + result.stdout
+
+
+def test_redaction_is_one_pass():
+    key, secret = "AKIAABCDEFGHIJKLMNOP", "[redacted] with more of it"
+    said = f"key {key} and secret {secret}"
+    assert ser.redact(said, (key, secret)) == "key [redacted] and secret [redacted]"
+    first = "abcdefghijklmnopqrst"
+    assert ser.redact(f"{first} and more", (first, "[redacted] and mo")) == \
+        "[redacted] and more"
+
+
+def test_a_domain_verified_in_the_sandbox_covers_its_addresses(run_via_proxy, proxy, ses):
+    ses.verify("example.com")  # the sender's and both recipients' domain
+    proxy.account_quota(max_24_hour_send=200, max_send_rate=1)
+    result = run_via_proxy("--check")
+    assert result.returncode == 0, result.stderr
+    assert "sandbox" in result.stdout
+    assert "must be verified too" not in result.stderr
+
+
+def test_an_address_given_twice_or_also_as_bcc_is_sent_once(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    run_via_proxy.settings(REPORT_TO_CEO="cfo@example.com, CFO@Example.com, ceo@example.com",
+                           AWS_RECIPIENT_EMAIL=f"{RECIPIENT}, {BCC.upper()}")
+    result = run_via_proxy("--cycle", CYCLE, "--only", "ceo,cto")
+    assert result.returncode == 0, result.stderr
+    ceo, cto = ses.messages()
+    assert ceo["destinations"] == {"ToAddresses": ["cfo@example.com", "ceo@example.com"],
+                                   "BccAddresses": [BCC]}
+    assert cto["destinations"] == {"ToAddresses": [RECIPIENT, BCC.upper()],
+                                   "BccAddresses": []}
+    assert "REPORT_TO_CEO names CFO@Example.com more than once" in result.stderr
+    assert f"AWS_RECIPIENT_EMAIL names {BCC}, the BCC (AWS_BCC_EMAIL), too" in result.stderr
+
+
+# --- Signals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum, exit_code, said", [
+    (signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGHUP, 129, "stopped by SIGHUP"),
+    (signal.SIGINT, 130, "interrupted")])
+def test_a_stop_signal_mid_send_records_the_send_in_flight(run_via_proxy, proxy, ses, signum,
+                                                           exit_code, said):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.6
+    runner = run_via_proxy
+    victim = runner.start("--cycle", CYCLE)
+    deadline = time.monotonic() + 30
+    while not runner.audit_records() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # the second report is now in flight
+    victim.send_signal(signum)
+    stdout, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == exit_code
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith(f"{said}: the audit log holds every report")
+    recorded = [r["message_id"] for r in runner.audit_records() if r["status"] == "sent"]
+    assert len(recorded) >= 2  # the one in flight was answered and recorded too
+    assert recorded == [m["id"] for m in ses.messages()]  # nothing SES took is unrecorded
