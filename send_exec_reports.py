@@ -98,7 +98,8 @@ ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL")
 NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
 BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
 BRIEF_MARK = "[brief]"
-MARKER_PATTERN = re.compile(r"\[[a-z]+\b[^\]]*\]")  # what reads as one: [bar 4/6], [brief]
+# What reads as a marker, in any case: [bar 4/6], [brief], and their misspellings.
+MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
 GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
 TEXT_WIDTH = 72  # what every mail client shows without wrapping
 TEXT_BAR_WIDTH = 12
@@ -131,7 +132,7 @@ SECRET_SETTINGS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY
 
 # Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
-AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-\d{1,2}")
+AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
 DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # RFC 5322's dot-atom addr-spec, the form nearly every address takes.  Matching
 # it spares --dry-run the email package's import (a seventh of its time); any
@@ -150,6 +151,8 @@ SES_MAX_RECIPIENTS = 50  # To, CC and BCC together, per message
 
 # A line break in a header value would let it start a header of its own.
 LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+# Bidirectional overrides and isolates reorder what a reader sees ("Trojan Source").
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 # botocore's "standard" mode retries throttling, 5xx answers and dropped
 # connections with jittered exponential backoff.  Four attempts keep a dead
@@ -200,8 +203,8 @@ IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail for this sender; s
               "policy in the README")
 
 # The failure policy: every SES error code the script knows, and the few
-# conditions that are not codes (first block), with what each means.  Every
-# classification reads this table (see failure_kind); nothing else decides.
+# conditions that are not codes (first block, FAILURE_CONDITIONS), with what
+# each means.  Every classification reads this table (see failure_kind).
 FAILURE_POLICY = {
     "DailyQuotaExceeded": FailurePolicy(
         "transient", True, "the 24-hour sending quota is used up; nothing more was sent, "
@@ -220,6 +223,9 @@ FAILURE_POLICY = {
         "dashboard), or send fewer reports (--only) or to fewer recipients"),
     "QuotaInsufficient": FailurePolicy(  # the preflight's: today's quota is used up
         "transient", True, "run again when the 24-hour quota has room"),
+    "CredentialsUnusable": FailurePolicy(  # botocore could not get or use the credentials
+        "config", True, "the AWS credentials could not be used: log in again (aws sso "
+        "login) or check AWS_PROFILE and the keys"),
     "Unknown": FailurePolicy("rejected", False, "fix what SES names, then run again"),
 
     "InternalFailure": FailurePolicy("transient", True, TRANSIENT_ADVICE),
@@ -249,6 +255,11 @@ FAILURE_POLICY = {
     "UnrecognizedClientException": FailurePolicy(
         "config", True, "the AWS credentials are not valid for SES"),
 }
+# The FAILURE_POLICY keys that are conditions, not SES's codes: an answer
+# naming one of these as its code is not taken for it.
+FAILURE_CONDITIONS = frozenset({
+    "DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer", "ServerError", "TlsNotVerified",
+    "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable"})
 
 
 class ReportTemplate(string.Template):
@@ -948,6 +959,8 @@ def required_setting_problem(name, raw):
         return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         return "contains a control character; use plain text"
+    if any(ch in BIDI_CONTROLS for ch in value):
+        return "contains a right-to-left override or isolate, which can disguise text"
     return None
 
 
@@ -1026,9 +1039,13 @@ def url_problem(value):
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         return "is not an http(s) URL"
     try:
-        urlsplit(value).port  # a bad port or IPv6 address raises only when asked for
+        parts = urlsplit(value)
+        parts.port  # a bad port or IPv6 address raises only when asked for
     except ValueError as error:
         return f"is not a usable URL ({error})"
+    host = parts.hostname or ""
+    if not (":" in host or all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in host.split("."))):
+        return f"has no usable host name ({host or 'none'})"
     return None
 
 
@@ -1177,6 +1194,9 @@ def add_line(blocks, open_block, line):
     if not line.strip():
         return None
     if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
+        if open_block.kind not in GROWING_BLOCKS:
+            raise TemplateError(f"an indented line after a {open_block.kind}, which nothing "
+                                "continues")
         items = open_block.items[-1] if open_block.kind == "table" else open_block.items
         items[-1] += " " + line.strip()
         return open_block
@@ -1220,7 +1240,8 @@ def check_markers(kind, content):
                     parse_bar(cell)
                 except ValueError as error:
                     raise TemplateError(str(error)) from None
-            elif not (kind == "heading" and marker == BRIEF_MARK and cell.endswith(marker)):
+            elif not (kind == "heading" and marker == BRIEF_MARK and cell.endswith(marker)
+                      and cell.count(marker) == 1):
                 raise TemplateError(f"unknown or misplaced marker {marker}; the markers are "
                                     "[bar N/M] as a whole table cell and [brief] at the end "
                                     "of a heading")
@@ -1753,7 +1774,7 @@ class RunLock:
             holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(self._fd)
             raise RunLockedError(f"another run (pid {holder}) is sending with this audit "
-                                 f"log ({path}); this run sent nothing: let it finish") from None
+                                 f"log (lock {path}); this run sent nothing: let it finish") from None
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
@@ -1860,26 +1881,30 @@ class SesClients(NamedTuple):
         self.preflight.close()
 
 
-def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS):
+def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS,
+                models=None):
     """The SES clients of a run: the real factory that main() uses unless given another.
 
     Everything the clients need comes from config (the settings file overlaid by
     the environment main() was given): region, endpoint, keys or profile,
-    retries.  Only where config names no keys does boto3's own credential chain
-    look further (profiles, SSO, instance roles).  A test that makes SES hang
-    may shorten how long the preflight waits for an answer.
+    retries, CA bundle.  Only where config names no keys does botocore's own
+    credential chain look further (profiles, SSO, instance roles).  Tests, which
+    run many times in one process, may pass `models` (one botocore loader, so
+    that SES's service description is read once) and shorten how long the
+    preflight waits for an answer.  boto3's clients are botocore's; its session
+    is skipped only because it adds to the loader's search path every time.
     """
-    import boto3
     import botocore.config
     import botocore.exceptions
+    import botocore.session
 
     try:
-        session = boto3.session.Session(
-            profile_name=config.aws_profile,
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=config.secret_access_key,
-            aws_session_token=config.session_token,
-        )
+        session = botocore.session.Session(profile=config.aws_profile)
+        if models is not None:
+            session.register_component("data_loader", models)
+        if config.access_key_id:
+            session.set_credentials(config.access_key_id, config.secret_access_key,
+                                    config.session_token)
         credentials = session.get_credentials()
     except botocore.exceptions.BotoCoreError as error:
         raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
@@ -1896,10 +1921,13 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
         settings = botocore.config.Config(retries=retries, connect_timeout=connect_timeout,
                                           read_timeout=read_timeout)
         try:
-            return session.client("ses", region_name=config.region, verify=config.ca_bundle,
-                                  endpoint_url=config.endpoint_url, config=settings)
-        except ValueError as error:  # an endpoint botocore cannot use, past our checks
-            raise ConfigError([f"the SES endpoint {config.endpoint_url} cannot be used: "
+            return session.create_client("ses", region_name=config.region,
+                                         verify=config.ca_bundle,
+                                         endpoint_url=config.endpoint_url, config=settings)
+        except (ValueError, botocore.exceptions.BotoCoreError) as error:
+            # A region or endpoint botocore will not use, past our own checks.
+            raise ConfigError([f"SES cannot be reached as configured (AWS_SES_REGION "
+                               f"{config.region}, endpoint {config.endpoint_url or 'AWS'}): "
                                f"{error}"]) from None
 
     send = client(config.retries, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
@@ -1955,15 +1983,21 @@ def send_report(ses, config, report, cycle):
 
 
 def unanswered(error):
-    """The failure for a request SES never answered: network, timeout or TLS.
+    """The failure for a request SES never answered: network, TLS or credentials.
 
-    None of them says the message was refused, so a later run may succeed,
-    except where TLS cannot be verified: that needs the settings fixed.
+    A dropped connection or a timeout does not say the message was refused,
+    so a later run may succeed.  TLS that cannot be verified, or credentials
+    botocore cannot get (an expired SSO login), need a person first.
     """
     import botocore.exceptions
 
-    kind = ("TlsNotVerified" if isinstance(error, botocore.exceptions.SSLError)
-            else "Unreachable")
+    if isinstance(error, botocore.exceptions.SSLError):
+        kind = "TlsNotVerified"
+    elif isinstance(error, (botocore.exceptions.HTTPClientError,
+                            botocore.exceptions.ConnectionError, OSError)):
+        kind = "Unreachable"
+    else:
+        kind = "CredentialsUnusable"
     return SendError(type(error).__name__, str(error), kind, from_ses=False)
 
 
@@ -1976,8 +2010,8 @@ def not_an_ses_answer(error):
 
 def ses_error(response, sender=None):
     """The SendError for an error answer from SES (botocore's parsed response)."""
-    error = response.get("Error", {})
-    code, message = error.get("Code", "Unknown"), error.get("Message", "")
+    error = response.get("Error") or {}
+    code, message = error.get("Code") or "Unknown", error.get("Message") or ""
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return SendError(code, message, failure_kind(code, message, status, sender))
 
@@ -1988,7 +2022,7 @@ def failure_kind(code, message, http_status, sender):
         return "DailyQuotaExceeded"  # SES words it "Daily message quota exceeded."
     if code == "MessageRejected" and sender and sender in message:
         return "SenderRejected"  # "Email address is not verified ... <sender>"
-    if code in FAILURE_POLICY:
+    if code in FAILURE_POLICY and code not in FAILURE_CONDITIONS:
         return code
     return "ServerError" if http_status >= 500 else "Unknown"
 
@@ -2073,7 +2107,7 @@ def check_sender(client, config, recipients, found):
     if verified:
         found.notes.append(f"sender: {config.from_address} is verified (identity {verified[0]})")
     else:
-        found.problems.add("rejected")
+        found.problems.add(FAILURE_POLICY["SenderRejected"].outcome)
         found.warnings.append(f"warning: neither {config.from_address} nor {domain} is a "
                               f"verified SES identity in {config.region}: verify the sender "
                               "in the SES console, or SES will reject every report")
@@ -2578,6 +2612,9 @@ def build_parser():
 
 def exit_code(outcomes):
     """The exit code of a run that met these outcomes: the most pressing one's."""
+    unknown = set(outcomes) - set(EXIT_CODES)
+    if unknown:
+        raise ValueError(f"outcomes with no exit code: {sorted(unknown)}")  # a bug here
     return next((code for outcome, (code, _) in EXIT_CODES.items() if outcome in outcomes),
                 EXIT_CODES["sent"][0])
 

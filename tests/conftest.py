@@ -29,18 +29,23 @@ GOOD_SETTINGS = {
 }
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_real_aws(tmp_path_factory):
     """This process's own environment reaches no AWS account and no instance metadata.
 
     Runs in this process get their settings from the environment main() is
-    given; boto3's credential chain, which looks further only when no keys are
-    set, must find nothing here: not a developer's keys, profile or ~/.aws.
+    given; what botocore still reads from the process (its credential chain,
+    where no keys are set, and proxy variables) must find nothing here: not a
+    developer's keys, profile, ~/.aws or proxy.
     """
     nowhere = tmp_path_factory.mktemp("no-aws")
     with pytest.MonkeyPatch.context() as patch:
         for name in list(os.environ):
-            if name.startswith("AWS_"):
+            # botocore also reads proxies from here: none, so nothing leaves loopback.
+            if name.startswith("AWS_") or name.lower() in PROXY_VARIABLES:
                 patch.delenv(name)
         patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
         patch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
@@ -99,6 +104,19 @@ class FakeClock:
         self.elapsed += seconds
 
 
+def shared_models(config, **options):
+    """connect_ses, with botocore's service descriptions loaded once for all runs."""
+    global MODELS
+    if MODELS is None:
+        import botocore.loaders
+
+        MODELS = botocore.loaders.create_loader()
+    return ser.connect_ses(config, models=MODELS, **options)
+
+
+MODELS = None  # a cache of files botocore reads, never changed by a run
+
+
 class ScriptRunner:
     """Runs send_exec_reports as a user does: main([...]) in this process by default.
 
@@ -121,10 +139,14 @@ class ScriptRunner:
         write_env_file(self.env_file, {k: v for k, v in settings.items() if v is not None})
 
     def __call__(self, *args, env=None, clock=None, ses_factory=None):
-        """Run main() to the end with captured streams."""
+        """Run main() to the end with captured streams.
+
+        The SES clients come from the real factory, connect_ses, sharing one
+        botocore loader across runs so that SES's model is read once per session.
+        """
         stdout, stderr = io.StringIO(), io.StringIO()
         code = ser.main(self.argv(args), environ=self.environment(env), stdout=stdout,
-                        stderr=stderr, clock=clock, ses_factory=ses_factory)
+                        stderr=stderr, clock=clock, ses_factory=ses_factory or shared_models)
         return Result(code, stdout.getvalue(), stderr.getvalue())
 
     def subprocess(self, *args, env=None, python_flags=(), timeout=120):

@@ -25,6 +25,8 @@ EXAMPLE_ENV = REPO / "repos.env.example"
 START_TIMEOUT_SECONDS = 30
 # A production-like account: pacing never binds and the quota never runs out.
 FAST_SEND_RATE = 1000
+# Loopback is reached directly, whatever proxy the environment names.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 LARGE_DAILY_QUOTA = 50000
 
 
@@ -43,6 +45,7 @@ class LocalSES:
         self.url = f"http://127.0.0.1:{self.port}"
         self.quota = (max_send_rate, max_24_hour_send)
         self._process = None
+        self._client = None
 
     def start(self):
         rate, daily = self.quota
@@ -75,7 +78,7 @@ class LocalSES:
 
     def state(self):
         """Everything the server holds, as moto's own data API reports it."""
-        with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=5) as answer:
+        with DIRECT.open(f"{self.url}/moto-api/data.json", timeout=5) as answer:
             return json.load(answer)
 
     def messages(self):
@@ -84,18 +87,20 @@ class LocalSES:
 
     def reset(self):
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=5).close()
+        DIRECT.open(request, timeout=5).close()
 
     def verify(self, identity):
         """Verify an address, or a whole domain, the way the SES console does."""
-        import boto3
+        if self._client is None:  # made once: a boto3 client costs tens of milliseconds
+            import boto3
 
-        client = boto3.client("ses", region_name="us-east-1", endpoint_url=self.url,
-                              aws_access_key_id="local", aws_secret_access_key="local")
+            self._client = boto3.client("ses", region_name="us-east-1", endpoint_url=self.url,
+                                        aws_access_key_id="local",
+                                        aws_secret_access_key="local")
         if "@" in identity:
-            client.verify_email_identity(EmailAddress=identity)
+            self._client.verify_email_identity(EmailAddress=identity)
         else:
-            client.verify_domain_identity(Domain=identity)
+            self._client.verify_domain_identity(Domain=identity)
 
 
 def script_environment(endpoint_url, home, **extra):
@@ -137,6 +142,7 @@ def demo():
 
     from dotenv import dotenv_values
 
+    os.environ["no_proxy"] = "127.0.0.1,localhost"  # boto3 here, too, goes straight there
     sender = dotenv_values(EXAMPLE_ENV)["AWS_SES_FROM_ADDRESS"]
     workdir = REPO / ".demo"
     workdir.mkdir(exist_ok=True)

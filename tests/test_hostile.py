@@ -417,13 +417,13 @@ def test_an_address_given_twice_or_also_as_bcc_is_sent_once(run_via_proxy, proxy
 def test_a_stop_signal_mid_send_records_the_send_in_flight(run_via_proxy, proxy, ses, signum,
                                                            exit_code, said):
     ses.verify(SENDER)
-    proxy.delay["SendEmail"] = 0.6
+    proxy.delay["SendEmail"] = 0.4
     runner = run_via_proxy
     victim = runner.start("--cycle", CYCLE)
     deadline = time.monotonic() + 30
     while not runner.audit_records() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)  # the second report is now in flight
+        time.sleep(0.01)
+    time.sleep(0.1)  # the second report is now in flight
     victim.send_signal(signum)
     stdout, stderr = victim.communicate(timeout=30)
     assert victim.returncode == exit_code
@@ -432,3 +432,31 @@ def test_a_stop_signal_mid_send_records_the_send_in_flight(run_via_proxy, proxy,
     recorded = [r["message_id"] for r in runner.audit_records() if r["status"] == "sent"]
     assert len(recorded) >= 2  # the one in flight was answered and recorded too
     assert recorded == [m["id"] for m in ses.messages()]  # nothing SES took is unrecorded
+
+
+@pytest.mark.parametrize("name, value, said", [
+    ("AWS_SES_REGION", "us-east-\u0661", "is not an AWS region name"),  # an Arabic-Indic 1
+    ("AWS_ENDPOINT_URL_SES", "http://-bad-/", "has no usable host name"),
+    ("AWS_SES_FROM_NAME", "Reports \u202eevil", "right-to-left override"),
+])
+def test_values_botocore_or_a_reader_would_trip_on_are_config_errors(run_script, ses, name,
+                                                                    value, said):
+    result = run_script(env={name: value})
+    assert result.returncode == 78
+    assert f"config error: {name}" in result.stderr and said in result.stderr
+    assert "Traceback" not in result.stderr and ses.messages() == []
+
+
+def test_an_expired_sso_login_is_exit_78_not_75(run_script, ses):
+    """A process of its own: botocore reads the AWS config file from the environment."""
+    config = run_script.tmp_path / "aws-config"
+    config.write_text("[profile reports]\nsso_start_url = https://example.com/start\n"
+                      "sso_region = us-east-1\nsso_account_id = 123456789012\n"
+                      "sso_role_name = Reports\nregion = us-east-1\n")
+    result = run_script.subprocess("--only", "ceo", env={
+        "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": "reports",
+        "AWS_CONFIG_FILE": str(config)})
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "aws sso login" in result.stderr
+    assert ses.messages() == []

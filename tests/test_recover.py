@@ -1,6 +1,7 @@
 """Recovering: a cycle is never lost and never sent twice, whatever SES or the laptop does."""
 
 import collections
+import contextlib
 import functools
 import json
 import os
@@ -12,7 +13,7 @@ from datetime import datetime
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER, FakeClock
+from conftest import SENDER, FakeClock, shared_models
 
 CYCLE = "2026-11-29"
 ALL_IDS = [spec.report_id for spec in ser.REPORTS]
@@ -42,7 +43,7 @@ def wait_for(condition, seconds=30):
 # --- Transient failures are retried by botocore, bounded ---------------------
 
 
-@pytest.mark.parametrize("faults", [("throttle", "503"), ("drop",)], ids="-".join)
+@pytest.mark.parametrize("faults", [("throttle",), ("503",), ("drop",)], ids="-".join)
 def test_passing_faults_are_retried_and_every_report_goes_once(run_via_proxy, proxy, ses,
                                                               faults):
     ses.verify(SENDER)
@@ -57,10 +58,10 @@ def test_passing_faults_are_retried_and_every_report_goes_once(run_via_proxy, pr
 def test_slow_answers_within_the_timeout_are_waited_for(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.delay["SendEmail"] = 0.3
-    result = run_via_proxy("--only", "ceo,cto")
+    result = run_via_proxy("--only", "ceo")
     assert result.returncode == 0, result.stderr
-    assert proxy.count("SendEmail") == 2
-    assert len(ses.messages()) == 2
+    assert proxy.count("SendEmail") == 1
+    assert len(ses.messages()) == 1
 
 
 def test_a_failure_that_outlives_its_retries_exits_75_and_a_rerun_finishes(
@@ -296,14 +297,27 @@ def test_a_preflight_that_cannot_ask_warns_and_goes_on(run_via_proxy, proxy, ses
     ses.verify(SENDER)
     proxy.plan(action, then=fault)
     started = time.monotonic()
-    # The preflight's own read timeout bounds one hang; the other waits less.
-    patience = ser.PREFLIGHT_READ_TIMEOUT_SECONDS if action == "GetSendQuota" else 0.5
+    patience = 0.5  # the preflight's own read timeout, shortened; see the next test
     result = run_via_proxy("--cycle", CYCLE, ses_factory=functools.partial(
-        ser.connect_ses, preflight_read_timeout=patience))
+        shared_models, preflight_read_timeout=patience))
     assert time.monotonic() - started < patience + 5  # the proxy hangs for a minute
     assert result.returncode == 0, result.stderr
     assert "warning: preflight" in result.stderr
     assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
+
+
+def test_the_preflight_gives_up_after_one_short_attempt_by_default():
+    settings = {"AWS_SES_REGION": "us-east-1", "AWS_SES_FROM_ADDRESS": SENDER,
+                "AWS_SES_FROM_NAME": "Reports", "AWS_RECIPIENT_EMAIL": "owner@example.com",
+                "AWS_BCC_EMAIL": "audit@example.com", "AWS_ACCESS_KEY_ID": "local-demo-key",
+                "AWS_SECRET_ACCESS_KEY": "local-demo-secret"}
+    clients = ser.connect_ses(ser.parse_config(settings, audit_log_path=None))
+    with contextlib.closing(clients):
+        preflight, send = clients.preflight.meta.config, clients.send.meta.config
+    assert preflight.read_timeout == ser.PREFLIGHT_READ_TIMEOUT_SECONDS == 3
+    assert preflight.retries["total_max_attempts"] == 1
+    assert send.read_timeout == ser.SES_READ_TIMEOUT_SECONDS
+    assert send.retries == {"mode": "standard", "total_max_attempts": 4}
 
 
 def test_check_reports_what_ses_says_and_sends_nothing(run_via_proxy, proxy, ses):
@@ -428,7 +442,7 @@ def test_no_secret_leaks_whatever_goes_wrong(run_via_proxy, proxy, ses):
 def test_a_secret_that_ses_echoes_back_is_redacted_everywhere(run_via_proxy, proxy, ses):
     key_id, secret = "AKIAECHOEDKEYID00042", "wJalrXUtnFEMI/K7MDENG+echoed-secret"
     env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
-    echo = f"Credential {key_id} (secret {secret}) may not do this"
+    echo = f"Credential {key_id} (secret {secret}) may not do this; again: {secret}"
     for action in ("GetSendQuota", "GetIdentityVerificationAttributes"):
         proxy.plan(action, then=(403, "AccessDenied", echo))
     proxy.plan("SendEmail", (400, "MessageRejected", echo), then=(403, "AccessDenied", echo))
@@ -446,29 +460,72 @@ def test_a_secret_that_ses_echoes_back_is_redacted_everywhere(run_via_proxy, pro
 
 # --- One failure policy --------------------------------------------------------
 
-CONDITIONS = ("DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer", "ServerError",
-              "TlsNotVerified", "SenderRejected", "QuotaTooSmall", "QuotaInsufficient",
-              "Unknown")  # the FAILURE_POLICY keys that are not SES's error codes
-SES_CODES = [code for code in ser.FAILURE_POLICY if code not in CONDITIONS]
+# What each SES error code must do, written out here rather than read from the
+# script's table, so that a changed entry there is a failing test: (exit code,
+# whether the run stops at it).
+EXPECTED_HANDLING = {
+    "InternalFailure": (75, True), "RequestTimeout": (75, True),
+    "ServiceUnavailable": (75, True), "Throttling": (75, True),
+    "ThrottlingException": (75, True), "MessageRejected": (1, False),
+    "AccessDenied": (1, True), "AccessDeniedException": (1, True),
+    "AccountSendingPausedException": (1, True), "ConfigurationSetDoesNotExist": (1, True),
+    "ConfigurationSetSendingPausedException": (1, True),
+    "MailFromDomainNotVerifiedException": (1, True), "InvalidClientTokenId": (78, True),
+    "SignatureDoesNotMatch": (78, True), "ExpiredToken": (78, True),
+    "UnrecognizedClientException": (78, True),
+}
 
 
-@pytest.mark.parametrize("code", SES_CODES)
+def test_the_failure_table_knows_exactly_the_codes_expected_here():
+    assert set(ser.FAILURE_POLICY) - ser.FAILURE_CONDITIONS == set(EXPECTED_HANDLING)
+    assert {policy.outcome for policy in ser.FAILURE_POLICY.values()} <= set(ser.EXIT_CODES)
+
+
+@pytest.mark.parametrize("code", EXPECTED_HANDLING)
 def test_each_ses_error_code_is_handled_as_the_failure_table_says(run_via_proxy, proxy, ses,
                                                                   code):
     ses.verify(SENDER)
-    policy = ser.FAILURE_POLICY[code]
+    exit_code, stops = EXPECTED_HANDLING[code]
     proxy.plan("SendEmail", (400, code, "as SES words it"))
     result = run_via_proxy("--only", "ceo,cto", env={"AWS_MAX_ATTEMPTS": "1"})
-    assert result.returncode == ser.exit_code({policy.outcome})
-    assert result.returncode == {"transient": 75, "rejected": 1, "config": 78}[policy.outcome]
+    assert result.returncode == exit_code
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert line == f"error: ceo not sent: SES said {code}: as SES words it; {policy.advice}"
+    advice = ser.FAILURE_POLICY[code].advice
+    assert line == f"error: ceo not sent: SES said {code}: as SES words it; {advice}"
     second = run_via_proxy.audit_records()[1]
-    if policy.stops_run:
+    if stops:
         assert second["status"] == "skipped" and second["error"]["code"] == "NotAttempted"
         assert proxy.count("SendEmail") == 1
     else:
         assert second["status"] == "sent"
+
+
+@pytest.mark.parametrize("fault", ["unimplemented", (503, "", "no code at all"),
+                                   (503, "Unreachable", "a code that names a condition")])
+def test_a_server_error_without_a_known_code_is_transient_and_stops(run_via_proxy, proxy, ses,
+                                                                    fault):
+    ses.verify(SENDER)
+    proxy.plan("SendEmail", then=fault)
+    result = run_via_proxy("--cycle", CYCLE, env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 75
+    assert proxy.count("SendEmail") == 1
+    assert "run again later" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("code", ["MessageRejected", "Throttling", ""])
+def test_an_error_answer_with_an_empty_message_is_one_line(run_via_proxy, proxy, ses, code):
+    ses.verify(SENDER)
+    proxy.plan("SendEmail", then=(400, code, ""))
+    result = run_via_proxy("--only", "ceo", env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode in (1, 75)
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: ceo not sent: SES said {code or 'Unknown'}")
+
+
+def test_exit_code_refuses_an_outcome_it_does_not_know():
+    with pytest.raises(ValueError):
+        ser.exit_code({"rejectd"})
 
 
 @pytest.mark.parametrize("code, message, status, kind", [

@@ -81,7 +81,7 @@ def test_dollar_amounts_are_text_not_placeholders():
 def test_list_prints_ids_and_titles_without_reading_settings(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     code = ser.main(["--list", "--env-file", str(tmp_path / "absent.env")],
-                    stdout=out, stderr=err)
+                    environ={}, stdout=out, stderr=err)
     assert code == 0 and err.getvalue() == ""
     lines = out.getvalue().splitlines()
     assert [line.split()[0] for line in lines] == [s.report_id for s in ser.REPORTS]
@@ -91,7 +91,7 @@ def test_list_prints_ids_and_titles_without_reading_settings(tmp_path):
 @pytest.mark.parametrize("only", ["ceo,nope", "nope", ",", "CEO"])
 def test_an_unknown_report_id_is_a_usage_error_naming_it(only):
     out, err = io.StringIO(), io.StringIO()
-    assert ser.main(["--only", only], stdout=out, stderr=err) == 64
+    assert ser.main(["--only", only], environ={}, stdout=out, stderr=err) == 64
     assert "valid ids: ceo, cto, accounting" in err.getvalue()
     assert out.getvalue() == ""
 
@@ -100,7 +100,7 @@ def test_an_unknown_report_id_is_a_usage_error_naming_it(only):
                                   ["--cycle", "x\nSubject: y"], ["--only"]])
 def test_usage_errors_exit_64_with_one_line(argv):
     out, err = io.StringIO(), io.StringIO()
-    assert ser.main(argv, stdout=out, stderr=err) == 64
+    assert ser.main(argv, environ={}, stdout=out, stderr=err) == 64
     assert len(err.getvalue().strip().splitlines()) == 1
 
 
@@ -129,6 +129,11 @@ AMBIGUOUS_TEMPLATES = {
     "a misspelled brief marker": ("## At a glance [brif]\n", 1, "marker [brif]"),
     "a bar outside a table": ("## Plan\nProgress [bar 4/6] so far.\n", 2, "marker [bar 4/6]"),
     "a bar past its total": ("## Plan\n| a | b |\n| x | [bar 7/6] |\n", 3, "bar '[bar 7/6]'"),
+    "a marker in capitals": ("## At a glance [Brief]\n", 1, "marker [Brief]"),
+    "a bar with no space": ("## Plan\n| a | b |\n| x | [bar4/6] |\n", 3, "marker [bar4/6]"),
+    "a brief marker twice": ("## At a glance [brief] [brief]\n", 1, "marker [brief]"),
+    "an indented line after a heading": ("## Plan\n  more of the heading?\n", 2,
+                                         "indented line after a heading"),
 }
 
 
@@ -150,9 +155,14 @@ def test_every_shipped_template_reads_one_way_in_both_editions(spec, variant):
 
 
 def test_values_are_text_never_markup():
-    """A From name or a figure that looks like markup stays what it is."""
-    odd = "Ops [brief] | - 1. [bar 1/2]"
-    context = {**CONTEXT, "prepared_by": odd}
-    for spec in ser.REPORTS:
-        report = ser.render_report(spec, **context)
-        assert f"prepared by {odd}" in " ".join(report.body.split())
+    """A value that looks like markup, even at a line's start or in a cell, stays text."""
+    odd = "- 1. | [bar 1/2] | ## x"
+    spec = ser.ReportSpec("values", "Values", ser.ReportTemplate(
+        "## At a glance [brief]\n${prepared_by}\n\n| Who | Value |\n| By | ${prepared_by} |\n"))
+    report = ser.render_report(spec, **{**CONTEXT, "prepared_by": odd})
+    assert f"\n{odd}\n" in report.body  # a paragraph, not a list, table or heading
+    assert f"By   {odd}" in report.body  # one cell, not four
+    assert report.html.count("<th") == 2 and "<li" not in report.html
+    for real in ser.REPORTS:  # and in the shipped reports' header
+        assert f"prepared by {odd}" in " ".join(ser.render_report(
+            real, **{**CONTEXT, "prepared_by": odd}).body.split())
