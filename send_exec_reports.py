@@ -44,7 +44,8 @@ import textwrap
 import threading
 import time
 import unicodedata
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +68,8 @@ EXIT_CODES = {
     "config": (os.EX_CONFIG, "the configuration is invalid, no AWS credentials were found "
                              "or AWS refused them, or TLS to the endpoint cannot be "
                              "verified; nothing more was sent"),
+    "data": (os.EX_DATAERR, "the figures file has bad rows, or its figures are stale "
+                            "and REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
                                      "written; nothing unrecorded is sent"),
     "rejected": (1, "SES rejected at least one report, or --check found what would make it "
@@ -98,6 +101,12 @@ ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL")
 NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
 BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
 BRIEF_MARK = "[brief]"
+COUNT_MARK = "(#)"  # a heading ending so counts the items of the list under it
+SLOT_PATTERN = re.compile(r"\$\{([_a-z][_a-z0-9]*)\}")  # a line that is one placeholder
+TREND_LEVELS = ".:-=+#"  # the text edition's trend, lowest to highest
+# "- [until ota_listings] List on Sailo": the item is left out once the figures
+# show the metric in order (on target, or measured where it has no target).
+UNTIL_PATTERN = re.compile(r"\[until ([a-z_]+)\] ")
 # What reads as a marker, in any case: [bar 4/6], [brief], and their misspellings.
 MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
 GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
@@ -223,6 +232,9 @@ FAILURE_POLICY = {
         "dashboard), or send fewer reports (--only) or to fewer recipients"),
     "QuotaInsufficient": FailurePolicy(  # the preflight's: today's quota is used up
         "transient", True, "run again when the 24-hour quota has room"),
+    "StaleData": FailurePolicy(  # REPORT_DATA_REQUIRE_FRESH and the figures are not this cycle's
+        "data", True, "add this cycle's figures to the figures file (REPORT_DATA_PATH), then "
+        "run again"),
     "CredentialsUnusable": FailurePolicy(  # botocore could not get or use the credentials
         "config", True, "the AWS credentials could not be used: log in again (aws sso "
         "login) or check AWS_PROFILE and the keys"),
@@ -259,7 +271,8 @@ FAILURE_POLICY = {
 # naming one of these as its code is not taken for it.
 FAILURE_CONDITIONS = frozenset({
     "DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer", "ServerError", "TlsNotVerified",
-    "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable"})
+    "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable",
+    "StaleData"})
 
 
 class ReportTemplate(string.Template):
@@ -270,7 +283,8 @@ class ReportTemplate(string.Template):
       "# Title"            the report's title
       "## Heading"         a section; "## Heading [brief]" also goes in the brief
       "- item"             a bullet item
-      "1. item"            a numbered item
+      "1. item"            a numbered item; "- [until metric] item" is left out
+                           once the figures show that metric in order
       "| a | b |"          a table row, the first row of a table its header;
                            a cell "[bar 4/6]" is a bar filled 4 parts of 6
       "---"                the footer rule
@@ -296,7 +310,7 @@ class ReportTemplate(string.Template):
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
-Cycle ${cycle} | prepared by ${prepared_by} | generated ${generated_at}
+Cycle ${cycle} | prepared by ${prepared_by} | generated ${generated_at} | figures ${figures_line}
 
 Businesses: JADA, QueenofSanDiego (QOS), QuickDumpNow (QDN), DangerousCentaur (DC)
 """)
@@ -308,27 +322,31 @@ of every report goes to the audit inbox; the audit log records this message's id
 """)
 
 CEO_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Critical shortfalls | 8 |
-| Missing KPIs | 9 |
-| OTA listings | 0 |
-| Monthly burn | $7-9K |
-| Break-even | 6 charters/month |
+${glance}
+
+Critical shortfalls open: ${shortfall_count}. Metrics not measured: ${missing_count} of
+${metric_count}. Break-even: 6 charters a month.
 
 ## Top actions [brief]
-1. Rotate and remove the hardcoded Stripe keys; take repos.env out of version
-   control.
-2. Deploy an accounting system.
-3. Send the email blast to the 3,676-person list ($10K-50K of concert booking
-   potential).
-4. List on Sailo, then GetMyBoat.
+1. [until open_security_gaps] Rotate and remove the hardcoded Stripe keys; take
+   repos.env out of version control.
+2. [until accounting_system_live] Deploy an accounting system.
+3. Send the email blast to the list (${email_list}; $10K-50K of concert
+   booking potential).
+4. [until ota_listings] List on Sailo, then GetMyBoat.
 
 ## Executive summary
-The portfolio has real assets and no operating rhythm around them. Revenue is
-not tracked in one place, the sales pipeline is empty, and none of the charter
-inventory is listed where buyers look. The next 30 days are about turning on
-revenue visibility and the zero-cost channels before anything is spent.
+The portfolio has real assets and too little operating rhythm around them:
+${shortfall_count} critical shortfalls are open and ${missing_count} of the
+${metric_count} metrics are not yet measured. The next 30 days are about turning
+on revenue visibility and the zero-cost channels before anything is spent.
+
+## Trends over the last snapshots
+${trends}
 
 ## Asset inventory
 | Business | Assets and state |
@@ -336,46 +354,25 @@ revenue visibility and the zero-cost channels before anything is spent.
 | QueenofSanDiego | Brand and booking site for San Diego charters and events |
 | QuickDumpNow | Local service business; lead funnel currently broken |
 | DangerousCentaur | Client-services business with a client portfolio and no billing model |
-| Supporting | 3028 51st St rental; Expert Yacht Delivery; a 3,676-person email list;
-  AWS with SES on a verified domain
+| Supporting | 3028 51st St rental; Expert Yacht Delivery; an email list
+  (${email_list}); AWS with SES on a verified domain
 
-## Critical shortfalls (8)
-1. Empty sales pipeline: no charter or event enquiries in flight.
-2. Revenue tracking gaps: no single view of revenue by business.
-3. Sergio equity risk: the equity arrangement is undocumented; mitigate with a
-   written agreement before further investment.
-4. Zero OTA listings: no presence on Sailo, GetMyBoat, Viator or GYG.
-5. DC billing model absent: client work is delivered without a defined billing
-   model, so revenue leaks.
-6. QDN funnel breakage: enquiries do not reach a booked job.
-7. Carole transition risk: knowledge held by one person with no handover.
-8. No accounting system deployed (Accounting Officer report).
+## Critical shortfalls (#)
+${shortfalls}
 
 ## Shortfalls by business
-| Business | Share of 8 | Shortfalls |
-| JADA / QOS | [bar 2/8] | Pipeline, OTA listings |
-| QDN | [bar 1/8] | Funnel |
-| DC | [bar 1/8] | Billing model |
-| Portfolio-wide | [bar 4/8] | Revenue tracking, Sergio equity, Carole transition, accounting |
+${shortfall_split}
 
-## Missing KPIs (9)
-1. Charters booked per month (target: 6, the break-even point)
-2. Revenue per business per month
-3. Monthly burn against the $7-9K model
-4. Pipeline value and enquiry-to-booking conversion
-5. Email list engagement (open and click rate of the 3,676-person list)
-6. OTA listing views and bookings per platform
-7. QDN enquiries and booked jobs per week
-8. DC billable revenue per client and renewal dates
-9. 3028 51st St occupancy rate and net rental income
+## Missing KPIs (#)
+${missing_kpis}
 
 ## 30-day execution agenda, from ${cycle}
 | Week | Actions |
 | 1 | Rotate and remove hardcoded Stripe keys; take repos.env out of version control;
   deploy an accounting system
-| 2 | Send the email blast to the 3,676-person list; list on Sailo |
+| 2 | Send the email blast to the list; list on Sailo |
 | 3 | List on GetMyBoat; repair the QDN funnel; define DC billing tiers |
-| 4 | Document the Sergio equity terms and Carole's handover; first review of the nine KPIs |
+| 4 | Document the Sergio equity terms and Carole's handover; review the KPIs |
 
 ## P&L impact
 Every item on the agenda is zero- or low-cost. The email blast alone is
@@ -383,12 +380,13 @@ modelled at $10K-50K of concert booking potential (CMO report).
 """)
 
 CTO_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Security gaps | 6 |
-| AWS baseline | ~$50-84/month |
-| AWS savings available | ~$25/month |
-| CI/CD, staging, rollback | none |
+${glance}
+
+CI/CD, staging and rollback: none yet.
 
 ## Top actions [brief]
 1. Rotate the Stripe keys and move them out of the code.
@@ -403,7 +401,7 @@ CTO_TEMPLATE = ReportTemplate("""\
 | DC | Client sites and Google Apps Script endpoints without authentication |
 | All | No CI/CD pipeline, no staging environment, no automated rollback |
 
-## Security gaps (6)
+## Security gaps found in the audit (#)
 1. Hardcoded Stripe keys in the codebase.
 2. Plaintext repos.env committed to version control.
 3. Unauthenticated Google Apps Script endpoints.
@@ -415,9 +413,16 @@ CTO_TEMPLATE = ReportTemplate("""\
 
 ## AWS cost analysis
 | Item | Monthly cost |
-| Baseline | ~$50-84/month |
-| Optimisation available (idle resources, right-sizing) | ~$25/month |
-| SES: $0.10 per 1,000 emails after the first 62,000 a month | $0 at 8 reports x 2-3 cycles/month |
+| AWS, this snapshot | ${aws_cost} |
+| AWS baseline, source document | ~$50-84/month |
+| Savings available | ~$25/month (idle resources, right-sizing) |
+| SES, $0.10 per 1,000 emails | cents (8 reports x 2-3 cycles a month) |
+
+SES's free tier (62,000 emails a month) is only for mail sent from an
+application on EC2, which a laptop is not; at this volume SES costs cents a month.
+
+## Trends over the last snapshots
+${trends}
 
 ## UX shortfalls
 - Missing availability calendar: buyers cannot see open charter dates.
@@ -443,21 +448,25 @@ CTO_TEMPLATE = ReportTemplate("""\
 """)
 
 ACCOUNTING_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Accounting system | none deployed |
-| Chart of accounts | none; bank statements are the only record |
-| Roadmap | 4 milestones, through Q1 2027 |
+${glance}
+
+Roadmap: 4 milestones, through Q1 2027.
 
 ## Top actions [brief]
-1. Deploy an accounting system with the chart of accounts below.
+1. [until accounting_system_live] Deploy an accounting system with the chart
+   of accounts below.
 2. Connect bank and Stripe feeds; categorise every expense by function.
 3. Close the books monthly, per business.
 
 ## Critical finding
-No accounting system is currently deployed. Revenue, expenses and owner
-transactions for the four businesses are not recorded in a ledger, so no
-financial statement in this cycle can be produced from books.
+${accounting_finding}
+
+## Trends over the last snapshots
+${trends}
 
 ## Revenue recognition gaps
 - Charter revenue (JADA/QOS) is not recognised on the charter date; deposits
@@ -495,28 +504,30 @@ Existing structure: none. Recommended structure, with one class per business
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Email list | 3,676 people, not yet contacted |
-| Modelled blast return | $10K-50K of concert booking potential |
-| OTA listings | 0 |
-| Analytics | none on any site |
+${glance}
+
+Modelled return of an email blast: $10K-50K of concert booking potential.
 
 ## Top actions [brief]
-1. Send the email blast to the 3,676-person list now.
-2. List on Sailo first, GetMyBoat second.
-3. Add analytics and UTM attribution to every site and campaign.
+1. Send the email blast to the list (${email_list}) now.
+2. [until ota_listings] List on Sailo first, GetMyBoat second.
+3. [until sites_with_analytics] Add analytics and UTM attribution to every site
+   and campaign.
 
 ## Channel-by-channel visibility matrix
 | Channel | JADA / QOS | QDN | DC |
 | Own website | live | live | live |
-| Email list | 3,676, idle | none | none |
+| Email list | ${email_list} | none | none |
 | OTA marketplaces | not listed | n/a | n/a |
 | Local search / SEO | weak | roadmap below | n/a |
 | Analytics | none | none | none |
 
-## Business case: email blast to 3,676 people, now
-The list exists and costs nothing to reach through SES. Modelled return:
+## Business case: an email blast, now
+The list (${email_list}) exists and costs nothing to reach through SES. Modelled return:
 $10K-50K of concert booking potential. Send it first: it is the only channel
 that is both free and already built.
 
@@ -525,6 +536,9 @@ that is both free and already built.
 2. GetMyBoat second.
 3. Viator and GetYourGuide only after certificate of insurance hardening (COI
    verification before any charter is accepted).
+
+## Trends over the last snapshots
+${trends}
 
 ## QDN local SEO roadmap
 - Claim and complete the business profile for local search.
@@ -543,23 +557,24 @@ monthly review compares bookings per channel against spend.
 """)
 
 CFO_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Monthly burn | $7-9K |
-| Break-even | 6 charters/month |
-| December 2026 target | 6 charters, break-even |
-| Financial control rules | 3, non-negotiable |
+${glance}
+
+Break-even: 6 charters a month. Financial control rules: 3, non-negotiable.
 
 ## Top actions [brief]
 1. Hold every spend to the capital tiers: zero-cost initiatives first.
 2. Enforce the three control rules from this cycle on.
-3. Reach 6 charters a month, break-even, by December 2026.
+3. [until charters_booked] Reach 6 charters a month: break-even.
 
 ## Burn rate model
 | Item | Figure |
-| Monthly burn | $7-9K |
+| Monthly burn | ${burn} |
 | Break-even | 6 charters/month |
-| Implied contribution per charter | ~$1,170-1,500 ($7-9K / 6) |
+| Implied contribution per charter | ${contribution} (the burn / 6) |
 
 ## Tiered capital deployment framework
 1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
@@ -567,15 +582,11 @@ CFO_TEMPLATE = ReportTemplate("""\
 3. Revenue-producing features: availability calendar, booking flow.
 4. No-deploy guardrails: nothing ships that breaks the control rules.
 
-## Monthly revenue targets through Q4 2026
-Targets in charters a month, ramping to break-even (6 charters, covering the
-$7-9K monthly burn) by December 2026; tracked monthly once the accounting
-system is live.
+## Charters booked against break-even
+${break_even}
 
-| Month | Target charters | Against break-even (6) |
-| October 2026 | 4 | [bar 4/6] |
-| November 2026 | 5 | [bar 5/6] |
-| December 2026 | 6 | [bar 6/6] |
+## Trends over the last snapshots
+${trends}
 
 ## Three non-negotiable financial control rules
 1. No hardcoded keys: payment credentials live outside the code.
@@ -585,16 +596,18 @@ system is live.
 """)
 
 RENTAL_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Valuation on file | none |
-| Rent recorded in a ledger | no |
-| Occupancy tracked | no |
+${glance}
+
+Valuation on file: none.
 
 ## Top actions [brief]
 1. Obtain a current valuation this cycle.
 2. Record every rent payment once the accounting system is live.
-3. Start tracking occupancy monthly.
+3. [until rental_occupancy] Start tracking occupancy monthly.
 
 ## Property asset valuation
 No current valuation is on file. Obtain one this cycle so the property is
@@ -603,6 +616,9 @@ carried in the chart of accounts (Assets) at a known figure.
 ## Rental revenue visibility
 Rent is not recorded in a ledger. Record each payment under Revenue - Rent once
 the accounting system is live.
+
+## Trends over the last snapshots
+${trends}
 
 ## Expense tracking by maintenance category
 - Repairs
@@ -621,17 +637,24 @@ is recorded.
 """)
 
 YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Per-delivery costs recorded | no |
-| Shared calendar with JADA | no |
+${glance}
+
+Shared calendar with JADA: not yet.
 
 ## Top actions [brief]
-1. Record crew, fuel, dockage, travel and insurance per delivery.
+1. [until cost_per_delivery] Record crew, fuel, dockage, travel and insurance
+   per delivery.
 2. Share one calendar with JADA charters.
 
 ## Current service delivery model
 Deliveries are taken one at a time, quoted by hand and crewed ad hoc.
+
+## Trends over the last snapshots
+${trends}
 
 ## Capacity constraints
 Crew availability and the captain's calendar limit how many deliveries can run
@@ -653,10 +676,13 @@ reuse JADA's COI verification and booking records.
 """)
 
 DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
+## Since the last report [brief]
+${changes}
+
 ## At a glance [brief]
-| Measure | Now |
-| Billing model | none |
-| Renewal dates recorded | none |
+${glance}
+
+Billing model: none yet. Renewal dates recorded: none yet.
 
 ## Top actions [brief]
 1. Set a billing model: rate card, invoice schedule, contract terms.
@@ -665,6 +691,9 @@ DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
 ## Billing gap identification
 DC has no billing model: work is delivered without a rate card, invoice
 schedule or contract terms, so delivered work goes unbilled.
+
+## Trends over the last snapshots
+${trends}
 
 ## Revenue recognition by client tier
 Tier clients by monthly value and recognise revenue as work is delivered, per
@@ -702,6 +731,93 @@ REPORTS = (
 )
 
 
+class Metric(NamedTuple):
+    """One measurement of the business: a column of the figures file."""
+
+    metric_id: str  # the column's name in the figures file
+    label: str  # at most 22 characters: the text edition's tables stay 72 wide
+    unit: str  # a key of UNITS
+    reports: tuple  # the reports that show it
+    target: str | None = None  # the level the business aims for, in the unit
+    good: str = "up"  # "up": more is better; "down": less is better
+
+
+# How a figure is written in the figures file, per unit.
+UNITS = {
+    "count": "a whole number, such as 6",
+    "dollars": "dollars, such as 8000, or a range such as 7000-9000",
+    "percent": "a percentage from 0 to 100, such as 24",
+    "yes_no": "yes or no",
+}
+
+# Every figure the reports state that measures the business.  Policy and plan
+# (break-even at 6 charters a month, the control rules, the OTA sequence) stay
+# text in the templates, or become a target here.
+METRICS = (
+    Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
+    Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
+           ("ceo", "cfo", "accounting")),
+    Metric("revenue_qdn", "QDN revenue/month", "dollars", ("ceo", "accounting")),
+    Metric("revenue_dc", "DC billed/month", "dollars", ("ceo", "accounting", "dc-portfolio")),
+    Metric("monthly_burn", "Monthly burn", "dollars", ("ceo", "cfo"), "9000", "down"),
+    Metric("cash_on_hand", "Cash on hand", "dollars", ("cfo",)),
+    Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "1"),
+    Metric("ota_listings", "OTA listings", "count", ("ceo", "cmo"), "2"),
+    Metric("email_list_size", "Email list size", "count", ("cmo",)),
+    Metric("email_open_rate", "Email open rate", "percent", ("cmo",)),
+    Metric("qdn_enquiries", "QDN enquiries/week", "count", ("cmo",)),
+    Metric("qdn_jobs_booked", "QDN jobs booked/week", "count", ("ceo", "cmo"), "1"),
+    Metric("dc_active_clients", "DC active clients", "count", ("dc-portfolio",)),
+    Metric("rental_occupancy", "Rental occupancy", "percent", ("rental-3028",)),
+    Metric("rental_net_income", "Net rent/month", "dollars", ("rental-3028", "accounting")),
+    Metric("deliveries", "Deliveries/month", "count", ("yacht-delivery",)),
+    Metric("cost_per_delivery", "Cost per delivery", "dollars", ("yacht-delivery",),
+           None, "down"),
+    # 59 = the baseline's top, $84, less the $25 of savings the CTO report names.
+    Metric("aws_monthly_cost", "AWS cost/month", "dollars", ("cto", "cfo"), "59", "down"),
+    Metric("open_security_gaps", "Open security gaps", "count", ("ceo", "cto"), "0", "down"),
+    Metric("sites_with_analytics", "Sites with analytics", "count", ("cto", "cmo"), "3"),
+    Metric("accounting_system_live", "Accounting system live", "yes_no",
+           ("ceo", "accounting"), "yes"),
+)
+FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
+FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
+TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
+DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
+DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
+
+
+class Shortfall(NamedTuple):
+    """A critical shortfall in the CEO report: listed while its metric is not on track.
+
+    metric None: nothing measures it, so only a person can take it off the list.
+    """
+
+    business: str
+    text: str
+    metric: str | None = None
+
+
+SHORTFALLS = (
+    Shortfall("JADA / QOS", "Sales pipeline below target: no charter or event enquiries "
+              "in flight.", "pipeline_value"),
+    Shortfall("Portfolio", "Revenue tracking gaps: no single view of revenue by "
+              "business.", "revenue_jada_qos revenue_qdn revenue_dc"),
+    Shortfall("Portfolio", "Sergio equity risk: the equity arrangement is undocumented; "
+              "mitigate with a written agreement before further investment."),
+    Shortfall("JADA / QOS", "OTA listings below target: Sailo, then GetMyBoat, then "
+              "Viator or GYG.", "ota_listings"),
+    Shortfall("DC", "DC billing model absent: client work is delivered without a defined "
+              "billing model, so revenue leaks."),
+    Shortfall("QDN", "QDN funnel breakage: enquiries do not reach a booked job.",
+              "qdn_jobs_booked"),
+    Shortfall("Portfolio", "Carole transition risk: knowledge held by one person with no "
+              "handover."),
+    Shortfall("Portfolio", "No accounting system deployed (Accounting Officer report).",
+              "accounting_system_live"),
+)
+
+
 class ReportRunError(Exception):
     """A failure a person can fix; main() prints it and exits by its outcome."""
 
@@ -728,6 +844,16 @@ class AuditLogError(ReportRunError):
 
 class PreviewError(ReportRunError):
     outcome = "cant_create"
+
+
+class DataError(ReportRunError):
+    """The figures file has problems; carries one line per problem."""
+
+    outcome = "data"
+
+    def __init__(self, problems):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
 
 
 class RunLockedError(ReportRunError):
@@ -789,6 +915,9 @@ class Config(NamedTuple):
     endpoint_url: str | None = None
     aws_profile: str | None = None
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
+    data_path: Path | None = None  # the figures file
+    data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
+    data_require_fresh: bool = False
     credential_origin: str | None = None  # where explicit keys came from, never the keys
     access_key_id: str | None = None  # the three secrets: never shown, see __repr__
     secret_access_key: str | None = None
@@ -832,6 +961,8 @@ class RenderedReport(NamedTuple):
     to: tuple = ()
     bcc: tuple = ()
     variant: str = "a"
+    data_as_of: str | None = None  # the figures snapshot it was written from
+    data_sha256: str | None = None
 
     @property
     def recipient_count(self):
@@ -938,6 +1069,7 @@ def setting_problems(settings, variant="a"):
                         "configuration set name (letters, digits, _ and -, up to 64)")
     problems.extend(endpoint_problems(settings))
     problems.extend(retry_problems(settings))
+    problems.extend(figures_setting_problems(settings))
     problems.extend(credential_problems(settings))
     return problems
 
@@ -1032,6 +1164,22 @@ def endpoint_problems(settings):
     return problems
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def figures_setting_problems(settings):
+    """REPORT_DATA_MAX_AGE_DAYS and REPORT_DATA_REQUIRE_FRESH, if given."""
+    problems = []
+    age = (settings.get("REPORT_DATA_MAX_AGE_DAYS") or "").strip()
+    if age and not (re.fullmatch(r"[0-9]{1,4}", age) and int(age) >= 1):
+        problems.append(f"REPORT_DATA_MAX_AGE_DAYS {age[:20]!r} is not a number of days "
+                        "from 1 to 9999")
+    fresh = (settings.get("REPORT_DATA_REQUIRE_FRESH") or "").strip().lower()
+    if fresh and fresh not in TRUE_WORDS + FALSE_WORDS:
+        problems.append(f"REPORT_DATA_REQUIRE_FRESH {fresh[:20]!r} is not true or false")
+    return problems
+
+
 def url_problem(value):
     """Why value is not an http(s) URL that botocore can use, or None."""
     from urllib.parse import urlsplit
@@ -1079,7 +1227,8 @@ def credential_problems(settings):
     return []
 
 
-def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
+def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
+                 data_path=None):
     """Turn merged settings into a Config, or raise ConfigError listing every problem."""
     problems = setting_problems(settings, variant)
     routes = report_routes(settings, variant) if not problems else {}
@@ -1103,6 +1252,9 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a"):
         aws_profile=value("AWS_PROFILE"),
         retries=retry_config(settings),
         ca_bundle=value("AWS_CA_BUNDLE"),
+        data_path=data_path,
+        data_max_age_days=int(value("REPORT_DATA_MAX_AGE_DAYS") or DEFAULT_MAX_AGE_DAYS),
+        data_require_fresh=(value("REPORT_DATA_REQUIRE_FRESH") or "false").lower() in TRUE_WORDS,
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -1126,6 +1278,365 @@ def redact(text, secrets):
     if not real:
         return text
     return re.sub("|".join(map(re.escape, real)), "[redacted]", text)
+
+
+# --- The figures of a cycle (pure) ---------------------------------------------
+
+
+class Snapshot(NamedTuple):
+    """One row of the figures file: what was measured as of a date."""
+
+    as_of: date
+    line: int  # in the figures file, for messages
+    figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
+    note: str
+    sha256: str  # of the row as read: what the audit log records
+
+
+class CycleFigures(NamedTuple):
+    """The snapshots a cycle's reports are written from."""
+
+    snapshot: Snapshot | None  # the newest dated on or before the cycle; None: no figures
+    previous: Snapshot | None  # the one before it: "last time"
+    history: tuple  # up to TREND_SNAPSHOTS snapshots, oldest first, ending with snapshot
+
+
+NO_FIGURES = CycleFigures(None, None, ())
+
+
+def parse_figures(text, name):
+    """The snapshots of a figures file, oldest first; DataError lists every problem,
+    one a line, as FILE:LINE: column: problem."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text))
+    header = [column.strip() for column in next(reader, [])]
+    problems = header_problems(header, name)
+    snapshots = []
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        snapshot, row_problems = parse_snapshot(header, row, reader.line_num, name)
+        if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
+            row_problems.append(f"{name}:{reader.line_num}: {FIGURES_DATE_COLUMN}: "
+                                f"{snapshot.as_of} is not after {snapshots[-1].as_of} (line "
+                                f"{snapshots[-1].line}): one row a date, oldest first")
+        problems += row_problems
+        if snapshot and not row_problems:
+            snapshots.append(snapshot)
+    if problems:
+        raise DataError(problems)
+    return snapshots
+
+
+def header_problems(header, name):
+    """What is wrong with the figures file's first line, one problem a column."""
+    if not header:
+        return [f"{name}:1: the file is empty: its first line names the columns "
+                "(--metrics --csv-header prints it)"]
+    problems = [] if header[0] == FIGURES_DATE_COLUMN else [
+        f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
+    known = {metric.metric_id for metric in METRICS} | {FIGURES_NOTE_COLUMN}
+    for position, column in enumerate(header[1:], start=1):
+        if column not in known:
+            problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
+                            "lists them")
+        elif column in header[:position]:
+            problems.append(f"{name}:1: {column}: named twice")
+    return problems
+
+
+def parse_snapshot(header, row, line, name):
+    """(Snapshot or None, problems) for one row of the figures file."""
+    problems = []
+    if len(row) > len(header):
+        problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
+                        f"{len(header)} columns the first line names")
+    cells = dict(zip(header, (cell.strip() for cell in row)))
+    as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
+    if as_of is None:
+        problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
+                        f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not a date "
+                        "(YYYY-MM-DD)")
+    figures = {}
+    for metric in METRICS:
+        cell = cells.get(metric.metric_id, "")
+        if cell:
+            try:
+                figures[metric.metric_id] = parse_figure(cell, metric.unit)
+            except ValueError:
+                problems.append(f"{name}:{line}: {metric.metric_id}: {cell[:20]!r} is not "
+                                f"{UNITS[metric.unit]}")
+    if as_of is None:
+        return None, problems
+    digest = sha256_hex(json.dumps(cells, sort_keys=True))
+    return Snapshot(as_of, line, figures, cells.get(FIGURES_NOTE_COLUMN, ""), digest), problems
+
+
+def parse_date(text):
+    """The date of a YYYY-MM-DD text, or None."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_figure(text, unit):
+    """(low, high) Decimals for one cell in its unit, or ValueError.
+
+    Spreadsheets export "$8,000" and "24%": the signs are allowed.  Dollars
+    may be a range, as the source document gives the burn ($7-9K a month).
+    """
+    plain = text.replace(",", "").replace("$", "").removesuffix("%").strip().lower()
+    if unit == "yes_no":
+        if plain in ("yes", "no"):
+            value = Decimal(plain == "yes")
+            return value, value
+        raise ValueError(text)
+    low, dash, high = plain.partition("-") if unit == "dollars" else (plain, "", plain)
+    try:
+        low, high = Decimal(low), Decimal(high if dash else low)
+    except InvalidOperation:
+        raise ValueError(text) from None
+    if not (low.is_finite() and high.is_finite() and 0 <= low <= high):
+        raise ValueError(text)
+    if unit == "count" and low != low.to_integral_value():
+        raise ValueError(text)
+    if unit == "percent" and high > 100:
+        raise ValueError(text)
+    return low, high
+
+
+def cycle_figures(snapshots, cycle):
+    """The snapshot a cycle uses (the newest dated on or before the cycle's date, or
+    the newest for a cycle that is not a date), the one before it, and the trend."""
+    day = parse_date(cycle)
+    eligible = [s for s in snapshots if day is None or s.as_of <= day]
+    if not eligible:
+        return NO_FIGURES
+    return CycleFigures(eligible[-1], eligible[-2] if len(eligible) > 1 else None,
+                        tuple(eligible[-TREND_SNAPSHOTS:]))
+
+
+def figure_of(snapshot, metric):
+    return snapshot.figures.get(metric.metric_id) if snapshot else None
+
+
+def amount_text(value, unit, money_sign=True):
+    """One amount as a reader sees it: $8,000, 24%, 3,676, yes."""
+    if unit == "yes_no":
+        return "yes" if value else "no"
+    number = format(value.quantize(Decimal(1)) if unit == "dollars" else value, ",f")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    if unit == "dollars":
+        return "$" + number if money_sign else number
+    return number + "%" if unit == "percent" else number
+
+
+def figure_text(figure, unit):
+    """A figure as a reader sees it; a range as $7,000-9,000; - where not measured."""
+    if figure is None:
+        return "-"
+    low, high = figure
+    if low == high:
+        return amount_text(low, unit)
+    return f"{amount_text(low, unit)}-{amount_text(high, unit, money_sign=False)}"
+
+
+def target_value(metric):
+    return None if metric.target is None else (
+        Decimal(metric.target == "yes") if metric.unit == "yes_no" else Decimal(metric.target))
+
+
+def target_text(metric):
+    return "-" if metric.target is None else amount_text(target_value(metric), metric.unit)
+
+
+def on_target(metric, figure):
+    """True if the figure meets the metric's target (the range's worse end counts)."""
+    target = target_value(metric)
+    low, high = figure
+    return low >= target if metric.good == "up" else high <= target
+
+
+def status_text(metric, figure):
+    if figure is None:
+        return "not measured"
+    if metric.target is None:
+        return "no target"
+    return "on track" if on_target(metric, figure) else "behind"
+
+
+def change_text(metric, now, before, compared):
+    """Since the previous snapshot: up 1, down $400, no change, new, or -."""
+    if not compared or now is None:
+        return "-"
+    if before is None:
+        return "new"
+    difference = sum(now) / 2 - sum(before) / 2
+    if not difference:
+        return "no change"
+    if metric.unit == "yes_no":
+        return f"now {amount_text(now[0], 'yes_no')}"
+    return f"{'up' if difference > 0 else 'down'} {amount_text(abs(difference), metric.unit)}"
+
+
+def fixed(metric, figure):
+    """Whether the data says what this metric tracks is in order."""
+    if figure is None:
+        return False
+    return metric.target is None or on_target(metric, figure)
+
+
+def metrics_of(report_id):
+    return [metric for metric in METRICS if report_id in metric.reports]
+
+
+def glance_table(report_id, figures):
+    """The headline figures of one report: value, change, target and status."""
+    rows = [["Measure", "Now", "Change", "Target", "Status"]]
+    for metric in metrics_of(report_id):
+        now, before = figure_of(figures.snapshot, metric), figure_of(figures.previous, metric)
+        rows.append([metric.label, figure_text(now, metric.unit),
+                     change_text(metric, now, before, figures.previous is not None),
+                     target_text(metric), status_text(metric, now)])
+    return [Block("table", rows)] if len(rows) > 1 else []
+
+
+def changes_since_last(report_id, figures):
+    """What moved, what crossed its target and what was measured for the first time."""
+    if figures.snapshot is None:
+        return [Block("paragraph", ["No figures yet: nothing in this report is measured. "
+                                    "Add this cycle's numbers to the figures file."])]
+    if figures.previous is None:
+        return [Block("paragraph", [f"The snapshot of {figures.snapshot.as_of} is the first: "
+                                    "nothing to compare with yet."])]
+    items = [line for metric in metrics_of(report_id)
+             if (line := change_line(metric, figure_of(figures.snapshot, metric),
+                                     figure_of(figures.previous, metric)))]
+    if not items:
+        return [Block("paragraph", [f"Nothing moved since the snapshot of "
+                                    f"{figures.previous.as_of}."])]
+    return [Block("bullets", items)]
+
+
+def change_line(metric, now, before):
+    """One line of "Since the last report" for a metric, or None if it did not move."""
+    shown = figure_text(now, metric.unit)
+    if now is None:
+        return None if before is None else (
+            f"{metric.label}: not measured this time (was {figure_text(before, metric.unit)}).")
+    if before is None:
+        return f"{metric.label}: measured for the first time, {shown}."
+    if now == before:
+        return None
+    moved = f"{metric.label}: {figure_text(before, metric.unit)} to {shown}"
+    if metric.target is not None and on_target(metric, now) != on_target(metric, before):
+        crossed = "reached" if on_target(metric, now) else "fell behind"
+        return f"{moved}; {crossed} its target of {target_text(metric)}."
+    return f"{moved}."
+
+
+def trend_table(report_id, figures):
+    """Each figure measured at least twice, over the last snapshots, oldest first."""
+    rows = [["Measure", f"Last {len(figures.history)}", "Oldest", "Newest"]]
+    for metric in metrics_of(report_id):
+        values = [figure_of(snapshot, metric) for snapshot in figures.history]
+        known = [value for value in values if value is not None]
+        if len(known) >= 2:
+            rows.append([metric.label,
+                         Trend(tuple(None if v is None else sum(v) / 2 for v in values)),
+                         figure_text(known[0], metric.unit), figure_text(known[-1], metric.unit)])
+    if len(rows) == 1:
+        return [Block("paragraph", ["A trend appears once two snapshots measure a figure."])]
+    return [Block("table", rows)]
+
+
+def open_shortfalls(figures):
+    """The critical shortfalls still open: those the data does not show fixed."""
+    by_id = {metric.metric_id: metric for metric in METRICS}
+    return [shortfall for shortfall in SHORTFALLS
+            if shortfall.metric is None or not all(
+                fixed(by_id[m], figure_of(figures.snapshot, by_id[m]))
+                for m in shortfall.metric.split())]
+
+
+def shortfall_split(shortfalls):
+    """The open shortfalls by business, as bars of their share."""
+    businesses = list(dict.fromkeys(shortfall.business for shortfall in shortfalls))
+    rows = [["Business", f"Share of {len(shortfalls)}", "Shortfalls"]]
+    for business in businesses:
+        mine = [s for s in shortfalls if s.business == business]
+        rows.append([business, Bar(len(mine), len(shortfalls)),
+                     "; ".join(s.text.split(":")[0].rstrip(".") for s in mine)])
+    return [Block("table", rows)] if shortfalls else [
+        Block("paragraph", ["No critical shortfall is open."])]
+
+
+def missing_kpis(figures):
+    """The catalogue's metrics this snapshot did not measure."""
+    missing = [metric.label for metric in METRICS if figure_of(figures.snapshot, metric) is None]
+    return [Block("numbered", missing)] if missing else [
+        Block("paragraph", ["Every metric in the catalogue was measured."])]
+
+
+def break_even_table(figures):
+    """Charters booked in each recent snapshot against the break-even of 6 a month."""
+    metric = next(m for m in METRICS if m.metric_id == "charters_booked")
+    target = int(target_value(metric))
+    rows = [["As of", "Charters", f"Against break-even ({target})"]]
+    for snapshot in figures.history:
+        figure = figure_of(snapshot, metric)
+        if figure is not None:
+            booked = int(figure[0])
+            rows.append([str(snapshot.as_of), str(booked), Bar(min(booked, target), target)])
+    return [Block("table", rows)] if len(rows) > 1 else [
+        Block("paragraph", ["Charters booked are not yet measured."])]
+
+
+def figure_values(report_id, figures):
+    """The placeholders and slots the figures fill in a report's template."""
+    shortfalls = open_shortfalls(figures)
+    by_id = {metric.metric_id: metric for metric in METRICS}
+    snapshot = figures.snapshot
+    burn = figure_of(snapshot, by_id["monthly_burn"])
+
+    def shown(metric_id, otherwise, after=""):
+        figure = figure_of(snapshot, by_id[metric_id])
+        return otherwise if figure is None else figure_text(figure, by_id[metric_id].unit) + after
+
+    return {
+        "figures_line": (f"as of {snapshot.as_of}" + (f" ({snapshot.note})" if snapshot.note
+                                                      else "")
+                         if snapshot else "none yet (no figures file)"),
+        "shortfall_count": str(len(shortfalls)),
+        "metrics_in_order": {m.metric_id for m in METRICS
+                             if fixed(m, figure_of(snapshot, m))},
+        "missing_count": str(sum(figure_of(snapshot, m) is None for m in METRICS)),
+        "metric_count": str(len(METRICS)),
+        "email_list": shown("email_list_size", "size not measured", " people"),
+        "aws_cost": shown("aws_monthly_cost", "not measured"),
+        "accounting_finding": (
+            f"An accounting system is live (as of {snapshot.as_of}): keep the books to the "
+            "chart of accounts below and close them monthly."
+            if fixed(by_id["accounting_system_live"], figure_of(snapshot, by_id[
+                "accounting_system_live"])) else
+            "No accounting system is currently deployed. Revenue, expenses and owner "
+            "transactions for the four businesses are not recorded in a ledger, so no "
+            "financial statement in this cycle can be produced from books."),
+        "burn": figure_text(burn, "dollars"),
+        "contribution": figure_text(burn and (burn[0] / 6, burn[1] / 6), "dollars"),
+        "glance": glance_table(report_id, figures),
+        "changes": changes_since_last(report_id, figures),
+        "trends": trend_table(report_id, figures),
+        "shortfalls": [Block("numbered", [s.text for s in shortfalls])] if shortfalls else [],
+        "shortfall_split": shortfall_split(shortfalls),
+        "missing_kpis": missing_kpis(figures),
+        "break_even": break_even_table(figures),
+    }
 
 
 # --- Rendering reports (pure) --------------------------------------------------
@@ -1153,6 +1664,28 @@ class Block:
         self.kind = kind
         self.items = items
         self.brief = brief  # headings only: the section belongs in the brief too
+
+
+class Bar(NamedTuple):
+    """A table cell drawn as a bar: `filled` parts of `total`."""
+
+    filled: int
+    total: int
+
+
+class Trend(NamedTuple):
+    """A table cell drawn as a small chart of recent values, oldest first (None: a
+    snapshot that did not measure it)."""
+
+    values: tuple
+
+    def levels(self, steps):
+        """Each value as a step from 0 to steps - 1 between the lowest and highest."""
+        known = [v for v in self.values if v is not None]
+        low, high = min(known, default=0), max(known, default=0)
+        return [None if v is None else
+                (steps - 1 if high == low else round((v - low) / (high - low) * (steps - 1)))
+                for v in self.values]
 
 
 def line_block(line):
@@ -1202,6 +1735,11 @@ def add_line(blocks, open_block, line):
         return open_block
     kind, content = line_block(line)
     check_markers(kind, content)
+    if kind == "table":
+        content = [Bar(*parse_bar(cell)) if BAR_PATTERN.fullmatch(cell) else cell
+                   for cell in content]
+    elif kind == "paragraph" and SLOT_PATTERN.fullmatch(content):
+        kind, content = "slot", SLOT_PATTERN.fullmatch(content).group(1)
     if open_block and open_block.kind in GROWING_BLOCKS and kind in GROWING_BLOCKS:
         if kind != open_block.kind:
             raise TemplateError(f"a {kind} line right after {open_block.kind} lines; leave "
@@ -1232,7 +1770,13 @@ def check_continues(block, content, line):
 
 
 def check_markers(kind, content):
-    """[bar n/m] only as a whole table cell, [brief] only at a heading's end."""
+    """[bar n/m] only as a whole table cell, [brief] only at a heading's end,
+    [until metric] only at a list item's start, naming a metric of the catalogue."""
+    until = UNTIL_PATTERN.match(content) if kind in ("bullets", "numbered") else None
+    if until:
+        if until.group(1) not in {metric.metric_id for metric in METRICS}:
+            raise TemplateError(f"[until {until.group(1)}] names no metric; --metrics lists them")
+        content = content[until.end():]
     for cell in content if kind == "table" else [content]:
         for marker in MARKER_PATTERN.findall(cell):
             if kind == "table" and marker == cell and BAR_PATTERN.fullmatch(cell):
@@ -1248,15 +1792,44 @@ def check_markers(kind, content):
 
 
 def fill_blocks(blocks, values):
-    """The blocks with their ${name} placeholders filled: values are never read as markup."""
+    """The blocks with their placeholders filled: values are never read as markup.
+
+    A line that is a placeholder alone is a slot: its value is text, or a list
+    of blocks made by the script (a table of figures, a list of findings), put
+    in whole.
+    A heading ending in "(#)" then counts the items of the list under it.
+    """
     def fill(item):
         if isinstance(item, list):
             return [fill(cell) for cell in item]
-        return ReportTemplate(item).substitute(values)
+        if not isinstance(item, str):
+            return item
+        until = UNTIL_PATTERN.match(item)
+        return ReportTemplate(item[until.end():] if until else item).substitute(values)
 
+    filled = []
     for block in blocks:
-        block.items = [fill(item) for item in block.items]
-    return blocks
+        if block.kind == "slot":
+            value = values[block.items[0]]
+            filled.extend([Block("paragraph", [value])] if isinstance(value, str) else value)
+        else:
+            block.items = [fill(item) for item in block.items
+                           if not until_done(item, values["metrics_in_order"])]
+            filled.append(block if block.items else Block(
+                "paragraph", ["Nothing left here: this cycle's figures show it done."]))
+    for heading, following in zip(filled, filled[1:] + [None]):
+        if heading.kind == "heading" and heading.items[0].endswith(COUNT_MARK):
+            counted = len(following.items) if following and following.kind in (
+                "bullets", "numbered") else 0
+            heading.items[0] = heading.items[0][:-len(COUNT_MARK)] + f"({counted})"
+    return filled
+
+
+def until_done(item, metrics_in_order):
+    """True for an "[until metric]" item whose metric the figures show in order;
+    other items lose the mark, so a reader never sees it."""
+    until = UNTIL_PATTERN.match(item) if isinstance(item, str) else None
+    return bool(until) and until.group(1) in metrics_in_order
 
 
 def brief_blocks(blocks):
@@ -1284,12 +1857,14 @@ def parse_bar(cell):
 
 
 def text_cell(cell):
-    """A table cell as plain text; a bar becomes [#####-------] 5/12."""
-    bar = parse_bar(cell)
-    if bar is None:
-        return cell
-    filled = round(TEXT_BAR_WIDTH * bar[0] / bar[1])
-    return f"[{'#' * filled}{'-' * (TEXT_BAR_WIDTH - filled)}] {bar[0]}/{bar[1]}"
+    """A table cell as plain text: a bar becomes [#####-------] 5/12, a trend [.:-=+#]."""
+    if isinstance(cell, Bar):
+        filled = round(TEXT_BAR_WIDTH * cell.filled / cell.total)
+        return f"[{'#' * filled}{'-' * (TEXT_BAR_WIDTH - filled)}] {cell.filled}/{cell.total}"
+    if isinstance(cell, Trend):
+        return "[" + "".join(" " if level is None else TREND_LEVELS[level]
+                             for level in cell.levels(len(TREND_LEVELS))) + "]"
+    return cell
 
 
 def text_table(rows, wrap=True):
@@ -1354,10 +1929,30 @@ def html_bar(filled, total):
 
 
 def html_cell(cell, tag):
-    bar = parse_bar(cell)
-    content = html_bar(*bar) if bar else html.escape(cell)
-    keep_whole = "white-space:nowrap;" if bar else ""  # the bar and its n/total together
+    if isinstance(cell, Bar):
+        content = html_bar(cell.filled, cell.total)
+    elif isinstance(cell, Trend):
+        content = html_trend(cell)
+    else:
+        content = html.escape(cell)
+    keep_whole = "white-space:nowrap;" if isinstance(cell, (Bar, Trend)) else ""
     return f'<{tag} style="{HTML_STYLE[tag]}{keep_whole}">{content}</{tag}>'
+
+
+def html_trend(trend, height=20):
+    """Up to six vertical bars, oldest first, in table cells every mail client draws."""
+    columns = []
+    for level in trend.levels(height):
+        filled = 0 if level is None else max(level, 2)
+        cells = "".join(f'<tr><td height="{h}" style="{HTML_STYLE["bar_cell"]}height:{h}px;'
+                        f'background:{color};">&#160;</td></tr>'
+                        for h, color in ((height - filled, "#ffffff"), (filled, "#2e7d32"))
+                        if h)
+        columns.append(f'<td width="8" style="padding:0 1px;vertical-align:bottom;">'
+                       f'<table role="presentation" cellpadding="0" cellspacing="0" width="8" '
+                       f'style="border-collapse:collapse;">{cells}</table></td>')
+    return (f'<table role="presentation" cellpadding="0" cellspacing="0" '
+            f'style="border-collapse:collapse;"><tr>{"".join(columns)}</tr></table>')
 
 
 def html_block(block):
@@ -1399,20 +1994,25 @@ def render_html(blocks, title):
     )
 
 
-def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(), bcc=()):
+def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(), bcc=(),
+                  figures=NO_FIGURES):
     """Both editions of one report; a placeholder with no value raises KeyError."""
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
     values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
-              "generated_at": generated_at, "version": VERSION, "variant": variant}
+              "generated_at": generated_at, "version": VERSION, "variant": variant,
+              **figure_values(spec.report_id, figures)}
     blocks = [block for name, template in (("header", HEADER_TEMPLATE),
                                            (spec.report_id, spec.template),
                                            ("footer", FOOTER_TEMPLATE))
               for block in fill_blocks(parse_blocks(template.template, name), values)]
     if variant == "b":
         blocks = brief_blocks(blocks)
+    snapshot = figures.snapshot
     return RenderedReport(report_id=spec.report_id, subject=f"{title} | cycle {cycle}",
                           body=render_text(blocks), html=render_html(blocks, title),
-                          to=tuple(to), bcc=tuple(bcc), variant=variant)
+                          to=tuple(to), bcc=tuple(bcc), variant=variant,
+                          data_as_of=snapshot and str(snapshot.as_of),
+                          data_sha256=snapshot and snapshot.sha256)
 
 
 def report_eml(report, config, now):
@@ -1454,6 +2054,8 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "error": error,
         "body_sha256": report.body_sha256,
         "html_sha256": sha256_hex(report.html),
+        "data_as_of": report.data_as_of,
+        "data_sha256": report.data_sha256,
     }
 
 
@@ -1538,6 +2140,43 @@ def resolve_audit_log_path(option, settings, env_file):
     configured = (settings.get("AUDIT_LOG_PATH") or "").strip()
     path = Path(configured or DEFAULT_AUDIT_LOG).expanduser()
     return path if path.is_absolute() else env_file.resolve().parent / path
+
+
+def resolve_data_path(option, settings, env_file):
+    """--data, else REPORT_DATA_PATH (relative to the env file), else the default."""
+    if option:
+        return Path(option).expanduser()
+    configured = (settings.get("REPORT_DATA_PATH") or "").strip()
+    path = Path(configured or DEFAULT_DATA_FILE).expanduser()
+    return path if path.is_absolute() else env_file.resolve().parent / path
+
+
+def read_figures(path):
+    """The figures file's snapshots, oldest first, or None if there is no such file."""
+    try:
+        with open(open_regular_file(path), encoding="utf-8-sig", newline="") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise DataError([f"{path}: cannot read the figures file: {reason}"]) from None
+    return parse_figures(text, path)
+
+
+def last_sent_figures(path, cycle):
+    """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
+    from the audit log's end; None if there is none, or it recorded no figures."""
+    log = open_audit_log_to_read(path)
+    if log is None:
+        return None
+    with log:
+        for line in lines_from_end(log):
+            record, problem = parsed_record(line) if line.strip() else (None, "blank")
+            if record and record["status"] == "sent" and record["cycle"] != cycle:
+                digest = record.get("data_sha256")
+                return (record["cycle"], digest, record.get("data_as_of")) if digest else None
+    return None
 
 
 def real_audit_log_path(path):
@@ -1774,7 +2413,8 @@ class RunLock:
             holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(self._fd)
             raise RunLockedError(f"another run (pid {holder}) is sending with this audit "
-                                 f"log (lock {path}); this run sent nothing: let it finish") from None
+                                 f"log (lock {path}); this run sent nothing: let it "
+                                 "finish") from None
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
@@ -2375,10 +3015,11 @@ class CycleRun:
         return None
 
 
-def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop):
+def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, refusal=None):
     """Lock, read the ledger, check with SES, then send what this cycle still lacks.
 
-    connect(config) makes the SES clients (connect_ses, unless main() was given another).
+    connect(config) makes the SES clients (connect_ses, unless main() was given
+    another); refusal, (FAILURE_POLICY key, why), stops the cycle before SES is asked.
     """
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
@@ -2396,7 +3037,10 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop):
                 run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
                          f"{already_sent[report.report_id]}; --force sends it again")
         to_send = [r for r in reports if r.report_id not in already_sent]
-        if to_send:
+        if to_send and refusal:
+            run.outcome.refusal = refusal
+            run.skip(to_send, *refusal)
+        elif to_send:
             with contextlib.closing(connect(config)) as clients:
                 found = run_preflight(clients, config, recipients_of(to_send))
                 for note in found.notes:
@@ -2416,7 +3060,7 @@ def recipients_of(reports):
     return list(dict.fromkeys(a for r in reports for a in (*r.to, *r.bcc)))
 
 
-def check_only(reports, config, *, cycle, console, connect):
+def check_only(reports, config, *, cycle, console, connect, refusal=None):
     """--check: say what SES can tell and what a run would send; send nothing.
 
     Returns what would stop a send, as EXIT_CODES outcomes: none only when a
@@ -2433,10 +3077,10 @@ def check_only(reports, config, *, cycle, console, connect):
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     problems = set(found.problems)
-    refusal = found.quota_refusal(to_send)
-    if refusal:
-        problems.add(FAILURE_POLICY[refusal[0]].outcome)
-        console.problem(refusal_line(refusal))
+    for refused in (refusal, found.quota_refusal(to_send)):
+        if refused and to_send:
+            problems.add(FAILURE_POLICY[refused[0]].outcome)
+            console.problem(refusal_line(refused))
     for outcome, verdict in CHECK_VERDICTS.items():
         if outcome in found.problems:
             console.problem(f"error: {verdict}")
@@ -2521,9 +3165,9 @@ def history_tables(records, cycles):
         latest[key] = shown
     tables = []
     for (cycle, variant), shown in list(latest.items())[-cycles:]:
-        rows = [["report", "status", "when (UTC)", "to", "SES message id / error"]]
-        rows += [[r.get("report", "?"), r.get("status", "?"),
-                  r.get("ts", "")[:16].replace("T", " "), short_list(r.get("to", [])),
+        rows = [["report", "status", "when (UTC)", "figures", "to", "SES message id / error"]]
+        rows += [[r["report"], r["status"], r.get("ts", "")[:16].replace("T", " "),
+                  r.get("data_as_of") or "-", short_list(r.get("to", [])),
                   outcome_detail(r)] for r in shown.values()]
         tables.append(f"cycle {cycle}, variant {variant}\n{text_table(rows, wrap=False)}")
     return tables
@@ -2587,6 +3231,13 @@ def build_parser():
                              "send nothing")
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
+    action.add_argument("--metrics", action="store_true",
+                        help="print the metric catalogue: the figures file's columns")
+    parser.add_argument("--csv-header", action="store_true",
+                        help="with --metrics: print the first line of a new figures file")
+    parser.add_argument("--data", metavar="PATH",
+                        help="the figures file (default: REPORT_DATA_PATH, else "
+                             f"{DEFAULT_DATA_FILE} beside the env file)")
     parser.add_argument("--only", metavar="ID[,ID...]", help="send only these reports")
     parser.add_argument("--variant", choices=VARIANTS, default="a",
                         help="a: the full reports to AWS_RECIPIENT_EMAIL (default); b: the "
@@ -2647,10 +3298,68 @@ def load_config(args, environ, console):
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
     audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
-                          variant=args.variant)
+                          variant=args.variant,
+                          data_path=resolve_data_path(args.data, settings, args.env_file))
     for warning in repeated_recipient_warnings(settings, args.variant):
         console.warn(warning)
     return config
+
+
+def load_cycle_figures(config, cycle, console):
+    """The figures this cycle's reports are written from; DataError if the file is bad."""
+    snapshots = read_figures(config.data_path)
+    if snapshots is None:
+        console.warn(f"warning: no figures file at {config.data_path}: every figure reads "
+                     "'not measured'; start one from --metrics --csv-header (see the README)")
+        return NO_FIGURES
+    figures = cycle_figures(snapshots, cycle)
+    if figures.snapshot is None:
+        console.warn(f"warning: figures file {config.data_path} has no snapshot dated on or "
+                     f"before cycle {cycle}: every figure reads 'not measured'")
+    console.step(f"figures: {config.data_path}, "
+                 f"{'as of ' + str(figures.snapshot.as_of) if figures.snapshot else 'none'}")
+    return figures
+
+
+def check_freshness(figures, cycle, config, today, console, read_log):
+    """Warn where this cycle's figures are not news: too old for the cycle, or the very
+    snapshot the last cycle sent.  Return the refusal REPORT_DATA_REQUIRE_FRESH makes
+    of that, (StaleData, why), or None."""
+    stale = []
+    snapshot = figures.snapshot
+    if snapshot:
+        age = ((parse_date(cycle) or today) - snapshot.as_of).days
+        if age > config.data_max_age_days:
+            stale.append(f"the newest snapshot is as of {snapshot.as_of}, {age} days before "
+                         f"cycle {cycle} (REPORT_DATA_MAX_AGE_DAYS is "
+                         f"{config.data_max_age_days})")
+        last = last_sent_figures(config.audit_log_path, cycle) if read_log else None
+        if last and last[1] == snapshot.sha256:
+            stale.append(f"the snapshot as of {snapshot.as_of} is the one cycle {last[0]} "
+                         "already reported")
+    for reason in stale:
+        console.warn(f"warning: stale figures: {reason}")
+    if config.data_require_fresh and (stale or snapshot is None):
+        why = "; ".join(stale) or "there are no figures for this cycle"
+        return "StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing was sent"
+    return None
+
+
+def metric_catalogue():
+    """--metrics: each metric's column, unit, target and reports, then its label."""
+    rows = [["column", "unit", "target", "good", "reports", "label"]]
+    rows += [[m.metric_id, m.unit, m.target or "-", m.good, ",".join(m.reports), m.label]
+             for m in METRICS]
+    units = "\n".join(f"  {unit:<8} {meaning}" for unit, meaning in UNITS.items())
+    return (f"{text_table(rows, wrap=False)}\n\nunits:\n{units}\n\nThe first column is "
+            f"{FIGURES_DATE_COLUMN} (YYYY-MM-DD); {FIGURES_NOTE_COLUMN} (optional) is free "
+            "text shown with the date. An empty cell is not measured.")
+
+
+def csv_header():
+    """--metrics --csv-header: the first line of a new figures file."""
+    return ",".join([FIGURES_DATE_COLUMN, FIGURES_NOTE_COLUMN,
+                     *(metric.metric_id for metric in METRICS)])
 
 
 def show_history(args, environ, console):
@@ -2678,14 +3387,22 @@ def run(args, *, environ, console, clock, connect, stop):
         return set()
     if args.history is not None:
         return show_history(args, environ, console)
+    if args.metrics:
+        console.result(csv_header() if args.csv_header else metric_catalogue())
+        return set()
+    if args.csv_header:
+        raise UsageError("--csv-header goes with --metrics")
     selected = select_reports(args.only)
     now = clock.now()
     cycle = parse_cycle(args.cycle, now.date())
     config = load_config(args, environ, console)
+    figures = load_cycle_figures(config, cycle, console)
+    sending = not (args.dry_run or args.preview_dir)  # these never read the audit log
+    refusal = check_freshness(figures, cycle, config, now.date(), console, sending)
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
-                             **config.recipients(spec.report_id))
+                             figures=figures, **config.recipients(spec.report_id))
                for spec in selected]
     if args.dry_run:
         print_dry_run(reports, config, console)
@@ -2694,9 +3411,10 @@ def run(args, *, environ, console, clock, connect, stop):
         write_previews(reports, config, args.preview_dir, now, console)
         return set()
     if args.check:
-        return check_only(reports, config, cycle=cycle, console=console, connect=connect)
+        return check_only(reports, config, cycle=cycle, console=console, connect=connect,
+                          refusal=refusal)
     outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
-                         console=console, connect=connect, stop=stop)
+                         console=console, connect=connect, stop=stop, refusal=refusal)
     report_outcome(outcome, config, cycle, console)
     return outcome.outcomes()
 
@@ -2734,6 +3452,11 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
         for problem in error.problems:
             console.problem(f"config error: {problem}")
         console.problem("nothing was sent")
+        return exit_code({error.outcome})
+    except DataError as error:
+        for problem in error.problems:
+            console.problem(f"data error: {problem}")
+        console.problem("nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)")
         return exit_code({error.outcome})
     except ReportRunError as error:
         console.problem(f"error: {error}")

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -13,7 +14,7 @@ from typing import NamedTuple
 import pytest
 
 import send_exec_reports as ser
-from local_ses import SCRIPT, LocalSES, script_environment
+from local_ses import EXAMPLE_DATA, SCRIPT, LocalSES, script_environment
 
 SENDER = "reports@example.com"
 RECIPIENT = "owner@example.com"
@@ -131,7 +132,9 @@ class ScriptRunner:
         self.endpoint_url = endpoint_url
         self.env_file = tmp_path / "repos.env"
         self.audit_log = tmp_path / "audit.jsonl"
+        self.figures = tmp_path / "report_data.csv"  # where the script looks by default
         write_env_file(self.env_file, GOOD_SETTINGS)
+        shutil.copyfile(EXAMPLE_DATA, self.figures)
 
     def settings(self, **changes):
         """Rewrite repos.env with these changes; a value of None removes the variable."""

@@ -236,7 +236,7 @@ def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses):
     proxy.delay["SendEmail"] = 0.2
     runner = run_via_proxy
     victim = runner.start("--cycle", CYCLE)
-    wait_for(lambda: sum(r["status"] == "sent" for r in runner.audit_records()) >= 3)
+    wait_for(lambda: sum(r["status"] == "sent" for r in runner.audit_records()) >= 2)
     victim.send_signal(signal.SIGKILL)  # kill -9: no cleanup runs
     victim.wait()
     proxy.clear()
@@ -251,17 +251,17 @@ def test_a_run_killed_mid_cycle_loses_nothing(run_via_proxy, proxy, ses):
 
 def test_overlapping_runs_send_once(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
-    proxy.delay["SendEmail"] = 0.1
+    proxy.delay["SendEmail"] = 0.2
     runner = run_via_proxy
-    first = runner.start("--cycle", CYCLE)
+    first = runner.start("--cycle", CYCLE, "--only", "ceo,cto,cmo")
     wait_for(lambda: runner.audit_records())
     second = runner("--cycle", CYCLE)
     assert first.poll() is None  # the second run did not wait for the first
     assert second.returncode == 75
     assert f"another run (pid {first.pid}) is sending" in second.stderr
     assert first.wait(timeout=60) == 0
-    assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
-    assert len(runner.audit_records()) == REPORT_COUNT  # the second run recorded nothing
+    assert sends_per_report(ses) == {r: int(r in ("ceo", "cto", "cmo")) for r in ALL_IDS}
+    assert len(runner.audit_records()) == 3  # the second run recorded nothing
 
 
 # --- Preflight --------------------------------------------------------------
@@ -297,7 +297,7 @@ def test_a_preflight_that_cannot_ask_warns_and_goes_on(run_via_proxy, proxy, ses
     ses.verify(SENDER)
     proxy.plan(action, then=fault)
     started = time.monotonic()
-    patience = 0.5  # the preflight's own read timeout, shortened; see the next test
+    patience = 0.3  # the preflight's own read timeout, shortened; see the next test
     result = run_via_proxy("--cycle", CYCLE, ses_factory=functools.partial(
         shared_models, preflight_read_timeout=patience))
     assert time.monotonic() - started < patience + 5  # the proxy hangs for a minute

@@ -6,18 +6,20 @@ import string
 import pytest
 
 import send_exec_reports as ser
+from local_ses import EXAMPLE_DATA
 
 CONTEXT = {"cycle": "2026-11-29", "prepared_by": "Reports Desk",
            "generated_at": "2026-11-29 03:00 UTC"}
 
 # The figures and findings each report must carry, from shared/seed.
 SEED_FACTS = {
-    "ceo": ["ASSET INVENTORY", "CRITICAL SHORTFALLS (8)", "Empty sales pipeline",
-            "Revenue tracking gaps", "Sergio equity risk", "Zero OTA listings",
+    "ceo": ["ASSET INVENTORY", "CRITICAL SHORTFALLS (8)", "Sales pipeline below target",
+            "Revenue tracking gaps", "Sergio equity risk", "OTA listings below target",
             "DC billing model absent", "QDN funnel breakage", "Carole transition risk",
-            "MISSING KPIS (9)", "30-DAY EXECUTION AGENDA, FROM 2026-11-29"],
+            "30-DAY EXECUTION AGENDA, FROM 2026-11-29", "3,676 people", "$7,000-9,000"],
     "cto": ["Hardcoded Stripe keys", "Plaintext repos.env", "Google Apps Script",
-            "Web Application Firewall", "SECURITY GAPS (6)", "~$50-84/month", "~$25/month",
+            "Web Application Firewall", "SECURITY GAPS FOUND IN THE AUDIT (6)",
+            "~$50-84/month", "~$25/month", "$50-84",
             "availability calendar", "No CI/CD pipeline", "No staging environment",
             "automated rollback", "TEN ENGINEERING ACTIONS", "10. "],
     "accounting": ["No accounting system is currently deployed", "REVENUE RECOGNITION",
@@ -26,8 +28,9 @@ SEED_FACTS = {
     "cmo": ["VISIBILITY MATRIX", "3,676", "$10K-50K", "Sailo first", "GetMyBoat second",
             "certificate of insurance", "QDN LOCAL SEO ROADMAP", "30/60/90-DAY MILESTONES",
             "ATTRIBUTION TRACKING"],
-    "cfo": ["$7-9K", "6 charters/month", "Zero-cost initiatives", "Low-cost infrastructure",
-            "Revenue-producing features", "No-deploy guardrails", "Q4 2026",
+    "cfo": ["$7,000-9,000", "6 charters/month", "Zero-cost initiatives",
+            "Low-cost infrastructure", "$1,167-1,500 (the burn / 6)",
+            "Revenue-producing features", "No-deploy guardrails",
             "No hardcoded keys", "Audit trail on all expenses",
             "COI verification before charter acceptance"],
     "rental-3028": ["PROPERTY ASSET VALUATION", "RENTAL REVENUE VISIBILITY",
@@ -45,10 +48,17 @@ def test_there_are_eight_reports_in_the_agreed_order():
         "dc-portfolio"]
 
 
+def seed_figures():
+    """The example figures file's first snapshot: the source document's own figures."""
+    snapshots = ser.parse_figures(EXAMPLE_DATA.read_text(), "example")
+    assert snapshots[0].note == "figures from the source document"
+    return ser.cycle_figures(snapshots[:1], "2026-11-29")
+
+
 @pytest.mark.parametrize("report_id", SEED_FACTS)
 def test_every_report_renders_with_its_seed_figures(report_id):
     [spec] = ser.select_reports(report_id)
-    report = ser.render_report(spec, **CONTEXT)  # an unknown placeholder raises here
+    report = ser.render_report(spec, figures=seed_figures(), **CONTEXT)  # KeyError if unknown
     assert spec.title in report.subject and "2026-11-29" in report.subject
     assert "prepared by Reports Desk" in report.body
     assert "${" not in report.body + report.html
@@ -62,7 +72,9 @@ def test_every_report_renders_with_its_seed_figures(report_id):
 def test_templates_name_only_placeholders_that_exist(template):
     names = {m.group("braced") for m in template.pattern.finditer(template.template)
              if m.group("braced")}
-    assert names <= {"title", "cycle", "prepared_by", "generated_at", "version", "variant"}
+    figures = set(ser.figure_values("ceo", ser.NO_FIGURES))
+    assert names <= {"title", "cycle", "prepared_by", "generated_at", "version", "variant",
+                     *figures}
     assert not [m for m in template.pattern.finditer(template.template) if m.group("invalid")]
 
 
@@ -134,6 +146,10 @@ AMBIGUOUS_TEMPLATES = {
     "a brief marker twice": ("## At a glance [brief] [brief]\n", 1, "marker [brief]"),
     "an indented line after a heading": ("## Plan\n  more of the heading?\n", 2,
                                          "indented line after a heading"),
+    "an until naming no metric": ("## Plan\n1. [until otas] List on Sailo\n", 2,
+                                  "[until otas] names no metric"),
+    "an until mid-item": ("## Plan\n1. List on Sailo [until ota_listings]\n", 2,
+                          "marker [until ota_listings]"),
 }
 
 
