@@ -27,6 +27,8 @@ Then the ledger, with no SES involved:
      log from its end.
 
 Each full send gets a fresh audit log, so the ledger never skips a report.
+Every run reads report_data.example.csv as its figures file, so the figures
+are in play in every timed run.
 Prints the medians, the ratios and the goals; exits 1 if a goal is missed.
 """
 
@@ -47,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from fault_proxy import FaultProxy  # noqa: E402  (the tests' helpers, not a package)
-from local_ses import LocalSES, script_environment  # noqa: E402
+from local_ses import EXAMPLE_DATA, LocalSES, script_environment  # noqa: E402
 
 SCRIPT = REPO / "send_exec_reports.py"
 SENDER, RECIPIENT, BCC = "reports@example.com", "owner@example.com", "audit@example.com"
@@ -106,8 +108,11 @@ def rendered_messages(path):
     sys.path.insert(0, str(REPO))
     import send_exec_reports as ser
 
+    figures = ser.cycle_figures(ser.parse_figures(EXAMPLE_DATA.read_text(), "example"),
+                                "bench")
     messages = [ser.render_report(spec, cycle="bench", generated_at="2026-11-29 03:00 UTC",
-                                  prepared_by="Executive Reports, Example Holdings")
+                                  prepared_by="Executive Reports, Example Holdings",
+                                  figures=figures)
                 for spec in ser.REPORTS]
     path.write_text(json.dumps([(m.subject, m.body, m.html) for m in messages]))
     return path
@@ -139,6 +144,7 @@ def measure(rounds, aws, workdir):
     env_file = workdir / "repos.env"
     env_file.write_text(SETTINGS)
     env_file.chmod(0o600)
+    shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")  # the figures, in play
     times = {}
     with LocalSES() as ses:
         env = script_environment(ses.url, workdir)
