@@ -11,12 +11,15 @@ Usage:
     python3 send_exec_reports.py --history       # what the last cycles sent
     python3 send_exec_reports.py --quiet         # for cron: silent unless a problem
     python3 send_exec_reports.py --list          # the report ids and titles
+    python3 send_exec_reports.py --metrics       # the figures file's columns
 
 Settings come from repos.env beside this script (or --env-file PATH); variables
 already set in the environment win over the file.  Every setting is checked
 before the first network call.  Each report goes To AWS_RECIPIENT_EMAIL (or
 its own REPORT_TO_<ID>) and BCC AWS_BCC_EMAIL, as an HTML message with a
 plain-text part, and every outcome is appended to a JSON Lines audit log.
+The reports are written from the figures file (report_data.csv beside the
+settings, or REPORT_DATA_PATH, or --data): one CSV row of figures per snapshot.
 
 The audit log is also the ledger: a report it shows as sent in this cycle is
 skipped, so a re-run after a failure sends exactly what is missing.  One run
@@ -45,7 +48,7 @@ import threading
 import time
 import unicodedata
 from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -71,7 +74,8 @@ EXIT_CODES = {
     "data": (os.EX_DATAERR, "the figures file has bad rows, or its figures are stale "
                             "and REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
-                                     "written; nothing unrecorded is sent"),
+                                     "written, or is not a regular file of yours; nothing "
+                                     "unrecorded is sent"),
     "rejected": (1, "SES rejected at least one report, or --check found what would make it "
                     "(an unverified sender, a quota too small for the cycle); stderr says "
                     "what to fix"),
@@ -341,8 +345,8 @@ ${metric_count}. Break-even: 6 charters a month.
 
 ## Executive summary
 The portfolio has real assets and too little operating rhythm around them:
-${shortfall_count} critical shortfalls are open and ${missing_count} of the
-${metric_count} metrics are not yet measured. The next 30 days are about turning
+${shortfall_count} critical shortfalls are open, and ${missing_count} of the
+${metric_count} metrics have no figure in this snapshot. The next 30 days are about turning
 on revenue visibility and the zero-cost channels before anything is spent.
 
 ## Trends over the last snapshots
@@ -783,6 +787,9 @@ METRICS = (
 FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
 FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
 TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
+PLAIN_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,6})?")  # a figure: up to 999 trillion
+DOLLARS = r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?"  # may be negative: a month's net rent
+DOLLAR_FIGURE = re.compile(f"({DOLLARS})(?:-({DOLLARS}))?")  # 8000, or a range 7000-9000
 DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
 DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
 
@@ -1164,7 +1171,7 @@ def endpoint_problems(settings):
     return problems
 
 
-TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")  # as written, lowered
 
 
 def figures_setting_problems(settings):
@@ -1309,21 +1316,29 @@ def parse_figures(text, name):
     one a line, as FILE:LINE: column: problem."""
     import csv
 
-    reader = csv.reader(io.StringIO(text))
-    header = [column.strip() for column in next(reader, [])]
-    problems = header_problems(header, name)
-    snapshots = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        snapshot, row_problems = parse_snapshot(header, row, reader.line_num, name)
-        if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
-            row_problems.append(f"{name}:{reader.line_num}: {FIGURES_DATE_COLUMN}: "
-                                f"{snapshot.as_of} is not after {snapshots[-1].as_of} (line "
-                                f"{snapshots[-1].line}): one row a date, oldest first")
-        problems += row_problems
-        if snapshot and not row_problems:
-            snapshots.append(snapshot)
+    reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
+    rows = iter(lambda: next(reader, None), None)
+    try:
+        header = next((row for row in rows if any(c.strip() for c in row)), [])
+        header = [column.strip() for column in header]
+        while header and not header[-1]:  # a spreadsheet's trailing comma
+            header.pop()
+        problems = header_problems(header, name)
+        snapshots, line = [], reader.line_num
+        for row in rows:
+            start, line = line + 1, reader.line_num  # a quoted cell may span lines
+            if not any(cell.strip() for cell in row):
+                continue
+            snapshot, row_problems = parse_snapshot(header, row, start, name)
+            if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
+                row_problems.append(f"{name}:{start}: {FIGURES_DATE_COLUMN}: "
+                                    f"{snapshot.as_of} is not after {snapshots[-1].as_of} "
+                                    f"(line {snapshots[-1].line}): one row a date, oldest first")
+            problems += row_problems
+            if snapshot and not row_problems:
+                snapshots.append(snapshot)
+    except csv.Error as error:
+        problems = [f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it ({error})"]
     if problems:
         raise DataError(problems)
     return snapshots
@@ -1349,10 +1364,13 @@ def header_problems(header, name):
 def parse_snapshot(header, row, line, name):
     """(Snapshot or None, problems) for one row of the figures file."""
     problems = []
-    if len(row) > len(header):
+    if any(cell.strip() for cell in row[len(header):]):
         problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
                         f"{len(header)} columns the first line names")
     cells = dict(zip(header, (cell.strip() for cell in row)))
+    note = cells.get(FIGURES_NOTE_COLUMN, "")
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in note):
+        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: has a control character")
     as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
     if as_of is None:
         problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
@@ -1369,8 +1387,11 @@ def parse_snapshot(header, row, line, name):
                                 f"{UNITS[metric.unit]}")
     if as_of is None:
         return None, problems
-    digest = sha256_hex(json.dumps(cells, sort_keys=True))
-    return Snapshot(as_of, line, figures, cells.get(FIGURES_NOTE_COLUMN, ""), digest), problems
+    # The snapshot's content, however the spreadsheet wrote it ($8,000 or 8000).
+    digest = sha256_hex(json.dumps({"as_of": str(as_of), "note": note, **{
+        metric: [str(low), str(high)] for metric, (low, high) in figures.items()}},
+        sort_keys=True))
+    return Snapshot(as_of, line, figures, note, digest), problems
 
 
 def parse_date(text):
@@ -1391,16 +1412,20 @@ def parse_figure(text, unit):
     """
     plain = text.replace(",", "").replace("$", "").removesuffix("%").strip().lower()
     if unit == "yes_no":
-        if plain in ("yes", "no"):
-            value = Decimal(plain == "yes")
+        if plain in TRUE_WORDS + FALSE_WORDS:  # a spreadsheet writes TRUE and FALSE
+            value = Decimal(plain in TRUE_WORDS)
             return value, value
         raise ValueError(text)
-    low, dash, high = plain.partition("-") if unit == "dollars" else (plain, "", plain)
-    try:
-        low, high = Decimal(low), Decimal(high if dash else low)
-    except InvalidOperation:
-        raise ValueError(text) from None
-    if not (low.is_finite() and high.is_finite() and 0 <= low <= high):
+    # Plain digits only: Decimal would also take 1e999999999, which no business
+    # figure is and which would take minutes to write out.  Dollars may be
+    # negative (a month's net rent) and a range (7000-9000, or -500-1000).
+    shape = DOLLAR_FIGURE if unit == "dollars" else PLAIN_NUMBER
+    match = shape.fullmatch(plain)
+    if not match:
+        raise ValueError(text)
+    low = Decimal(match.group(1) if unit == "dollars" else plain) + 0  # + 0: no "-0"
+    high = Decimal(match.group(2)) + 0 if unit == "dollars" and match.group(2) else low
+    if low > high:
         raise ValueError(text)
     if unit == "count" and low != low.to_integral_value():
         raise ValueError(text)
@@ -1428,11 +1453,12 @@ def amount_text(value, unit, money_sign=True):
     """One amount as a reader sees it: $8,000, 24%, 3,676, yes."""
     if unit == "yes_no":
         return "yes" if value else "no"
-    number = format(value.quantize(Decimal(1)) if unit == "dollars" else value, ",f")
+    number = format(value.quantize(Decimal("0.01")) if unit == "dollars" else value, ",f")
     if "." in number:
         number = number.rstrip("0").rstrip(".")
     if unit == "dollars":
-        return "$" + number if money_sign else number
+        return ("-$" + number[1:] if number.startswith("-") else "$" + number) \
+            if money_sign else number
     return number + "%" if unit == "percent" else number
 
 
@@ -1476,12 +1502,16 @@ def change_text(metric, now, before, compared):
         return "-"
     if before is None:
         return "new"
-    difference = sum(now) / 2 - sum(before) / 2
-    if not difference:
+    if now == before:
         return "no change"
+    difference = sum(now) / 2 - sum(before) / 2  # a range moves by its middle
     if metric.unit == "yes_no":
         return f"now {amount_text(now[0], 'yes_no')}"
-    return f"{'up' if difference > 0 else 'down'} {amount_text(abs(difference), metric.unit)}"
+    if not difference:
+        return "range moved"
+    amount = (f"{amount_text(abs(difference), 'count')} points" if metric.unit == "percent"
+              else amount_text(abs(difference), metric.unit))
+    return f"{'up' if difference > 0 else 'down'} {amount}"
 
 
 def fixed(metric, figure):
@@ -1628,7 +1658,8 @@ def figure_values(report_id, figures):
             "transactions for the four businesses are not recorded in a ledger, so no "
             "financial statement in this cycle can be produced from books."),
         "burn": figure_text(burn, "dollars"),
-        "contribution": figure_text(burn and (burn[0] / 6, burn[1] / 6), "dollars"),
+        "contribution": figure_text(burn and tuple((end / 6).quantize(Decimal(1))
+                                                   for end in burn), "dollars"),
         "glance": glance_table(report_id, figures),
         "changes": changes_since_last(report_id, figures),
         "trends": trend_table(report_id, figures),
@@ -1868,22 +1899,22 @@ def text_cell(cell):
 
 
 def text_table(rows, wrap=True):
-    """Aligned columns; the last column wraps so the table stays near 72 wide.
+    """Aligned columns, at most 72 wide: the widest columns wrap until the table fits.
 
     wrap=False keeps each row on one line, for ids that must stay whole.
     """
     rows = [[text_cell(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows if i < len(row))
               for i in range(max(map(len, rows)))]
-    indent = sum(widths[:-1]) + 2 * (len(widths) - 1)
-    if wrap:
-        widths[-1] = min(widths[-1], max(TEXT_WIDTH - indent, 24))
+    while wrap and sum(widths) + 2 * (len(widths) - 1) > TEXT_WIDTH and max(widths) > 8:
+        widths[widths.index(max(widths))] -= 1
     lines = []
     for number, row in enumerate(rows):
-        lead = "".join(cell.ljust(widths[i]) + "  " for i, cell in enumerate(row[:-1]))
-        wrapped = (textwrap.wrap(row[-1], widths[-1]) if wrap else [row[-1]]) or [""]
-        lines.append(lead + wrapped[0])
-        lines.extend(" " * indent + more for more in wrapped[1:])
+        cells = [(textwrap.wrap(cell, widths[i], break_on_hyphens=False) if wrap
+                  else [cell]) or [""] for i, cell in enumerate(row)]
+        for depth in range(max(map(len, cells))):
+            lines.append("  ".join((cell[depth] if depth < len(cell) else "").ljust(widths[i])
+                                   for i, cell in enumerate(cells)))
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
@@ -2144,7 +2175,7 @@ def resolve_audit_log_path(option, settings, env_file):
 
 def resolve_data_path(option, settings, env_file):
     """--data, else REPORT_DATA_PATH (relative to the env file), else the default."""
-    if option:
+    if option is not None:
         return Path(option).expanduser()
     configured = (settings.get("REPORT_DATA_PATH") or "").strip()
     path = Path(configured or DEFAULT_DATA_FILE).expanduser()
@@ -2210,7 +2241,8 @@ def real_audit_log_path(path):
 # ledger and --history skip, with a warning, any record of another shape.
 RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
-                          "error": (dict, type(None)), "to": list, "bcc": list}
+                          "error": (dict, type(None)), "to": list, "bcc": list,
+                          "data_as_of": (str, type(None)), "data_sha256": (str, type(None))}
 RECORD_STATUSES = ("sent", "failed", "skipped")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 
@@ -2239,7 +2271,7 @@ def parsed_record(line):
     """(record, None) for a good audit log line, else (None, why it is not one)."""
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested past Python's limit
         return None, "not a complete record (a run stopped mid-write?)"
     problem = record_problem(record)
     return (None, f"not a record this script wrote ({problem})") if problem else (record, None)
@@ -2377,7 +2409,7 @@ def lines_from_end(file, block=1 << 16):
         position -= step
         file.seek(position)
         lines = (file.read(step) + carry).split(b"\n")
-        carry = lines.pop(0)
+        carry = lines.pop(0)[:LEDGER_CHUNK_BYTES]  # no record is that long: memory stays flat
         yield from reversed(lines)
     yield carry
 
@@ -2789,9 +2821,11 @@ def check_sandbox_recipients(client, config, recipients, found):
                   if r not in verified and r.rpartition("@")[2] not in verified]
     found.notes.append("sandbox: the quota is the SES sandbox's (200 a day)")
     if unverified:
+        found.problems.add(FAILURE_POLICY["MessageRejected"].outcome)  # SES would refuse
         found.warnings.append(f"warning: the account looks like it is in the SES sandbox, "
-                              f"where recipients must be verified too: {', '.join(unverified)} "
-                              "is not; verify it or request production access")
+                              f"where recipients must be verified too; not verified: "
+                              f"{', '.join(unverified)}: verify them or request production "
+                              "access")
 
 
 class SendPacer:
@@ -2913,7 +2947,8 @@ class Console:
     """Results to stdout, diagnostics to stderr, as loud as the user asked.
 
     With --quiet nothing is printed unless something went wrong; then the
-    problems are printed, with any warnings held back until then.  cron mails
+    problems are printed, with any warnings held back until then.  Alerts
+    (stale figures) are printed even then: numbers sent as news must not be old.  cron mails
     whatever a job prints, so a quiet run that worked sends no mail.
     """
 
@@ -2936,6 +2971,10 @@ class Console:
             self._held.append(text)
         else:
             print(text, file=self.stderr)
+
+    def alert(self, text):
+        """A warning --quiet does not hold back: stale figures must reach cron's mail."""
+        print(text, file=self.stderr)
 
     def problem(self, text):
         for held in self._held:
@@ -2999,13 +3038,19 @@ class CycleRun:
             if failure and failure.policy.stops_run:
                 self.skip(reports[position + 1:], "NotAttempted",
                           f"run stopped after {failure.code}")
-                return
+                break
+        self.stop.check()  # a stop asked for during the last send still stops the run
 
     def send_one(self, ses, report):
         """Send one report and record what SES said; return the SendError, if any."""
         try:
             with self.stop.awaiting_ses():
                 message_id = send_report(ses, self.config, report, self.cycle)
+        except RunStopped:  # the grace ran out: say so, then stop
+            self.record(report, "failed", error={
+                "code": "StoppedInFlight", "message": "the run was stopped before SES "
+                "answered; SES may have sent it, and the next run sends it (again)"})
+            raise
         except SendError as failure:
             error = {"code": failure.code,
                      "message": redact(failure.message, self.config.secrets)}
@@ -3076,13 +3121,13 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
         console.warn(redact(warning, config.secrets))
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
-    problems = set(found.problems)
+    problems = set(found.problems) if to_send else set()
     for refused in (refusal, found.quota_refusal(to_send)):
         if refused and to_send:
             problems.add(FAILURE_POLICY[refused[0]].outcome)
             console.problem(refusal_line(refused))
     for outcome, verdict in CHECK_VERDICTS.items():
-        if outcome in found.problems:
+        if outcome in problems:
             console.problem(f"error: {verdict}")
     return problems
 
@@ -3091,7 +3136,8 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
 CHECK_VERDICTS = {
     "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
               "(see above); a send would fail the same way",
-    "rejected": "the sender is not a verified SES identity (see above)",
+    "rejected": "the sender, or in the sandbox a recipient, is not a verified SES identity "
+                "(see above)",
     "transient": "SES could not be reached or did not answer as SES does (see above); "
                  "try again later",
 }
@@ -3338,7 +3384,7 @@ def check_freshness(figures, cycle, config, today, console, read_log):
             stale.append(f"the snapshot as of {snapshot.as_of} is the one cycle {last[0]} "
                          "already reported")
     for reason in stale:
-        console.warn(f"warning: stale figures: {reason}")
+        console.alert(f"warning: stale figures: {reason}")
     if config.data_require_fresh and (stale or snapshot is None):
         why = "; ".join(stale) or "there are no figures for this cycle"
         return "StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing was sent"

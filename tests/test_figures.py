@@ -172,6 +172,14 @@ BAD_FILES = {
                            "3: as_of: 2026-11-01 is not after 2026-11-15"),
     "too many cells": (HEADER[:3], [["2026-11-01", "", "2", "9"]],
                        "2: (4 cells): more cells than the 3 columns"),
+    "an exponent": (HEADER[:3], [["2026-11-01", "", "1e999999999"]],
+                    "2: charters_booked: '1e999999999' is not a whole number"),
+    "a negative count": (HEADER[:3], [["2026-11-01", "", "-2"]],
+                         "2: charters_booked: '-2' is not a whole number"),
+    "a range the wrong way round": (["as_of", "monthly_burn"], [["2026-11-01", "9000-7000"]],
+                                    "2: monthly_burn: '9000-7000' is not dollars"),
+    "not a number": (["as_of", "cash_on_hand"], [["2026-11-01", "NaN"]],
+                     "2: cash_on_hand: 'NaN' is not dollars"),
 }
 
 
@@ -185,6 +193,15 @@ def test_bad_figures_exit_65_naming_file_line_and_column(run_script, ses, case, 
     assert f"data error: {run_script.figures}:{problem}" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert ses.messages() == [] and run_script.audit_records() == []
+
+
+def test_a_stray_quote_is_an_error_not_a_swallowed_file(run_script, ses):
+    run_script.figures.write_text('as_of,note,monthly_burn\n2026-11-01,"stray quote,8000\n'
+                                  '2026-11-15,,7000\n2026-11-29,,6000\n')
+    result = run_script("--dry-run", "--cycle", "2026-11-30")
+    assert result.returncode == 65
+    assert f"data error: {run_script.figures}:" in result.stderr
+    assert "not CSV as a spreadsheet writes it" in result.stderr
 
 
 def test_every_bad_cell_is_reported_at_once(run_script, ses):
@@ -252,9 +269,12 @@ def test_the_audit_log_records_which_figures_each_report_carried(run_script, ses
     run_script("--only", "ceo,cfo", "--cycle", "2026-11-29")
     records = run_script.audit_records()
     assert {r["data_as_of"] for r in records} == {"2026-11-29"}
-    row = dict(zip(HEADER, THREE_SNAPSHOTS[2]))
-    assert {r["data_sha256"] for r in records} == {
-        ser.sha256_hex(ser.json.dumps(row, sort_keys=True))}
+    newest = ser.parse_figures(run_script.figures.read_text(), "f")[-1]
+    assert {r["data_sha256"] for r in records} == {newest.sha256}
+    # The same figures written as a spreadsheet exports them are the same snapshot.
+    dressed = [["2026-11-29", "example", "5", "2", "$7,600", "27%", "TRUE", "4"]]
+    write_figures(run_script.figures, dressed)
+    assert ser.parse_figures(run_script.figures.read_text(), "f")[-1].sha256 == newest.sha256
     history = run_script("--history", "1")
     assert "figures" in history.stdout and "2026-11-29" in history.stdout
 
@@ -292,3 +312,42 @@ def test_the_example_file_starts_with_the_source_documents_figures():
     assert first.figures["email_list_size"][0] == 3676
     assert first.figures["ota_listings"][0] == 0
     assert all("example" in snapshot.note for snapshot in snapshots[1:])
+
+
+def test_stale_figures_reach_cron_even_with_quiet(run_script, ses):
+    ses.verify(SENDER)
+    write_figures(run_script.figures, THREE_SNAPSHOTS)
+    result = run_script("--quiet", "--only", "ceo", "--cycle", "2027-01-15")
+    assert result.returncode == 0 and result.stdout == ""
+    assert result.stderr.startswith("warning: stale figures: the newest snapshot is as of")
+
+
+# --- Figures as a spreadsheet writes them, and as the text edition shows them ---------
+
+
+def test_wide_values_still_fit_72_columns(run_script):
+    write_figures(run_script.figures, [
+        ["2026-11-01", "", "", "", "27500-32500", "", "", ""],
+        ["2026-11-29", "", "", "", "2500000-3000000.55", "", "", ""]])
+    result = run_script("--dry-run", "--cycle", "2026-11-29")
+    assert result.returncode == 0, result.stderr
+    body = [line for line in result.stdout.splitlines() if not line.startswith("Subject: ")]
+    assert max(map(len, body)) <= 72  # the headers above each report are not the edition
+    assert "$2,500,000-" in result.stdout
+
+
+def test_a_range_counts_by_its_worse_end_against_the_target(run_script):
+    write_figures(run_script.figures, [["2026-11-29", "", "", "", "8500-9500", "", "", ""]])
+    result = run_script("--dry-run", "--only", "cfo", "--cycle", "2026-11-29")
+    assert row_of(result.stdout, "Monthly burn") == ["$8,500-9,500", "-", "$9,000", "behind"]
+
+
+def test_negative_dollars_and_spreadsheet_spellings_are_read(run_script):
+    header = ["as_of", "rental_net_income", "accounting_system_live", "email_open_rate"]
+    write_figures(run_script.figures, [["2026-11-15", "1850", "FALSE", "24"],
+                                       ["2026-11-29", "-$400", "TRUE", "27%"]], header)
+    rental = run_script("--dry-run", "--only", "rental-3028", "--cycle", "2026-11-29")
+    assert rental.returncode == 0, rental.stderr
+    assert row_of(rental.stdout, "Net rent/month")[:3] == ["-$400", "down", "$2,250"]
+    cmo = run_script("--dry-run", "--only", "cmo", "--cycle", "2026-11-29")
+    assert row_of(cmo.stdout, "Email open rate")[:4] == ["27%", "up", "3", "points"]

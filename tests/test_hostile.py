@@ -212,6 +212,8 @@ WRONG_SHAPES = {
     "to is null": sent_record("cto", to=None),
     "status is missing": {k: v for k, v in sent_record("cto").items() if k != "status"},
     "not an object": '["a", "list"]',
+    "data_as_of is a number": sent_record("cto", data_as_of=20261209),
+    "nested past Python's limit": "[" * 200_000,
 }
 
 
@@ -219,15 +221,17 @@ WRONG_SHAPES = {
 def test_a_record_of_the_wrong_shape_is_skipped_with_one_warning(run_script, ses, shape):
     ses.verify(SENDER)
     write_log(run_script.audit_log, [sent_record("ceo"), WRONG_SHAPES[shape]])
-    warning = f"audit log {run_script.audit_log} line 2 is not a record this script wrote"
-    for args in (["--check", "--cycle", CYCLE], ["--cycle", CYCLE]):
+    warning = f"audit log {run_script.audit_log} line 2 is not a"
+    for args in (["--check", "--cycle", CYCLE], ["--cycle", CYCLE, "--only", "ceo,cto"]):
         result = run_script(*args)
         assert result.returncode == 0, result.stderr
         assert result.stderr.count(warning) == 1
-    assert len(ses.messages()) == REPORT_COUNT - 1  # ceo was sent; cto's record is no proof
+    [message] = ses.messages()  # ceo was sent before; cto's odd record is no proof
+    assert message["subject"].startswith("CTO")
     history = run_script("--history")
     assert history.returncode == 0 and "Traceback" not in history.stderr
-    assert history.stderr.count("is not a record this script wrote") == 1
+    assert history.stderr.count("line 2 from the end") == 0  # the skip records came after
+    assert len([x for x in history.stderr.splitlines() if "from the end" in x]) == 1
     assert "from the end" in history.stderr
 
 
@@ -460,3 +464,39 @@ def test_an_expired_sso_login_is_exit_78_not_75(run_script, ses):
     assert "Traceback" not in result.stderr
     assert "aws sso login" in result.stderr
     assert ses.messages() == []
+
+
+def test_a_huge_line_with_no_end_is_skipped_not_swallowed(run_script, ses):
+    ses.verify(SENDER)
+    write_log(run_script.audit_log, [sent_record("ceo")])
+    with open(run_script.audit_log, "ab") as log:
+        log.write(b"x" * (3 * ser.LEDGER_CHUNK_BYTES))  # junk, and no newline after it
+    history = run_script("--history", "1")
+    assert history.returncode == 0 and "Traceback" not in history.stderr
+    assert "line 1 from the end is not a complete record" in history.stderr
+    sent = run_script("--cycle", CYCLE)
+    assert sent.returncode == 0 and "Traceback" not in sent.stderr
+    assert f"{REPORT_COUNT - 1} of {REPORT_COUNT} reports sent" in sent.stdout
+
+
+def test_a_stop_during_the_last_send_still_stops_the_run(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.6
+    victim = run_via_proxy.start("--cycle", CYCLE, "--only", "ceo")
+    deadline = time.monotonic() + 30
+    while proxy.count("SendEmail") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)
+    _, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == 143, stderr
+    [record] = run_via_proxy.audit_records()
+    assert record["status"] == "sent"  # the send in flight was answered and recorded
+
+
+def test_a_short_secret_is_not_redacted_out_of_what_ses_says(run_via_proxy, proxy, ses):
+    proxy.plan("SendEmail", then=(400, "MessageRejected", "the t-shirt list is not verified"))
+    result = run_via_proxy("--only", "ceo", env={"AWS_SECRET_ACCESS_KEY": "t"})
+    assert result.returncode == 1
+    assert "SES said MessageRejected: the t-shirt list is not verified" in result.stderr
+    [record] = run_via_proxy.audit_records()
+    assert record["error"]["message"] == "the t-shirt list is not verified"
