@@ -968,13 +968,20 @@ class RenderedReport(NamedTuple):
     to: tuple = ()
     bcc: tuple = ()
     variant: str = "a"
-    data_as_of: str | None = None  # the figures snapshot it was written from
-    data_sha256: str | None = None
+    snapshot: "Snapshot | None" = None  # the figures it was written from
 
     @property
     def recipient_count(self):
         """How many messages SES counts against its quotas for this report."""
         return len(self.to) + len(self.bcc)
+
+    @property
+    def data_as_of(self):
+        return self.snapshot and str(self.snapshot.as_of)
+
+    @property
+    def data_sha256(self):
+        return self.snapshot and self.snapshot.sha256
 
     @property
     def body_sha256(self):
@@ -1297,7 +1304,14 @@ class Snapshot(NamedTuple):
     line: int  # in the figures file, for messages
     figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
     note: str
-    sha256: str  # of the row as read: what the audit log records
+
+    @property
+    def sha256(self):
+        """The snapshot's content, however the spreadsheet wrote it ($8,000 or 8000):
+        what the audit log records, and how a repeated snapshot is recognised."""
+        return sha256_hex(json.dumps({"as_of": str(self.as_of), "note": self.note, **{
+            metric: [str(low), str(high)] for metric, (low, high) in self.figures.items()}},
+            sort_keys=True))
 
 
 class CycleFigures(NamedTuple):
@@ -1387,11 +1401,7 @@ def parse_snapshot(header, row, line, name):
                                 f"{UNITS[metric.unit]}")
     if as_of is None:
         return None, problems
-    # The snapshot's content, however the spreadsheet wrote it ($8,000 or 8000).
-    digest = sha256_hex(json.dumps({"as_of": str(as_of), "note": note, **{
-        metric: [str(low), str(high)] for metric, (low, high) in figures.items()}},
-        sort_keys=True))
-    return Snapshot(as_of, line, figures, note, digest), problems
+    return Snapshot(as_of, line, figures, note), problems
 
 
 def parse_date(text):
@@ -2026,8 +2036,9 @@ def render_html(blocks, title):
 
 
 def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(), bcc=(),
-                  figures=NO_FIGURES):
-    """Both editions of one report; a placeholder with no value raises KeyError."""
+                  figures=NO_FIGURES, with_html=True):
+    """Both editions of one report (the text alone for --dry-run, which shows only
+    that); a placeholder with no value raises KeyError."""
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
     values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
               "generated_at": generated_at, "version": VERSION, "variant": variant,
@@ -2040,10 +2051,10 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
         blocks = brief_blocks(blocks)
     snapshot = figures.snapshot
     return RenderedReport(report_id=spec.report_id, subject=f"{title} | cycle {cycle}",
-                          body=render_text(blocks), html=render_html(blocks, title),
+                          body=render_text(blocks),
+                          html=render_html(blocks, title) if with_html else "",
                           to=tuple(to), bcc=tuple(bcc), variant=variant,
-                          data_as_of=snapshot and str(snapshot.as_of),
-                          data_sha256=snapshot and snapshot.sha256)
+                          snapshot=snapshot)
 
 
 def report_eml(report, config, now):
@@ -3448,7 +3459,8 @@ def run(args, *, environ, console, clock, connect, stop):
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
-                             figures=figures, **config.recipients(spec.report_id))
+                             figures=figures, with_html=not args.dry_run,
+                             **config.recipients(spec.report_id))
                for spec in selected]
     if args.dry_run:
         print_dry_run(reports, config, console)
