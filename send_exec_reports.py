@@ -835,14 +835,22 @@ class UsageError(ReportRunError):
     outcome = "usage"
 
 
-class ConfigError(ReportRunError):
-    """The settings are invalid; carries one line per problem."""
+class ProblemsError(ReportRunError):
+    """Several problems found at once: each is one line on stderr, then `closing`."""
 
-    outcome = "config"
+    label = "error"
+    closing = "nothing was sent"
 
     def __init__(self, problems):
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+
+class ConfigError(ProblemsError):
+    """The settings are invalid."""
+
+    outcome = "config"
+    label = "config error"
 
 
 class AuditLogError(ReportRunError):
@@ -853,14 +861,12 @@ class PreviewError(ReportRunError):
     outcome = "cant_create"
 
 
-class DataError(ReportRunError):
-    """The figures file has problems; carries one line per problem."""
+class DataError(ProblemsError):
+    """The figures file has bad rows."""
 
     outcome = "data"
-
-    def __init__(self, problems):
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
+    label = "data error"
+    closing = "nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)"
 
 
 class RunLockedError(ReportRunError):
@@ -3506,15 +3512,10 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
             return exit_code(run(parse_args(argv, console), environ=environ, console=console,
                                  clock=clock or SystemClock(),
                                  connect=ses_factory or connect_ses, stop=stop))
-    except ConfigError as error:
+    except ProblemsError as error:
         for problem in error.problems:
-            console.problem(f"config error: {problem}")
-        console.problem("nothing was sent")
-        return exit_code({error.outcome})
-    except DataError as error:
-        for problem in error.problems:
-            console.problem(f"data error: {problem}")
-        console.problem("nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)")
+            console.problem(f"{error.label}: {problem}")
+        console.problem(error.closing)
         return exit_code({error.outcome})
     except ReportRunError as error:
         console.problem(f"error: {error}")
