@@ -140,9 +140,6 @@ HTML_STYLE = {
     "hr": "border:0;border-top:1px solid #d9e2ec;margin:24px 0 12px;",
 }
 
-# Values that must never reach stdout, stderr or the audit log.
-SECRET_SETTINGS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-
 # Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
 AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
