@@ -69,6 +69,10 @@ class FaultProxy:
         # test started (a killed run's send, say) reaches the server in the next test.
         self._server.daemon_threads = False
         self._server.block_on_close = True
+        # select() can call the listening socket ready when no connection is left to
+        # take (one reset before it was accepted): a blocking accept() would then
+        # wait for ever, and so would the shutdown at the end of the test.
+        self._server.socket.settimeout(0.5)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def plan(self, action, *faults, then="pass"):
