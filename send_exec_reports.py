@@ -781,6 +781,7 @@ METRICS = (
     Metric("accounting_system_live", "Accounting system live", "yes_no",
            ("ceo", "accounting"), "yes"),
 )
+METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
 FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
 FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
 TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
@@ -1368,7 +1369,7 @@ def header_problems(header, name):
                 "(--metrics --csv-header prints it)"]
     problems = [] if header[0] == FIGURES_DATE_COLUMN else [
         f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
-    known = {metric.metric_id for metric in METRICS} | {FIGURES_NOTE_COLUMN}
+    known = {*METRICS_BY_ID, FIGURES_NOTE_COLUMN}
     for position, column in enumerate(header[1:], start=1):
         if column not in known:
             problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
@@ -1600,10 +1601,9 @@ def trend_table(report_id, figures):
 
 def open_shortfalls(figures):
     """The critical shortfalls still open: those the data does not show fixed."""
-    by_id = {metric.metric_id: metric for metric in METRICS}
     return [shortfall for shortfall in SHORTFALLS
             if shortfall.metric is None or not all(
-                fixed(by_id[m], figure_of(figures.snapshot, by_id[m]))
+                fixed(METRICS_BY_ID[m], figure_of(figures.snapshot, METRICS_BY_ID[m]))
                 for m in shortfall.metric.split())]
 
 
@@ -1619,16 +1619,21 @@ def shortfall_split(shortfalls):
         Block("paragraph", ["No critical shortfall is open."])]
 
 
+def unmeasured(figures):
+    """The catalogue's metrics with no figure in the cycle's snapshot."""
+    return [metric for metric in METRICS if figure_of(figures.snapshot, metric) is None]
+
+
 def missing_kpis(figures):
     """The catalogue's metrics this snapshot did not measure."""
-    missing = [metric.label for metric in METRICS if figure_of(figures.snapshot, metric) is None]
+    missing = [metric.label for metric in unmeasured(figures)]
     return [Block("numbered", missing)] if missing else [
         Block("paragraph", ["Every metric in the catalogue was measured."])]
 
 
 def break_even_table(figures):
     """Charters booked in each recent snapshot against the break-even of 6 a month."""
-    metric = next(m for m in METRICS if m.metric_id == "charters_booked")
+    metric = METRICS_BY_ID["charters_booked"]
     target = int(target_value(metric))
     rows = [["As of", "Charters", f"Against break-even ({target})"]]
     for snapshot in figures.history:
@@ -1643,7 +1648,7 @@ def break_even_table(figures):
 def figure_values(report_id, figures):
     """The placeholders and slots the figures fill in a report's template."""
     shortfalls = open_shortfalls(figures)
-    by_id = {metric.metric_id: metric for metric in METRICS}
+    by_id = METRICS_BY_ID
     snapshot = figures.snapshot
     burn = figure_of(snapshot, by_id["monthly_burn"])
 
@@ -1658,7 +1663,7 @@ def figure_values(report_id, figures):
         "shortfall_count": str(len(shortfalls)),
         "metrics_in_order": {m.metric_id for m in METRICS
                              if fixed(m, figure_of(snapshot, m))},
-        "missing_count": str(sum(figure_of(snapshot, m) is None for m in METRICS)),
+        "missing_count": str(len(unmeasured(figures))),
         "metric_count": str(len(METRICS)),
         "email_list": shown("email_list_size", "size not measured", " people"),
         "aws_cost": shown("aws_monthly_cost", "not measured"),
@@ -1818,7 +1823,7 @@ def check_markers(kind, content):
     [until metric] only at a list item's start, naming a metric of the catalogue."""
     until = UNTIL_PATTERN.match(content) if kind in ("bullets", "numbered") else None
     if until:
-        if until.group(1) not in {metric.metric_id for metric in METRICS}:
+        if until.group(1) not in METRICS_BY_ID:
             raise TemplateError(f"[until {until.group(1)}] names no metric; --metrics lists them")
         content = content[until.end():]
     for cell in content if kind == "table" else [content]:
