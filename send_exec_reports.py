@@ -1928,14 +1928,21 @@ def text_table(rows, wrap=True):
         widths[widths.index(max(widths))] -= 1
     lines = []
     for number, row in enumerate(rows):
-        cells = [(textwrap.wrap(cell, widths[i], break_on_hyphens=False) if wrap
-                  else [cell]) or [""] for i, cell in enumerate(row)]
+        cells = [(wrap_cell(cell, widths[i]) if wrap else [cell]) or [""]
+                 for i, cell in enumerate(row)]
         for depth in range(max(map(len, cells))):
             lines.append("  ".join((cell[depth] if depth < len(cell) else "").ljust(widths[i])
                                    for i, cell in enumerate(cells)))
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def wrap_cell(cell, width):
+    """A cell's lines at the column's width; most cells fit, and need no textwrap."""
+    if len(cell) <= width and not any(space in cell for space in "\t\n\r\v\f"):
+        return [cell.strip()] if cell.strip() else []
+    return textwrap.wrap(cell, width, break_on_hyphens=False)
 
 
 def render_text(blocks):
