@@ -99,7 +99,7 @@ REQUIRED_SETTINGS = (
 ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
 # These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
 ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
-ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL")
+ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL")
 
 # The report markup (see ReportTemplate) and how its two editions look.
 NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
@@ -180,8 +180,11 @@ SES_READ_TIMEOUT_SECONDS = 20
 PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
 PREFLIGHT_READ_TIMEOUT_SECONDS = 3
+# Its questions are asked at once, this many at a time (and as many connections).
+PREFLIGHT_CONCURRENCY = 10
 
-# The sandbox's quota; SES's v1 API has no call that says "sandbox" outright.
+# The sandbox's quota.  SES's v2 API says "sandbox" outright; where only v1
+# answers, this quota is how the preflight guesses it.
 SANDBOX_MAX_24_HOUR_SEND = 200
 
 # How the preflight names where boto3 found the credentials (never the values).
@@ -233,6 +236,18 @@ FAILURE_POLICY = {
         "dashboard), or send fewer reports (--only) or to fewer recipients"),
     "QuotaInsufficient": FailurePolicy(  # the preflight's: today's quota is used up
         "transient", True, "run again when the 24-hour quota has room"),
+    "SendingDisabled": FailurePolicy(  # the preflight's: GetAccount says SendingEnabled false
+        "rejected", True, "AWS has paused sending for this account: the SES console's Account "
+        "dashboard (and AWS's mail to the account) says why; once fixed, resume sending there "
+        "or with aws sesv2 put-account-sending-attributes --sending-enabled"),
+    "AccountShutdown": FailurePolicy(  # the preflight's: GetAccount says EnforcementStatus SHUTDOWN
+        "rejected", True, "AWS has shut down sending for this account over its bounces or "
+        "complaints: see Reputation metrics in the SES console and answer AWS's case in the "
+        "AWS Support Center"),
+    "RecipientSuppressed": FailurePolicy(  # the preflight's: GetSuppressedDestination found it
+        "rejected", False, "fix why that address bounced or complained (a full mailbox, a "
+        "typo, a mail-server outage), then take it off the list: aws sesv2 "
+        "delete-suppressed-destination --email-address ADDRESS"),
     "StaleData": FailurePolicy(  # REPORT_DATA_REQUIRE_FRESH and the figures are not this cycle's
         "data", True, "add this cycle's figures to the figures file (REPORT_DATA_PATH), then "
         "run again"),
@@ -273,7 +288,7 @@ FAILURE_POLICY = {
 FAILURE_CONDITIONS = frozenset({
     "DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer", "ServerError", "TlsNotVerified",
     "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable",
-    "StaleData"})
+    "StaleData", "SendingDisabled", "AccountShutdown", "RecipientSuppressed"})
 
 
 class ReportTemplate(string.Template):
@@ -924,6 +939,7 @@ class Config(NamedTuple):
     variant: str = "a"
     configuration_set: str | None = None
     endpoint_url: str | None = None
+    endpoint_url_v2: str | None = None  # the SES v2 API's, which the preflight asks
     aws_profile: str | None = None
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
     data_path: Path | None = None  # the figures file
@@ -1267,6 +1283,10 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         to_by_report=routes,
         configuration_set=value("AWS_SES_CONFIGURATION_SET"),
         endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
+        # A local SES server (moto, LocalStack) answers both APIs at one address:
+        # without a v2 endpoint of its own, v2 goes where v1 goes, never to AWS alone.
+        endpoint_url_v2=(value("AWS_ENDPOINT_URL_SESV2") or value("AWS_ENDPOINT_URL_SES")
+                         or value("AWS_ENDPOINT_URL")),
         aws_profile=value("AWS_PROFILE"),
         retries=retry_config(settings),
         ca_bundle=value("AWS_CA_BUNDLE"),
@@ -2093,8 +2113,12 @@ def report_eml(report, config, now):
 
 
 def audit_record(report, config, *, run_id, cycle, now, status,
-                 message_id=None, error=None):
-    """One audit log line: what was sent, when, to whom, and what SES said."""
+                 message_id=None, error=None, suppressed=()):
+    """One audit log line: what was sent, when, to whom, and what SES said.
+
+    suppressed: the recipients on the account's suppression list, to whom SES
+    accepts the report and delivers nothing.
+    """
     return {
         "ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
         "run_id": run_id,
@@ -2109,6 +2133,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "status": status,
         "message_id": message_id,
         "error": error,
+        "suppressed": list(suppressed),
         "body_sha256": report.body_sha256,
         "html_sha256": sha256_hex(report.html),
         "data_as_of": report.data_as_of,
@@ -2268,7 +2293,8 @@ def real_audit_log_path(path):
 RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
                           "error": (dict, type(None)), "to": list, "bcc": list,
-                          "data_as_of": (str, type(None)), "data_sha256": (str, type(None))}
+                          "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
+                          "suppressed": list}
 RECORD_STATUSES = ("sent", "failed", "skipped")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 
@@ -2288,7 +2314,8 @@ def record_problem(record):
     error = record.get("error") or {}
     if not all(isinstance(error.get(key, ""), str) for key in ("code", "message")):
         return "an 'error' of the wrong shape"
-    if not all(isinstance(a, str) for a in (*record.get("to", ()), *record.get("bcc", ()))):
+    if not all(isinstance(a, str) for a in (*record.get("to", ()), *record.get("bcc", ()),
+                                           *record.get("suppressed", ()))):
         return "recipients that are not text"
     return None
 
@@ -2566,17 +2593,29 @@ class AuditLog:
                                     f"{error.strerror}") from None
 
 
-class SesClients(NamedTuple):
-    """The sending client, a quick-to-give-up client for the preflight, and whose keys."""
+class SesClients:
+    """The sending client, quick-to-give-up preflight clients (SES API v2, and v1 where
+    v2 cannot answer), and whose keys.  The v1 one is made only if it is asked."""
 
-    send: object
-    preflight: object
-    credential_source: str
+    def __init__(self, send, preflight_v2, make_preflight_v1, credential_source):
+        self.send = send
+        self.preflight_v2 = preflight_v2
+        self._make_preflight_v1 = make_preflight_v1
+        self._preflight_v1 = None
+        self.credential_source = credential_source
+
+    @property
+    def preflight(self):
+        """The v1 preflight client (made on first use: a client costs milliseconds)."""
+        if self._preflight_v1 is None:
+            self._preflight_v1 = self._make_preflight_v1()
+        return self._preflight_v1
 
     def close(self):
         """Close the clients' connections (a run uses them once)."""
-        self.send.close()
-        self.preflight.close()
+        for client in (self.send, self.preflight_v2, self._preflight_v1):
+            if client is not None:
+                client.close()
 
 
 def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS,
@@ -2615,24 +2654,29 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
     else:
         source = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
 
-    def client(retries, connect_timeout, read_timeout):
+    def client(service, endpoint_url, retries, connect_timeout, read_timeout):
         settings = botocore.config.Config(retries=retries, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout)
+                                          read_timeout=read_timeout,
+                                          max_pool_connections=PREFLIGHT_CONCURRENCY)
         try:
-            return session.create_client("ses", region_name=config.region,
+            return session.create_client(service, region_name=config.region,
                                          verify=config.ca_bundle,
-                                         endpoint_url=config.endpoint_url, config=settings)
+                                         endpoint_url=endpoint_url, config=settings)
         except (ValueError, botocore.exceptions.BotoCoreError) as error:
             # A region or endpoint botocore will not use, past our own checks.
             raise ConfigError([f"SES cannot be reached as configured (AWS_SES_REGION "
-                               f"{config.region}, endpoint {config.endpoint_url or 'AWS'}): "
+                               f"{config.region}, endpoint {endpoint_url or 'AWS'}): "
                                f"{error}"]) from None
 
-    send = client(config.retries, SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
+    send = client("ses", config.endpoint_url, config.retries, SES_CONNECT_TIMEOUT_SECONDS,
+                  SES_READ_TIMEOUT_SECONDS)
     send.meta.events.register_first("needs-retry.ses.SendEmail", refuse_to_retry_daily_quota)
-    preflight = client(PREFLIGHT_RETRIES, PREFLIGHT_CONNECT_TIMEOUT_SECONDS,
-                       preflight_read_timeout)
-    return SesClients(send, preflight, source)
+    def preflight(service, endpoint_url):
+        return client(service, endpoint_url, PREFLIGHT_RETRIES,
+                      PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
+
+    return SesClients(send, preflight("sesv2", config.endpoint_url_v2),
+                      lambda: preflight("ses", config.endpoint_url), source)
 
 
 def refuse_to_retry_daily_quota(response, **_):
@@ -2734,11 +2778,19 @@ class Preflight:
     def __init__(self, notes):
         self.notes = list(notes)
         self.warnings = []
+        self.alerts = []  # warnings that --quiet does not hold back (the account at risk)
         self.problems = set()  # EXIT_CODES outcomes --check ends in: what would stop a send
         self.sender_verified = None
+        self.sandbox = None
         self.max_24_hour_send = None
         self.sent_last_24_hours = None
         self.max_send_rate = None
+        self.account_refusal = None  # (FAILURE_POLICY key, why): AWS stopped the account
+        self.suppressed = {}  # address -> why SES drops mail to it ("BOUNCE on 2026-11-20")
+
+    def refusal(self, reports):
+        """(FAILURE_POLICY key, why) if these reports cannot go out at all, else None."""
+        return self.account_refusal or self.quota_refusal(reports)
 
     def quota_refusal(self, reports):
         """(FAILURE_POLICY key, why) if the quota cannot take these reports, else None.
@@ -2761,20 +2813,219 @@ class Preflight:
                                     f"{counted}"
 
 
+
+def suppression_line(address, why):
+    """The error line for a recipient on the account's suppression list: why, and the fix."""
+    advice = FAILURE_POLICY["RecipientSuppressed"].advice.replace("ADDRESS", address)
+    return (f"error: {address} is on the account's suppression list ({why}): SES accepts "
+            f"reports to it and delivers none; {advice}")
+
+
 # Preflight questions that an IAM policy may leave out: being refused one is
 # not a problem with sending (the README's policy lists them as optional).
 OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
+# A field every answer to each v2 question has: without it, the answer is not
+# SES's (a web page that says 200, say), however botocore parsed it.
+V2_ANSWER_FIELDS = {"account": "SendQuota", "identity": "IdentityType",
+                    "suppressed": "SuppressedDestination"}
+# What each v2 question sees that the v1 API cannot: named when v2 is silent.
+V2_ONLY = {"account": "whether AWS has paused or shut down sending",
+           "identity": "the sender domain's DKIM and MAIL FROM status",
+           "suppressed": "the account's suppression list"}
 
 
 def run_preflight(clients, config, recipients):
-    """Ask SES about the sender, the quota and the sandbox; warn, never fail, on silence."""
+    """Ask SES about the account, the sender and the recipients; warn, never fail, on silence.
+
+    The SES v2 API answers first, its questions asked at once (one round trip,
+    not one per question).  Where v2 cannot answer (an IAM policy without its
+    actions, a server without it, no answer in time), the v1 API's questions
+    stand in, with one warning naming what v1 cannot see.
+    """
+    found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
+    domain = config.from_address.rpartition("@")[2]
+    answers = {key: answer if isinstance(answer, Exception) or V2_ANSWER_FIELDS[key[0]] in answer
+               else ValueError(f"no {V2_ANSWER_FIELDS[key[0]]} in the answer")
+               for key, answer in ask_at_once(v2_questions(
+                   clients.preflight_v2, config.from_address, domain, recipients)).items()}
+    silent = {key: answer for key, answer in answers.items() if v2_silence(answer)}
+    refused = next((failure for failure in map(v2_silence, silent.values())
+                    if failure.policy.outcome == "config"), None)
+    if refused:  # the credentials or TLS: v1 would get the same answer, and so would a send
+        found.problems.add(refused.policy.outcome)
+        said = (f"SES said {refused.code}: {refused.message}" if refused.from_ses
+                else f"SES did not answer ({refused.code})")
+        found.warnings.append(f"warning: preflight not checked: {said}; going on")
+        return found
+    fallback = []
+    if ("account",) in silent:
+        fallback.append(check_quota)
+    else:
+        read_account(answers["account",], config, found)
+    if {("identity", config.from_address), ("identity", domain)} & silent.keys():
+        fallback.append(check_sender)
+    else:
+        read_sender(answers, config.from_address, domain, found)
+    read_suppressions(answers, found)
+    v1_answered = run_v1_steps(clients.preflight, config, recipients, found,
+                               fallback + [check_sandbox_recipients])
+    if silent and v1_answered:  # else v1's own warning says SES did not answer
+        found.warnings.append(v2_fallback_warning(silent))
+    return found
+
+
+def v2_questions(client, sender, domain, recipients):
+    """The v2 API's preflight questions: {key: (call, its parameters)}."""
+    questions = {("account",): (client.get_account, {})}
+    for identity in (sender, domain):
+        questions["identity", identity] = (client.get_email_identity,
+                                           {"EmailIdentity": identity})
+    for address in recipients:
+        questions["suppressed", address] = (client.get_suppressed_destination,
+                                            {"EmailAddress": address})
+    return questions
+
+
+def ask_at_once(questions):
+    """Each question's answer, or the exception it raised, all asked concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=PREFLIGHT_CONCURRENCY) as pool:
+        futures = {key: pool.submit(call, **parameters)
+                   for key, (call, parameters) in questions.items()}
+    return {key: future.exception() or future.result() for key, future in futures.items()}
+
+
+def v2_silence(answer):
+    """The SendError for a v2 question SES did not answer, else None.
+
+    NotFoundException is an answer: the address is not on the suppression
+    list, or the identity does not exist.  A 404 without it is a server that
+    does not have the v2 API.
+    """
     import botocore.exceptions
 
-    found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
-    for step in (check_sender, check_quota, check_sandbox_recipients):
+    if not isinstance(answer, Exception):
+        return None
+    if isinstance(answer, botocore.exceptions.ClientError):
+        failure = ses_error(answer.response)
+        return None if failure.code == "NotFoundException" else failure
+    if isinstance(answer, (botocore.exceptions.BotoCoreError, OSError)):
+        return unanswered(answer)
+    return not_an_ses_answer(answer)
+
+
+def v2_fallback_warning(silent):
+    """The one warning for every v2 question that went unanswered."""
+    said = dict.fromkeys(f"{v2_silence(answer).code}" for answer in silent.values())
+    unseen = dict.fromkeys(V2_ONLY[key[0]] for key in silent)
+    return (f"warning: preflight: SES API v2 did not answer ({', '.join(said)}); the v1 API "
+            f"stood in, and cannot see {' or '.join(unseen)}; going on (the README's IAM "
+            f"policy lists the optional ses:GetAccount, ses:GetEmailIdentity and "
+            f"ses:GetSuppressedDestination)")
+
+
+def read_account(account, config, found):
+    """account: production access or the sandbox, sending status, enforcement, quota."""
+    quota = account.get("SendQuota") or {}
+    found.max_24_hour_send = quota.get("Max24HourSend")
+    found.sent_last_24_hours = quota.get("SentLast24Hours", 0)
+    found.max_send_rate = quota.get("MaxSendRate")
+    found.sandbox = not account.get("ProductionAccessEnabled", False)
+    found.notes.append(f"account: {'in the SES sandbox' if found.sandbox else 'production access'}"
+                       f" in {config.region}; sending "
+                       f"{'enabled' if account.get('SendingEnabled', True) else 'DISABLED'}; "
+                       f"enforcement status {account.get('EnforcementStatus', 'unknown')}")
+    if found.max_24_hour_send is not None:
+        found.notes.append(quota_note(found))
+    status = account.get("EnforcementStatus")
+    if status == "SHUTDOWN":
+        found.account_refusal = ("AccountShutdown", f"AWS reports sending SHUT DOWN for this "
+                                 f"SES account in {config.region} (EnforcementStatus SHUTDOWN)")
+    elif account.get("SendingEnabled") is False:
+        found.account_refusal = ("SendingDisabled", f"AWS reports sending disabled for this "
+                                 f"SES account in {config.region} (SendingEnabled false)")
+    elif status == "PROBATION":
+        found.alerts.append(f"warning: AWS has put this SES account in {config.region} on "
+                              "probation (EnforcementStatus PROBATION): its bounces or "
+                              "complaints are too high; see Reputation metrics in the SES "
+                              "console and fix the cause, or AWS will shut sending down")
+    if found.account_refusal:
+        found.problems.add(FAILURE_POLICY[found.account_refusal[0]].outcome)
+
+
+def quota_note(found):
+    return (f"quota: {found.sent_last_24_hours:g} of {found.max_24_hour_send:g} messages used "
+            f"in the last 24 hours; max send rate {found.max_send_rate:g} a second")
+
+
+def read_sender(answers, address, domain, found):
+    """sender: verified (as an address or by its domain), DKIM-signed, its MAIL FROM."""
+    identities = {name: answers["identity", name] for name in (address, domain)
+                  if not isinstance(answers["identity", name], Exception)}
+    verified = [name for name, identity in identities.items()
+                if identity.get("VerifiedForSendingStatus")
+                or identity.get("VerificationStatus") == "SUCCESS"]
+    note_sender(found, address, domain, verified)
+    if not verified:
+        return
+    dkim = (identities.get(domain) or {}).get("DkimAttributes") or {}
+    if domain not in identities:
+        found.notes.append(f"dkim: {domain} is not an SES identity, so SES signs the reports "
+                           f"as amazonses.com only; verify {domain} with Easy DKIM to sign "
+                           "them as your own")
+    elif dkim.get("Status") == "SUCCESS":
+        found.notes.append(f"dkim: {domain} signs the reports (DKIM SUCCESS)")
+    else:
+        found.warnings.append(f"warning: DKIM for {domain} is {dkim.get('Status', 'NOT_STARTED')}"
+                              f", so the reports are not signed as {domain} and may land in "
+                              f"spam: publish the CNAME records that the SES console shows "
+                              f"under Identities > {domain} > Authentication")
+    mail_from = identities[verified[0]].get("MailFromAttributes") or {}
+    status = mail_from.get("MailFromDomainStatus")
+    if mail_from.get("MailFromDomain") and status != "SUCCESS":
+        found.warnings.append(f"warning: the custom MAIL FROM domain "
+                              f"{mail_from['MailFromDomain']} of {verified[0]} is {status}: "
+                              "publish its MX and SPF records as the SES console shows "
+                              f"(Identities > {verified[0]} > Custom MAIL FROM domain)")
+
+
+def note_sender(found, address, domain, verified):
+    """The sender's note, or the warning and problem that SES will reject every report."""
+    found.sender_verified = bool(verified)
+    if verified:
+        found.notes.append(f"sender: {address} is verified (identity {verified[0]})")
+    else:
+        found.problems.add(FAILURE_POLICY["SenderRejected"].outcome)
+        found.warnings.append(f"warning: neither {address} nor {domain} is a verified SES "
+                              "identity in this region: verify the sender in the SES console, "
+                              "or SES will reject every report")
+
+
+def read_suppressions(answers, found):
+    """suppressed: the recipients that SES drops mail to, with the reason and since when."""
+    for key, answer in answers.items():
+        if key[0] != "suppressed" or isinstance(answer, Exception):
+            continue
+        listed = answer.get("SuppressedDestination") or {}
+        when = listed.get("LastUpdateTime")
+        since = f" since {when.astimezone(timezone.utc):%Y-%m-%d}" if when else ""
+        found.suppressed[key[1]] = f"{listed.get('Reason', 'listed')}{since}"
+    if found.suppressed:
+        found.problems.add(FAILURE_POLICY["RecipientSuppressed"].outcome)
+
+
+def run_v1_steps(client, config, recipients, found, steps):
+    """The v1 API's questions, in order; the first that SES cannot answer ends them.
+
+    Returns whether SES answered them all (a refusal of an optional one is an answer).
+    """
+    import botocore.exceptions
+
+    for step in steps:
         topic = step.__doc__.split(":")[0]
         try:
-            step(clients.preflight, config, recipients, found)
+            step(client, config, recipients, found)
         except botocore.exceptions.ClientError as error:
             failure = ses_error(error.response)
             if failure.code not in OPTIONAL_PERMISSION_CODES:
@@ -2782,18 +3033,18 @@ def run_preflight(clients, config, recipients):
             found.warnings.append(f"warning: preflight {topic} not checked: SES said "
                                   f"{failure.code}: {failure.message}; going on")
             if failure.policy.outcome == "config":
-                break  # refused credentials: every other question gets the same answer
+                return False  # refused credentials: every other question gets the same answer
         except botocore.exceptions.BotoCoreError as error:
             found.problems.add(unanswered(error).policy.outcome)
             found.warnings.append(f"warning: preflight stopped, SES did not answer "
                                   f"({type(error).__name__}); going on")
-            break  # an endpoint that does not answer one question will not answer the next
+            return False  # an endpoint that does not answer one question will not answer the next
         except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
             found.problems.add(not_an_ses_answer(error).policy.outcome)
             found.warnings.append(f"warning: preflight stopped, the endpoint's answer is "
                                   f"not SES's ({type(error).__name__}); going on")
-            break
-    return found
+            return False
+    return True
 
 
 def check_sender(client, config, recipients, found):
@@ -2801,14 +3052,7 @@ def check_sender(client, config, recipients, found):
     domain = config.from_address.rpartition("@")[2]
     verified = [identity for identity in verified_identities(client, [config.from_address])
                 if identity in (config.from_address, domain)]
-    found.sender_verified = bool(verified)
-    if verified:
-        found.notes.append(f"sender: {config.from_address} is verified (identity {verified[0]})")
-    else:
-        found.problems.add(FAILURE_POLICY["SenderRejected"].outcome)
-        found.warnings.append(f"warning: neither {config.from_address} nor {domain} is a "
-                              f"verified SES identity in {config.region}: verify the sender "
-                              "in the SES console, or SES will reject every report")
+    note_sender(found, config.from_address, domain, verified)
 
 
 def verified_identities(client, addresses):
@@ -2828,28 +3072,30 @@ def verified_identities(client, addresses):
 
 
 def check_quota(client, config, recipients, found):
-    """quota: the account's 24-hour quota and maximum send rate."""
+    """quota: the account's 24-hour quota and maximum send rate (v1: the sandbox guessed)."""
     quota = client.get_send_quota()
     found.max_24_hour_send = quota["Max24HourSend"]
     found.sent_last_24_hours = quota["SentLast24Hours"]
     found.max_send_rate = quota["MaxSendRate"]
-    found.notes.append(f"quota: {found.sent_last_24_hours:g} of {found.max_24_hour_send:g} "
-                       f"messages used in the last 24 hours; max send rate "
-                       f"{found.max_send_rate:g} a second")
+    found.sandbox = found.max_24_hour_send == SANDBOX_MAX_24_HOUR_SEND
+    found.notes.append(quota_note(found))
+    if found.sandbox:
+        found.notes.append("sandbox: the quota is the SES sandbox's (200 a day), so the "
+                           "account looks like it is in the sandbox")
 
 
 def check_sandbox_recipients(client, config, recipients, found):
     """sandbox: in the SES sandbox, recipients must be verified too."""
-    if found.max_24_hour_send != SANDBOX_MAX_24_HOUR_SEND:
+    if not found.sandbox:
         return
     verified = set(verified_identities(client, recipients))
     unverified = [r for r in recipients
                   if r not in verified and r.rpartition("@")[2] not in verified]
-    found.notes.append("sandbox: the quota is the SES sandbox's (200 a day)")
     if unverified:
         found.problems.add(FAILURE_POLICY["MessageRejected"].outcome)  # SES would refuse
-        found.warnings.append(f"warning: the account looks like it is in the SES sandbox, "
-                              f"where recipients must be verified too; not verified: "
+        found.warnings.append(f"warning: in the SES sandbox, where the account is (or, "
+                              f"where only v1 answers, looks to be), recipients must be "
+                              f"verified too; not verified: "
                               f"{', '.join(unverified)}: verify them or request production "
                               "access")
 
@@ -2974,7 +3220,8 @@ class Console:
 
     With --quiet nothing is printed unless something went wrong; then the
     problems are printed, with any warnings held back until then.  Alerts
-    (stale figures) are printed even then: numbers sent as news must not be old.  cron mails
+    (stale figures, an SES account on probation) are printed even then: numbers
+    sent as news must not be old, and an account at risk must not go unseen.  cron mails
     whatever a job prints, so a quiet run that worked sends no mail.
     """
 
@@ -3016,12 +3263,15 @@ class RunOutcome:
         self.records = []
         self.failures = []  # (record, SendError)
         self.refusal = None  # (FAILURE_POLICY key, why) when the preflight said no
+        self.suppressed = {}  # recipient -> why SES drops what this run sent to it
 
     def outcomes(self):
         """What went wrong, as EXIT_CODES keys (none: every report went out)."""
         found = {failure.policy.outcome for _, failure in self.failures}
         if self.refusal:
             found.add(FAILURE_POLICY[self.refusal[0]].outcome)
+        if self.suppressed:  # sent, but not to everyone: a person has to act
+            found.add(FAILURE_POLICY["RecipientSuppressed"].outcome)
         return found
 
 
@@ -3038,11 +3288,11 @@ class CycleRun:
         self.run_id = os.urandom(16).hex()  # random, like uuid4, without importing uuid
         self.outcome = RunOutcome()
 
-    def record(self, report, status, *, message_id=None, error=None):
+    def record(self, report, status, *, message_id=None, error=None, suppressed=()):
         """Audit one outcome (on disk before anything else happens) and note it."""
         record = audit_record(report, self.config, run_id=self.run_id, cycle=self.cycle,
                               now=self.clock.now(), status=status, message_id=message_id,
-                              error=error)
+                              error=error, suppressed=suppressed)
         self.audit_log.append(record)
         self.outcome.records.append(record)
         self.console.step(f"{status} {report.report_id}: {message_id or error['code']}")
@@ -3052,22 +3302,32 @@ class CycleRun:
         for report in reports:
             self.record(report, "skipped", error={"code": code, "message": message})
 
-    def send(self, reports, ses, pacer):
-        """Send in order; stop early where every remaining report would fail too."""
+    def send(self, reports, ses, pacer, suppressed):
+        """Send in order; stop early where every remaining report would fail too.
+
+        suppressed: the recipients SES would drop (the preflight's finding).  A
+        report still goes to the others; one with nobody else is not sent.
+        """
         for position, report in enumerate(reports):
             self.stop.check()
             self.audit_log.check_room()
+            dropped = [a for a in (*report.to, *report.bcc) if a in suppressed]
+            self.outcome.suppressed.update((a, suppressed[a]) for a in dropped)
+            if len(dropped) == report.recipient_count:
+                self.skip([report], "RecipientSuppressed", "every recipient is on the "
+                          f"account's suppression list: {', '.join(dropped)}")
+                continue
             pacer.wait_to_send(report.recipient_count)
             self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
             with self.stop.protect():
-                failure = self.send_one(ses, report)
+                failure = self.send_one(ses, report, dropped)
             if failure and failure.policy.stops_run:
                 self.skip(reports[position + 1:], "NotAttempted",
                           f"run stopped after {failure.code}")
                 break
         self.stop.check()  # a stop asked for during the last send still stops the run
 
-    def send_one(self, ses, report):
+    def send_one(self, ses, report, suppressed=()):
         """Send one report and record what SES said; return the SendError, if any."""
         try:
             with self.stop.awaiting_ses():
@@ -3082,7 +3342,7 @@ class CycleRun:
                      "message": redact(failure.message, self.config.secrets)}
             self.outcome.failures.append((self.record(report, "failed", error=error), failure))
             return failure
-        self.record(report, "sent", message_id=message_id)
+        self.record(report, "sent", message_id=message_id, suppressed=suppressed)
         return None
 
 
@@ -3118,11 +3378,14 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                     console.step(note)
                 for warning in found.warnings:
                     console.warn(redact(warning, config.secrets))
-                run.outcome.refusal = found.quota_refusal(to_send)
+                for alert in found.alerts:
+                    console.alert(alert)
+                run.outcome.refusal = found.refusal(to_send)
                 if run.outcome.refusal:
                     run.skip(to_send, *run.outcome.refusal)
                 else:
-                    run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock))
+                    run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock),
+                             found.suppressed)
     return run.outcome
 
 
@@ -3145,13 +3408,17 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
         console.result(line)
     for warning in warnings + found.warnings:
         console.warn(redact(warning, config.secrets))
+    for alert in found.alerts:
+        console.alert(alert)
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     problems = set(found.problems) if to_send else set()
-    for refused in (refusal, found.quota_refusal(to_send)):
+    for refused in (refusal, found.refusal(to_send)):
         if refused and to_send:
             problems.add(FAILURE_POLICY[refused[0]].outcome)
             console.problem(refusal_line(refused))
+    for address, why in found.suppressed.items() if to_send else ():
+        console.problem(suppression_line(address, why))
     for outcome, verdict in CHECK_VERDICTS.items():
         if outcome in problems:
             console.problem(f"error: {verdict}")
@@ -3162,8 +3429,8 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
 CHECK_VERDICTS = {
     "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
               "(see above); a send would fail the same way",
-    "rejected": "the sender, or in the sandbox a recipient, is not a verified SES identity "
-                "(see above)",
+    "rejected": "SES would refuse or drop reports: see above (the sender, the account, a "
+                "recipient on the suppression list, or in the sandbox an unverified one)",
     "transient": "SES could not be reached or did not answer as SES does (see above); "
                  "try again later",
 }
@@ -3186,7 +3453,9 @@ def outcome_detail(record):
     """The last column of the summary and history tables."""
     error = record.get("error") or {}
     if record.get("status") == "sent":
-        return record.get("message_id") or ""
+        dropped = record.get("suppressed") or []
+        return (record.get("message_id") or "") + (
+            f"; suppressed, not delivered: {', '.join(dropped)}" if dropped else "")
     if error.get("code") == "AlreadySent":
         return "already sent: " + error.get("message", "").split(" as ")[-1].split(";")[0]
     if error.get("code") == "NotAttempted":
@@ -3212,6 +3481,8 @@ def report_outcome(outcome, config, cycle, console):
     """The summary on stdout, and one line on stderr per problem."""
     for record, failure in outcome.failures:
         console.problem(failure_line(record, failure, config))
+    for address, why in outcome.suppressed.items():
+        console.problem(suppression_line(address, why))
     if outcome.refusal:
         console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)
@@ -3299,8 +3570,8 @@ def build_parser():
                         help="write each selected report as DIR/ID.eml and DIR/ID.html; "
                              "nothing sent")
     action.add_argument("--check", action="store_true",
-                        help="check credentials, sender, quota and sandbox with SES; "
-                             "send nothing")
+                        help="ask SES about the credentials, account, sender and "
+                             "recipients (quota, sandbox, suppression list); send nothing")
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
     action.add_argument("--metrics", action="store_true",
@@ -3327,7 +3598,8 @@ def build_parser():
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("--quiet", action="store_true",
                           help="print nothing if every report was sent; else only the "
-                               "problems (for cron)")
+                               "problems (for cron); stale figures and an SES account on "
+                               "probation are always said")
     loudness.add_argument("--verbose", action="store_true", help="show each step on stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser

@@ -18,6 +18,12 @@ proxy that throttles as SES does above that rate:
      1.1 * 7*k/R plus start-up, k being the recipients of each message (SES
      counts every To and BCC against the rate), with no throttling.
 
+Then, behind a proxy that adds 50 ms to every request, as a distant SES
+region does:
+
+  7. the full send against the bare loop again: at most 1.20x, so that the
+     preflight's questions (asked at once) cost about one round trip.
+
 Then the ledger, with no SES involved:
 
   5. a no-op run (every report already sent this cycle) on an audit log of
@@ -147,7 +153,7 @@ def measure(rounds, aws, workdir):
     shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")  # the figures, in play
     times = {}
     with LocalSES() as ses:
-        env = script_environment(ses.url, workdir)
+        env = script_environment(ses.url, workdir, ses.v2_url)
         makers = commands(env_file, workdir, aws)
         names = list(makers)
         for number in range(rounds):
@@ -179,6 +185,32 @@ def measure_pacing(rate, workdir, runs=3):
             durations.append(timed([sys.executable, str(SCRIPT), "--env-file", str(env_file),
                                     "--audit-log", str(log), "--cycle", "paced"], env))
     return statistics.median(durations), proxy.throttled
+
+
+LATENCY_SECONDS = 0.05
+LATENCY_GOAL = 1.20
+
+
+def measure_latency(workdir, rounds):
+    """Seconds of the full send and of the bare loop, each request 50 ms late."""
+    workdir = workdir / "latency"  # audit logs of its own: each full send sends all eight
+    workdir.mkdir()
+    env_file = workdir / "repos.env"
+    env_file.write_text(SETTINGS)
+    env_file.chmod(0o600)
+    shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")
+    times = {}
+    with LocalSES() as ses, FaultProxy(ses.url) as proxy:
+        proxy.latency = LATENCY_SECONDS
+        env = script_environment(proxy.url, workdir)  # v1 and v2 both behind it
+        makers = commands(env_file, workdir, aws=None)
+        names = ["full send", "bare boto3 loop"]
+        for number in range(rounds):
+            ses.reset()
+            ses.verify(SENDER)
+            for name in names[number % 2:] + names[:number % 2]:
+                times.setdefault(name, []).append(timed(makers[name](), env))
+    return times
 
 
 LEDGER_RECORDS = 100_000
@@ -268,6 +300,7 @@ def main():
         workdir = Path(tmp)
         times = measure(args.rounds, args.aws, workdir)
         paced, throttled = measure_pacing(args.rate, workdir)
+        latency_times = measure_latency(workdir, args.rounds)
         ledger_times, peak_rss, large_size = measure_ledger(workdir, args.rounds)
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"machine: {versions(args.aws)}; {args.rounds} rounds\n")
@@ -290,8 +323,22 @@ def main():
     print(f"4  pacing at {args.rate:g}/s: {paced:.3f}s for 8 sends, bounds "
           f"[{floor:.3f}s, {ceiling:.3f}s] (7 x {RECIPIENTS_PER_MESSAGE}/R, "
           f"1.1 x that + start-up), throttled {throttled}  {'met' if met else 'MISSED'}")
+    missed += report_latency(latency_times)
     missed += report_ledger(ledger_times, peak_rss, large_size)
     return 1 if missed else 0
+
+
+def report_latency(times):
+    """Print goal 7; return 1 if it was missed."""
+    ratios = round_ratios(times, "full send", "bare boto3 loop")
+    ratio = statistics.median(ratios)
+    print(f"\nwith {LATENCY_SECONDS * 1000:.0f} ms added to every request: full send "
+          f"{statistics.median(times['full send']):.3f}s, bare loop "
+          f"{statistics.median(times['bare boto3 loop']):.3f}s")
+    result = "met" if ratio <= LATENCY_GOAL else "MISSED"
+    print(f"{'7  full send / bare loop, +50 ms':<38}{ratio:>7.3f}{min(ratios):>8.3f}-"
+          f"{max(ratios):<6.3f}{LATENCY_GOAL:>9.2f}  {result}")
+    return int(ratio > LATENCY_GOAL)
 
 
 def report_ledger(times, peak_rss, large_size):

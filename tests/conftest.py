@@ -127,9 +127,10 @@ class ScriptRunner:
     tests where a process is the point.
     """
 
-    def __init__(self, tmp_path, endpoint_url):
+    def __init__(self, tmp_path, endpoint_url, v2_url=None):
         self.tmp_path = tmp_path
         self.endpoint_url = endpoint_url
+        self.v2_url = v2_url
         self.env_file = tmp_path / "repos.env"
         self.audit_log = tmp_path / "audit.jsonl"
         self.figures = tmp_path / "report_data.csv"  # where the script looks by default
@@ -169,7 +170,9 @@ class ScriptRunner:
         return ["--env-file", str(self.env_file), "--audit-log", str(self.audit_log), *args]
 
     def environment(self, env):
-        environment = script_environment(self.endpoint_url, self.tmp_path)
+        environment = script_environment(self.endpoint_url, self.tmp_path, self.v2_url)
+        if "AWS_ENDPOINT_URL_SES" in (env or {}) and "AWS_ENDPOINT_URL_SESV2" not in env:
+            del environment["AWS_ENDPOINT_URL_SESV2"]  # v2 follows v1, as for a user
         for name, value in (env or {}).items():  # None removes a variable
             environment.pop(name) if value is None else environment.update({name: value})
         return environment
@@ -182,7 +185,7 @@ class ScriptRunner:
 
 @pytest.fixture
 def run_script(tmp_path, ses):
-    return ScriptRunner(tmp_path, ses.url)
+    return ScriptRunner(tmp_path, ses.url, ses.v2_url)
 
 
 def display_name(source):

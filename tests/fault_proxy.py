@@ -1,12 +1,14 @@
 """A real HTTP proxy on loopback, between the script and the local SES, that
 answers some requests the way SES does when things go wrong."""
 
+import json
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape as xml_escape
 
 HANG_SECONDS = 60
@@ -23,6 +25,26 @@ SES_ERRORS = {
                "Sending is paused for this account."),
     "denied": (403, "AccessDenied", "User is not authorized to perform this action"),
 }
+# The same faults as the v2 API words them (JSON, its own error names).
+SES_V2_ERRORS = {
+    "throttle": (429, "TooManyRequestsException", "Too many requests."),
+    "503": (503, "ServiceUnavailable", "Service is unavailable. Please try again later."),
+    "denied": (403, "AccessDeniedException",
+               "User is not authorized to perform: ses:{action} on resource: *"),
+}
+
+# Every question the script's preflight may ask, v2's first.
+PREFLIGHT_V2_ACTIONS = ("GetAccount", "GetEmailIdentity", "GetSuppressedDestination")
+PREFLIGHT_ACTIONS = (*PREFLIGHT_V2_ACTIONS, "GetSendQuota", "GetIdentityVerificationAttributes")
+
+# The v2 API's requests, named as its actions: (method, path pattern, action).
+SES_V2_ACTIONS = [
+    ("GET", re.compile(r"/v2/email/account$"), "GetAccount"),
+    ("GET", re.compile(r"/v2/email/suppression/addresses/([^/?]+)$"),
+     "GetSuppressedDestination"),
+    ("GET", re.compile(r"/v2/email/identities/([^/?]+)$"), "GetEmailIdentity"),
+    ("POST", re.compile(r"/v2/email/outbound-emails$"), "SendEmailV2"),
+]
 
 # SES's answer to GetSendQuota, for an account whose quota a test chooses.
 QUOTA_XML = """<GetSendQuotaResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
@@ -49,9 +71,17 @@ class FaultProxy:
     of a test's own. `delay` slows every forwarded request of an action.
     `account_quota(...)` makes GetSendQuota answer with an account's quota of the
     test's choosing, as SES documents the answer.
+
+    moto's server lacks two calls of the SES v2 API, and the proxy answers them
+    as SES documents them: GetAccount (production access, sending status,
+    enforcement status and quota; `account_status(...)` sets them) and
+    GetSuppressedDestination (404 NotFoundException unless `suppress(address)`
+    put the address on the account's suppression list).  Every other v2 call
+    (GetEmailIdentity) goes on to moto.  Faults are planned for v2 actions by
+    name as for v1 ones, and answered in v2's JSON.
     """
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, port=0):
         self.upstream = upstream
         self.seen = []
         self.requests = []  # (action, {parameter: value}) as the script sent them
@@ -59,12 +89,18 @@ class FaultProxy:
         self._then = {}
         self.delay = {}
         self.send_quota = None  # GetSendQuota's answer, when a test sets one
+        self.latency = 0.0  # seconds added to every request, answered or forwarded
+        self.account = {"production": True, "sending": True, "enforcement": "HEALTHY"}
+        self.suppressed = {}  # address -> GetSuppressedDestination's SuppressedDestination
+        self.identities = {}  # identity -> what GetEmailIdentity says beyond moto's answer
+        self.in_flight = 0  # v2 requests being answered right now
+        self.most_in_flight = 0  # the most at any moment: were they asked at once?
         self.rate_limit = None  # recipients a second, enforced as SES does: see limit_rate
         self.throttled = 0
         self._bucket = (0.0, 0.0)  # (recipients available, when last counted)
         self._lock = threading.Lock()
         self._closing = threading.Event()  # ends hangs and delays when the test is over
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         # Closing waits for every request still being handled, so that nothing a
         # test started (a killed run's send, say) reaches the server in the next test.
         self._server.daemon_threads = False
@@ -91,6 +127,74 @@ class FaultProxy:
         self.send_quota = {"max_24_hour_send": float(max_24_hour_send),
                            "sent_last_24_hours": float(sent_last_24_hours),
                            "max_send_rate": float(max_send_rate)}
+
+    def account_status(self, production=True, sending=True, enforcement="HEALTHY"):
+        """What GetAccount says of the account, beside its quota."""
+        self.account = {"production": production, "sending": sending,
+                        "enforcement": enforcement}
+
+    def suppress(self, address, reason="BOUNCE", when=1764400000.0):
+        """Put an address on the account-level suppression list, as one bounce does."""
+        self.suppressed[address] = {
+            "EmailAddress": address, "Reason": reason, "LastUpdateTime": when,
+            "Attributes": {"MessageId": "0100018f-bounced", "FeedbackId": "0100018f-fb"}}
+
+    def identity_status(self, identity, dkim=None, mail_from=None, verified=None):
+        """Overlay moto's GetEmailIdentity answer: a DKIM status (PENDING, FAILED, ...),
+        a custom MAIL FROM (domain, status), or whether the identity is verified."""
+        overlay = self.identities.setdefault(identity, {})
+        if dkim:
+            overlay["DkimAttributes"] = {"SigningEnabled": True, "Status": dkim,
+                                         "SigningAttributesOrigin": "AWS_SES"}
+        if mail_from:
+            overlay["MailFromAttributes"] = {"MailFromDomain": mail_from[0],
+                                             "MailFromDomainStatus": mail_from[1],
+                                             "BehaviorOnMxFailure": "USE_DEFAULT_VALUE"}
+        if verified is not None:
+            overlay["VerifiedForSendingStatus"] = verified
+            overlay["VerificationStatus"] = "SUCCESS" if verified else "PENDING"
+
+    def reset(self):
+        """Back to a healthy account with nothing planned, as a new test expects."""
+        self.clear()
+        self.send_quota = None
+        self.latency = 0.0
+        self.account_status()
+        self.suppressed.clear()
+        self.identities.clear()
+        self.rate_limit = None
+        self.throttled = 0
+        self.seen.clear()
+        self.requests.clear()
+        self.most_in_flight = 0
+
+    def get_account(self):
+        """GetAccount's answer: the test's quota, else the one the server holds."""
+        quota = self.send_quota or self._server_quota()
+        return {
+            "DedicatedIpAutoWarmupEnabled": False,
+            "EnforcementStatus": self.account["enforcement"],
+            "ProductionAccessEnabled": self.account["production"],
+            "SendQuota": {"Max24HourSend": quota["max_24_hour_send"],
+                          "MaxSendRate": quota["max_send_rate"],
+                          "SentLast24Hours": quota["sent_last_24_hours"]},
+            "SendingEnabled": self.account["sending"],
+            "SuppressionAttributes": {"SuppressedReasons": ["BOUNCE", "COMPLAINT"]},
+        }
+
+    def _server_quota(self):
+        """The quota moto holds, asked of it through the v1 API (it has no GetAccount)."""
+        # moto tells the service by the signature's scope; it checks nothing else.
+        scope = "AWS4-HMAC-SHA256 Credential=local/20261130/us-east-1/ses/aws4_request, " \
+                "SignedHeaders=host, Signature=0"
+        request = urllib.request.Request(self.upstream + "/", data=b"Action=GetSendQuota",
+                                         headers={"Authorization": scope}, method="POST")
+        with DIRECT.open(request, timeout=30) as answer:
+            xml = answer.read().decode()
+        names = {"max_24_hour_send": "Max24HourSend", "max_send_rate": "MaxSendRate",
+                 "sent_last_24_hours": "SentLast24Hours"}
+        return {key: float(re.search(f"<{tag}>([^<]+)</{tag}>", xml).group(1))
+                for key, tag in names.items()}
 
     def limit_rate(self, recipients_per_second, burst=None):
         """Answer SendEmail with Throttling whenever the account's rate is exceeded.
@@ -131,7 +235,7 @@ class FaultProxy:
 
     def __enter__(self):
         # A short poll interval: shutdown() waits for one, and every test stops a proxy.
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.002},
                          daemon=True).start()
         return self
 
@@ -144,8 +248,17 @@ class FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._v2("GET", b"")
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.startswith("/v2/"):
+                    self._v2("POST", body)
+                    return
+                if proxy._closing.wait(proxy.latency):
+                    self.close_connection = True
+                    return
                 parameters = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
                 action = parameters.get("Action", "?")
                 proxy.requests.append((action, parameters))
@@ -176,16 +289,82 @@ class FaultProxy:
                     else:
                         self._forward(body)
 
-            def _forward(self, body):
+            def _v2(self, method, body):
+                """A request of the SES v2 API (REST and JSON), counted while in flight."""
+                with proxy._lock:
+                    proxy.in_flight += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                try:
+                    self._answer_v2(method, body)
+                finally:
+                    with proxy._lock:
+                        proxy.in_flight -= 1
+
+            def _answer_v2(self, method, body):
+                if proxy._closing.wait(proxy.latency):
+                    self.close_connection = True
+                    return
+                path = self.path.split("?")[0]
+                action, subject = f"{method} {path}", None
+                for verb, pattern, name in SES_V2_ACTIONS:
+                    match = pattern.match(path)
+                    if verb == method and match:
+                        action, subject = name, unquote(match.group(1)) if match.groups() \
+                            else None
+                        break
+                proxy.requests.append((action, {"subject": subject}))
+                fault = proxy._next_fault(action)
+                if isinstance(fault, str) and fault in SES_V2_ERRORS:
+                    fault = SES_V2_ERRORS[fault]
+                if isinstance(fault, tuple):
+                    status, code, message = fault
+                    self._v2_error(status, code, message.format(action=action))
+                elif fault in ("drop", "hang"):
+                    if fault == "hang":
+                        proxy._closing.wait(HANG_SECONDS)
+                    self.close_connection = True
+                elif fault == "garbage":
+                    self._answer(200, "text/html", b"<html><body>It works!</body></html>")
+                elif fault == "unimplemented":  # a server without the v2 API
+                    self._answer(404, "text/html", b"<h1>404 Not Found</h1>")
+                elif action == "GetAccount":
+                    self._answer(200, "application/json", json.dumps(proxy.get_account()).encode())
+                elif action == "GetSuppressedDestination":
+                    listed = proxy.suppressed.get(subject)
+                    if listed:
+                        self._answer(200, "application/json",
+                                     json.dumps({"SuppressedDestination": listed}).encode())
+                    else:
+                        self._v2_error(404, "NotFoundException",
+                                       f"Email address {subject} does not exist on your "
+                                       "suppression list.")
+                else:
+                    self._forward(body, method, overlay=proxy.identities.get(subject)
+                                  if action == "GetEmailIdentity" else None)
+
+            def _v2_error(self, status, code, message):
+                data = json.dumps({"message": message}).encode()
+                self.send_response(status)
+                self.send_header("Connection", "close")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("x-amzn-ErrorType", f"{code}:http://internal.amazon.com/")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _forward(self, body, method="POST", overlay=None):
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length", "connection")}
-                request = urllib.request.Request(proxy.upstream + self.path, data=body,
-                                                 headers=headers, method="POST")
+                request = urllib.request.Request(proxy.upstream + self.path,
+                                                 data=body if method == "POST" else None,
+                                                 headers=headers, method=method)
                 try:
                     with DIRECT.open(request, timeout=30) as answer:
                         status, data, kind = answer.status, answer.read(), answer.headers
                 except urllib.error.HTTPError as error:
                     status, data, kind = error.code, error.read(), error.headers
+                if overlay and status == 200:
+                    data = json.dumps({**json.loads(data), **overlay}).encode()
                 self._answer(status, kind.get("Content-Type", "text/xml"), data)
 
             def _answer(self, status, content_type, data):

@@ -1,8 +1,13 @@
-"""A local SES for the tests and `make demo`: moto's server on a free loopback port.
+"""A local SES for the tests and `make demo`: moto's server on a free loopback port,
+and on another the tests' HTTP proxy in front of it, for the SES v2 API: the
+proxy answers the v2 calls moto lacks (GetAccount, GetSuppressedDestination) as
+SES documents them, for a healthy production account with an empty suppression
+list, and passes the rest to moto.  The script reaches them as a user reaches
+a local SES: AWS_ENDPOINT_URL_SES and AWS_ENDPOINT_URL_SESV2.
 
 Run as a script, it is the demo: it starts the server, verifies the sender of
 repos.env.example there and runs the real send of all eight reports against it.
-`local_ses.py serve PORT RATE DAILY` is how the server itself is started.
+`local_ses.py serve PORT RATE DAILY V2PORT` is how the server itself is started.
 
 moto's server reports the sandbox's quota (200 messages a day, 1 a second).
 The server is started with an account's quota of our choosing instead, so that
@@ -18,6 +23,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from fault_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "send_exec_reports.py"
@@ -39,24 +46,32 @@ def free_port():
 
 
 class LocalSES:
-    """moto's SES server in a child process, reached over real HTTP on loopback."""
+    """moto's SES server in a child process, reached over real HTTP on loopback.
+
+    `url` is moto (both APIs, as far as moto has them); `v2_url` is the proxy
+    in front of it that completes the v2 API.  A test's own FaultProxy goes in
+    front of `url` and answers the v2 calls itself.
+    """
 
     def __init__(self, max_send_rate=FAST_SEND_RATE, max_24_hour_send=LARGE_DAILY_QUOTA):
-        self.port = free_port()
+        self.port, self.v2_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.v2_url = f"http://127.0.0.1:{self.v2_port}"
         self.quota = (max_send_rate, max_24_hour_send)
         self._process = None
-        self._client = None
+        self._clients = {}
 
     def start(self):
         rate, daily = self.quota
         self._process = subprocess.Popen(
-            [sys.executable, __file__, "serve", str(self.port), str(rate), str(daily)],
+            [sys.executable, __file__, "serve", str(self.port), str(rate), str(daily),
+             str(self.v2_port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             try:
                 self.state()
+                DIRECT.open(f"{self.v2_url}/v2/email/account", timeout=5).close()
                 return self
             except OSError:
                 if self._process.poll() is not None:
@@ -90,22 +105,31 @@ class LocalSES:
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
         DIRECT.open(request, timeout=5).close()
 
-    def verify(self, identity):
-        """Verify an address, or a whole domain, the way the SES console does."""
-        if self._client is None:  # made once: a boto3 client costs tens of milliseconds
+    def client(self, service):
+        """A boto3 client of moto itself, made once: one costs tens of milliseconds."""
+        if service not in self._clients:
             import boto3
 
-            self._client = boto3.client("ses", region_name="us-east-1", endpoint_url=self.url,
-                                        aws_access_key_id="local",
-                                        aws_secret_access_key="local")
+            self._clients[service] = boto3.client(
+                service, region_name="us-east-1", endpoint_url=self.url,
+                aws_access_key_id="local", aws_secret_access_key="local")
+        return self._clients[service]
+
+    def verify(self, identity):
+        """Verify an address, or a whole domain with Easy DKIM, as the SES console does."""
         if "@" in identity:
-            self._client.verify_email_identity(EmailAddress=identity)
+            self.client("ses").verify_email_identity(EmailAddress=identity)
         else:
-            self._client.verify_domain_identity(Domain=identity)
+            self.client("sesv2").create_email_identity(
+                EmailIdentity=identity,
+                DkimSigningAttributes={"NextSigningKeyLength": "RSA_2048_BIT"})
 
 
-def script_environment(endpoint_url, home, **extra):
-    """An environment that can reach only the local server, with throwaway credentials."""
+def script_environment(endpoint_url, home, v2_url=None, **extra):
+    """An environment that can reach only the local server, with throwaway credentials.
+
+    The v2 API goes to v2_url where given, else where v1 goes (a test's proxy).
+    """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -113,6 +137,7 @@ def script_environment(endpoint_url, home, **extra):
         "AWS_ACCESS_KEY_ID": "local-demo-key",
         "AWS_SECRET_ACCESS_KEY": "local-demo-secret",
         "AWS_ENDPOINT_URL_SES": endpoint_url,
+        "AWS_ENDPOINT_URL_SESV2": v2_url or endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",  # never look for an instance role
         "AWS_CONFIG_FILE": str(Path(home) / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(Path(home) / "no-aws-credentials"),
@@ -121,8 +146,9 @@ def script_environment(endpoint_url, home, **extra):
     return env
 
 
-def serve(port, max_send_rate, max_24_hour_send):
-    """moto's server in this process, its SES quota set to an account's of our choosing."""
+def serve(port, max_send_rate, max_24_hour_send, v2_port):
+    """moto's server in this process, its SES quota set to an account's of our choosing,
+    and the proxy that completes its v2 API on v2_port, in threads of this process."""
     from moto.server import main as moto_server
     from moto.ses import models
 
@@ -134,7 +160,9 @@ def serve(port, max_send_rate, max_24_hour_send):
         quota.max24_hour_send = max_24_hour_send
 
     models.SESQuota.__init__ = account_quota
-    moto_server(["-H", "127.0.0.1", "-p", str(port)])
+    with FaultProxy(f"http://127.0.0.1:{port}", port=v2_port) as v2:
+        v2.account_quota(max_24_hour_send, 0, max_send_rate)  # no need to ask moto each time
+        moto_server(["-H", "127.0.0.1", "-p", str(port)])
 
 
 def demo():
@@ -158,9 +186,10 @@ def demo():
         ses.verify(sender)
         command = [sys.executable, str(SCRIPT), "--env-file", str(env_file),
                    "--audit-log", str(audit_log)]
-        print(f"$ AWS_ENDPOINT_URL_SES={ses.url} python3 send_exec_reports.py "
-              "--env-file .demo/repos.env --audit-log .demo/exec_reports_audit.jsonl", flush=True)
-        result = subprocess.run(command, env=script_environment(ses.url, home))
+        print(f"$ AWS_ENDPOINT_URL_SES={ses.url} AWS_ENDPOINT_URL_SESV2={ses.v2_url} "
+              "python3 send_exec_reports.py --env-file .demo/repos.env "
+              "--audit-log .demo/exec_reports_audit.jsonl", flush=True)
+        result = subprocess.run(command, env=script_environment(ses.url, home, ses.v2_url))
         print(f"\nthe local SES server holds {len(ses.messages())} messages:")
         for message in ses.messages():
             print(f"  {message['id']}  {message['subject']}")
@@ -170,6 +199,6 @@ def demo():
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        serve(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+        serve(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
     else:
         sys.exit(demo())

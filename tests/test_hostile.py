@@ -16,6 +16,7 @@ import pytest
 
 import send_exec_reports as ser
 from conftest import BCC, RECIPIENT, SENDER
+from fault_proxy import PREFLIGHT_ACTIONS
 from local_ses import SCRIPT
 
 CYCLE = "2026-11-29"
@@ -187,7 +188,7 @@ def test_check_exits_75_when_ses_cannot_be_reached(run_script, ses):
 @pytest.mark.parametrize("code", ["InvalidClientTokenId", "SignatureDoesNotMatch"])
 def test_check_exits_78_when_aws_refuses_the_credentials(run_via_proxy, proxy, ses, code):
     ses.verify(SENDER)
-    for action in ("GetIdentityVerificationAttributes", "GetSendQuota"):
+    for action in PREFLIGHT_ACTIONS:
         proxy.plan(action, then=(403, code, "The security token included in the request "
                                             "is invalid."))
     result = run_via_proxy("--check")
@@ -199,8 +200,10 @@ def test_check_exits_78_when_aws_refuses_the_credentials(run_via_proxy, proxy, s
 def test_check_exits_0_only_when_a_send_would_go_through(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     assert run_via_proxy("--check").returncode == 0
-    proxy.plan("GetSendQuota", then="denied")  # an IAM policy without the optional call
-    assert run_via_proxy("--check").returncode == 0
+    # An IAM policy without the optional calls, v2's and then v1's as well.
+    for action in ("GetAccount", "GetSuppressedDestination", "GetSendQuota"):
+        proxy.plan(action, then="denied")
+        assert run_via_proxy("--check").returncode == 0
 
 
 # --- Records of the wrong shape ----------------------------------------------------
@@ -390,7 +393,7 @@ def test_redaction_is_one_pass():
 
 def test_a_domain_verified_in_the_sandbox_covers_its_addresses(run_via_proxy, proxy, ses):
     ses.verify("example.com")  # the sender's and both recipients' domain
-    proxy.account_quota(max_24_hour_send=200, max_send_rate=1)
+    proxy.account_status(production=False)
     result = run_via_proxy("--check")
     assert result.returncode == 0, result.stderr
     assert "sandbox" in result.stdout
