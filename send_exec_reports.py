@@ -37,7 +37,9 @@ import errno
 import html
 import io
 import json
+import math
 import os
+import queue
 import re
 import signal
 import stat
@@ -76,9 +78,10 @@ EXIT_CODES = {
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
                                      "written, or is not a regular file of yours; nothing "
                                      "unrecorded is sent"),
-    "rejected": (1, "SES rejected at least one report, or --check found what would make it "
-                    "(an unverified sender, a quota too small for the cycle); stderr says "
-                    "what to fix"),
+    "rejected": (1, "SES rejected or would drop at least one report, or --check found what "
+                    "would make it (an unverified sender, a quota too small for the cycle, "
+                    "sending paused or shut down by AWS, a recipient on the suppression "
+                    "list); stderr says what to fix"),
     "transient": (os.EX_TEMPFAIL, "SES unreachable, busy or out of quota, or another run "
                                   "holds the lock; safe to run again later"),
     "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle"),
@@ -116,29 +119,74 @@ MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
 GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
 TEXT_WIDTH = 72  # what every mail client shows without wrapping
 TEXT_BAR_WIDTH = 12
-# Inline styles only: Gmail and Outlook drop <style> blocks and linked sheets.
-HTML_FONT = "font-family:Helvetica,Arial,sans-serif;color:#1f2933;"
+# The HTML edition's look, and how it survives mail clients.  Inline styles
+# carry it (Gmail and Outlook drop most of <head>); the one <style> block only
+# adds a dark palette, by class, for the clients that honour prefers-color-scheme
+# (Apple Mail, iOS Mail, Outlook.com).  Outlook for Windows draws with Word:
+# padding and backgrounds hold only on table cells (so lists, bars and rules
+# are table cells, each background also a bgcolor attribute), and line heights
+# hold only in pixels with mso-line-height-rule:exactly.  The colours are
+# mid-tones that stay legible when Gmail or Outlook invert them in dark mode.
+HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
+HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
+              "header": "#243b53", "header_ink": "#ffffff", "rule": "#d9e2ec",
+              "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9"}
+HTML_DARK_STYLE = (
+    ":root{color-scheme:light dark;supported-color-schemes:light dark;}"
+    "@media (prefers-color-scheme:dark){"
+    ".page{background:#121417!important}.card{background:#1c2126!important}"
+    ".ink{color:#e4e7eb!important}.heading{color:#9fb3c8!important}"
+    ".header{background:#334e68!important;color:#ffffff!important}"
+    ".data td,.data th{color:#e4e7eb!important;border-color:#3e4c59!important}"
+    ".data .header{color:#ffffff!important}.track{background:#52606d!important}}"
+    "[data-ogsc] .ink{color:#e4e7eb!important}[data-ogsc] .heading{color:#9fb3c8!important}")
+
+
+def line_height(pixels):
+    """A line height that Outlook for Windows keeps as given."""
+    return f"line-height:{pixels}px;mso-line-height-rule:exactly;"
+
+
+# The font is set once, on the column's cell, and inherited; Outlook for Windows,
+# which does not carry it into nested tables, gets it from a <style> of its own.
+HTML_FONT = "font-family:Helvetica,Arial,sans-serif;"
+HTML_OUTLOOK_STYLE = f"table,td,th,p,h1,h2{{{HTML_FONT}}}"
 HTML_STYLE = {
-    "body": "margin:0;padding:0;background:#f3f4f6;",
-    "page": "background:#f3f4f6;border-collapse:collapse;",
-    "column": "max-width:640px;width:640px;background:#ffffff;border-collapse:collapse;",
-    "inner": f"padding:24px 28px;{HTML_FONT}font-size:15px;line-height:1.5;",
-    "h1": f"{HTML_FONT}font-size:22px;margin:0 0 8px;color:#102a43;",
-    "h2": f"{HTML_FONT}font-size:17px;margin:24px 0 8px;padding-bottom:4px;"
-          "color:#102a43;border-bottom:2px solid #d9e2ec;",
-    "p": f"{HTML_FONT}font-size:15px;margin:0 0 12px;",
-    "list": f"{HTML_FONT}font-size:15px;margin:0 0 12px;padding-left:24px;",
-    "li": "margin:0 0 6px;",
-    "table": "border-collapse:collapse;margin:0 0 16px;",
-    "th": f"{HTML_FONT}font-size:13px;text-align:left;padding:6px 8px;"
-          "background:#102a43;color:#ffffff;",
-    "td": f"{HTML_FONT}font-size:14px;padding:6px 8px;vertical-align:top;"
-          "border-bottom:1px solid #e4e7eb;",
-    "bar": "border-collapse:collapse;display:inline-table;vertical-align:middle;",
-    "bar_cell": "height:12px;font-size:1px;line-height:1px;padding:0;",
-    "bar_label": f"{HTML_FONT}font-size:13px;",
-    "hr": "border:0;border-top:1px solid #d9e2ec;margin:24px 0 12px;",
+    "body": f"margin:0;padding:0;background:{HTML_COLOR['page']};",
+    "layout": "border-collapse:collapse;",
+    "column": f"width:100%;max-width:{HTML_COLUMN_WIDTH}px;background:{HTML_COLOR['card']};"
+              "border-collapse:collapse;",
+    "inner": f"padding:24px 14px;{HTML_FONT}font-size:15px;{line_height(22)}"
+             f"color:{HTML_COLOR['ink']};",
+    "preheader": "display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;"
+                 "opacity:0;overflow:hidden;mso-hide:all;",
+    "h1": f"font-size:22px;{line_height(28)}margin:0 0 8px;color:{HTML_COLOR['heading']};",
+    "h2": f"font-size:17px;{line_height(22)}margin:24px 0 8px;padding-bottom:4px;"
+          f"color:{HTML_COLOR['heading']};border-bottom:2px solid {HTML_COLOR['rule']};",
+    "p": f"font-size:15px;{line_height(22)}margin:0 0 12px;color:{HTML_COLOR['ink']};",
+    "list": "border-collapse:collapse;margin:0 0 12px;",
+    "marker": f"font-size:15px;{line_height(22)}padding:0 8px 6px 4px;vertical-align:top;"
+              f"text-align:right;color:{HTML_COLOR['ink']};",
+    "item": f"font-size:15px;{line_height(22)}padding:0 0 6px;vertical-align:top;"
+            f"color:{HTML_COLOR['ink']};",
+    "table": "border-collapse:collapse;margin:0 0 16px;width:100%;",
+    "th": f"font-size:13px;{line_height(18)}text-align:left;padding:6px;"
+          f"vertical-align:bottom;background:{HTML_COLOR['header']};"
+          f"color:{HTML_COLOR['header_ink']};",
+    "td": f"font-size:14px;{line_height(20)}padding:6px;"
+          f"vertical-align:top;color:{HTML_COLOR['ink']};"
+          f"border-bottom:1px solid {HTML_COLOR['line']};",
+    "bar_cell": f"font-size:1px;{line_height(1)}padding:0;",
+    "bar_label": f"font-size:13px;{line_height(16)}padding:0 0 0 6px;"
+                 f"color:{HTML_COLOR['ink']};",
+    "trend_column": "padding:0 1px;vertical-align:bottom;",
+    "rule": f"font-size:1px;{line_height(1)}padding:0;"
+            f"border-top:1px solid {HTML_COLOR['rule']};",
 }
+SLASH_BETWEEN_WORDS = re.compile(r"(?<=[A-Za-z])/(?=[A-Za-z])")
+HTML_BAR_WIDTH = 96  # pixels: a bar and its label fit a phone's table cell
+HTML_TREND_HEIGHT = 20
+PREHEADER_FIGURES = 3  # the first headline numbers, shown in the inbox beside the subject
 
 # Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
@@ -1993,80 +2041,143 @@ def render_text(blocks):
     return "\n\n".join(parts) + "\n"
 
 
+def layout_table(rows, style=HTML_STYLE["layout"], width=None, css_class=None):
+    """A table that only lays things out: screen readers are told to skip it."""
+    width = f' width="{width}"' if width else ""
+    css_class = f' class="{css_class}"' if css_class else ""
+    return (f'<table role="presentation" cellpadding="0" cellspacing="0" border="0"{width}'
+            f'{css_class} style="{style}">{rows}</table>')
+
+
+def filled_cell(color, width, height, css_class=""):
+    """An empty cell of one colour, as bgcolor too: Outlook for Windows paints only that."""
+    css_class = f' class="{css_class}"' if css_class else ""
+    return (f'<td width="{width}" height="{height}" bgcolor="{color}"{css_class} '
+            f'style="{HTML_STYLE["bar_cell"]}width:{width}px;height:{height}px;'
+            f'background:{color};">&#160;</td>')
+
+
 def html_bar(filled, total):
-    """A bar of two styled table cells, which every mail client draws."""
-    percent = round(100 * filled / total)
-    cells = "".join(
-        f'<td width="{width}%" style="{HTML_STYLE["bar_cell"]}background:{color};">&#160;</td>'
-        for width, color in ((percent, "#2e7d32"), (100 - percent, "#e3e6ea")) if width)
-    return (f'<table role="presentation" cellpadding="0" cellspacing="0" width="140" '
-            f'style="{HTML_STYLE["bar"]}"><tr>{cells}</tr></table> '
-            f'<span style="{HTML_STYLE["bar_label"]}">{filled}/{total}</span>')
+    """A bar and its label in one row of cells, so they never split (Outlook ignores
+    inline-table and nowrap)."""
+    done = round(HTML_BAR_WIDTH * filled / total)
+    cells = "".join(filled_cell(color, width, 12, css_class)
+                    for width, color, css_class in (
+                        (done, HTML_COLOR["fill"], ""),
+                        (HTML_BAR_WIDTH - done, HTML_COLOR["track"], "track")) if width)
+    label = f'<td class="ink" style="{HTML_STYLE["bar_label"]}">{filled}/{total}</td>'
+    return layout_table(f"<tr>{cells}{label}</tr>")
 
 
-def html_cell(cell, tag):
+def html_trend(trend, height=HTML_TREND_HEIGHT):
+    """Up to six vertical bars, oldest first: each a filled cell at the foot of a column
+    of fixed height (an empty column: not measured in that snapshot)."""
+    columns = []
+    for level in trend.levels(height):
+        bar = "" if level is None else layout_table(
+            f"<tr>{filled_cell(HTML_COLOR['fill'], 8, max(level, 2))}</tr>", width=8)
+        columns.append(f'<td width="10" height="{height}" valign="bottom" '
+                       f'style="{HTML_STYLE["trend_column"]}height:{height}px;">{bar}</td>')
+    return layout_table(f'<tr>{"".join(columns)}</tr>')
+
+
+def html_cell(cell, tag, scope=None):
+    """One cell of a data table: a header (scope col or row) or a value."""
     if isinstance(cell, Bar):
         content = html_bar(cell.filled, cell.total)
     elif isinstance(cell, Trend):
         content = html_trend(cell)
-    else:
-        content = html.escape(cell)
-    keep_whole = "white-space:nowrap;" if isinstance(cell, (Bar, Trend)) else ""
-    return f'<{tag} style="{HTML_STYLE[tag]}{keep_whole}">{content}</{tag}>'
+    else:  # "revenue/month" may break after its slash, so that tables fit a phone
+        content = SLASH_BETWEEN_WORDS.sub("/<wbr />", html.escape(cell))
+    if scope == "col":
+        return (f'<th scope="col" bgcolor="{HTML_COLOR["header"]}" class="header" '
+                f'style="{HTML_STYLE["th"]}">{content}</th>')
+    style = HTML_STYLE["td"] + ("font-weight:bold;text-align:left;" if scope == "row" else "")
+    scope = f' scope="{scope}"' if scope else ""
+    return f'<{tag}{scope} style="{style}">{content}</{tag}>'
 
 
-def html_trend(trend, height=20):
-    """Up to six vertical bars, oldest first, in table cells every mail client draws."""
-    columns = []
-    for level in trend.levels(height):
-        filled = 0 if level is None else max(level, 2)
-        cells = "".join(f'<tr><td height="{h}" style="{HTML_STYLE["bar_cell"]}height:{h}px;'
-                        f'background:{color};">&#160;</td></tr>'
-                        for h, color in ((height - filled, "#ffffff"), (filled, "#2e7d32"))
-                        if h)
-        columns.append(f'<td width="8" style="padding:0 1px;vertical-align:bottom;">'
-                       f'<table role="presentation" cellpadding="0" cellspacing="0" width="8" '
-                       f'style="border-collapse:collapse;">{cells}</table></td>')
-    return (f'<table role="presentation" cellpadding="0" cellspacing="0" '
-            f'style="border-collapse:collapse;"><tr>{"".join(columns)}</tr></table>')
+def html_table(rows):
+    """A data table: its first row the column headers, each row's first cell its header."""
+    header, *body = rows
+    head = "".join(html_cell(cell, "th", "col") for cell in header)
+    lines = "".join("<tr>" + html_cell(row[0], "th", "row")
+                    + "".join(html_cell(cell, "td") for cell in row[1:]) + "</tr>"
+                    for row in body)
+    return (f'<table cellpadding="0" cellspacing="0" border="0" width="100%" class="data" '
+            f'style="{HTML_STYLE["table"]}"><tr>{head}</tr>{lines}</table>')
+
+
+def html_list(items, numbered):
+    """A list as rows of two cells, the marker and the item: Outlook for Windows
+    drops a list's indentation."""
+    rows = "".join(f'<tr><td width="28" class="ink" style="{HTML_STYLE["marker"]}">'
+                   f'{f"{n}." if numbered else "&#8226;"}</td>'
+                   f'<td class="ink" style="{HTML_STYLE["item"]}">{item}</td></tr>'
+                   for n, item in enumerate(items, start=1))
+    return layout_table(rows, style=HTML_STYLE["list"], width="100%")
 
 
 def html_block(block):
-    """One block as HTML with inline styles only: what Gmail and Outlook keep."""
+    """One block as HTML with inline styles: what Gmail and Outlook keep."""
     escaped = [html.escape(item) if isinstance(item, str) else item for item in block.items]
     if block.kind == "title":
-        return f'<h1 style="{HTML_STYLE["h1"]}">{escaped[0]}</h1>'
+        return f'<h1 class="heading" style="{HTML_STYLE["h1"]}">{escaped[0]}</h1>'
     if block.kind == "heading":
-        return f'<h2 style="{HTML_STYLE["h2"]}">{escaped[0]}</h2>'
+        return f'<h2 class="heading" style="{HTML_STYLE["h2"]}">{escaped[0]}</h2>'
     if block.kind == "paragraph":
-        return f'<p style="{HTML_STYLE["p"]}">{" ".join(escaped)}</p>'
+        return f'<p class="ink" style="{HTML_STYLE["p"]}">{" ".join(escaped)}</p>'
     if block.kind in ("bullets", "numbered"):
-        tag = "ul" if block.kind == "bullets" else "ol"
-        items = "".join(f'<li style="{HTML_STYLE["li"]}">{item}</li>' for item in escaped)
-        return f'<{tag} style="{HTML_STYLE["list"]}">{items}</{tag}>'
+        return html_list(escaped, block.kind == "numbered")
     if block.kind == "table":
-        header, *rows = block.items
-        head = "".join(html_cell(cell, "th") for cell in header)
-        body = "".join("<tr>" + "".join(html_cell(cell, "td") for cell in row) + "</tr>"
-                       for row in rows)
-        return (f'<table role="presentation" cellpadding="0" cellspacing="0" width="100%" '
-                f'style="{HTML_STYLE["table"]}"><tr>{head}</tr>{body}</table>')
-    return f'<hr style="{HTML_STYLE["hr"]}" />'
+        return html_table(block.items)
+    return layout_table(f'<tr><td height="1" style="{HTML_STYLE["rule"]}">&#160;</td></tr>',
+                        style="border-collapse:collapse;margin:24px 0 12px;", width="100%")
+
+
+def preheader(blocks):
+    """The inbox's preview line: the report's first headline numbers, else its first words.
+
+    Without it, clients show the title again, then "Cycle ... prepared by ...".
+    """
+    table = next((block.items for block in blocks if block.kind == "table"), None)
+    if table:
+        return " · ".join(f"{text_cell(row[0])}: {text_cell(row[1])}"
+                          for row in table[1:PREHEADER_FIGURES + 1] if len(row) > 1)
+    prose = next((block.items for block in blocks if block.kind == "paragraph"), [""])
+    return textwrap.shorten(" ".join(prose), 120, placeholder="...")
 
 
 def render_html(blocks, title):
-    """The HTML edition: one centred 640-pixel column, nothing loaded from the web."""
+    """The HTML edition: one column, fluid up to 640 pixels (fixed at 640 for Outlook for
+    Windows, which ignores max-width), nothing loaded from the web."""
     content = "\n".join(html_block(block) for block in blocks)
+    page = HTML_COLOR["page"]
+    column = layout_table(
+        f'<tr><td class="ink" style="{HTML_STYLE["inner"]}">\n{content}\n</td></tr>',
+        style=HTML_STYLE["column"], width="100%", css_class="card")
+    column = column.replace(' style="', f' bgcolor="{HTML_COLOR["card"]}" style="', 1)
+    outlook_open = (f'<!--[if mso]><table role="presentation" cellpadding="0" cellspacing="0" '
+                    f'border="0" width="{HTML_COLUMN_WIDTH}" align="center"><tr><td>'
+                    f'<![endif]-->')
+    outlook_close = "<!--[if mso]></td></tr></table><![endif]-->"
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8" />'
+        '<!DOCTYPE html>\n<html lang="en" dir="ltr"><head><meta charset="utf-8" />'
         '<meta name="viewport" content="width=device-width, initial-scale=1" />'
-        f"<title>{html.escape(title)}</title></head>"
-        f'<body style="{HTML_STYLE["body"]}">'
-        '<table role="presentation" cellpadding="0" cellspacing="0" width="100%" '
-        f'style="{HTML_STYLE["page"]}"><tr><td align="center" style="padding:16px 0;">'
-        '<table role="presentation" cellpadding="0" cellspacing="0" width="640" '
-        f'style="{HTML_STYLE["column"]}"><tr><td style="{HTML_STYLE["inner"]}">\n'
-        f"{content}\n</td></tr></table></td></tr></table></body></html>\n"
+        '<meta name="x-apple-disable-message-reformatting" />'
+        '<meta name="color-scheme" content="light dark" />'
+        '<meta name="supported-color-schemes" content="light dark" />'
+        f"<title>{html.escape(title)}</title><style>{HTML_DARK_STYLE}</style>"
+        f"<!--[if mso]><style>{HTML_OUTLOOK_STYLE}</style><![endif]--></head>"
+        f'<body class="page" bgcolor="{page}" style="{HTML_STYLE["body"]}">'
+        f'<div lang="en" dir="ltr" class="page" style="background:{page};">'
+        f'<div style="{HTML_STYLE["preheader"]}">{html.escape(preheader(blocks))}'
+        f'{"&#847;&#160;" * 40}</div>'
+        + layout_table(f'<tr><td align="center" style="padding:16px 0;">{outlook_open}'
+                       f'{column}{outlook_close}</td></tr>', width="100%", css_class="page",
+                       style=f"{HTML_STYLE['layout']}background:{page};")
+        .replace(' style="', f' bgcolor="{page}" style="', 1)
+        + "</div></body></html>\n"
     )
 
 
@@ -2105,11 +2216,19 @@ def report_eml(report, config, now):
     message["Bcc"] = ", ".join(report.bcc)
     message["Subject"] = report.subject
     message["Date"] = format_datetime(now)
-    message.set_content(report.body)
-    message.add_alternative(report.html, subtype="html")
+    message.set_content(report.body, cte=transfer_encoding(report.body))
+    message.add_alternative(report.html, subtype="html", cte=transfer_encoding(report.html))
     # 998 is RFC 5322's hard line limit; at 78, Python folds some subjects right
     # after "Subject:", and readers then see a leading space.
     return message.as_bytes(policy=email.policy.SMTP.clone(max_line_length=998))
+
+
+def transfer_encoding(text):
+    """7bit where the text allows it (ASCII, lines of at most 78), else quoted-printable:
+    never base64, which spam filters distrust and nobody can read in the raw message."""
+    if text.isascii() and all(len(line) <= 78 for line in text.splitlines()):
+        return "7bit"
+    return "quoted-printable"
 
 
 def audit_record(report, config, *, run_id, cycle, now, status,
@@ -2824,39 +2943,33 @@ def suppression_line(address, why):
 # Preflight questions that an IAM policy may leave out: being refused one is
 # not a problem with sending (the README's policy lists them as optional).
 OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
-# A field every answer to each v2 question has: without it, the answer is not
-# SES's (a web page that says 200, say), however botocore parsed it.
-V2_ANSWER_FIELDS = {"account": "SendQuota", "identity": "IdentityType",
-                    "suppressed": "SuppressedDestination"}
+# A v2 answer that lacks what SES always sends (a web page that says 200, a
+# quota that is not a number) is not SES's, however botocore parsed it.
+QUOTA_FIELDS = ("Max24HourSend", "SentLast24Hours", "MaxSendRate")
+KNOWN_ENFORCEMENT = ("HEALTHY", "PROBATION", "SHUTDOWN")
 # What each v2 question sees that the v1 API cannot: named when v2 is silent.
 V2_ONLY = {"account": "whether AWS has paused or shut down sending",
-           "identity": "the sender domain's DKIM and MAIL FROM status",
-           "suppressed": "the account's suppression list"}
+           "identity": "the sender domain's DKIM and MAIL FROM status"}
+# However many recipients there are, the preflight gives up on what is still
+# unanswered after this long, and says so.
+PREFLIGHT_DEADLINE_SECONDS = 10
 
 
-def run_preflight(clients, config, recipients):
+def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECONDS):
     """Ask SES about the account, the sender and the recipients; warn, never fail, on silence.
 
-    The SES v2 API answers first, its questions asked at once (one round trip,
-    not one per question).  Where v2 cannot answer (an IAM policy without its
-    actions, a server without it, no answer in time), the v1 API's questions
-    stand in, with one warning naming what v1 cannot see.
+    The SES v2 API answers first, its questions asked at once (ten at a time,
+    so that a cycle of a few recipients costs one round trip).  Where v2 cannot
+    answer (an IAM policy without its actions, a server without it, no answer in
+    time), the v1 API's questions stand in, with one warning naming what v1
+    cannot see.
     """
     found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
     domain = config.from_address.rpartition("@")[2]
-    answers = {key: answer if isinstance(answer, Exception) or V2_ANSWER_FIELDS[key[0]] in answer
-               else ValueError(f"no {V2_ANSWER_FIELDS[key[0]]} in the answer")
-               for key, answer in ask_at_once(v2_questions(
-                   clients.preflight_v2, config.from_address, domain, recipients)).items()}
-    silent = {key: answer for key, answer in answers.items() if v2_silence(answer)}
-    refused = next((failure for failure in map(v2_silence, silent.values())
-                    if failure.policy.outcome == "config"), None)
-    if refused:  # the credentials or TLS: v1 would get the same answer, and so would a send
-        found.problems.add(refused.policy.outcome)
-        said = (f"SES said {refused.code}: {refused.message}" if refused.from_ses
-                else f"SES did not answer ({refused.code})")
-        found.warnings.append(f"warning: preflight not checked: {said}; going on")
-        return found
+    answers = ask_at_once(v2_questions(clients.preflight_v2, config.from_address, domain,
+                                       recipients), deadline)
+    silent = {key: failure for key, answer in answers.items()
+              if (failure := v2_silence(key, answer))}
     fallback = []
     if ("account",) in silent:
         fallback.append(check_quota)
@@ -2866,9 +2979,11 @@ def run_preflight(clients, config, recipients):
         fallback.append(check_sender)
     else:
         read_sender(answers, config.from_address, domain, found)
-    read_suppressions(answers, found)
-    v1_answered = run_v1_steps(clients.preflight, config, recipients, found,
-                               fallback + [check_sandbox_recipients])
+    read_suppressions(answers, silent, found)
+    v1_answered = run_v1_steps(clients, config, recipients, found, fallback)
+    if v1_answered and found.sandbox:
+        v1_answered = run_v1_steps(clients, config, recipients, found,
+                                   [check_sandbox_recipients])
     if silent and v1_answered:  # else v1's own warning says SES did not answer
         found.warnings.append(v2_fallback_warning(silent))
     return found
@@ -2886,70 +3001,149 @@ def v2_questions(client, sender, domain, recipients):
     return questions
 
 
-def ask_at_once(questions):
-    """Each question's answer, or the exception it raised, all asked concurrently."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=PREFLIGHT_CONCURRENCY) as pool:
-        futures = {key: pool.submit(call, **parameters)
-                   for key, (call, parameters) in questions.items()}
-    return {key: future.exception() or future.result() for key, future in futures.items()}
+class NotAsked(Exception):
+    """A preflight question left unasked: the preflight's time was up."""
 
 
-def v2_silence(answer):
+def ask_at_once(questions, deadline):
+    """Each question's answer, or the exception it raised, asked a few at a time.
+
+    Daemon threads, so that a run stopped by a signal exits at once rather than
+    after every question; what is still queued when the deadline passes, or when
+    the run is stopped, is never asked.
+    """
+    pending = queue.SimpleQueue()
+    for item in questions.items():
+        pending.put(item)
+    answers = {}
+
+    def ask():
+        while True:
+            try:
+                key, (call, parameters) = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                answers[key] = call(**parameters)
+            except Exception as error:  # noqa: BLE001 - each answer is judged by v2_silence
+                answers[key] = error
+
+    askers = [threading.Thread(target=ask, daemon=True)
+              for _ in range(min(PREFLIGHT_CONCURRENCY, len(questions)))]
+    ends = time.monotonic() + deadline
+    try:
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join(max(ends - time.monotonic(), 0))
+    finally:
+        while not pending.empty():  # a stop or the deadline: ask nothing more
+            with contextlib.suppress(queue.Empty):
+                pending.get_nowait()
+    return {key: answers.get(key, NotAsked(f"not asked within the preflight's {deadline} s"))
+            for key in questions}
+
+
+def v2_silence(key, answer):
     """The SendError for a v2 question SES did not answer, else None.
 
-    NotFoundException is an answer: the address is not on the suppression
-    list, or the identity does not exist.  A 404 without it is a server that
-    does not have the v2 API.
+    NotFoundException answers the identity and suppression questions: the
+    identity does not exist, the address is not on the list.  A 404 without it
+    is a server that does not have the v2 API.
     """
     import botocore.exceptions
 
     if not isinstance(answer, Exception):
-        return None
+        problem = answer_problem(key[0], answer)
+        return not_an_ses_answer(ValueError(problem)) if problem else None
     if isinstance(answer, botocore.exceptions.ClientError):
         failure = ses_error(answer.response)
-        return None if failure.code == "NotFoundException" else failure
+        answered = failure.code == "NotFoundException" and key[0] != "account"
+        return None if answered else failure
+    if isinstance(answer, NotAsked):
+        return SendError("NotAsked", str(answer), "Unreachable", from_ses=False)
     if isinstance(answer, (botocore.exceptions.BotoCoreError, OSError)):
         return unanswered(answer)
     return not_an_ses_answer(answer)
 
 
+def answer_problem(topic, answer):
+    """Why a v2 answer is not what SES sends for this question, or None."""
+    if not isinstance(answer, dict):
+        return "not an object"
+    if topic == "account":
+        quota = answer.get("SendQuota")
+        if not isinstance(quota, dict) or not all(
+                is_number(quota.get(name)) for name in QUOTA_FIELDS):
+            return "no SendQuota of three numbers"
+        if not isinstance(answer.get("ProductionAccessEnabled"), bool):
+            return "no ProductionAccessEnabled"  # the sandbox cannot be told
+    elif topic == "identity" and "IdentityType" not in answer:
+        return "no IdentityType"
+    elif topic == "suppressed" and not isinstance(answer.get("SuppressedDestination"), dict):
+        return "no SuppressedDestination"
+    return None
+
+
+def is_number(value):
+    """A finite number, as SES's quota fields are (bool is not one)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def ses_text(value):
+    """Something SES said, fit for one line of a terminal: no control characters (a
+    line break or an escape sequence shows as ?).  Never shortened here: a cut could
+    leave part of a secret that redaction, later, would no longer recognise."""
+    return "".join("?" if unicodedata.category(ch).startswith("C") else ch
+                   for ch in str(value))
+
+
 def v2_fallback_warning(silent):
     """The one warning for every v2 question that went unanswered."""
-    said = dict.fromkeys(f"{v2_silence(answer).code}" for answer in silent.values())
-    unseen = dict.fromkeys(V2_ONLY[key[0]] for key in silent)
-    return (f"warning: preflight: SES API v2 did not answer ({', '.join(said)}); the v1 API "
-            f"stood in, and cannot see {' or '.join(unseen)}; going on (the README's IAM "
-            f"policy lists the optional ses:GetAccount, ses:GetEmailIdentity and "
-            f"ses:GetSuppressedDestination)")
+    said = ", ".join(dict.fromkeys(failure.code for failure in silent.values()))
+    parts = []
+    unseen = list(dict.fromkeys(V2_ONLY[key[0]] for key in silent if key[0] in V2_ONLY))
+    if unseen:
+        parts.append(f"the v1 API stood in, and cannot see {' or '.join(unseen)}")
+    unchecked = [key[1] for key in silent if key[0] == "suppressed"]
+    if unchecked:
+        more = f" and {len(unchecked) - 5} more" if len(unchecked) > 5 else ""
+        parts.append(f"the suppression list was not checked for {len(unchecked)} "
+                     f"address(es): {', '.join(unchecked[:5])}{more}")
+    return (f"warning: preflight: SES API v2 did not answer ({said}); {'; '.join(parts)}; "
+            f"going on (the README's IAM policy lists the optional ses:GetAccount, "
+            f"ses:GetEmailIdentity and ses:GetSuppressedDestination)")
 
 
 def read_account(account, config, found):
     """account: production access or the sandbox, sending status, enforcement, quota."""
-    quota = account.get("SendQuota") or {}
-    found.max_24_hour_send = quota.get("Max24HourSend")
-    found.sent_last_24_hours = quota.get("SentLast24Hours", 0)
-    found.max_send_rate = quota.get("MaxSendRate")
-    found.sandbox = not account.get("ProductionAccessEnabled", False)
+    quota = account["SendQuota"]
+    found.max_24_hour_send = quota["Max24HourSend"]
+    found.sent_last_24_hours = quota["SentLast24Hours"]
+    found.max_send_rate = quota["MaxSendRate"]
+    found.sandbox = account.get("ProductionAccessEnabled") is not True
+    sending = account.get("SendingEnabled") not in (False, "false")
+    status = ses_text(account.get("EnforcementStatus", "not reported"))
     found.notes.append(f"account: {'in the SES sandbox' if found.sandbox else 'production access'}"
-                       f" in {config.region}; sending "
-                       f"{'enabled' if account.get('SendingEnabled', True) else 'DISABLED'}; "
-                       f"enforcement status {account.get('EnforcementStatus', 'unknown')}")
-    if found.max_24_hour_send is not None:
-        found.notes.append(quota_note(found))
-    status = account.get("EnforcementStatus")
+                       f" in {config.region}; sending {'enabled' if sending else 'DISABLED'}; "
+                       f"enforcement status {status}")
+    found.notes.append(quota_note(found))
     if status == "SHUTDOWN":
         found.account_refusal = ("AccountShutdown", f"AWS reports sending SHUT DOWN for this "
                                  f"SES account in {config.region} (EnforcementStatus SHUTDOWN)")
-    elif account.get("SendingEnabled") is False:
+    elif not sending:
         found.account_refusal = ("SendingDisabled", f"AWS reports sending disabled for this "
                                  f"SES account in {config.region} (SendingEnabled false)")
     elif status == "PROBATION":
         found.alerts.append(f"warning: AWS has put this SES account in {config.region} on "
-                              "probation (EnforcementStatus PROBATION): its bounces or "
-                              "complaints are too high; see Reputation metrics in the SES "
-                              "console and fix the cause, or AWS will shut sending down")
+                            "probation (EnforcementStatus PROBATION): its bounces or "
+                            "complaints are too high; see Reputation metrics in the SES "
+                            "console and fix the cause, or AWS will shut sending down")
+    elif status not in KNOWN_ENFORCEMENT and status != "not reported":
+        found.warnings.append(f"warning: AWS reports enforcement status {status} for this SES "
+                              f"account in {config.region}, which this script does not know: "
+                              "see Reputation metrics in the SES console")
     if found.account_refusal:
         found.problems.add(FAILURE_POLICY[found.account_refusal[0]].outcome)
 
@@ -2964,30 +3158,33 @@ def read_sender(answers, address, domain, found):
     identities = {name: answers["identity", name] for name in (address, domain)
                   if not isinstance(answers["identity", name], Exception)}
     verified = [name for name, identity in identities.items()
-                if identity.get("VerifiedForSendingStatus")
+                if identity.get("VerifiedForSendingStatus") is True
                 or identity.get("VerificationStatus") == "SUCCESS"]
     note_sender(found, address, domain, verified)
     if not verified:
         return
-    dkim = (identities.get(domain) or {}).get("DkimAttributes") or {}
+    dkim = (identities.get(domain) or {}).get("DkimAttributes")
+    dkim_status = ses_text(dkim.get("Status", "NOT_STARTED") if isinstance(dkim, dict)
+                           else "not reported")
     if domain not in identities:
         found.notes.append(f"dkim: {domain} is not an SES identity, so SES signs the reports "
                            f"as amazonses.com only; verify {domain} with Easy DKIM to sign "
                            "them as your own")
-    elif dkim.get("Status") == "SUCCESS":
+    elif dkim_status == "SUCCESS":
         found.notes.append(f"dkim: {domain} signs the reports (DKIM SUCCESS)")
     else:
-        found.warnings.append(f"warning: DKIM for {domain} is {dkim.get('Status', 'NOT_STARTED')}"
-                              f", so the reports are not signed as {domain} and may land in "
-                              f"spam: publish the CNAME records that the SES console shows "
-                              f"under Identities > {domain} > Authentication")
-    mail_from = identities[verified[0]].get("MailFromAttributes") or {}
-    status = mail_from.get("MailFromDomainStatus")
+        found.warnings.append(f"warning: DKIM for {domain} is {dkim_status}, so the reports "
+                              f"are not signed as {domain} and may land in spam: publish the "
+                              "CNAME records that the SES console shows under Identities > "
+                              f"{domain} > Authentication")
+    mail_from = identities[verified[0]].get("MailFromAttributes")
+    mail_from = mail_from if isinstance(mail_from, dict) else {}
+    status = ses_text(mail_from.get("MailFromDomainStatus") or "not reported")
     if mail_from.get("MailFromDomain") and status != "SUCCESS":
         found.warnings.append(f"warning: the custom MAIL FROM domain "
-                              f"{mail_from['MailFromDomain']} of {verified[0]} is {status}: "
-                              "publish its MX and SPF records as the SES console shows "
-                              f"(Identities > {verified[0]} > Custom MAIL FROM domain)")
+                              f"{ses_text(mail_from['MailFromDomain'])} of {verified[0]} is "
+                              f"{status}: publish its MX and SPF records as the SES console "
+                              f"shows (Identities > {verified[0]} > Custom MAIL FROM domain)")
 
 
 def note_sender(found, address, domain, verified):
@@ -3002,20 +3199,21 @@ def note_sender(found, address, domain, verified):
                               "or SES will reject every report")
 
 
-def read_suppressions(answers, found):
+def read_suppressions(answers, silent, found):
     """suppressed: the recipients that SES drops mail to, with the reason and since when."""
     for key, answer in answers.items():
-        if key[0] != "suppressed" or isinstance(answer, Exception):
+        if key[0] != "suppressed" or key in silent or isinstance(answer, Exception):
             continue
-        listed = answer.get("SuppressedDestination") or {}
+        listed = answer["SuppressedDestination"]
         when = listed.get("LastUpdateTime")
-        since = f" since {when.astimezone(timezone.utc):%Y-%m-%d}" if when else ""
-        found.suppressed[key[1]] = f"{listed.get('Reason', 'listed')}{since}"
+        since = (f" since {when.astimezone(timezone.utc):%Y-%m-%d}"
+                 if isinstance(when, datetime) else "")
+        found.suppressed[key[1]] = f"{ses_text(listed.get('Reason', 'listed'))}{since}"
     if found.suppressed:
         found.problems.add(FAILURE_POLICY["RecipientSuppressed"].outcome)
 
 
-def run_v1_steps(client, config, recipients, found, steps):
+def run_v1_steps(clients, config, recipients, found, steps):
     """The v1 API's questions, in order; the first that SES cannot answer ends them.
 
     Returns whether SES answered them all (a refusal of an optional one is an answer).
@@ -3025,7 +3223,7 @@ def run_v1_steps(client, config, recipients, found, steps):
     for step in steps:
         topic = step.__doc__.split(":")[0]
         try:
-            step(client, config, recipients, found)
+            step(clients.preflight, config, recipients, found)  # the client, made if needed
         except botocore.exceptions.ClientError as error:
             failure = ses_error(error.response)
             if failure.code not in OPTIONAL_PERMISSION_CODES:
@@ -3298,9 +3496,10 @@ class CycleRun:
         self.console.step(f"{status} {report.report_id}: {message_id or error['code']}")
         return record
 
-    def skip(self, reports, code, message):
+    def skip(self, reports, code, message, suppressed=()):
         for report in reports:
-            self.record(report, "skipped", error={"code": code, "message": message})
+            self.record(report, "skipped", error={"code": code, "message": message},
+                        suppressed=suppressed)
 
     def send(self, reports, ses, pacer, suppressed):
         """Send in order; stop early where every remaining report would fail too.
@@ -3315,7 +3514,7 @@ class CycleRun:
             self.outcome.suppressed.update((a, suppressed[a]) for a in dropped)
             if len(dropped) == report.recipient_count:
                 self.skip([report], "RecipientSuppressed", "every recipient is on the "
-                          f"account's suppression list: {', '.join(dropped)}")
+                          f"account's suppression list: {', '.join(dropped)}", dropped)
                 continue
             pacer.wait_to_send(report.recipient_count)
             self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
@@ -3375,11 +3574,11 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             with contextlib.closing(connect(config)) as clients:
                 found = run_preflight(clients, config, recipients_of(to_send))
                 for note in found.notes:
-                    console.step(note)
+                    console.step(redact(note, config.secrets))
                 for warning in found.warnings:
                     console.warn(redact(warning, config.secrets))
                 for alert in found.alerts:
-                    console.alert(alert)
+                    console.alert(redact(alert, config.secrets))
                 run.outcome.refusal = found.refusal(to_send)
                 if run.outcome.refusal:
                     run.skip(to_send, *run.outcome.refusal)
@@ -3405,11 +3604,11 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     with contextlib.closing(connect(config)) as clients:
         found = run_preflight(clients, config, recipients_of(to_send or reports))
     for line in found.notes:
-        console.result(line)
+        console.result(redact(line, config.secrets))
     for warning in warnings + found.warnings:
         console.warn(redact(warning, config.secrets))
     for alert in found.alerts:
-        console.alert(alert)
+        console.alert(redact(alert, config.secrets))
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     problems = set(found.problems) if to_send else set()
@@ -3418,7 +3617,7 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
             problems.add(FAILURE_POLICY[refused[0]].outcome)
             console.problem(refusal_line(refused))
     for address, why in found.suppressed.items() if to_send else ():
-        console.problem(suppression_line(address, why))
+        console.problem(redact(suppression_line(address, why), config.secrets))
     for outcome, verdict in CHECK_VERDICTS.items():
         if outcome in problems:
             console.problem(f"error: {verdict}")
@@ -3482,7 +3681,7 @@ def report_outcome(outcome, config, cycle, console):
     for record, failure in outcome.failures:
         console.problem(failure_line(record, failure, config))
     for address, why in outcome.suppressed.items():
-        console.problem(suppression_line(address, why))
+        console.problem(redact(suppression_line(address, why), config.secrets))
     if outcome.refusal:
         console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)

@@ -68,7 +68,8 @@ class FaultProxy:
     plan("SendEmail", "throttle", "pass", then="quota") answers the first
     SendEmail with Throttling, forwards the second, and answers every later one
     with the daily-quota error; a fault may also be (HTTP status, code, message)
-    of a test's own. `delay` slows every forwarded request of an action.
+    of a test's own, or for a v2 action {"status": ..., "body": ...}, an answer
+    of the test's own in JSON. `delay` slows every forwarded request of an action.
     `account_quota(...)` makes GetSendQuota answer with an account's quota of the
     test's choosing, as SES documents the answer.
 
@@ -316,7 +317,10 @@ class FaultProxy:
                 fault = proxy._next_fault(action)
                 if isinstance(fault, str) and fault in SES_V2_ERRORS:
                     fault = SES_V2_ERRORS[fault]
-                if isinstance(fault, tuple):
+                if isinstance(fault, dict):  # an answer of the test's own: {"status", "body"}
+                    self._answer(fault.get("status", 200), "application/json",
+                                 json.dumps(fault["body"]).encode())
+                elif isinstance(fault, tuple):
                     status, code, message = fault
                     self._v2_error(status, code, message.format(action=action))
                 elif fault in ("drop", "hang"):

@@ -98,7 +98,8 @@ def test_an_action_the_figures_show_done_leaves_the_list(run_script, ses):
     done = ser.render_report(cmo, cycle="c", prepared_by="p", generated_at="g",
                              figures=ser.cycle_figures(ser.parse_figures(
                                  run_script.figures.read_text(), "f"), "2026-11-29"))
-    assert "<li" in done.html and "[until" not in done.html + done.body
+    marker = f'style="{ser.HTML_STYLE["marker"]}">1.</td>'  # the list is still there
+    assert marker in done.html and "[until" not in done.html + done.body
 
 
 def test_a_trend_of_the_last_snapshots_in_both_editions(run_script, ses):
@@ -111,7 +112,7 @@ def test_a_trend_of_the_last_snapshots_in_both_editions(run_script, ses):
                                 "2026-11-29")
     html = ser.render_report(ceo, cycle="c", prepared_by="p", generated_at="g",
                              figures=figures).html
-    assert html.count('style="padding:0 1px;vertical-align:bottom;"') >= 3 * 2
+    assert html.count(f'style="{ser.HTML_STYLE["trend_column"]}') >= 3 * 2
 
 
 def test_no_figures_file_is_a_warning_and_every_figure_reads_not_measured(run_script, ses):

@@ -5,6 +5,9 @@ them (moto's server lacks both); GetEmailIdentity is moto's own answer.
 """
 
 import functools
+import signal
+import threading
+import time
 
 import pytest
 
@@ -12,8 +15,10 @@ import send_exec_reports as ser
 from conftest import BCC, RECIPIENT, SENDER, shared_models
 from fault_proxy import PREFLIGHT_V2_ACTIONS
 
-REPORT_COUNT = len(ser.REPORTS)
 CYCLE = "2026-11-29"
+# Two reports show what each report gets; sending all eight would only be slower.
+SEND = ("--cycle", CYCLE, "--only", "ceo,cfo")
+SENT = 2
 
 
 def error_lines(result):
@@ -49,7 +54,7 @@ def test_a_production_account_is_asked_once_through_v2(run_via_proxy, proxy, ses
 
 def test_the_preflight_asks_its_questions_at_once(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
-    proxy.latency = 0.2  # every answer is slow, so that overlapping questions overlap
+    proxy.latency = 0.1  # every answer is slow, so that overlapping questions overlap
     assert run_via_proxy("--check").returncode == 0
     asked = sum(proxy.count(action) for action in PREFLIGHT_V2_ACTIONS)
     assert asked == 5  # the account, two identities, two recipients
@@ -60,10 +65,10 @@ def test_a_production_account_with_a_sandbox_sized_quota_is_not_the_sandbox(
         run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.account_quota(max_24_hour_send=200, max_send_rate=1000)
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 0, result.stderr
     assert "sandbox" not in result.stderr
-    assert len(ses.messages()) == REPORT_COUNT
+    assert len(ses.messages()) == SENT
 
 
 def test_the_sandbox_is_what_v2_says_whatever_the_quota(run_via_proxy, proxy, ses):
@@ -85,7 +90,7 @@ def test_an_account_aws_has_stopped_sends_nothing_and_exits_1(run_via_proxy, pro
                                                               status, code, said):
     ses.verify(SENDER)
     proxy.account_status(**status)
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 1
     assert ses.messages() == [] and proxy.count("SendEmail") == 0
     [line] = error_lines(result)
@@ -99,12 +104,12 @@ def test_an_account_aws_has_stopped_sends_nothing_and_exits_1(run_via_proxy, pro
 def test_probation_warns_on_every_run_and_sends(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.account_status(enforcement="PROBATION")
-    for args in (["--check"], ["--cycle", CYCLE], ["--cycle", "next", "--quiet"]):
+    for args in (["--check"], SEND, ["--cycle", "next", "--only", "ceo,cfo", "--quiet"]):
         result = run_via_proxy(*args)
         assert result.returncode == 0, result.stderr
         # Said once, --quiet too: cron must mail it.
         assert result.stderr.count("on probation (EnforcementStatus PROBATION)") == 1
-    assert len(ses.messages()) == 2 * REPORT_COUNT
+    assert len(ses.messages()) == 2 * SENT
 
 
 # --- The suppression list --------------------------------------------------------
@@ -115,10 +120,10 @@ def test_a_suppressed_recipient_is_named_audited_and_exits_1(run_via_proxy, prox
                                                              address, field):
     ses.verify(SENDER)
     proxy.suppress(address, reason="BOUNCE", when=1764400000.0)  # 2025-11-29
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 1
     # Sent all the same: SES drops only that address, and the other one reads it.
-    assert len(ses.messages()) == REPORT_COUNT
+    assert len(ses.messages()) == SENT
     records = run_via_proxy.audit_records()
     assert {r["status"] for r in records} == {"sent"}
     assert all(r["suppressed"] == [address] and address in r[field] for r in records)
@@ -126,7 +131,7 @@ def test_a_suppressed_recipient_is_named_audited_and_exits_1(run_via_proxy, prox
     assert f"error: {address} is on the account's suppression list (BOUNCE since " \
            f"2025-11-29)" in line
     assert f"aws sesv2 delete-suppressed-destination --email-address {address}" in line
-    assert result.stdout.count(f"suppressed, not delivered: {address}") == REPORT_COUNT
+    assert result.stdout.count(f"suppressed, not delivered: {address}") == SENT
     check = run_via_proxy("--check", "--cycle", "next")
     assert check.returncode == 1
     assert f"{address} is on the account's suppression list" in check.stderr
@@ -138,10 +143,12 @@ def test_a_report_whose_every_recipient_is_suppressed_is_not_sent(run_via_proxy,
     ses.verify(SENDER)
     proxy.suppress(RECIPIENT)
     proxy.suppress(BCC, reason="COMPLAINT")
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 1
     assert ses.messages() == []
-    assert codes(run_via_proxy.audit_records()) == {("skipped", "RecipientSuppressed")}
+    records = run_via_proxy.audit_records()
+    assert codes(records) == {("skipped", "RecipientSuppressed")}
+    assert all(r["suppressed"] == [RECIPIENT, BCC] for r in records)
     assert len(error_lines(result)) == 2
     assert "(COMPLAINT since" in result.stderr
 
@@ -149,11 +156,13 @@ def test_a_report_whose_every_recipient_is_suppressed_is_not_sent(run_via_proxy,
 def test_a_suppression_list_that_cannot_be_read_is_a_warning(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     proxy.plan("GetSuppressedDestination", then="denied")
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 0, result.stderr
     [warning] = warning_lines(result)
-    assert "AccessDeniedException" in warning and "the account's suppression list" in warning
-    assert len(ses.messages()) == REPORT_COUNT
+    assert "AccessDeniedException" in warning
+    assert (f"the suppression list was not checked for 2 address(es): {RECIPIENT}, {BCC}"
+            in warning)
+    assert len(ses.messages()) == SENT
 
 
 # --- The sender's identity --------------------------------------------------------
@@ -162,12 +171,12 @@ def test_a_suppression_list_that_cannot_be_read_is_a_warning(run_via_proxy, prox
 def test_dkim_not_yet_signing_is_a_warning_with_the_fix(run_via_proxy, proxy, ses):
     ses.verify("example.com")
     proxy.identity_status("example.com", dkim="PENDING")
-    result = run_via_proxy("--cycle", CYCLE)
+    result = run_via_proxy(*SEND)
     assert result.returncode == 0, result.stderr
     [warning] = warning_lines(result)
     assert "DKIM for example.com is PENDING" in warning
     assert "Identities > example.com > Authentication" in warning
-    assert len(ses.messages()) == REPORT_COUNT
+    assert len(ses.messages()) == SENT
     assert run_via_proxy("--check", "--cycle", "next").returncode == 0
 
 
@@ -218,11 +227,11 @@ def test_v2_silent_falls_back_to_v1_with_one_warning(run_via_proxy, proxy, ses, 
     assert "looks like it is in the sandbox" in check.stdout
     assert proxy.count("GetSendQuota") == 1
     ses.verify("example.com")  # now v1 sees the recipients' domain verified
-    result = run_via_proxy("--cycle", CYCLE, ses_factory=factory)
+    result = run_via_proxy(*SEND, ses_factory=factory)
     assert result.returncode == 0, result.stderr
     [warning] = warning_lines(result)
     assert "SES API v2 did not answer" in warning and "the v1 API stood in" in warning
-    assert len(ses.messages()) == REPORT_COUNT
+    assert len(ses.messages()) == SENT
 
 
 @pytest.mark.parametrize("setup, exit_code", [
@@ -266,3 +275,106 @@ def test_the_v2_endpoint_has_a_setting_of_its_own(run_script, proxy, ses):
                                        "AWS_ENDPOINT_URL_SESV2": None})
     assert alone.returncode == 1
     assert proxy.count("GetAccount") == 2 and proxy.count("GetSendQuota") == 0
+
+
+# --- Answers no SES would give -------------------------------------------------------
+
+
+def v2_answer(status, body, code=None):
+    """A fault the proxy answers as v2 does: (status, error code, message) or a raw body."""
+    return (status, code, body) if code else {"status": status, "body": body}
+
+
+@pytest.mark.parametrize("answer", [
+    (404, "NotFoundException", "Account not found."),  # NotFound answers only the others
+    {"SendQuota": {"Max24HourSend": 50000, "SentLast24Hours": 0}},  # no MaxSendRate
+    {"SendQuota": {"Max24HourSend": float("nan"), "SentLast24Hours": 0, "MaxSendRate": 1}},
+    {"SendQuota": {"Max24HourSend": "50000", "SentLast24Hours": 0, "MaxSendRate": 1}},
+    {"SendQuota": None, "ProductionAccessEnabled": True},
+], ids=["not-found", "no-rate", "nan", "text", "null"])
+def test_an_account_answer_no_ses_would_give_falls_back_to_v1(run_via_proxy, proxy, ses,
+                                                               answer):
+    ses.verify(SENDER)
+    proxy.plan("GetAccount", then=answer if isinstance(answer, tuple) else {"body": answer})
+    result = run_via_proxy(*SEND)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    [warning] = warning_lines(result)
+    assert "the v1 API stood in" in warning
+    assert proxy.count("GetSendQuota") == 1 and len(ses.messages()) == SENT
+
+
+def test_what_ses_says_is_redacted_and_kept_to_one_line(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    token = "FwoGZXIvYXdzEXAMPLE-session-token-0123456789"
+    proxy.suppress(RECIPIENT, reason=f"BOUNCE {token}\nerror: all is well\x1b[2J")
+    proxy.account_status(enforcement=f"SUSPENDED {token}")
+    for args in (["--check"], ["--cycle", CYCLE, "--verbose"]):
+        result = run_via_proxy(*args, env={"AWS_SESSION_TOKEN": token})
+        assert result.returncode == 1
+        out = result.stdout + result.stderr
+        assert token not in out and "\x1b" not in out
+        assert "error: all is well" not in out.splitlines()  # no line of its own
+        assert f"{RECIPIENT} is on the account's suppression list (BOUNCE [redacted]?" in out
+        assert "enforcement status SUSPENDED [redacted] for this SES account in us-east-1, " \
+               "which this script does not know" in out
+
+
+def test_a_refused_question_does_not_hide_the_answers_of_the_others(run_via_proxy, proxy,
+                                                                       ses):
+    ses.verify(SENDER)
+    proxy.account_status(enforcement="SHUTDOWN")
+    proxy.plan("GetSuppressedDestination", (403, "UnrecognizedClientException", "no"))
+    result = run_via_proxy(*SEND)
+    assert result.returncode == 1
+    assert ses.messages() == []
+    assert codes(run_via_proxy.audit_records()) == {("skipped", "AccountShutdown")}
+
+
+def test_a_custom_mail_from_without_a_status_says_so(run_via_proxy, proxy, ses):
+    ses.verify("example.com")
+    proxy.identity_status("example.com", mail_from=("bounce.example.com", None))
+    [warning] = warning_lines(run_via_proxy("--check"))
+    assert "bounce.example.com of example.com is not reported" in warning
+
+
+def test_the_preflight_gives_up_on_what_is_unasked_at_its_deadline():
+    release = threading.Event()
+    calls = []
+
+    def slow():
+        calls.append(1)
+        release.wait(5)
+        return {}
+
+    questions = {("suppressed", f"p{n}@example.com"): (slow, {}) for n in range(30)}
+    started = time.monotonic()
+    answers = ser.ask_at_once(questions, deadline=0.1)
+    release.set()
+    assert time.monotonic() - started < 2
+    time.sleep(0.1)  # the questions in flight end; nothing left queued is asked after
+    assert len(calls) == ser.PREFLIGHT_CONCURRENCY
+    assert len(answers) == 30
+    unasked = [a for a in answers.values() if isinstance(a, ser.NotAsked)]
+    assert len(unasked) >= 30 - ser.PREFLIGHT_CONCURRENCY
+    failure = ser.v2_silence(("suppressed", "p0@example.com"), unasked[0])
+    assert failure.code == "NotAsked"
+
+
+def test_a_stop_during_a_long_preflight_exits_at_once(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    many = ",".join(f"person{n}@example.com" for n in range(48))
+    run_via_proxy.settings(AWS_RECIPIENT_EMAIL=many)
+    proxy.latency = 0.5  # 50 suppression lookups, ten at a time: seconds of preflight
+    victim = run_via_proxy.start("--cycle", CYCLE)
+    deadline = time.monotonic() + 30
+    while proxy.count("GetSuppressedDestination") < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    stdout, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == 130
+    assert time.monotonic() - stopped < 1.5  # not after every queued question
+    assert "Traceback" not in stderr
+    assert proxy.count("GetSuppressedDestination") < 30
+    assert ses.messages() == []

@@ -293,15 +293,16 @@ def test_a_quota_that_cannot_take_the_cycle_sends_nothing(
 
 # v2's questions are asked at once, so a fault of one kind is met the same way
 # whichever of them it hits: each is refused once, each fault hits all of them
-# once.  v1's questions are asked where v2 is silent, and met the same faults.
+# once.  v1's questions, asked one after another where v2 is silent, meet the
+# faults through the same loop.
 V2_ALL = "+".join(PREFLIGHT_V2_ACTIONS)
 
 
 @pytest.mark.parametrize("actions, fault", [
     *((action, "denied") for action in PREFLIGHT_V2_ACTIONS),
     *((V2_ALL, fault) for fault in ("unimplemented", "hang", "garbage")),
-    *((action, fault) for action in PREFLIGHT_ACTIONS[len(PREFLIGHT_V2_ACTIONS):]
-      for fault in ("denied", "hang", "garbage"))])
+    *(("GetSendQuota", fault) for fault in ("denied", "hang", "garbage")),
+    ("GetIdentityVerificationAttributes", "denied")])  # asked in the same loop as the quota
 def test_a_preflight_that_cannot_ask_warns_and_goes_on(run_via_proxy, proxy, ses, fault,
                                                        actions):
     ses.verify(SENDER)
@@ -312,12 +313,12 @@ def test_a_preflight_that_cannot_ask_warns_and_goes_on(run_via_proxy, proxy, ses
         proxy.plan(action, then=fault)
     started = time.monotonic()
     patience = 0.3  # the preflight's own read timeout, shortened; see the next test
-    result = run_via_proxy("--cycle", CYCLE, ses_factory=functools.partial(
+    result = run_via_proxy("--cycle", CYCLE, "--only", "ceo", ses_factory=functools.partial(
         shared_models, preflight_read_timeout=patience))
     assert time.monotonic() - started < patience + 5  # the proxy hangs for a minute
     assert result.returncode == 0, result.stderr
     assert "warning: preflight" in result.stderr
-    assert sends_per_report(ses) == dict.fromkeys(ALL_IDS, 1)
+    assert len(ses.messages()) == 1  # the report went out all the same
 
 
 def test_the_preflight_gives_up_after_one_short_attempt_by_default():

@@ -178,7 +178,8 @@ def test_values_are_text_never_markup():
     report = ser.render_report(spec, **{**CONTEXT, "prepared_by": odd})
     assert f"\n{odd}\n" in report.body  # a paragraph, not a list, table or heading
     assert f"By   {odd}" in report.body  # one cell, not four
-    assert report.html.count("<th") == 2 and "<li" not in report.html
+    # Two column headers and one row header; and no list.
+    assert report.html.count("<th") == 3 and ser.HTML_STYLE["marker"] not in report.html
     for real in ser.REPORTS:  # and in the shipped reports' header
         assert f"prepared by {odd}" in " ".join(ser.render_report(
             real, **{**CONTEXT, "prepared_by": odd}).body.split())

@@ -1,0 +1,175 @@
+"""The HTML edition on a phone, in Outlook for Windows and in dark mode.
+
+What a test can see from the markup is checked here, on every report, both
+variants, with and without figures: a fluid column, table roles and header
+scopes, lang and dir, the preheader, Outlook-safe lists, bars and line heights,
+the dark palette, the size Gmail clips at, and the previews' transfer encodings.
+What only a browser can show (nothing cut off at 375 pixels) is checked by hand:
+see the README, "Checking the HTML by hand".
+"""
+
+import email
+import email.policy
+import re
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+
+import send_exec_reports as ser
+from local_ses import EXAMPLE_DATA
+
+CONTEXT = {"cycle": "2026-11-29", "prepared_by": "Reports Desk",
+           "generated_at": "2026-11-29 03:00 UTC"}
+EXAMPLE = ser.cycle_figures(ser.parse_figures(EXAMPLE_DATA.read_text(), "example"),
+                            "2026-11-29")
+GMAIL_CLIPS_AT = 100 * 1024  # bytes of HTML; Gmail hides the rest behind a link at ~102 KB
+OUTLOOK_ONLY = re.compile(r"<!--\[if mso\]>.*?<!\[endif\]-->", re.S)
+
+
+def every_report():
+    """(id, rendered report) for each report, variant and figures file."""
+    for spec in ser.REPORTS:
+        for variant in ser.VARIANTS:
+            for label, figures in (("figures", EXAMPLE), ("none", ser.NO_FIGURES)):
+                yield (f"{spec.report_id}-{variant}-{label}",
+                       ser.render_report(spec, variant=variant, figures=figures, **CONTEXT))
+
+
+REPORTS = dict(every_report())
+
+
+def each_report(check):
+    """Run a check on every report (one test, not 32: each costs pytest's own overhead);
+    a failure names the report, variant and figures."""
+    def test():
+        for name, report in REPORTS.items():
+            try:
+                check(report)
+            except AssertionError as failure:
+                raise AssertionError(f"{name}: {failure}") from failure
+    test.__name__, test.__doc__ = check.__name__, check.__doc__
+    return test
+
+
+def tree(report):
+    """The page as elements (comments, where Outlook's own markup is, left out)."""
+    return ElementTree.fromstring(report.html.split("\n", 1)[1])
+
+
+def styles(element):
+    return dict(rule.split(":", 1) for rule in (element.get("style") or "").split(";")
+                if rule)
+
+
+@each_report
+def test_the_column_is_fluid_and_fixed_only_for_outlook(report):
+    outlook = "".join(OUTLOOK_ONLY.findall(report.html))
+    everyone = OUTLOOK_ONLY.sub("", report.html)
+    assert 'width="640"' in outlook and "640" not in everyone.replace("max-width:640px", "")
+    [column] = [t for t in tree(report).iter("table") if "max-width" in styles(t)]
+    assert styles(column)["max-width"] == "640px" and styles(column)["width"] == "100%"
+    for element in tree(report).iter():  # nothing else is wider than a phone
+        assert int(element.get("width", "0").rstrip("%")) <= 100 or \
+            element.get("width", "").endswith("%"), element.attrib
+
+
+@each_report
+def test_layout_tables_are_presentation_and_data_tables_have_scoped_headers(report):
+    tables = list(tree(report).iter("table"))
+    data = [t for t in tables if t.find("tr/th") is not None]
+    assert data, "every report has a table of figures"
+    for table in tables:
+        if table in data:
+            assert table.get("role") is None
+            header, *rows = table.findall("tr")
+            assert [th.get("scope") for th in header] == ["col"] * len(header)
+            for row in rows:
+                first, *rest = list(row)
+                assert first.tag == "th" and first.get("scope") == "row"
+                assert all(cell.tag == "td" for cell in rest)
+        else:
+            assert table.get("role") == "presentation"
+
+
+@each_report
+def test_language_and_direction_are_on_a_wrapper_inside_the_body(report):
+    body = tree(report).find("body")
+    wrapper = body[0]
+    assert wrapper.tag == "div" and wrapper.get("lang") == "en" and wrapper.get("dir") == "ltr"
+    assert len(body) == 1  # everything is inside it: Gmail drops <html>'s attributes
+
+
+@each_report
+def test_a_hidden_preheader_leads_with_the_headline_numbers(report):
+    preheader = tree(report).find("body/div/div")
+    hidden = styles(preheader)
+    assert hidden["display"] == "none" and hidden["mso-hide"] == "all"
+    words = "".join(preheader.itertext()).replace("\u034f", "").split()
+    assert words and " ".join(words) != report.subject
+    first_table = next(t for t in tree(report).iter("table") if t.find("tr/th") is not None)
+    first_row = first_table.findall("tr")[1]
+    label = "".join(first_row[0].itertext())
+    assert " ".join(words).startswith(f"{label}: ")
+
+
+def test_the_ceo_preheader_reads_the_figures():
+    [ceo] = ser.select_reports("ceo")
+    report = ser.render_report(ceo, figures=EXAMPLE, **CONTEXT)
+    assert ("Charters booked/month: 5 · JADA/QOS revenue/month: $9,600 · "
+            "QDN revenue/month: $3,100") in report.html
+
+
+@each_report
+def test_lists_bars_and_line_heights_hold_in_outlook(report):
+    assert not re.search(r"<(ul|ol|li|hr)\b", report.html)  # Word drops list padding
+    assert "inline-table" not in report.html and "nowrap" not in report.html
+    for element in tree(report).iter():
+        rules = styles(element)
+        if "line-height" in rules and element.tag != "div":  # the hidden preheader aside
+            assert rules.get("mso-line-height-rule") == "exactly", element.attrib
+            assert rules["line-height"].endswith("px")
+        if "background" in rules and element.tag in ("body", "table", "td", "th"):
+            assert element.get("bgcolor") == rules["background"], element.attrib
+        if rules.get("padding", "0") != "0" and element.tag not in ("td", "th"):
+            raise AssertionError(f"padding on a <{element.tag}>: Word ignores it")
+
+
+@each_report
+def test_the_page_says_it_has_a_dark_palette(report):
+    head = tree(report).find("head")
+    metas = {m.get("name"): m.get("content") for m in head.iter("meta")}
+    assert metas["color-scheme"] == metas["supported-color-schemes"] == "light dark"
+    [style] = head.findall("style")
+    assert style.text == ser.HTML_DARK_STYLE and "prefers-color-scheme:dark" in style.text
+    used = {name for element in tree(report).iter()
+            for name in (element.get("class") or "").split()}
+    assert used <= set(re.findall(r"\.([a-z]+)[ {]", ser.HTML_DARK_STYLE))  # each is styled
+    assert {"page", "card", "ink", "header", "data"} <= used
+
+
+@each_report
+def test_every_message_is_well_under_what_gmail_clips(report):
+    assert len(report.html.encode("utf-8")) < GMAIL_CLIPS_AT
+    assert max(map(len, report.body.splitlines())) <= ser.TEXT_WIDTH
+
+
+@pytest.mark.parametrize("variant", ser.VARIANTS)
+def test_previews_are_never_base64(run_script, tmp_path, variant):
+    run_script.settings(AWS_RECIPIENT_EMAIL_B="brief@example.com")
+    result = run_script("--preview-dir", str(tmp_path / "p"), "--variant", variant)
+    assert result.returncode == 0, result.stderr
+    seen = set()
+    for eml in (tmp_path / "p").glob("*.eml"):
+        message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+        for part in message.iter_parts():
+            seen.add(part["Content-Transfer-Encoding"])
+            assert part.get_content()  # and it decodes
+    # The From name is not ASCII (conftest), so the text needs quoted-printable too.
+    assert seen == {"quoted-printable"} or seen <= {"7bit", "quoted-printable"}
+    assert "quoted-printable" in seen
+
+
+def test_ascii_text_with_short_lines_goes_as_7bit():
+    assert ser.transfer_encoding("plain\nlines\n") == "7bit"
+    assert ser.transfer_encoding("x" * 79) == "quoted-printable"
+    assert ser.transfer_encoding("Ünï") == "quoted-printable"
