@@ -121,9 +121,10 @@ TEXT_WIDTH = 72  # what every mail client shows without wrapping
 TEXT_BAR_WIDTH = 12
 # The HTML edition's look, and how it survives mail clients.  Inline styles
 # carry it (Gmail and Outlook drop most of <head>); the one <style> block only
-# adds a dark palette, by class, for the clients that honour prefers-color-scheme
-# (Apple Mail, iOS Mail, Outlook.com).  Outlook for Windows draws with Word:
-# padding and backgrounds hold only on table cells (so lists, bars and rules
+# adds, by class, a dark palette for the clients that honour prefers-color-scheme
+# (Apple Mail, iOS Mail, Outlook.com) and a desktop's wider margins.  Outlook
+# for Windows draws with Word: padding and backgrounds hold only on table cells
+# (so lists, bars and rules
 # are table cells, each background also a bgcolor attribute), and line heights
 # hold only in pixels with mso-line-height-rule:exactly.  The colours are
 # mid-tones that stay legible when Gmail or Outlook invert them in dark mode.
@@ -131,8 +132,9 @@ HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
 HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
               "header": "#243b53", "header_ink": "#ffffff", "rule": "#d9e2ec",
               "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9"}
-HTML_DARK_STYLE = (
+HTML_HEAD_STYLE = (  # by class: the dark palette, and a desktop's wider margins
     ":root{color-scheme:light dark;supported-color-schemes:light dark;}"
+    "@media (min-width:600px){.inner{padding:24px 28px!important}}"
     "@media (prefers-color-scheme:dark){"
     ".page{background:#121417!important}.card{background:#1c2126!important}"
     ".ink{color:#e4e7eb!important}.heading{color:#9fb3c8!important}"
@@ -150,6 +152,10 @@ def line_height(pixels):
 # The font is set once, on the column's cell, and inherited; Outlook for Windows,
 # which does not carry it into nested tables, gets it from a <style> of its own.
 HTML_FONT = "font-family:Helvetica,Arial,sans-serif;"
+# In prose, a word too long for a phone (a link in the figures' note, a long From
+# name) breaks where it must instead of widening the column.  Not in tables: there
+# it would let columns be squeezed mid-word ("Targ/et").
+HTML_BREAK_LONG_WORDS = "overflow-wrap:anywhere;word-break:break-word;"
 HTML_OUTLOOK_STYLE = f"table,td,th,p,h1,h2{{{HTML_FONT}}}"
 HTML_STYLE = {
     "body": f"margin:0;padding:0;background:{HTML_COLOR['page']};",
@@ -160,15 +166,18 @@ HTML_STYLE = {
              f"color:{HTML_COLOR['ink']};",
     "preheader": "display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;"
                  "opacity:0;overflow:hidden;mso-hide:all;",
-    "h1": f"font-size:22px;{line_height(28)}margin:0 0 8px;color:{HTML_COLOR['heading']};",
+    "h1": f"font-size:22px;{line_height(28)}margin:0 0 8px;color:{HTML_COLOR['heading']};"
+          f"{HTML_BREAK_LONG_WORDS}",
     "h2": f"font-size:17px;{line_height(22)}margin:24px 0 8px;padding-bottom:4px;"
-          f"color:{HTML_COLOR['heading']};border-bottom:2px solid {HTML_COLOR['rule']};",
-    "p": f"font-size:15px;{line_height(22)}margin:0 0 12px;color:{HTML_COLOR['ink']};",
+          f"color:{HTML_COLOR['heading']};border-bottom:2px solid {HTML_COLOR['rule']};"
+          f"{HTML_BREAK_LONG_WORDS}",
+    "p": f"font-size:15px;{line_height(22)}margin:0 0 12px;color:{HTML_COLOR['ink']};"
+         f"{HTML_BREAK_LONG_WORDS}",
     "list": "border-collapse:collapse;margin:0 0 12px;",
     "marker": f"font-size:15px;{line_height(22)}padding:0 8px 6px 4px;vertical-align:top;"
               f"text-align:right;color:{HTML_COLOR['ink']};",
     "item": f"font-size:15px;{line_height(22)}padding:0 0 6px;vertical-align:top;"
-            f"color:{HTML_COLOR['ink']};",
+            f"color:{HTML_COLOR['ink']};{HTML_BREAK_LONG_WORDS}",
     "table": "border-collapse:collapse;margin:0 0 16px;width:100%;",
     "th": f"font-size:13px;{line_height(18)}text-align:left;padding:6px;"
           f"vertical-align:bottom;background:{HTML_COLOR['header']};"
@@ -1535,9 +1544,13 @@ def amount_text(value, unit, money_sign=True):
     """One amount as a reader sees it: $8,000, 24%, 3,676, yes."""
     if unit == "yes_no":
         return "yes" if value else "no"
-    number = format(value.quantize(Decimal("0.01")) if unit == "dollars" else value, ",f")
-    if "." in number:
-        number = number.rstrip("0").rstrip(".")
+    if unit == "dollars":  # whole dollars as $8,000; cents, where there are any, as $100.50
+        cents = value.quantize(Decimal("0.01"))
+        number = format(cents if cents % 1 else cents.quantize(Decimal(1)), ",f")
+    else:
+        number = format(value, ",f")
+        if "." in number:
+            number = number.rstrip("0").rstrip(".")
     if unit == "dollars":
         return ("-$" + number[1:] if number.startswith("-") else "$" + number) \
             if money_sign else number
@@ -2092,7 +2105,8 @@ def html_cell(cell, tag, scope=None):
     if scope == "col":
         return (f'<th scope="col" bgcolor="{HTML_COLOR["header"]}" class="header" '
                 f'style="{HTML_STYLE["th"]}">{content}</th>')
-    style = HTML_STYLE["td"] + ("font-weight:bold;text-align:left;" if scope == "row" else "")
+    # A row's header reads as its other cells do, as before it was one.
+    style = HTML_STYLE["td"] + ("font-weight:normal;text-align:left;" if scope == "row" else "")
     scope = f' scope="{scope}"' if scope else ""
     return f'<{tag}{scope} style="{style}">{content}</{tag}>'
 
@@ -2140,12 +2154,17 @@ def preheader(blocks):
 
     Without it, clients show the title again, then "Cycle ... prepared by ...".
     """
-    table = next((block.items for block in blocks if block.kind == "table"), None)
-    if table:
-        return " · ".join(f"{text_cell(row[0])}: {text_cell(row[1])}"
-                          for row in table[1:PREHEADER_FIGURES + 1] if len(row) > 1)
-    prose = next((block.items for block in blocks if block.kind == "paragraph"), [""])
-    return textwrap.shorten(" ".join(prose), 120, placeholder="...")
+    table = next((block.items for block in blocks if block.kind == "table"), [])
+    measured = [f"{text_cell(row[0])}: {text_cell(row[1])}" for row in table[1:]
+                if len(row) > 1 and text_cell(row[1]) not in ("", "-")]
+    if measured:
+        return " · ".join(measured[:PREHEADER_FIGURES])
+    # No figures yet: the report's own first words, after the header's.
+    after_header = blocks[next((i for i, b in enumerate(blocks) if b.kind == "heading"),
+                               len(blocks)):]
+    prose = next((" ".join(b.items) for b in after_header
+                  if b.kind in ("paragraph", "bullets", "numbered")), "")
+    return textwrap.shorten(prose, 120, placeholder="...")
 
 
 def render_html(blocks, title):
@@ -2154,7 +2173,7 @@ def render_html(blocks, title):
     content = "\n".join(html_block(block) for block in blocks)
     page = HTML_COLOR["page"]
     column = layout_table(
-        f'<tr><td class="ink" style="{HTML_STYLE["inner"]}">\n{content}\n</td></tr>',
+        f'<tr><td class="ink inner" style="{HTML_STYLE["inner"]}">\n{content}\n</td></tr>',
         style=HTML_STYLE["column"], width="100%", css_class="card")
     column = column.replace(' style="', f' bgcolor="{HTML_COLOR["card"]}" style="', 1)
     outlook_open = (f'<!--[if mso]><table role="presentation" cellpadding="0" cellspacing="0" '
@@ -2167,7 +2186,7 @@ def render_html(blocks, title):
         '<meta name="x-apple-disable-message-reformatting" />'
         '<meta name="color-scheme" content="light dark" />'
         '<meta name="supported-color-schemes" content="light dark" />'
-        f"<title>{html.escape(title)}</title><style>{HTML_DARK_STYLE}</style>"
+        f"<title>{html.escape(title)}</title><style>{HTML_HEAD_STYLE}</style>"
         f"<!--[if mso]><style>{HTML_OUTLOOK_STYLE}</style><![endif]--></head>"
         f'<body class="page" bgcolor="{page}" style="{HTML_STYLE["body"]}">'
         f'<div lang="en" dir="ltr" class="page" style="background:{page};">'
@@ -3002,7 +3021,7 @@ def v2_questions(client, sender, domain, recipients):
 
 
 class NotAsked(Exception):
-    """A preflight question left unasked: the preflight's time was up."""
+    """A preflight question unanswered, or never asked, when the preflight's time was up."""
 
 
 def ask_at_once(questions, deadline):
@@ -3040,7 +3059,7 @@ def ask_at_once(questions, deadline):
         while not pending.empty():  # a stop or the deadline: ask nothing more
             with contextlib.suppress(queue.Empty):
                 pending.get_nowait()
-    return {key: answers.get(key, NotAsked(f"not asked within the preflight's {deadline} s"))
+    return {key: answers.get(key, NotAsked(f"no answer within the preflight's {deadline} s"))
             for key in questions}
 
 
@@ -3101,7 +3120,7 @@ def ses_text(value):
 
 def v2_fallback_warning(silent):
     """The one warning for every v2 question that went unanswered."""
-    said = ", ".join(dict.fromkeys(failure.code for failure in silent.values()))
+    said = ", ".join(dict.fromkeys(ses_text(failure.code) for failure in silent.values()))
     parts = []
     unseen = list(dict.fromkeys(V2_ONLY[key[0]] for key in silent if key[0] in V2_ONLY))
     if unseen:
@@ -3229,7 +3248,8 @@ def run_v1_steps(clients, config, recipients, found, steps):
             if failure.code not in OPTIONAL_PERMISSION_CODES:
                 found.problems.add(failure.policy.outcome)
             found.warnings.append(f"warning: preflight {topic} not checked: SES said "
-                                  f"{failure.code}: {failure.message}; going on")
+                                  f"{ses_text(failure.code)}: {ses_text(failure.message)}; "
+                                  "going on")
             if failure.policy.outcome == "config":
                 return False  # refused credentials: every other question gets the same answer
         except botocore.exceptions.BotoCoreError as error:
@@ -3643,7 +3663,7 @@ def refusal_line(refusal):
 
 def failure_line(record, failure, config):
     """One line on stderr for a failed report: what SES said and what to do."""
-    said = redact(f"{failure.code}: {failure.message}", config.secrets)
+    said = redact(f"{ses_text(failure.code)}: {ses_text(failure.message)}", config.secrets)
     said = f"SES said {said}" if failure.from_ses else said
     return f"error: {record['report']} not sent: {said}; {failure.policy.advice}"
 

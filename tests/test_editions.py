@@ -70,7 +70,7 @@ def test_the_html_is_well_formed_self_contained_and_inline_styled(spec):
         if element.tag in {"h1", "h2", "p", "table", "th", "td"}:
             assert element.get("style"), element.tag
     # The head's one style is the dark palette: the look itself is inline.
-    assert [s.text for s in root.find("head").iter("style")] == [ser.HTML_DARK_STYLE]
+    assert [s.text for s in root.find("head").iter("style")] == [ser.HTML_HEAD_STYLE]
 
 
 def example_figures(cycle=CYCLE):

@@ -61,16 +61,26 @@ def styles(element):
                 if rule)
 
 
+PHONE = 375  # pixels: nothing but Outlook's own table may be fixed wider than a phone
+
+
 @each_report
 def test_the_column_is_fluid_and_fixed_only_for_outlook(report):
-    outlook = "".join(OUTLOOK_ONLY.findall(report.html))
-    everyone = OUTLOOK_ONLY.sub("", report.html)
-    assert 'width="640"' in outlook and "640" not in everyone.replace("max-width:640px", "")
-    [column] = [t for t in tree(report).iter("table") if "max-width" in styles(t)]
+    outlook = OUTLOOK_ONLY.findall(report.html)
+    assert len(outlook) == 3  # its font, then its fixed table opened and closed
+    assert 'width="640"' in outlook[1] and outlook[2] == \
+        "<!--[if mso]></td></tr></table><![endif]-->"
+    page = tree(report)
+    [column] = [t for t in page.iter("table") if "max-width" in styles(t)]
     assert styles(column)["max-width"] == "640px" and styles(column)["width"] == "100%"
-    for element in tree(report).iter():  # nothing else is wider than a phone
-        assert int(element.get("width", "0").rstrip("%")) <= 100 or \
-            element.get("width", "").endswith("%"), element.attrib
+    for element in page.iter():  # nothing else is fixed wider than a phone
+        width = element.get("width", "0")
+        assert width.endswith("%") or int(width) <= PHONE, element.attrib
+        rules = styles(element)
+        assert "min-width" not in rules, element.attrib
+        for name in ("width", "max-width"):
+            if rules.get(name, "").endswith("px"):
+                assert int(rules[name][:-2]) <= PHONE or element is column, element.attrib
 
 
 @each_report
@@ -107,16 +117,21 @@ def test_a_hidden_preheader_leads_with_the_headline_numbers(report):
     words = "".join(preheader.itertext()).replace("\u034f", "").split()
     assert words and " ".join(words) != report.subject
     first_table = next(t for t in tree(report).iter("table") if t.find("tr/th") is not None)
-    first_row = first_table.findall("tr")[1]
-    label = "".join(first_row[0].itertext())
-    assert " ".join(words).startswith(f"{label}: ")
+    label, value = ("".join(cell.itertext()) for cell in first_table.findall("tr")[1][:2])
+    if value != "-":  # the first headline number; with none measured, the first words
+        assert " ".join(words).startswith(f"{label}: {value}")
+    assert ": -" not in " ".join(words)
 
 
-def test_the_ceo_preheader_reads_the_figures():
+def test_the_ceo_preheader_reads_the_figures_or_else_its_first_words():
     [ceo] = ser.select_reports("ceo")
     report = ser.render_report(ceo, figures=EXAMPLE, **CONTEXT)
     assert ("Charters booked/month: 5 · JADA/QOS revenue/month: $9,600 · "
             "QDN revenue/month: $3,100") in report.html
+    unmeasured = ser.render_report(ceo, figures=ser.NO_FIGURES, **CONTEXT)
+    preheader = "".join(tree(unmeasured).find("body/div/div").itertext()).replace("\u034f", "")
+    assert preheader.strip() and ": -" not in preheader
+    assert "Cycle" not in preheader  # not the header's words again
 
 
 @each_report
@@ -128,8 +143,10 @@ def test_lists_bars_and_line_heights_hold_in_outlook(report):
         if "line-height" in rules and element.tag != "div":  # the hidden preheader aside
             assert rules.get("mso-line-height-rule") == "exactly", element.attrib
             assert rules["line-height"].endswith("px")
-        if "background" in rules and element.tag in ("body", "table", "td", "th"):
-            assert element.get("bgcolor") == rules["background"], element.attrib
+        for name in ("background", "background-color"):
+            if name in rules and element.tag != "div":  # the wrapper: its table has bgcolor
+                assert element.tag in ("body", "table", "td", "th"), element.attrib
+                assert element.get("bgcolor") == rules[name], element.attrib
         if rules.get("padding", "0") != "0" and element.tag not in ("td", "th"):
             raise AssertionError(f"padding on a <{element.tag}>: Word ignores it")
 
@@ -140,11 +157,52 @@ def test_the_page_says_it_has_a_dark_palette(report):
     metas = {m.get("name"): m.get("content") for m in head.iter("meta")}
     assert metas["color-scheme"] == metas["supported-color-schemes"] == "light dark"
     [style] = head.findall("style")
-    assert style.text == ser.HTML_DARK_STYLE and "prefers-color-scheme:dark" in style.text
+    assert style.text == ser.HTML_HEAD_STYLE and "prefers-color-scheme:dark" in style.text
     used = {name for element in tree(report).iter()
             for name in (element.get("class") or "").split()}
-    assert used <= set(re.findall(r"\.([a-z]+)[ {]", ser.HTML_DARK_STYLE))  # each is styled
-    assert {"page", "card", "ink", "header", "data"} <= used
+    assert used <= set(re.findall(r"\.([a-z]+)[ {]", ser.HTML_HEAD_STYLE))  # each is styled
+    assert {"page", "card", "ink", "header", "data", "inner"} <= used
+
+
+def luminance(color):
+    """WCAG's relative luminance of #rrggbb."""
+    def channel(value):
+        value /= 255
+        return value / 12.92 if value <= 0.03928 else ((value + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(int(color[i:i + 2], 16)) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(one, other):
+    high, low = sorted((luminance(one), luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_both_palettes_are_readable():
+    dark = re.search(r"prefers-color-scheme:dark\)\{(.*)\}\}", ser.HTML_HEAD_STYLE).group(1)
+
+    def rule(selector, name):
+        return re.search(rf"(?:^|}}){re.escape(selector)}\{{(?:[^}}]*;)?{name}:"
+                         rf"(#[0-9a-f]{{6}})", dark).group(1)
+
+    card, ink = rule(".card", "background"), rule(".ink", "color")
+    for text, ground in ((ink, card), (rule(".heading", "color"), card),
+                         (rule(".data td,.data th", "color"), card),
+                         (rule(".header", "color"), rule(".header", "background"))):
+        assert contrast(text, ground) >= 4.5, (text, ground)  # WCAG AA for body text
+    light = ser.HTML_COLOR
+    for text, ground in (("ink", "card"), ("heading", "card"), ("header_ink", "header")):
+        assert contrast(light[text], light[ground]) >= 4.5, (text, ground)
+
+
+def test_a_word_too_long_for_a_phone_breaks_in_prose_not_in_tables():
+    [ceo] = ser.select_reports("ceo")
+    long_name = "Reports" + "x" * 150
+    report = ser.render_report(ceo, figures=EXAMPLE, **{**CONTEXT, "prepared_by": long_name})
+    [paragraph] = [p for p in tree(report).iter("p") if long_name in "".join(p.itertext())]
+    assert styles(paragraph)["overflow-wrap"] == "anywhere"  # a browser shows the rest:
+    for cell in tree(report).iter("td"):                      # see docs/html_check.py
+        assert "overflow-wrap" not in styles(cell) or cell.find("table") is None
 
 
 @each_report
