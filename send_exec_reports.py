@@ -2732,28 +2732,35 @@ class AuditLog:
 
 
 class SesClients:
-    """The sending client, quick-to-give-up preflight clients (SES API v2, and v1 where
-    v2 cannot answer), and whose keys.  The v1 one is made only if it is asked."""
+    """The run's SES clients, and whose keys: the preflight's quick-to-give-up v2 client,
+    made at once; the sending client and the v1 preflight client, made when first used
+    (a client costs milliseconds, and a run makes the sending one while SES answers
+    the preflight)."""
 
-    def __init__(self, send, preflight_v2, make_preflight_v1, credential_source):
-        self.send = send
+    def __init__(self, preflight_v2, make_send, make_preflight_v1, credential_source):
         self.preflight_v2 = preflight_v2
-        self._make_preflight_v1 = make_preflight_v1
-        self._preflight_v1 = None
         self.credential_source = credential_source
+        self._makers = {"send": make_send, "preflight": make_preflight_v1}
+        self._made = {}
+
+    def _client(self, name):
+        if name not in self._made:
+            self._made[name] = self._makers[name]()
+        return self._made[name]
+
+    @property
+    def send(self):
+        return self._client("send")
 
     @property
     def preflight(self):
-        """The v1 preflight client (made on first use: a client costs milliseconds)."""
-        if self._preflight_v1 is None:
-            self._preflight_v1 = self._make_preflight_v1()
-        return self._preflight_v1
+        """The v1 preflight client: for where v2 cannot answer, and the sandbox."""
+        return self._client("preflight")
 
     def close(self):
         """Close the clients' connections (a run uses them once)."""
-        for client in (self.send, self.preflight_v2, self._preflight_v1):
-            if client is not None:
-                client.close()
+        for client in (self.preflight_v2, *self._made.values()):
+            client.close()
 
 
 def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS,
@@ -2806,14 +2813,18 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
                                f"{config.region}, endpoint {endpoint_url or 'AWS'}): "
                                f"{error}"]) from None
 
-    send = client("ses", config.endpoint_url, config.retries, SES_CONNECT_TIMEOUT_SECONDS,
-                  SES_READ_TIMEOUT_SECONDS)
-    send.meta.events.register_first("needs-retry.ses.SendEmail", refuse_to_retry_daily_quota)
+    def send():
+        sender = client("ses", config.endpoint_url, config.retries,
+                        SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
+        sender.meta.events.register_first("needs-retry.ses.SendEmail",
+                                          refuse_to_retry_daily_quota)
+        return sender
+
     def preflight(service, endpoint_url):
         return client(service, endpoint_url, PREFLIGHT_RETRIES,
                       PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
 
-    return SesClients(send, preflight("sesv2", config.endpoint_url_v2),
+    return SesClients(preflight("sesv2", config.endpoint_url_v2), send,
                       lambda: preflight("ses", config.endpoint_url), source)
 
 
@@ -2974,19 +2985,20 @@ V2_ONLY = {"account": "whether AWS has paused or shut down sending",
 PREFLIGHT_DEADLINE_SECONDS = 10
 
 
-def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECONDS):
+def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECONDS,
+                  meanwhile=None):
     """Ask SES about the account, the sender and the recipients; warn, never fail, on silence.
 
     The SES v2 API answers first, its questions asked at once (ten at a time,
     so that a cycle of a few recipients costs one round trip).  Where v2 cannot
     answer (an IAM policy without its actions, a server without it, no answer in
     time), the v1 API's questions stand in, with one warning naming what v1
-    cannot see.
+    cannot see.  meanwhile(), if given, runs while SES answers.
     """
     found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
     domain = config.from_address.rpartition("@")[2]
     answers = ask_at_once(v2_questions(clients.preflight_v2, config.from_address, domain,
-                                       recipients), deadline)
+                                       recipients), deadline, meanwhile)
     silent = {key: failure for key, answer in answers.items()
               if (failure := v2_silence(key, answer))}
     fallback = []
@@ -3024,7 +3036,7 @@ class NotAsked(Exception):
     """A preflight question unanswered, or never asked, when the preflight's time was up."""
 
 
-def ask_at_once(questions, deadline):
+def ask_at_once(questions, deadline, meanwhile=None):
     """Each question's answer, or the exception it raised, asked a few at a time.
 
     Daemon threads, so that a run stopped by a signal exits at once rather than
@@ -3053,6 +3065,8 @@ def ask_at_once(questions, deadline):
     try:
         for asker in askers:
             asker.start()
+        if meanwhile:
+            meanwhile()
         for asker in askers:
             asker.join(max(ends - time.monotonic(), 0))
     finally:
@@ -3592,7 +3606,9 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             run.skip(to_send, *refusal)
         elif to_send:
             with contextlib.closing(connect(config)) as clients:
-                found = run_preflight(clients, config, recipients_of(to_send))
+                # The sending client is made while SES answers the preflight.
+                found = run_preflight(clients, config, recipients_of(to_send),
+                                      meanwhile=lambda: clients.send)
                 for note in found.notes:
                     console.step(redact(note, config.secrets))
                 for warning in found.warnings:
