@@ -237,8 +237,11 @@ SES_READ_TIMEOUT_SECONDS = 20
 PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
 PREFLIGHT_READ_TIMEOUT_SECONDS = 3
-# Its questions are asked at once, this many at a time (and as many connections).
+# Its questions are asked at once, this many at a time (and as many connections);
+# however many recipients there are, what is still unanswered after the deadline
+# is given up on, and said.
 PREFLIGHT_CONCURRENCY = 10
+PREFLIGHT_DEADLINE_SECONDS = 10
 
 # The sandbox's quota.  SES's v2 API says "sandbox" outright; where only v1
 # answers, this quota is how the preflight guesses it.
@@ -2094,8 +2097,8 @@ def html_trend(trend, height=HTML_TREND_HEIGHT):
     return layout_table(f'<tr>{"".join(columns)}</tr>')
 
 
-def html_cell(cell, tag, scope=None):
-    """One cell of a data table: a header (scope col or row) or a value."""
+def html_cell(cell, scope=None):
+    """One cell of a data table: a header (<th>, scope col or row) or a value (<td>)."""
     if isinstance(cell, Bar):
         content = html_bar(cell.filled, cell.total)
     elif isinstance(cell, Trend):
@@ -2107,16 +2110,16 @@ def html_cell(cell, tag, scope=None):
                 f'style="{HTML_STYLE["th"]}">{content}</th>')
     # A row's header reads as its other cells do, as before it was one.
     style = HTML_STYLE["td"] + ("font-weight:normal;text-align:left;" if scope == "row" else "")
-    scope = f' scope="{scope}"' if scope else ""
+    tag, scope = ("th", f' scope="{scope}"') if scope else ("td", "")
     return f'<{tag}{scope} style="{style}">{content}</{tag}>'
 
 
 def html_table(rows):
     """A data table: its first row the column headers, each row's first cell its header."""
     header, *body = rows
-    head = "".join(html_cell(cell, "th", "col") for cell in header)
-    lines = "".join("<tr>" + html_cell(row[0], "th", "row")
-                    + "".join(html_cell(cell, "td") for cell in row[1:]) + "</tr>"
+    head = "".join(html_cell(cell, "col") for cell in header)
+    lines = "".join("<tr>" + html_cell(row[0], "row")
+                    + "".join(html_cell(cell) for cell in row[1:]) + "</tr>"
                     for row in body)
     return (f'<table cellpadding="0" cellspacing="0" border="0" width="100%" class="data" '
             f'style="{HTML_STYLE["table"]}"><tr>{head}</tr>{lines}</table>')
@@ -2929,13 +2932,12 @@ class Preflight:
         self.warnings = []
         self.alerts = []  # warnings that --quiet does not hold back (the account at risk)
         self.problems = set()  # EXIT_CODES outcomes --check ends in: what would stop a send
-        self.sender_verified = None
         self.sandbox = None
         self.max_24_hour_send = None
         self.sent_last_24_hours = None
         self.max_send_rate = None
         self.account_refusal = None  # (FAILURE_POLICY key, why): AWS stopped the account
-        self.suppressed = {}  # address -> why SES drops mail to it ("BOUNCE on 2026-11-20")
+        self.suppressed = {}  # address -> why SES drops mail to it ("BOUNCE since 2026-11-20")
 
     def refusal(self, reports):
         """(FAILURE_POLICY key, why) if these reports cannot go out at all, else None."""
@@ -2962,7 +2964,6 @@ class Preflight:
                                     f"{counted}"
 
 
-
 def suppression_line(address, why):
     """The error line for a recipient on the account's suppression list: why, and the fix."""
     advice = FAILURE_POLICY["RecipientSuppressed"].advice.replace("ADDRESS", address)
@@ -2980,9 +2981,6 @@ KNOWN_ENFORCEMENT = ("HEALTHY", "PROBATION", "SHUTDOWN")
 # What each v2 question sees that the v1 API cannot: named when v2 is silent.
 V2_ONLY = {"account": "whether AWS has paused or shut down sending",
            "identity": "the sender domain's DKIM and MAIL FROM status"}
-# However many recipients there are, the preflight gives up on what is still
-# unanswered after this long, and says so.
-PREFLIGHT_DEADLINE_SECONDS = 10
 
 
 def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECONDS,
@@ -3222,7 +3220,6 @@ def read_sender(answers, address, domain, found):
 
 def note_sender(found, address, domain, verified):
     """The sender's note, or the warning and problem that SES will reject every report."""
-    found.sender_verified = bool(verified)
     if verified:
         found.notes.append(f"sender: {address} is verified (identity {verified[0]})")
     else:
