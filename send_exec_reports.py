@@ -124,9 +124,9 @@ TEXT_BAR_WIDTH = 12
 # adds, by class, a dark palette for the clients that honour prefers-color-scheme
 # (Apple Mail, iOS Mail, Outlook.com) and a desktop's wider margins.  Outlook
 # for Windows draws with Word: padding and backgrounds hold only on table cells
-# (so lists, bars and rules
-# are table cells, each background also a bgcolor attribute), and line heights
-# hold only in pixels with mso-line-height-rule:exactly.  The colours are
+# (so lists, bars and rules are table cells, each background also a bgcolor
+# attribute), and line heights hold only in pixels with
+# mso-line-height-rule:exactly.  The colours are
 # mid-tones that stay legible when Gmail or Outlook invert them in dark mode.
 HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
 HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
@@ -1550,13 +1550,12 @@ def amount_text(value, unit, money_sign=True):
     if unit == "dollars":  # whole dollars as $8,000; cents, where there are any, as $100.50
         cents = value.quantize(Decimal("0.01"))
         number = format(cents if cents % 1 else cents.quantize(Decimal(1)), ",f")
-    else:
-        number = format(value, ",f")
-        if "." in number:
-            number = number.rstrip("0").rstrip(".")
-    if unit == "dollars":
-        return ("-$" + number[1:] if number.startswith("-") else "$" + number) \
-            if money_sign else number
+        if not money_sign:
+            return number
+        return "-$" + number[1:] if number.startswith("-") else "$" + number
+    number = format(value, ",f")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
     return number + "%" if unit == "percent" else number
 
 
@@ -2057,12 +2056,14 @@ def render_text(blocks):
     return "\n\n".join(parts) + "\n"
 
 
-def layout_table(rows, style=HTML_STYLE["layout"], width=None, css_class=None):
-    """A table that only lays things out: screen readers are told to skip it."""
-    width = f' width="{width}"' if width else ""
-    css_class = f' class="{css_class}"' if css_class else ""
-    return (f'<table role="presentation" cellpadding="0" cellspacing="0" border="0"{width}'
-            f'{css_class} style="{style}">{rows}</table>')
+def layout_table(rows, style=HTML_STYLE["layout"], width=None, css_class=None,
+                 bgcolor=None):
+    """A table that only lays things out: screen readers are told to skip it.
+    bgcolor repeats the style's background for Outlook for Windows."""
+    attributes = "".join(f' {name}="{value}"' for name, value in (
+        ("width", width), ("class", css_class), ("bgcolor", bgcolor)) if value)
+    return (f'<table role="presentation" cellpadding="0" cellspacing="0" border="0"'
+            f'{attributes} style="{style}">{rows}</table>')
 
 
 def filled_cell(color, width, height, css_class=""):
@@ -2177,8 +2178,7 @@ def render_html(blocks, title):
     page = HTML_COLOR["page"]
     column = layout_table(
         f'<tr><td class="ink inner" style="{HTML_STYLE["inner"]}">\n{content}\n</td></tr>',
-        style=HTML_STYLE["column"], width="100%", css_class="card")
-    column = column.replace(' style="', f' bgcolor="{HTML_COLOR["card"]}" style="', 1)
+        style=HTML_STYLE["column"], width="100%", css_class="card", bgcolor=HTML_COLOR["card"])
     outlook_open = (f'<!--[if mso]><table role="presentation" cellpadding="0" cellspacing="0" '
                     f'border="0" width="{HTML_COLUMN_WIDTH}" align="center"><tr><td>'
                     f'<![endif]-->')
@@ -2197,8 +2197,7 @@ def render_html(blocks, title):
         f'{"&#847;&#160;" * 40}</div>'
         + layout_table(f'<tr><td align="center" style="padding:16px 0;">{outlook_open}'
                        f'{column}{outlook_close}</td></tr>', width="100%", css_class="page",
-                       style=f"{HTML_STYLE['layout']}background:{page};")
-        .replace(' style="', f' bgcolor="{page}" style="', 1)
+                       style=f"{HTML_STYLE['layout']}background:{page};", bgcolor=page)
         + "</div></body></html>\n"
     )
 
@@ -2302,27 +2301,43 @@ def open_regular_file(path, flags=os.O_RDONLY):
     return fd
 
 
+class UnreadableFile(Exception):
+    """A file that exists but cannot be read as text; the message says why."""
+
+
+def read_text_file(path, newline=None):
+    """A regular file's UTF-8 text (a byte-order mark, which some Windows editors
+    write, ignored).  FileNotFoundError passes through; any other failure is
+    UnreadableFile."""
+    try:
+        with open(open_regular_file(path), encoding="utf-8-sig", newline=newline) as file:
+            return file.read()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(error.strerror) from None
+    except UnicodeDecodeError:
+        raise UnreadableFile("it is not UTF-8 text") from None
+
+
 def load_settings(env_file, environ, *, required=True):
     """The env file's values overlaid by the environment main() was given.
 
     Values are taken as written: no ${VAR} expansion, which would let a value
-    pull a secret from the environment into a header or a body.  A UTF-8
-    byte-order mark (some Windows editors write one) is ignored.
+    pull a secret from the environment into a header or a body.
     """
     from dotenv import dotenv_values
 
     try:
-        with open(open_regular_file(env_file), encoding="utf-8-sig") as file:
-            text = file.read()
+        text = read_text_file(env_file)
     except FileNotFoundError:
         if not required:
             return dict(environ)
         raise ConfigError([f"settings file {env_file} not found: copy repos.env.example "
                            "to repos.env beside the script and fill it in, or pass "
                            "--env-file"]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
-        raise ConfigError([f"cannot read settings file {env_file}: {reason}"]) from None
+    except UnreadableFile as error:
+        raise ConfigError([f"cannot read settings file {env_file}: {error}"]) from None
     from_file = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {**{name: value or "" for name, value in from_file.items()}, **environ}
 
@@ -2377,13 +2392,11 @@ def resolve_data_path(option, settings, env_file):
 def read_figures(path):
     """The figures file's snapshots, oldest first, or None if there is no such file."""
     try:
-        with open(open_regular_file(path), encoding="utf-8-sig", newline="") as file:
-            text = file.read()
+        text = read_text_file(path, newline="")  # csv reads line ends itself
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
-        raise DataError([f"{path}: cannot read the figures file: {reason}"]) from None
+    except UnreadableFile as error:
+        raise DataError([f"{path}: cannot read the figures file: {error}"]) from None
     return parse_figures(text, path)
 
 
@@ -3606,12 +3619,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                 # The sending client is made while SES answers the preflight.
                 found = run_preflight(clients, config, recipients_of(to_send),
                                       meanwhile=lambda: clients.send)
-                for note in found.notes:
-                    console.step(redact(note, config.secrets))
-                for warning in found.warnings:
-                    console.warn(redact(warning, config.secrets))
-                for alert in found.alerts:
-                    console.alert(redact(alert, config.secrets))
+                say_preflight(found, config, console, console.step)
                 run.outcome.refusal = found.refusal(to_send)
                 if run.outcome.refusal:
                     run.skip(to_send, *run.outcome.refusal)
@@ -3619,6 +3627,17 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                     run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock),
                              found.suppressed)
     return run.outcome
+
+
+def say_preflight(found, config, console, note):
+    """What the preflight found, redacted: its notes through note (a step of the run, or
+    --check's result), its warnings, and the alerts --quiet does not hold back."""
+    for line in found.notes:
+        note(redact(line, config.secrets))
+    for warning in found.warnings:
+        console.warn(redact(warning, config.secrets))
+    for alert in found.alerts:
+        console.alert(redact(alert, config.secrets))
 
 
 def recipients_of(reports):
@@ -3636,12 +3655,9 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     to_send = [r for r in reports if r.report_id not in sent]
     with contextlib.closing(connect(config)) as clients:
         found = run_preflight(clients, config, recipients_of(to_send or reports))
-    for line in found.notes:
-        console.result(redact(line, config.secrets))
-    for warning in warnings + found.warnings:
+    for warning in warnings:
         console.warn(redact(warning, config.secrets))
-    for alert in found.alerts:
-        console.alert(redact(alert, config.secrets))
+    say_preflight(found, config, console, console.result)
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     problems = set(found.problems) if to_send else set()
