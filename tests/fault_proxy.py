@@ -266,22 +266,13 @@ class FaultProxy:
                 fault = proxy._next_fault(action)
                 if fault == "pass" and proxy._over_rate(parameters):
                     fault = "throttle"
+                fault = SES_ERRORS.get(fault, fault) if isinstance(fault, str) else fault
                 if isinstance(fault, tuple):
                     status, code, message = fault
                     self._answer(status, "text/xml", ERROR_XML.format(
                         code=code, message=xml_escape(message)).encode())
-                elif fault in ("drop", "hang"):
-                    if fault == "hang":
-                        proxy._closing.wait(HANG_SECONDS)
-                    self.close_connection = True  # no answer at all
-                elif fault in SES_ERRORS:
-                    status, code, message = SES_ERRORS[fault]
-                    self._answer(status, "text/xml",
-                                 ERROR_XML.format(code=code, message=message).encode())
-                elif fault == "garbage":
-                    self._answer(200, "text/html", b"<html><body>It works!</body></html>")
-                elif fault == "unimplemented":
-                    self._answer(501, "text/html", b"<h1>Not Implemented</h1>")
+                elif self._no_answer_or_garbage(fault, 501, b"<h1>Not Implemented</h1>"):
+                    pass
                 elif action == "GetSendQuota" and proxy.send_quota:
                     self._answer(200, "text/xml", QUOTA_XML.format(**proxy.send_quota).encode())
                 else:
@@ -323,14 +314,8 @@ class FaultProxy:
                 elif isinstance(fault, tuple):
                     status, code, message = fault
                     self._v2_error(status, code, message.format(action=action))
-                elif fault in ("drop", "hang"):
-                    if fault == "hang":
-                        proxy._closing.wait(HANG_SECONDS)
-                    self.close_connection = True
-                elif fault == "garbage":
-                    self._answer(200, "text/html", b"<html><body>It works!</body></html>")
-                elif fault == "unimplemented":  # a server without the v2 API
-                    self._answer(404, "text/html", b"<h1>404 Not Found</h1>")
+                elif self._no_answer_or_garbage(fault, 404, b"<h1>404 Not Found</h1>"):
+                    pass  # "unimplemented": a server without the v2 API
                 elif action == "GetAccount":
                     self._answer(200, "application/json", json.dumps(proxy.get_account()).encode())
                 elif action == "GetSuppressedDestination":
@@ -345,6 +330,20 @@ class FaultProxy:
                 else:
                     self._forward(body, method, overlay=proxy.identities.get(subject)
                                   if action == "GetEmailIdentity" else None)
+
+            def _no_answer_or_garbage(self, fault, unimplemented_status, unimplemented_page):
+                """Answer the faults both APIs meet alike; False for any other fault."""
+                if fault in ("drop", "hang"):
+                    if fault == "hang":
+                        proxy._closing.wait(HANG_SECONDS)
+                    self.close_connection = True  # no answer at all
+                elif fault == "garbage":
+                    self._answer(200, "text/html", b"<html><body>It works!</body></html>")
+                elif fault == "unimplemented":
+                    self._answer(unimplemented_status, "text/html", unimplemented_page)
+                else:
+                    return False
+                return True
 
             def _v2_error(self, status, code, message):
                 data = json.dumps({"message": message}).encode()
