@@ -125,6 +125,14 @@ def test_no_figures_file_is_a_warning_and_every_figure_reads_not_measured(run_sc
     assert "not measured" in message["body"] and "none yet (no figures file)" in message["body"]
 
 
+def test_a_figures_file_saved_as_excel_csv_utf8_is_read(run_script):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark."""
+    run_script.figures.write_bytes(b"\xef\xbb\xbf" + run_script.figures.read_bytes())
+    result = run_script("--dry-run", "--only", "ceo", "--cycle", "2026-11-29")
+    assert result.returncode == 0, result.stderr
+    assert "figures as of 2026-11-29" in " ".join(result.stdout.split())
+
+
 @pytest.mark.parametrize("cycle, as_of", [("2026-11-20", "2026-11-15"),
                                           ("2026-11-15", "2026-11-15"),
                                           ("weekly-7", "2026-11-29")])
