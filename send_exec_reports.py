@@ -54,9 +54,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
+
 # boto3 is imported only where something is sent or checked: it costs more
 # than everything else this script does (bench/ measures it), and --list,
 # --dry-run and --preview-dir never need it.
+
+
+###############################################################################
+# Shared policy: how a run ends, what a failure means, where things live
+# The constants that more than one section reads.  A constant that only one
+# section uses sits at the head of that section instead.
+###############################################################################
 
 VERSION = "0.1.0"
 
@@ -87,176 +95,11 @@ EXIT_CODES = {
     "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle"),
 }
 
-# Cron runs from $HOME, so the defaults live beside the script, not in the cwd.
-SCRIPT_DIR = Path(__file__).resolve().parent
-DEFAULT_ENV_FILE = SCRIPT_DIR / "repos.env"
-DEFAULT_AUDIT_LOG = "exec_reports_audit.jsonl"  # beside the env file
-
-REQUIRED_SETTINGS = (
-    "AWS_SES_REGION",
-    "AWS_SES_FROM_ADDRESS",
-    "AWS_SES_FROM_NAME",
-    "AWS_RECIPIENT_EMAIL",
-    "AWS_BCC_EMAIL",
-)
-ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
-# These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
-ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
-ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL")
-
-# The report markup (see ReportTemplate) and how its two editions look.
-NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
-BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
-BRIEF_MARK = "[brief]"
-COUNT_MARK = "(#)"  # a heading ending so counts the items of the list under it
-SLOT_PATTERN = re.compile(r"\$\{([_a-z][_a-z0-9]*)\}")  # a line that is one placeholder
-TREND_LEVELS = ".:-=+#"  # the text edition's trend, lowest to highest
-# "- [until ota_listings] List on Sailo": the item is left out once the figures
-# show the metric in order (on target, or measured where it has no target).
-UNTIL_PATTERN = re.compile(r"\[until ([a-z_]+)\] ")
-# What reads as a marker, in any case: [bar 4/6], [brief], and their misspellings.
-MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
-GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
-TEXT_WIDTH = 72  # what every mail client shows without wrapping
-TEXT_BAR_WIDTH = 12
-# The HTML edition's look, and how it survives mail clients.  Inline styles
-# carry it (Gmail and Outlook drop most of <head>); the one <style> block only
-# adds, by class, a dark palette for the clients that honour prefers-color-scheme
-# (Apple Mail, iOS Mail, Outlook.com) and a desktop's wider margins.  Outlook
-# for Windows draws with Word: padding and backgrounds hold only on table cells
-# (so lists, bars and rules are table cells, each background also a bgcolor
-# attribute), and line heights hold only in pixels with
-# mso-line-height-rule:exactly.  The colours are
-# mid-tones that stay legible when Gmail or Outlook invert them in dark mode.
-HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
-HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
-              "header": "#243b53", "header_ink": "#ffffff", "rule": "#d9e2ec",
-              "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9"}
-HTML_HEAD_STYLE = (  # by class: the dark palette, and a desktop's wider margins
-    ":root{color-scheme:light dark;supported-color-schemes:light dark;}"
-    "@media (min-width:600px){.inner{padding:24px 28px!important}}"
-    "@media (prefers-color-scheme:dark){"
-    ".page{background:#121417!important}.card{background:#1c2126!important}"
-    ".ink{color:#e4e7eb!important}.heading{color:#9fb3c8!important}"
-    ".header{background:#334e68!important;color:#ffffff!important}"
-    ".data td,.data th{color:#e4e7eb!important;border-color:#3e4c59!important}"
-    ".data .header{color:#ffffff!important}.track{background:#52606d!important}}"
-    "[data-ogsc] .ink{color:#e4e7eb!important}[data-ogsc] .heading{color:#9fb3c8!important}")
-
-
-def line_height(pixels):
-    """A line height that Outlook for Windows keeps as given."""
-    return f"line-height:{pixels}px;mso-line-height-rule:exactly;"
-
-
-# The font is set once, on the column's cell, and inherited; Outlook for Windows,
-# which does not carry it into nested tables, gets it from a <style> of its own.
-HTML_FONT = "font-family:Helvetica,Arial,sans-serif;"
-# In prose, a word too long for a phone (a link in the figures' note, a long From
-# name) breaks where it must instead of widening the column.  Not in tables: there
-# it would let columns be squeezed mid-word ("Targ/et").
-HTML_BREAK_LONG_WORDS = "overflow-wrap:anywhere;word-break:break-word;"
-HTML_OUTLOOK_STYLE = f"table,td,th,p,h1,h2{{{HTML_FONT}}}"
-HTML_STYLE = {
-    "body": f"margin:0;padding:0;background:{HTML_COLOR['page']};",
-    "layout": "border-collapse:collapse;",
-    "column": f"width:100%;max-width:{HTML_COLUMN_WIDTH}px;background:{HTML_COLOR['card']};"
-              "border-collapse:collapse;",
-    "inner": f"padding:24px 14px;{HTML_FONT}font-size:15px;{line_height(22)}"
-             f"color:{HTML_COLOR['ink']};",
-    "preheader": "display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;"
-                 "opacity:0;overflow:hidden;mso-hide:all;",
-    "h1": f"font-size:22px;{line_height(28)}margin:0 0 8px;color:{HTML_COLOR['heading']};"
-          f"{HTML_BREAK_LONG_WORDS}",
-    "h2": f"font-size:17px;{line_height(22)}margin:24px 0 8px;padding-bottom:4px;"
-          f"color:{HTML_COLOR['heading']};border-bottom:2px solid {HTML_COLOR['rule']};"
-          f"{HTML_BREAK_LONG_WORDS}",
-    "p": f"font-size:15px;{line_height(22)}margin:0 0 12px;color:{HTML_COLOR['ink']};"
-         f"{HTML_BREAK_LONG_WORDS}",
-    "list": "border-collapse:collapse;margin:0 0 12px;",
-    "marker": f"font-size:15px;{line_height(22)}padding:0 8px 6px 4px;vertical-align:top;"
-              f"text-align:right;color:{HTML_COLOR['ink']};",
-    "item": f"font-size:15px;{line_height(22)}padding:0 0 6px;vertical-align:top;"
-            f"color:{HTML_COLOR['ink']};{HTML_BREAK_LONG_WORDS}",
-    "table": "border-collapse:collapse;margin:0 0 16px;width:100%;",
-    "th": f"font-size:13px;{line_height(18)}text-align:left;padding:6px;"
-          f"vertical-align:bottom;background:{HTML_COLOR['header']};"
-          f"color:{HTML_COLOR['header_ink']};",
-    "td": f"font-size:14px;{line_height(20)}padding:6px;"
-          f"vertical-align:top;color:{HTML_COLOR['ink']};"
-          f"border-bottom:1px solid {HTML_COLOR['line']};",
-    "bar_cell": f"font-size:1px;{line_height(1)}padding:0;",
-    "bar_label": f"font-size:13px;{line_height(16)}padding:0 0 0 6px;"
-                 f"color:{HTML_COLOR['ink']};",
-    "trend_column": "padding:0 1px;vertical-align:bottom;",
-    "rule": f"font-size:1px;{line_height(1)}padding:0;"
-            f"border-top:1px solid {HTML_COLOR['rule']};",
-}
-SLASH_BETWEEN_WORDS = re.compile(r"(?<=[A-Za-z])/(?=[A-Za-z])")
-HTML_BAR_WIDTH = 96  # pixels: a bar and its label fit a phone's table cell
-HTML_TREND_HEIGHT = 20
-PREHEADER_FIGURES = 3  # the first headline numbers, shown in the inbox beside the subject
-
-# Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
-# cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
-AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
-DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-# RFC 5322's dot-atom addr-spec, the form nearly every address takes.  Matching
-# it spares --dry-run the email package's import (a seventh of its time); any
-# other form is left to email.headerregistry to accept or refuse.
-DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                              r"@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)")
-# SES message tags carry the cycle, and allow only letters, digits, _ and -.
-CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-CONFIGURATION_SET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-REPORT_ROUTE_PATTERN = re.compile(r"REPORT_TO_([A-Z0-9_]+?)(_B)?")
-
-# Variant a is the full report to the usual recipients; b is the one-screen
-# brief to its own list, for A/B testing recipients and formatting.
-VARIANTS = ("a", "b")
-SES_MAX_RECIPIENTS = 50  # To, CC and BCC together, per message
-
-# A line break in a header value would let it start a header of its own.
-LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-# Bidirectional overrides and isolates reorder what a reader sees ("Trojan Source").
-BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-# botocore's "standard" mode retries throttling, 5xx answers and dropped
-# connections with jittered exponential backoff.  Four attempts keep a dead
-# endpoint under a minute per report.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE,
-# botocore's own settings, win over these defaults.  The timeouts are set here
-# on purpose rather than inherited (botocore's read timeout is a full minute).
-DEFAULT_RETRY_MODE = "standard"
-DEFAULT_MAX_ATTEMPTS = 4
-RETRY_MODES = ("standard", "adaptive", "legacy")
-SES_CONNECT_TIMEOUT_SECONDS = 5
-SES_READ_TIMEOUT_SECONDS = 20
-
-# The preflight asks SES once per question and never waits long: it is advice,
-# and an endpoint or IAM policy that cannot answer must not hold up the reports.
-PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
-PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
-PREFLIGHT_READ_TIMEOUT_SECONDS = 3
-# Its questions are asked at once, this many at a time (and as many connections);
-# however many recipients there are, what is still unanswered after the deadline
-# is given up on, and said.
-PREFLIGHT_CONCURRENCY = 10
-PREFLIGHT_DEADLINE_SECONDS = 10
-
-# The sandbox's quota.  SES's v2 API says "sandbox" outright; where only v1
-# answers, this quota is how the preflight guesses it.
-SANDBOX_MAX_24_HOUR_SEND = 200
-
-# How the preflight names where boto3 found the credentials (never the values).
-CREDENTIAL_SOURCES = {
-    "env": "environment variables",
-    "shared-credentials-file": "the shared credentials file (~/.aws/credentials)",
-    "config-file": "the AWS config file (~/.aws/config)",
-    "sso": "AWS IAM Identity Center (SSO)",
-    "assume-role": "an assumed role from the AWS config",
-    "iam-role": "the instance's IAM role",
-    "container-role": "the container's IAM role",
-}
+# The signals that stop a run (Ctrl-C; a scheduler's time limit, logout or
+# shutdown; a closed terminal), with the EXIT_CODES outcome each ends in, and
+# how long SES's answer to the send in flight is awaited before stopping.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",
+                signal.SIGHUP: "hung_up"}
 
 
 class FailurePolicy(NamedTuple):
@@ -350,6 +193,936 @@ FAILURE_CONDITIONS = frozenset({
     "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable",
     "StaleData", "SendingDisabled", "AccountShutdown", "RecipientSuppressed"})
 
+# Cron runs from $HOME, so the defaults live beside the script, not in the cwd.
+SCRIPT_DIR = Path(__file__).resolve().parent
+DEFAULT_ENV_FILE = SCRIPT_DIR / "repos.env"
+DEFAULT_AUDIT_LOG = "exec_reports_audit.jsonl"  # beside the env file
+
+DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
+
+# Variant a is the full report to the usual recipients; b is the one-screen
+# brief to its own list, for A/B testing recipients and formatting.
+VARIANTS = ("a", "b")
+
+# A line break in a header value would let it start a header of its own.
+LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+# Bidirectional overrides and isolates reorder what a reader sees ("Trojan Source").
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")  # as written, lowered
+
+TEXT_WIDTH = 72  # what every mail client shows without wrapping
+
+
+def sha256_hex(text):
+    """The sha256 of text's UTF-8 bytes: what the audit log uses to prove a body."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+###############################################################################
+# Errors
+# One family: main() turns each into one line on stderr and its exit code.
+###############################################################################
+
+
+class ReportRunError(Exception):
+    """A failure a person can fix; main() prints it and exits by its outcome."""
+
+    outcome = "rejected"  # a key of EXIT_CODES
+
+
+class UsageError(ReportRunError):
+    outcome = "usage"
+
+
+class ProblemsError(ReportRunError):
+    """Several problems found at once: each is one line on stderr, then `closing`."""
+
+    label = "error"
+    closing = "nothing was sent"
+
+    def __init__(self, problems):
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class ConfigError(ProblemsError):
+    """The settings are invalid."""
+
+    outcome = "config"
+    label = "config error"
+
+
+class DataError(ProblemsError):
+    """The figures file has bad rows."""
+
+    outcome = "data"
+    label = "data error"
+    closing = "nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)"
+
+
+class AuditLogError(ReportRunError):
+    outcome = "cant_create"
+
+
+class PreviewError(ReportRunError):
+    outcome = "cant_create"
+
+
+class RunLockedError(ReportRunError):
+    """Another run holds the lock: this one must not send."""
+
+    outcome = "transient"
+
+
+class SendError(ReportRunError):
+    """SES did not accept a report: `code` and `message` are SES's own words.
+
+    `kind` is its FAILURE_POLICY key, which decides everything else about it.
+    """
+
+    def __init__(self, code, message, kind, *, from_ses=True):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.kind = kind
+        self.from_ses = from_ses  # False: no answer from SES at all (network, timeout)
+
+    @property
+    def policy(self):
+        return FAILURE_POLICY[self.kind]
+
+
+class RunStopped(BaseException):
+    """A stop signal arrived.  BaseException, like KeyboardInterrupt, so that no
+    handler for ordinary errors (botocore's, ours) mistakes it for a failed send."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class HelpShown(Exception):
+    """--help or --version printed what was asked: the run is done."""
+
+
+class TemplateError(ValueError):
+    """A report template whose markup could be read two ways: a bug in this script."""
+
+
+###############################################################################
+# Files the run reads: regular files only, as UTF-8 text
+
+###############################################################################
+
+
+def open_regular_file(path, flags=os.O_RDONLY):
+    """An fd for path, which must be a regular file: a FIFO would block, a device never end.
+
+    O_NONBLOCK lets a FIFO be opened, and so refused, at once; it changes
+    nothing for a regular file.  New files are created readable by their owner only.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class UnreadableFile(Exception):
+    """A file that exists but cannot be read as text; the message says why."""
+
+
+def read_text_file(path, newline=None):
+    """A regular file's UTF-8 text (a byte-order mark, which some Windows editors
+    write, ignored).  FileNotFoundError passes through; any other failure is
+    UnreadableFile."""
+    try:
+        with open(open_regular_file(path), encoding="utf-8-sig", newline=newline) as file:
+            return file.read()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(error.strerror) from None
+    except UnicodeDecodeError:
+        raise UnreadableFile("it is not UTF-8 text") from None
+
+
+###############################################################################
+# Settings: repos.env and the environment, checked before any network call
+
+###############################################################################
+
+REQUIRED_SETTINGS = (
+    "AWS_SES_REGION",
+    "AWS_SES_FROM_ADDRESS",
+    "AWS_SES_FROM_NAME",
+    "AWS_RECIPIENT_EMAIL",
+    "AWS_BCC_EMAIL",
+)
+ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
+# These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
+ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
+ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL")
+
+# Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
+# cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
+AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
+DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# RFC 5322's dot-atom addr-spec, the form nearly every address takes.  Matching
+# it spares --dry-run the email package's import (a seventh of its time); any
+# other form is left to email.headerregistry to accept or refuse.
+DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                              r"@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)")
+
+CONFIGURATION_SET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REPORT_ROUTE_PATTERN = re.compile(r"REPORT_TO_([A-Z0-9_]+?)(_B)?")
+
+SES_MAX_RECIPIENTS = 50  # To, CC and BCC together, per message
+
+# botocore's "standard" mode retries throttling, 5xx answers and dropped
+# connections with jittered exponential backoff.  Four attempts keep a dead
+# endpoint under a minute per report.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE,
+# botocore's own settings, win over these defaults.  The timeouts are set here
+# on purpose rather than inherited (botocore's read timeout is a full minute).
+DEFAULT_RETRY_MODE = "standard"
+DEFAULT_MAX_ATTEMPTS = 4
+RETRY_MODES = ("standard", "adaptive", "legacy")
+
+DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
+
+# Redaction's rule: only values at least this long are taken out.  Real
+# credentials are long (an access key id is 16 to 128 characters, a secret key
+# 40, a session token hundreds); a short test value such as "t" is no secret,
+# and taking it out would mangle every word that contains it.
+MIN_SECRET_LENGTH = 16
+
+SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+
+
+class Config(NamedTuple):
+    """The validated settings of one run.  The secrets never show in its repr."""
+
+    region: str
+    from_address: str
+    from_name: str
+    bcc: str
+    audit_log_path: Path
+    to_by_report: dict  # {report id: To addresses}
+    retries: dict  # botocore's retries config
+    variant: str = "a"
+    configuration_set: str | None = None
+    endpoint_url: str | None = None
+    endpoint_url_v2: str | None = None  # the SES v2 API's, which the preflight asks
+    aws_profile: str | None = None
+    ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
+    data_path: Path | None = None  # the figures file
+    data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
+    data_require_fresh: bool = False
+    credential_origin: str | None = None  # where explicit keys came from, never the keys
+    access_key_id: str | None = None  # the three secrets: never shown, see __repr__
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def __repr__(self):
+        """Every field but the secrets, so that no accidental print shows a key."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
+                          if name not in SECRET_FIELDS)
+        return f"Config({shown})"
+
+    @property
+    def sender(self):
+        """The From header: the name quoted or RFC 2047-encoded as needed."""
+        from email.utils import formataddr
+
+        return formataddr((self.from_name, self.from_address), charset="utf-8")
+
+    @property
+    def secrets(self):
+        return tuple(s for s in (self.access_key_id, self.secret_access_key,
+                                 self.session_token) if s)
+
+    def recipients(self, report_id):
+        """One report's To and BCC; the BCC is left out where it is a To already."""
+        to = self.to_by_report[report_id]
+        bcc = () if self.bcc.casefold() in {a.casefold() for a in to} else (self.bcc,)
+        return {"to": to, "bcc": bcc}
+
+
+def load_settings(env_file, environ, *, required=True):
+    """The env file's values overlaid by the environment main() was given.
+
+    Values are taken as written: no ${VAR} expansion, which would let a value
+    pull a secret from the environment into a header or a body.
+    """
+    from dotenv import dotenv_values
+
+    try:
+        text = read_text_file(env_file)
+    except FileNotFoundError:
+        if not required:
+            return dict(environ)
+        raise ConfigError([f"settings file {env_file} not found: copy repos.env.example "
+                           "to repos.env beside the script and fill it in, or pass "
+                           "--env-file"]) from None
+    except UnreadableFile as error:
+        raise ConfigError([f"cannot read settings file {env_file}: {error}"]) from None
+    from_file = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {**{name: value or "" for name, value in from_file.items()}, **environ}
+
+
+def env_file_warnings(env_file, *, ask_git):
+    """Warnings about a settings file that others can read or that git tracks.
+
+    Asking git costs a process (a fifth of a --dry-run), so only the runs that
+    use the credentials (sending and --check) ask it.
+    """
+    warnings = []
+    if os.stat(env_file).st_mode & 0o077:
+        warnings.append(f"warning: {env_file} is readable by group or others; "
+                        f"fix: chmod 600 {env_file}")
+    if ask_git and tracked_by_git(env_file):
+        warnings.append(f"warning: {env_file} is tracked by git; its secrets are in the "
+                        f"history: fix: git rm --cached {env_file.name}, rotate the keys")
+    return warnings
+
+
+def tracked_by_git(path):
+    """True if git tracks the file; False where it does not or there is no git."""
+    import subprocess
+
+    try:
+        # Pipes, not DEVNULL: run() then waits on the pipes, not by polling with sleeps.
+        return subprocess.run(
+            ["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
+            capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False  # no git here: nothing can be tracked
+
+
+def resolve_audit_log_path(option, settings, env_file):
+    """--audit-log, else AUDIT_LOG_PATH (relative to the env file), else the default."""
+    if option:
+        return Path(option).expanduser()
+    configured = (settings.get("AUDIT_LOG_PATH") or "").strip()
+    path = Path(configured or DEFAULT_AUDIT_LOG).expanduser()
+    return path if path.is_absolute() else env_file.resolve().parent / path
+
+
+def resolve_data_path(option, settings, env_file):
+    """--data, else REPORT_DATA_PATH (relative to the env file), else the default."""
+    if option is not None:
+        return Path(option).expanduser()
+    configured = (settings.get("REPORT_DATA_PATH") or "").strip()
+    path = Path(configured or DEFAULT_DATA_FILE).expanduser()
+    return path if path.is_absolute() else env_file.resolve().parent / path
+
+
+def has_line_break(value):
+    """True if value would split a mail header in two."""
+    return any(ch in LINE_BREAKS for ch in value)
+
+
+def address_problem(value):
+    """Why value is not one plain email address SES accepts, or None if it is."""
+    if has_line_break(value):
+        return "contains a line break (header injection)"
+    if not value.isascii():
+        return "must be ASCII (write an international domain in punycode)"
+    plain = DOT_ATOM_ADDRESS.fullmatch(value)
+    domain = plain.group(2) if plain else parsed_domain(value)
+    if domain is None:
+        return f"{value!r} is not one valid email address"
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in labels):
+        return f"{value!r} does not have a valid domain"
+    return None
+
+
+def parsed_domain(value):
+    """The domain of an address in a rarer form (a quoted local part), or None."""
+    import email.errors
+    from email.headerregistry import Address
+
+    try:
+        return Address(addr_spec=value).domain
+    except (ValueError, IndexError, email.errors.MessageError):
+        return None
+
+
+def address_list_problem(value):
+    """Why a comma-separated list is not all valid addresses, or None."""
+    entries = [entry.strip() for entry in value.split(",")]
+    if not all(entries):
+        return "has an empty entry between commas"
+    return next(filter(None, map(address_problem, entries)), None)
+
+
+def split_addresses(value):
+    """The distinct addresses of a comma-separated list, in order, each once.
+
+    Addresses that differ only in case reach the same mailbox at every real
+    provider, so they count as one; the first spelling is kept.
+    """
+    distinct = {}
+    for entry in value.split(","):
+        distinct.setdefault(entry.strip().casefold(), entry.strip())
+    return tuple(distinct.values())
+
+
+def repeated_recipient_warnings(settings, variant):
+    """A warning for each address a recipient setting names twice, or that is the BCC too."""
+    bcc = (settings.get("AWS_BCC_EMAIL") or "").strip()
+    warnings = []
+    for name in (fallback_setting(variant),
+                 *(route_setting(spec.report_id, variant) for spec in REPORTS)):
+        entries = [e.strip() for e in (settings.get(name) or "").split(",") if e.strip()]
+        seen = set()
+        for address in entries:
+            if address.casefold() in seen:
+                warnings.append(f"warning: {name} names {address} more than once (case aside); "
+                                "it is sent one copy")
+            seen.add(address.casefold())
+        if bcc and bcc.casefold() in seen:
+            warnings.append(f"warning: {name} names {bcc}, the BCC (AWS_BCC_EMAIL), too; it "
+                            "is sent one copy, as To")
+    return warnings
+
+
+def setting_problems(settings, variant="a"):
+    """Every problem with the settings, one line each, naming the variable."""
+    problems = []
+    for name in REQUIRED_SETTINGS:
+        problem = required_setting_problem(name, settings.get(name))
+        if problem:
+            problems.append(f"{name} {problem}")
+    problems.extend(routing_problems(settings, variant))
+    configuration_set = (settings.get("AWS_SES_CONFIGURATION_SET") or "").strip()
+    if configuration_set and not CONFIGURATION_SET_PATTERN.fullmatch(configuration_set):
+        problems.append(f"AWS_SES_CONFIGURATION_SET {configuration_set[:70]!r} is not a "
+                        "configuration set name (letters, digits, _ and -, up to 64)")
+    problems.extend(endpoint_problems(settings))
+    problems.extend(retry_problems(settings))
+    problems.extend(figures_setting_problems(settings))
+    problems.extend(credential_problems(settings))
+    return problems
+
+
+def required_setting_problem(name, raw):
+    """What is wrong with one required setting's raw value, or None."""
+    if raw is None:
+        return "is missing; set it in repos.env (see repos.env.example)"
+    if has_line_break(raw):
+        return "contains a line break (header injection); use a single line"
+    value = raw.strip()
+    if not value:
+        return "is empty; set it in repos.env (see repos.env.example)"
+    if name in ADDRESS_SETTINGS:
+        return address_problem(value)
+    if name in ADDRESS_LIST_SETTINGS:
+        return address_list_problem(value)
+    if name == "AWS_SES_REGION" and not AWS_REGION_PATTERN.fullmatch(value):
+        return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "contains a control character; use plain text"
+    if any(ch in BIDI_CONTROLS for ch in value):
+        return "contains a right-to-left override or isolate, which can disguise text"
+    return None
+
+
+def route_setting(report_id, variant):
+    """REPORT_TO_<ID>, or REPORT_TO_<ID>_B for variant b: one report's own recipients."""
+    name = "REPORT_TO_" + report_id.upper().replace("-", "_")
+    return name + "_B" if variant == "b" else name
+
+
+def fallback_setting(variant):
+    """The recipients of every report of a variant that has no REPORT_TO_ of its own."""
+    return "AWS_RECIPIENT_EMAIL_B" if variant == "b" else "AWS_RECIPIENT_EMAIL"
+
+
+def routing_problems(settings, variant):
+    """Misnamed or invalid REPORT_TO_ settings, and variant b without its list."""
+    problems = []
+    known = {spec.report_id for spec in REPORTS}
+    for name in sorted(settings):
+        match = REPORT_ROUTE_PATTERN.fullmatch(name)
+        if match and match.group(1).lower().replace("_", "-") not in known:
+            problems.append(f"{name} names no report; the report settings are "
+                            f"{', '.join(route_setting(s.report_id, 'a') for s in REPORTS)} "
+                            "(and the same with _B)")
+    optional = [route_setting(s.report_id, v) for v in VARIANTS for s in REPORTS]
+    for name in (*optional, "AWS_RECIPIENT_EMAIL_B"):
+        raw = settings.get(name) or ""
+        if has_line_break(raw):
+            problems.append(f"{name} contains a line break (header injection)")
+        elif raw.strip() and address_list_problem(raw.strip()):
+            problems.append(f"{name} {address_list_problem(raw.strip())}")
+    routes = report_routes(settings, variant)
+    if variant == "b" and not all(routes.values()):
+        problems.append("AWS_RECIPIENT_EMAIL_B is missing: --variant b sends to its own "
+                        "list; set it, or REPORT_TO_<ID>_B for every report")
+    return problems
+
+
+def report_routes(settings, variant):
+    """{report id: To addresses}: REPORT_TO_<ID>, else the variant's recipient list."""
+    routes = {}
+    for spec in REPORTS:
+        value = ((settings.get(route_setting(spec.report_id, variant)) or "").strip()
+                 or (settings.get(fallback_setting(variant)) or "").strip())
+        routes[spec.report_id] = split_addresses(value) if value else ()
+    return routes
+
+
+def recipient_limit_problems(routes, variant):
+    """Reports whose To and BCC together exceed what SES takes in one message."""
+    return [f"report {report_id} has {len(to) + 1} recipients (To and BCC); SES takes at "
+            f"most {SES_MAX_RECIPIENTS} a message: shorten {route_setting(report_id, variant)}"
+            f" or {fallback_setting(variant)}"
+            for report_id, to in routes.items() if len(to) + 1 > SES_MAX_RECIPIENTS]
+
+
+def endpoint_problems(settings):
+    """Problems with an endpoint override (a local SES server) or AWS_CA_BUNDLE."""
+    problems = []
+    for name in ENDPOINT_SETTINGS:
+        value = (settings.get(name) or "").strip()
+        problem = value and url_problem(value)
+        if problem:
+            problems.append(f"{name} {value[:60]!r} {problem}")
+    bundle = (settings.get("AWS_CA_BUNDLE") or "").strip()
+    if bundle and not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
+        problems.append(f"AWS_CA_BUNDLE {bundle[:60]!r} is not a readable file: give the "
+                        "path of a PEM file of CA certificates, or leave it unset")
+    return problems
+
+
+def figures_setting_problems(settings):
+    """REPORT_DATA_MAX_AGE_DAYS and REPORT_DATA_REQUIRE_FRESH, if given."""
+    problems = []
+    age = (settings.get("REPORT_DATA_MAX_AGE_DAYS") or "").strip()
+    if age and not (re.fullmatch(r"[0-9]{1,4}", age) and int(age) >= 1):
+        problems.append(f"REPORT_DATA_MAX_AGE_DAYS {age[:20]!r} is not a number of days "
+                        "from 1 to 9999")
+    fresh = (settings.get("REPORT_DATA_REQUIRE_FRESH") or "").strip().lower()
+    if fresh and fresh not in TRUE_WORDS + FALSE_WORDS:
+        problems.append(f"REPORT_DATA_REQUIRE_FRESH {fresh[:20]!r} is not true or false")
+    return problems
+
+
+def url_problem(value):
+    """Why value is not an http(s) URL that botocore can use, or None."""
+    from urllib.parse import urlsplit
+
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "is not an http(s) URL"
+    try:
+        parts = urlsplit(value)
+        parts.port  # a bad port or IPv6 address raises only when asked for
+    except ValueError as error:
+        return f"is not a usable URL ({error})"
+    host = parts.hostname or ""
+    if not (":" in host or all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in host.split("."))):
+        return f"has no usable host name ({host or 'none'})"
+    return None
+
+
+def retry_problems(settings):
+    """AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, botocore's own retry settings, if given."""
+    problems = []
+    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
+    if attempts and not (re.fullmatch(r"[0-9]{1,2}", attempts) and 1 <= int(attempts) <= 20):
+        problems.append(f"AWS_MAX_ATTEMPTS {attempts[:20]!r} is not a number of attempts "
+                        "from 1 to 20")
+    mode = (settings.get("AWS_RETRY_MODE") or "").strip()
+    if mode and mode not in RETRY_MODES:
+        problems.append(f"AWS_RETRY_MODE {mode[:20]!r} is not one of {', '.join(RETRY_MODES)}")
+    return problems
+
+
+def retry_config(settings):
+    """botocore's retries: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE win over the defaults."""
+    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
+    return {"mode": (settings.get("AWS_RETRY_MODE") or "").strip() or DEFAULT_RETRY_MODE,
+            "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}
+
+
+def credential_problems(settings):
+    """Half-set access keys; the values themselves are never quoted."""
+    has_key = bool((settings.get("AWS_ACCESS_KEY_ID") or "").strip())
+    has_secret = bool((settings.get("AWS_SECRET_ACCESS_KEY") or "").strip())
+    if has_key != has_secret:
+        missing = "AWS_SECRET_ACCESS_KEY" if has_key else "AWS_ACCESS_KEY_ID"
+        return [f"{missing} is missing: set both access key variables or neither"]
+    return []
+
+
+def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
+                 data_path=None):
+    """Turn merged settings into a Config, or raise ConfigError listing every problem."""
+    problems = setting_problems(settings, variant)
+    routes = report_routes(settings, variant) if not problems else {}
+    problems += recipient_limit_problems(routes, variant)
+    if problems:
+        raise ConfigError(problems)
+
+    def value(name):
+        return (settings.get(name) or "").strip() or None
+
+    return Config(
+        region=value("AWS_SES_REGION"),
+        from_address=value("AWS_SES_FROM_ADDRESS"),
+        from_name=value("AWS_SES_FROM_NAME"),
+        bcc=value("AWS_BCC_EMAIL"),
+        audit_log_path=audit_log_path,
+        variant=variant,
+        to_by_report=routes,
+        configuration_set=value("AWS_SES_CONFIGURATION_SET"),
+        endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
+        # A local SES server (moto, LocalStack) answers both APIs at one address:
+        # without a v2 endpoint of its own, v2 goes where v1 goes, never to AWS alone.
+        endpoint_url_v2=(value("AWS_ENDPOINT_URL_SESV2") or value("AWS_ENDPOINT_URL_SES")
+                         or value("AWS_ENDPOINT_URL")),
+        aws_profile=value("AWS_PROFILE"),
+        retries=retry_config(settings),
+        ca_bundle=value("AWS_CA_BUNDLE"),
+        data_path=data_path,
+        data_max_age_days=int(value("REPORT_DATA_MAX_AGE_DAYS") or DEFAULT_MAX_AGE_DAYS),
+        data_require_fresh=(value("REPORT_DATA_REQUIRE_FRESH") or "false").lower() in TRUE_WORDS,
+        credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
+        access_key_id=value("AWS_ACCESS_KEY_ID"),
+        secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
+        session_token=value("AWS_SESSION_TOKEN"),
+    )
+
+
+def redact(text, secrets):
+    """text with every secret value replaced, in one pass, for anything printed or logged.
+
+    One pass, longest first, so that no replacement is itself redacted again.
+    """
+    real = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+    if not real:
+        return text
+    return re.sub("|".join(map(re.escape, real)), "[redacted]", text)
+
+
+def load_config(args, environ, console):
+    """Settings file plus environment, checked; hygiene warnings on the way."""
+    settings = load_settings(args.env_file, environ)
+    console.step(f"settings: {args.env_file}")
+    previewing = args.dry_run or args.preview_dir is not None
+    for warning in env_file_warnings(args.env_file, ask_git=not previewing):
+        console.warn(warning)
+    origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
+    audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
+    config = parse_config(settings, audit_log_path, credential_origin=origin,
+                          variant=args.variant,
+                          data_path=resolve_data_path(args.data, settings, args.env_file))
+    for warning in repeated_recipient_warnings(settings, args.variant):
+        console.warn(warning)
+    return config
+
+
+###############################################################################
+# The owner's data: the metric catalogue and the figures file
+
+###############################################################################
+
+
+class Metric(NamedTuple):
+    """One measurement of the business: a column of the figures file."""
+
+    metric_id: str  # the column's name in the figures file
+    label: str  # at most 22 characters: the text edition's tables stay 72 wide
+    unit: str  # a key of UNITS
+    reports: tuple  # the reports that show it
+    target: str | None = None  # the level the business aims for, in the unit
+    good: str = "up"  # "up": more is better; "down": less is better
+
+
+# How a figure is written in the figures file, per unit.
+UNITS = {
+    "count": "a whole number, such as 6",
+    "dollars": "dollars, such as 8000, or a range such as 7000-9000",
+    "percent": "a percentage from 0 to 100, such as 24",
+    "yes_no": "yes or no",
+}
+
+# Every figure the reports state that measures the business.  Policy and plan
+# (break-even at 6 charters a month, the control rules, the OTA sequence) stay
+# text in the templates, or become a target here.
+METRICS = (
+    Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
+    Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
+           ("ceo", "cfo", "accounting")),
+    Metric("revenue_qdn", "QDN revenue/month", "dollars", ("ceo", "accounting")),
+    Metric("revenue_dc", "DC billed/month", "dollars", ("ceo", "accounting", "dc-portfolio")),
+    Metric("monthly_burn", "Monthly burn", "dollars", ("ceo", "cfo"), "9000", "down"),
+    Metric("cash_on_hand", "Cash on hand", "dollars", ("cfo",)),
+    Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "1"),
+    Metric("ota_listings", "OTA listings", "count", ("ceo", "cmo"), "2"),
+    Metric("email_list_size", "Email list size", "count", ("cmo",)),
+    Metric("email_open_rate", "Email open rate", "percent", ("cmo",)),
+    Metric("qdn_enquiries", "QDN enquiries/week", "count", ("cmo",)),
+    Metric("qdn_jobs_booked", "QDN jobs booked/week", "count", ("ceo", "cmo"), "1"),
+    Metric("dc_active_clients", "DC active clients", "count", ("dc-portfolio",)),
+    Metric("rental_occupancy", "Rental occupancy", "percent", ("rental-3028",)),
+    Metric("rental_net_income", "Net rent/month", "dollars", ("rental-3028", "accounting")),
+    Metric("deliveries", "Deliveries/month", "count", ("yacht-delivery",)),
+    Metric("cost_per_delivery", "Cost per delivery", "dollars", ("yacht-delivery",),
+           None, "down"),
+    # 59 = the baseline's top, $84, less the $25 of savings the CTO report names.
+    Metric("aws_monthly_cost", "AWS cost/month", "dollars", ("cto", "cfo"), "59", "down"),
+    Metric("open_security_gaps", "Open security gaps", "count", ("ceo", "cto"), "0", "down"),
+    Metric("sites_with_analytics", "Sites with analytics", "count", ("cto", "cmo"), "3"),
+    Metric("accounting_system_live", "Accounting system live", "yes_no",
+           ("ceo", "accounting"), "yes"),
+)
+METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
+FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
+FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
+TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
+PLAIN_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,6})?")  # a figure: up to 999 trillion
+DOLLARS = r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?"  # may be negative: a month's net rent
+DOLLAR_FIGURE = re.compile(f"({DOLLARS})(?:-({DOLLARS}))?")  # 8000, or a range 7000-9000
+
+
+class Snapshot(NamedTuple):
+    """One row of the figures file: what was measured as of a date."""
+
+    as_of: date
+    line: int  # in the figures file, for messages
+    figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
+    note: str
+
+    @property
+    def sha256(self):
+        """The snapshot's content, however the spreadsheet wrote it ($8,000 or 8000):
+        what the audit log records, and how a repeated snapshot is recognised."""
+        return sha256_hex(json.dumps({"as_of": str(self.as_of), "note": self.note, **{
+            metric: [str(low), str(high)] for metric, (low, high) in self.figures.items()}},
+            sort_keys=True))
+
+
+class CycleFigures(NamedTuple):
+    """The snapshots a cycle's reports are written from."""
+
+    snapshot: Snapshot | None  # the newest dated on or before the cycle; None: no figures
+    previous: Snapshot | None  # the one before it: "last time"
+    history: tuple  # up to TREND_SNAPSHOTS snapshots, oldest first, ending with snapshot
+
+
+NO_FIGURES = CycleFigures(None, None, ())
+
+
+def read_figures(path):
+    """The figures file's snapshots, oldest first, or None if there is no such file."""
+    try:
+        text = read_text_file(path, newline="")  # csv reads line ends itself
+    except FileNotFoundError:
+        return None
+    except UnreadableFile as error:
+        raise DataError([f"{path}: cannot read the figures file: {error}"]) from None
+    return parse_figures(text, path)
+
+
+def parse_figures(text, name):
+    """The snapshots of a figures file, oldest first; DataError lists every problem,
+    one a line, as FILE:LINE: column: problem."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
+    rows = iter(lambda: next(reader, None), None)
+    try:
+        header = next((row for row in rows if any(c.strip() for c in row)), [])
+        header = [column.strip() for column in header]
+        while header and not header[-1]:  # a spreadsheet's trailing comma
+            header.pop()
+        problems = header_problems(header, name)
+        snapshots, line = [], reader.line_num
+        for row in rows:
+            start, line = line + 1, reader.line_num  # a quoted cell may span lines
+            if not any(cell.strip() for cell in row):
+                continue
+            snapshot, row_problems = parse_snapshot(header, row, start, name)
+            if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
+                row_problems.append(f"{name}:{start}: {FIGURES_DATE_COLUMN}: "
+                                    f"{snapshot.as_of} is not after {snapshots[-1].as_of} "
+                                    f"(line {snapshots[-1].line}): one row a date, oldest first")
+            problems += row_problems
+            if snapshot and not row_problems:
+                snapshots.append(snapshot)
+    except csv.Error as error:
+        problems = [f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it ({error})"]
+    if problems:
+        raise DataError(problems)
+    return snapshots
+
+
+def header_problems(header, name):
+    """What is wrong with the figures file's first line, one problem a column."""
+    if not header:
+        return [f"{name}:1: the file is empty: its first line names the columns "
+                "(--metrics --csv-header prints it)"]
+    problems = [] if header[0] == FIGURES_DATE_COLUMN else [
+        f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
+    known = {*METRICS_BY_ID, FIGURES_NOTE_COLUMN}
+    for position, column in enumerate(header[1:], start=1):
+        if column not in known:
+            problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
+                            "lists them")
+        elif column in header[:position]:
+            problems.append(f"{name}:1: {column}: named twice")
+    return problems
+
+
+def parse_snapshot(header, row, line, name):
+    """(Snapshot or None, problems) for one row of the figures file."""
+    problems = []
+    if any(cell.strip() for cell in row[len(header):]):
+        problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
+                        f"{len(header)} columns the first line names")
+    cells = dict(zip(header, (cell.strip() for cell in row)))
+    note = cells.get(FIGURES_NOTE_COLUMN, "")
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in note):
+        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: has a control character")
+    as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
+    if as_of is None:
+        problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
+                        f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not a date "
+                        "(YYYY-MM-DD)")
+    figures = {}
+    for metric in METRICS:
+        cell = cells.get(metric.metric_id, "")
+        if cell:
+            try:
+                figures[metric.metric_id] = parse_figure(cell, metric.unit)
+            except ValueError:
+                problems.append(f"{name}:{line}: {metric.metric_id}: {cell[:20]!r} is not "
+                                f"{UNITS[metric.unit]}")
+    if as_of is None:
+        return None, problems
+    return Snapshot(as_of, line, figures, note), problems
+
+
+def parse_date(text):
+    """The date of a YYYY-MM-DD text, or None."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_figure(text, unit):
+    """(low, high) Decimals for one cell in its unit, or ValueError.
+
+    Spreadsheets export "$8,000" and "24%": the signs are allowed.  Dollars
+    may be a range, as the source document gives the burn ($7-9K a month).
+    """
+    plain = text.replace(",", "").replace("$", "").removesuffix("%").strip().lower()
+    if unit == "yes_no":
+        if plain in TRUE_WORDS + FALSE_WORDS:  # a spreadsheet writes TRUE and FALSE
+            value = Decimal(plain in TRUE_WORDS)
+            return value, value
+        raise ValueError(text)
+    # Plain digits only: Decimal would also take 1e999999999, which no business
+    # figure is and which would take minutes to write out.  Dollars may be
+    # negative (a month's net rent) and a range (7000-9000, or -500-1000).
+    shape = DOLLAR_FIGURE if unit == "dollars" else PLAIN_NUMBER
+    match = shape.fullmatch(plain)
+    if not match:
+        raise ValueError(text)
+    low = Decimal(match.group(1) if unit == "dollars" else plain) + 0  # + 0: no "-0"
+    high = Decimal(match.group(2)) + 0 if unit == "dollars" and match.group(2) else low
+    if low > high:
+        raise ValueError(text)
+    if unit == "count" and low != low.to_integral_value():
+        raise ValueError(text)
+    if unit == "percent" and high > 100:
+        raise ValueError(text)
+    return low, high
+
+
+def cycle_figures(snapshots, cycle):
+    """The snapshot a cycle uses (the newest dated on or before the cycle's date, or
+    the newest for a cycle that is not a date), the one before it, and the trend."""
+    day = parse_date(cycle)
+    eligible = [s for s in snapshots if day is None or s.as_of <= day]
+    if not eligible:
+        return NO_FIGURES
+    return CycleFigures(eligible[-1], eligible[-2] if len(eligible) > 1 else None,
+                        tuple(eligible[-TREND_SNAPSHOTS:]))
+
+
+def load_cycle_figures(config, cycle, console):
+    """The figures this cycle's reports are written from; DataError if the file is bad."""
+    snapshots = read_figures(config.data_path)
+    if snapshots is None:
+        console.warn(f"warning: no figures file at {config.data_path}: every figure reads "
+                     "'not measured'; start one from --metrics --csv-header (see the README)")
+        return NO_FIGURES
+    figures = cycle_figures(snapshots, cycle)
+    if figures.snapshot is None:
+        console.warn(f"warning: figures file {config.data_path} has no snapshot dated on or "
+                     f"before cycle {cycle}: every figure reads 'not measured'")
+    console.step(f"figures: {config.data_path}, "
+                 f"{'as of ' + str(figures.snapshot.as_of) if figures.snapshot else 'none'}")
+    return figures
+
+
+def check_freshness(figures, cycle, config, today, console, read_log):
+    """Warn where this cycle's figures are not news: too old for the cycle, or the very
+    snapshot the last cycle sent.  Return the refusal REPORT_DATA_REQUIRE_FRESH makes
+    of that, (StaleData, why), or None."""
+    stale = []
+    snapshot = figures.snapshot
+    if snapshot:
+        age = ((parse_date(cycle) or today) - snapshot.as_of).days
+        if age > config.data_max_age_days:
+            stale.append(f"the newest snapshot is as of {snapshot.as_of}, {age} days before "
+                         f"cycle {cycle} (REPORT_DATA_MAX_AGE_DAYS is "
+                         f"{config.data_max_age_days})")
+        last = last_sent_figures(config.audit_log_path, cycle) if read_log else None
+        if last and last[1] == snapshot.sha256:
+            stale.append(f"the snapshot as of {snapshot.as_of} is the one cycle {last[0]} "
+                         "already reported")
+    for reason in stale:
+        console.alert(f"warning: stale figures: {reason}")
+    if config.data_require_fresh and (stale or snapshot is None):
+        why = "; ".join(stale) or "there are no figures for this cycle"
+        return "StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing was sent"
+    return None
+
+
+###############################################################################
+# Report markup: the template language both editions are rendered from
+
+###############################################################################
+
+# The report markup (see ReportTemplate) and how its two editions look.
+NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
+BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
+BRIEF_MARK = "[brief]"
+COUNT_MARK = "(#)"  # a heading ending so counts the items of the list under it
+SLOT_PATTERN = re.compile(r"\$\{([_a-z][_a-z0-9]*)\}")  # a line that is one placeholder
+
+# "- [until ota_listings] List on Sailo": the item is left out once the figures
+# show the metric in order (on target, or measured where it has no target).
+UNTIL_PATTERN = re.compile(r"\[until ([a-z_]+)\] ")
+# What reads as a marker, in any case: [bar 4/6], [brief], and their misspellings.
+MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
+GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
+
 
 class ReportTemplate(string.Template):
     """A report's source: ${name} placeholders, then a few line-start marks.
@@ -383,6 +1156,212 @@ class ReportTemplate(string.Template):
     )
     """
 
+
+class Block:
+    """One piece of a report: a title, heading, paragraph, list, table or rule."""
+
+    __slots__ = ("kind", "items", "brief")
+
+    def __init__(self, kind, items, brief=False):
+        self.kind = kind
+        self.items = items
+        self.brief = brief  # headings only: the section belongs in the brief too
+
+
+class Bar(NamedTuple):
+    """A table cell drawn as a bar: `filled` parts of `total`."""
+
+    filled: int
+    total: int
+
+
+class Trend(NamedTuple):
+    """A table cell drawn as a small chart of recent values, oldest first (None: a
+    snapshot that did not measure it)."""
+
+    values: tuple
+
+    def levels(self, steps):
+        """Each value as a step from 0 to steps - 1 between the lowest and highest."""
+        known = [v for v in self.values if v is not None]
+        low, high = min(known, default=0), max(known, default=0)
+        return [None if v is None else
+                (steps - 1 if high == low else round((v - low) / (high - low) * (steps - 1)))
+                for v in self.values]
+
+
+def line_block(line):
+    """The kind of block a template line starts, and its content."""
+    if line.startswith("# "):
+        return "title", line[2:].strip()
+    if line.startswith("## "):
+        return "heading", line[3:].strip()
+    if line.strip() == "---":
+        return "rule", ""
+    if line.startswith("- "):
+        return "bullets", line[2:].strip()
+    numbered = NUMBERED_ITEM_PATTERN.match(line)
+    if numbered:
+        return "numbered", numbered.group(2).strip()
+    if line.startswith("|"):
+        return "table", [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return "paragraph", line.strip()
+
+
+def parse_blocks(source, name):
+    """The blocks of a template's source, in order (see ReportTemplate).
+
+    Strict: a line that could be read two ways raises TemplateError naming the
+    template and the line, so a rewrapped paragraph never silently becomes a list.
+    """
+    blocks, open_block = [], None
+    for number, line in enumerate(source.splitlines(), start=1):
+        try:
+            open_block = add_line(blocks, open_block, line)
+        except TemplateError as error:
+            raise TemplateError(f"template {name}, line {number} ({line.strip()[:40]!r}): "
+                                f"{error}") from None
+    return blocks
+
+
+def add_line(blocks, open_block, line):
+    """Read one source line into blocks; return the block that stays open after it."""
+    if not line.strip():
+        return None
+    if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
+        if open_block.kind not in GROWING_BLOCKS:
+            raise TemplateError(f"an indented line after a {open_block.kind}, which nothing "
+                                "continues")
+        items = open_block.items[-1] if open_block.kind == "table" else open_block.items
+        items[-1] += " " + line.strip()
+        return open_block
+    kind, content = line_block(line)
+    check_markers(kind, content)
+    if kind == "table":
+        content = [Bar(*parse_bar(cell)) if BAR_PATTERN.fullmatch(cell) else cell
+                   for cell in content]
+    elif kind == "paragraph" and SLOT_PATTERN.fullmatch(content):
+        kind, content = "slot", SLOT_PATTERN.fullmatch(content).group(1)
+    if open_block and open_block.kind in GROWING_BLOCKS and kind in GROWING_BLOCKS:
+        if kind != open_block.kind:
+            raise TemplateError(f"a {kind} line right after {open_block.kind} lines; leave "
+                                "a blank line between them, or indent it two spaces to "
+                                "continue the line above")
+        check_continues(open_block, content, line)
+        open_block.items.append(content)
+        return open_block
+    if kind == "numbered":
+        check_continues(Block(kind, []), content, line)
+    brief = kind == "heading" and content.endswith(BRIEF_MARK)
+    if brief:
+        content = content[:-len(BRIEF_MARK)].rstrip()
+    block = Block(kind, [content], brief)
+    blocks.append(block)
+    return block
+
+
+def check_continues(block, content, line):
+    """A numbered item must be the next number; a table row must have the header's cells."""
+    if block.kind == "numbered":
+        number, expected = int(NUMBERED_ITEM_PATTERN.match(line).group(1)), len(block.items) + 1
+        if number != expected:
+            raise TemplateError(f"item {number} where item {expected} belongs")
+    elif block.kind == "table" and len(content) != len(block.items[0]):
+        raise TemplateError(f"a row of {len(content)} cells in a table of "
+                            f"{len(block.items[0])} columns")
+
+
+def check_markers(kind, content):
+    """[bar n/m] only as a whole table cell, [brief] only at a heading's end,
+    [until metric] only at a list item's start, naming a metric of the catalogue."""
+    until = UNTIL_PATTERN.match(content) if kind in ("bullets", "numbered") else None
+    if until:
+        if until.group(1) not in METRICS_BY_ID:
+            raise TemplateError(f"[until {until.group(1)}] names no metric; --metrics lists them")
+        content = content[until.end():]
+    for cell in content if kind == "table" else [content]:
+        for marker in MARKER_PATTERN.findall(cell):
+            if kind == "table" and marker == cell and BAR_PATTERN.fullmatch(cell):
+                try:
+                    parse_bar(cell)
+                except ValueError as error:
+                    raise TemplateError(str(error)) from None
+            elif not (kind == "heading" and marker == BRIEF_MARK and cell.endswith(marker)
+                      and cell.count(marker) == 1):
+                raise TemplateError(f"unknown or misplaced marker {marker}; the markers are "
+                                    "[bar N/M] as a whole table cell and [brief] at the end "
+                                    "of a heading")
+
+
+def fill_blocks(blocks, values):
+    """The blocks with their placeholders filled: values are never read as markup.
+
+    A line that is a placeholder alone is a slot: its value is text, or a list
+    of blocks made by the script (a table of figures, a list of findings), put
+    in whole.
+    A heading ending in "(#)" then counts the items of the list under it.
+    """
+    def fill(item):
+        if isinstance(item, list):
+            return [fill(cell) for cell in item]
+        if not isinstance(item, str):
+            return item
+        until = UNTIL_PATTERN.match(item)
+        return ReportTemplate(item[until.end():] if until else item).substitute(values)
+
+    filled = []
+    for block in blocks:
+        if block.kind == "slot":
+            value = values[block.items[0]]
+            filled.extend([Block("paragraph", [value])] if isinstance(value, str) else value)
+        else:
+            block.items = [fill(item) for item in block.items
+                           if not until_done(item, values["metrics_in_order"])]
+            filled.append(block if block.items else Block(
+                "paragraph", ["Nothing left here: this cycle's figures show it done."]))
+    for heading, following in zip(filled, filled[1:] + [None]):
+        if heading.kind == "heading" and heading.items[0].endswith(COUNT_MARK):
+            counted = len(following.items) if following and following.kind in (
+                "bullets", "numbered") else 0
+            heading.items[0] = heading.items[0][:-len(COUNT_MARK)] + f"({counted})"
+    return filled
+
+
+def until_done(item, metrics_in_order):
+    """True for an "[until metric]" item whose metric the figures show in order;
+    other items lose the mark, so a reader never sees it."""
+    until = UNTIL_PATTERN.match(item) if isinstance(item, str) else None
+    return bool(until) and until.group(1) in metrics_in_order
+
+
+def brief_blocks(blocks):
+    """The one-screen brief: the header, the [brief] sections and the footer."""
+    kept, keeping = [], True
+    for block in blocks:
+        if block.kind == "heading":
+            keeping = block.brief
+        elif block.kind == "rule":
+            keeping = True
+        if keeping:
+            kept.append(block)
+    return kept
+
+
+def parse_bar(cell):
+    """(filled, total) for a "[bar 4/6]" cell, else None."""
+    match = BAR_PATTERN.fullmatch(cell)
+    if not match:
+        return None
+    filled, total = int(match.group(1)), int(match.group(2))
+    if not 0 <= filled <= total or total == 0:
+        raise ValueError(f"bar {cell!r} must be filled 0 to its total")
+    return filled, total
+
+
+###############################################################################
+# Report content: the eight reports, their shortfalls, and what the figures fill in
+
+###############################################################################
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
@@ -807,64 +1786,17 @@ REPORTS = (
 )
 
 
-class Metric(NamedTuple):
-    """One measurement of the business: a column of the figures file."""
-
-    metric_id: str  # the column's name in the figures file
-    label: str  # at most 22 characters: the text edition's tables stay 72 wide
-    unit: str  # a key of UNITS
-    reports: tuple  # the reports that show it
-    target: str | None = None  # the level the business aims for, in the unit
-    good: str = "up"  # "up": more is better; "down": less is better
-
-
-# How a figure is written in the figures file, per unit.
-UNITS = {
-    "count": "a whole number, such as 6",
-    "dollars": "dollars, such as 8000, or a range such as 7000-9000",
-    "percent": "a percentage from 0 to 100, such as 24",
-    "yes_no": "yes or no",
-}
-
-# Every figure the reports state that measures the business.  Policy and plan
-# (break-even at 6 charters a month, the control rules, the OTA sequence) stay
-# text in the templates, or become a target here.
-METRICS = (
-    Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
-    Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
-           ("ceo", "cfo", "accounting")),
-    Metric("revenue_qdn", "QDN revenue/month", "dollars", ("ceo", "accounting")),
-    Metric("revenue_dc", "DC billed/month", "dollars", ("ceo", "accounting", "dc-portfolio")),
-    Metric("monthly_burn", "Monthly burn", "dollars", ("ceo", "cfo"), "9000", "down"),
-    Metric("cash_on_hand", "Cash on hand", "dollars", ("cfo",)),
-    Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "1"),
-    Metric("ota_listings", "OTA listings", "count", ("ceo", "cmo"), "2"),
-    Metric("email_list_size", "Email list size", "count", ("cmo",)),
-    Metric("email_open_rate", "Email open rate", "percent", ("cmo",)),
-    Metric("qdn_enquiries", "QDN enquiries/week", "count", ("cmo",)),
-    Metric("qdn_jobs_booked", "QDN jobs booked/week", "count", ("ceo", "cmo"), "1"),
-    Metric("dc_active_clients", "DC active clients", "count", ("dc-portfolio",)),
-    Metric("rental_occupancy", "Rental occupancy", "percent", ("rental-3028",)),
-    Metric("rental_net_income", "Net rent/month", "dollars", ("rental-3028", "accounting")),
-    Metric("deliveries", "Deliveries/month", "count", ("yacht-delivery",)),
-    Metric("cost_per_delivery", "Cost per delivery", "dollars", ("yacht-delivery",),
-           None, "down"),
-    # 59 = the baseline's top, $84, less the $25 of savings the CTO report names.
-    Metric("aws_monthly_cost", "AWS cost/month", "dollars", ("cto", "cfo"), "59", "down"),
-    Metric("open_security_gaps", "Open security gaps", "count", ("ceo", "cto"), "0", "down"),
-    Metric("sites_with_analytics", "Sites with analytics", "count", ("cto", "cmo"), "3"),
-    Metric("accounting_system_live", "Accounting system live", "yes_no",
-           ("ceo", "accounting"), "yes"),
-)
-METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
-FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
-FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
-TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
-PLAIN_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,6})?")  # a figure: up to 999 trillion
-DOLLARS = r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?"  # may be negative: a month's net rent
-DOLLAR_FIGURE = re.compile(f"({DOLLARS})(?:-({DOLLARS}))?")  # 8000, or a range 7000-9000
-DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
-DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
+def select_reports(only):
+    """The reports named by --only (comma-separated ids), in the standard order."""
+    if only is None:
+        return REPORTS
+    wanted = {part.strip() for part in only.split(",") if part.strip()}
+    known = {spec.report_id for spec in REPORTS}
+    unknown = sorted(wanted - known)
+    if unknown or not wanted:
+        raise UsageError(f"unknown report id {', '.join(unknown) or '(none given)'}; "
+                         f"valid ids: {', '.join(s.report_id for s in REPORTS)}")
+    return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
 class Shortfall(NamedTuple):
@@ -896,647 +1828,6 @@ SHORTFALLS = (
     Shortfall("Portfolio", "No accounting system deployed (Accounting Officer report).",
               "accounting_system_live"),
 )
-
-
-class ReportRunError(Exception):
-    """A failure a person can fix; main() prints it and exits by its outcome."""
-
-    outcome = "rejected"  # a key of EXIT_CODES
-
-
-class UsageError(ReportRunError):
-    outcome = "usage"
-
-
-class ProblemsError(ReportRunError):
-    """Several problems found at once: each is one line on stderr, then `closing`."""
-
-    label = "error"
-    closing = "nothing was sent"
-
-    def __init__(self, problems):
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
-
-
-class ConfigError(ProblemsError):
-    """The settings are invalid."""
-
-    outcome = "config"
-    label = "config error"
-
-
-class AuditLogError(ReportRunError):
-    outcome = "cant_create"
-
-
-class PreviewError(ReportRunError):
-    outcome = "cant_create"
-
-
-class DataError(ProblemsError):
-    """The figures file has bad rows."""
-
-    outcome = "data"
-    label = "data error"
-    closing = "nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)"
-
-
-class RunLockedError(ReportRunError):
-    """Another run holds the lock: this one must not send."""
-
-    outcome = "transient"
-
-
-class RunStopped(BaseException):
-    """A stop signal arrived.  BaseException, like KeyboardInterrupt, so that no
-    handler for ordinary errors (botocore's, ours) mistakes it for a failed send."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class HelpShown(Exception):
-    """--help or --version printed what was asked: the run is done."""
-
-
-class TemplateError(ValueError):
-    """A report template whose markup could be read two ways: a bug in this script."""
-
-
-class SendError(ReportRunError):
-    """SES did not accept a report: `code` and `message` are SES's own words.
-
-    `kind` is its FAILURE_POLICY key, which decides everything else about it.
-    """
-
-    def __init__(self, code, message, kind, *, from_ses=True):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.kind = kind
-        self.from_ses = from_ses  # False: no answer from SES at all (network, timeout)
-
-    @property
-    def policy(self):
-        return FAILURE_POLICY[self.kind]
-
-
-SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
-
-
-class Config(NamedTuple):
-    """The validated settings of one run.  The secrets never show in its repr."""
-
-    region: str
-    from_address: str
-    from_name: str
-    bcc: str
-    audit_log_path: Path
-    to_by_report: dict  # {report id: To addresses}
-    retries: dict  # botocore's retries config
-    variant: str = "a"
-    configuration_set: str | None = None
-    endpoint_url: str | None = None
-    endpoint_url_v2: str | None = None  # the SES v2 API's, which the preflight asks
-    aws_profile: str | None = None
-    ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
-    data_path: Path | None = None  # the figures file
-    data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
-    data_require_fresh: bool = False
-    credential_origin: str | None = None  # where explicit keys came from, never the keys
-    access_key_id: str | None = None  # the three secrets: never shown, see __repr__
-    secret_access_key: str | None = None
-    session_token: str | None = None
-
-    def __repr__(self):
-        """Every field but the secrets, so that no accidental print shows a key."""
-        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
-                          if name not in SECRET_FIELDS)
-        return f"Config({shown})"
-
-    @property
-    def sender(self):
-        """The From header: the name quoted or RFC 2047-encoded as needed."""
-        from email.utils import formataddr
-
-        return formataddr((self.from_name, self.from_address), charset="utf-8")
-
-    @property
-    def secrets(self):
-        return tuple(s for s in (self.access_key_id, self.secret_access_key,
-                                 self.session_token) if s)
-
-    def recipients(self, report_id):
-        """One report's To and BCC; the BCC is left out where it is a To already."""
-        to = self.to_by_report[report_id]
-        bcc = () if self.bcc.casefold() in {a.casefold() for a in to} else (self.bcc,)
-        return {"to": to, "bcc": bcc}
-
-
-class RenderedReport(NamedTuple):
-    """A report ready to send: what goes on the wire and what the audit log proves.
-
-    body is the plain-text edition, html the HTML one; to and bcc are tuples.
-    """
-
-    report_id: str
-    subject: str
-    body: str
-    html: str
-    to: tuple = ()
-    bcc: tuple = ()
-    variant: str = "a"
-    snapshot: "Snapshot | None" = None  # the figures it was written from
-
-    @property
-    def recipient_count(self):
-        """How many messages SES counts against its quotas for this report."""
-        return len(self.to) + len(self.bcc)
-
-    @property
-    def data_as_of(self):
-        return self.snapshot and str(self.snapshot.as_of)
-
-    @property
-    def data_sha256(self):
-        return self.snapshot and self.snapshot.sha256
-
-    @property
-    def body_sha256(self):
-        return sha256_hex(self.body)
-
-
-def sha256_hex(text):
-    """The sha256 of text's UTF-8 bytes: what the audit log uses to prove a body."""
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# --- Validating settings (pure) ------------------------------------------------
-
-
-def has_line_break(value):
-    """True if value would split a mail header in two."""
-    return any(ch in LINE_BREAKS for ch in value)
-
-
-def address_problem(value):
-    """Why value is not one plain email address SES accepts, or None if it is."""
-    if has_line_break(value):
-        return "contains a line break (header injection)"
-    if not value.isascii():
-        return "must be ASCII (write an international domain in punycode)"
-    plain = DOT_ATOM_ADDRESS.fullmatch(value)
-    domain = plain.group(2) if plain else parsed_domain(value)
-    if domain is None:
-        return f"{value!r} is not one valid email address"
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in labels):
-        return f"{value!r} does not have a valid domain"
-    return None
-
-
-def parsed_domain(value):
-    """The domain of an address in a rarer form (a quoted local part), or None."""
-    import email.errors
-    from email.headerregistry import Address
-
-    try:
-        return Address(addr_spec=value).domain
-    except (ValueError, IndexError, email.errors.MessageError):
-        return None
-
-
-def address_list_problem(value):
-    """Why a comma-separated list is not all valid addresses, or None."""
-    entries = [entry.strip() for entry in value.split(",")]
-    if not all(entries):
-        return "has an empty entry between commas"
-    return next(filter(None, map(address_problem, entries)), None)
-
-
-def split_addresses(value):
-    """The distinct addresses of a comma-separated list, in order, each once.
-
-    Addresses that differ only in case reach the same mailbox at every real
-    provider, so they count as one; the first spelling is kept.
-    """
-    distinct = {}
-    for entry in value.split(","):
-        distinct.setdefault(entry.strip().casefold(), entry.strip())
-    return tuple(distinct.values())
-
-
-def repeated_recipient_warnings(settings, variant):
-    """A warning for each address a recipient setting names twice, or that is the BCC too."""
-    bcc = (settings.get("AWS_BCC_EMAIL") or "").strip()
-    warnings = []
-    for name in (fallback_setting(variant),
-                 *(route_setting(spec.report_id, variant) for spec in REPORTS)):
-        entries = [e.strip() for e in (settings.get(name) or "").split(",") if e.strip()]
-        seen = set()
-        for address in entries:
-            if address.casefold() in seen:
-                warnings.append(f"warning: {name} names {address} more than once (case aside); "
-                                "it is sent one copy")
-            seen.add(address.casefold())
-        if bcc and bcc.casefold() in seen:
-            warnings.append(f"warning: {name} names {bcc}, the BCC (AWS_BCC_EMAIL), too; it "
-                            "is sent one copy, as To")
-    return warnings
-
-
-def setting_problems(settings, variant="a"):
-    """Every problem with the settings, one line each, naming the variable."""
-    problems = []
-    for name in REQUIRED_SETTINGS:
-        problem = required_setting_problem(name, settings.get(name))
-        if problem:
-            problems.append(f"{name} {problem}")
-    problems.extend(routing_problems(settings, variant))
-    configuration_set = (settings.get("AWS_SES_CONFIGURATION_SET") or "").strip()
-    if configuration_set and not CONFIGURATION_SET_PATTERN.fullmatch(configuration_set):
-        problems.append(f"AWS_SES_CONFIGURATION_SET {configuration_set[:70]!r} is not a "
-                        "configuration set name (letters, digits, _ and -, up to 64)")
-    problems.extend(endpoint_problems(settings))
-    problems.extend(retry_problems(settings))
-    problems.extend(figures_setting_problems(settings))
-    problems.extend(credential_problems(settings))
-    return problems
-
-
-def required_setting_problem(name, raw):
-    """What is wrong with one required setting's raw value, or None."""
-    if raw is None:
-        return "is missing; set it in repos.env (see repos.env.example)"
-    if has_line_break(raw):
-        return "contains a line break (header injection); use a single line"
-    value = raw.strip()
-    if not value:
-        return "is empty; set it in repos.env (see repos.env.example)"
-    if name in ADDRESS_SETTINGS:
-        return address_problem(value)
-    if name in ADDRESS_LIST_SETTINGS:
-        return address_list_problem(value)
-    if name == "AWS_SES_REGION" and not AWS_REGION_PATTERN.fullmatch(value):
-        return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        return "contains a control character; use plain text"
-    if any(ch in BIDI_CONTROLS for ch in value):
-        return "contains a right-to-left override or isolate, which can disguise text"
-    return None
-
-
-def route_setting(report_id, variant):
-    """REPORT_TO_<ID>, or REPORT_TO_<ID>_B for variant b: one report's own recipients."""
-    name = "REPORT_TO_" + report_id.upper().replace("-", "_")
-    return name + "_B" if variant == "b" else name
-
-
-def fallback_setting(variant):
-    """The recipients of every report of a variant that has no REPORT_TO_ of its own."""
-    return "AWS_RECIPIENT_EMAIL_B" if variant == "b" else "AWS_RECIPIENT_EMAIL"
-
-
-def routing_problems(settings, variant):
-    """Misnamed or invalid REPORT_TO_ settings, and variant b without its list."""
-    problems = []
-    known = {spec.report_id for spec in REPORTS}
-    for name in sorted(settings):
-        match = REPORT_ROUTE_PATTERN.fullmatch(name)
-        if match and match.group(1).lower().replace("_", "-") not in known:
-            problems.append(f"{name} names no report; the report settings are "
-                            f"{', '.join(route_setting(s.report_id, 'a') for s in REPORTS)} "
-                            "(and the same with _B)")
-    optional = [route_setting(s.report_id, v) for v in VARIANTS for s in REPORTS]
-    for name in (*optional, "AWS_RECIPIENT_EMAIL_B"):
-        raw = settings.get(name) or ""
-        if has_line_break(raw):
-            problems.append(f"{name} contains a line break (header injection)")
-        elif raw.strip() and address_list_problem(raw.strip()):
-            problems.append(f"{name} {address_list_problem(raw.strip())}")
-    routes = report_routes(settings, variant)
-    if variant == "b" and not all(routes.values()):
-        problems.append("AWS_RECIPIENT_EMAIL_B is missing: --variant b sends to its own "
-                        "list; set it, or REPORT_TO_<ID>_B for every report")
-    return problems
-
-
-def report_routes(settings, variant):
-    """{report id: To addresses}: REPORT_TO_<ID>, else the variant's recipient list."""
-    routes = {}
-    for spec in REPORTS:
-        value = ((settings.get(route_setting(spec.report_id, variant)) or "").strip()
-                 or (settings.get(fallback_setting(variant)) or "").strip())
-        routes[spec.report_id] = split_addresses(value) if value else ()
-    return routes
-
-
-def recipient_limit_problems(routes, variant):
-    """Reports whose To and BCC together exceed what SES takes in one message."""
-    return [f"report {report_id} has {len(to) + 1} recipients (To and BCC); SES takes at "
-            f"most {SES_MAX_RECIPIENTS} a message: shorten {route_setting(report_id, variant)}"
-            f" or {fallback_setting(variant)}"
-            for report_id, to in routes.items() if len(to) + 1 > SES_MAX_RECIPIENTS]
-
-
-def endpoint_problems(settings):
-    """Problems with an endpoint override (a local SES server) or AWS_CA_BUNDLE."""
-    problems = []
-    for name in ENDPOINT_SETTINGS:
-        value = (settings.get(name) or "").strip()
-        problem = value and url_problem(value)
-        if problem:
-            problems.append(f"{name} {value[:60]!r} {problem}")
-    bundle = (settings.get("AWS_CA_BUNDLE") or "").strip()
-    if bundle and not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
-        problems.append(f"AWS_CA_BUNDLE {bundle[:60]!r} is not a readable file: give the "
-                        "path of a PEM file of CA certificates, or leave it unset")
-    return problems
-
-
-TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1"), ("false", "no", "0")  # as written, lowered
-
-
-def figures_setting_problems(settings):
-    """REPORT_DATA_MAX_AGE_DAYS and REPORT_DATA_REQUIRE_FRESH, if given."""
-    problems = []
-    age = (settings.get("REPORT_DATA_MAX_AGE_DAYS") or "").strip()
-    if age and not (re.fullmatch(r"[0-9]{1,4}", age) and int(age) >= 1):
-        problems.append(f"REPORT_DATA_MAX_AGE_DAYS {age[:20]!r} is not a number of days "
-                        "from 1 to 9999")
-    fresh = (settings.get("REPORT_DATA_REQUIRE_FRESH") or "").strip().lower()
-    if fresh and fresh not in TRUE_WORDS + FALSE_WORDS:
-        problems.append(f"REPORT_DATA_REQUIRE_FRESH {fresh[:20]!r} is not true or false")
-    return problems
-
-
-def url_problem(value):
-    """Why value is not an http(s) URL that botocore can use, or None."""
-    from urllib.parse import urlsplit
-
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        return "is not an http(s) URL"
-    try:
-        parts = urlsplit(value)
-        parts.port  # a bad port or IPv6 address raises only when asked for
-    except ValueError as error:
-        return f"is not a usable URL ({error})"
-    host = parts.hostname or ""
-    if not (":" in host or all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in host.split("."))):
-        return f"has no usable host name ({host or 'none'})"
-    return None
-
-
-def retry_problems(settings):
-    """AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, botocore's own retry settings, if given."""
-    problems = []
-    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
-    if attempts and not (re.fullmatch(r"[0-9]{1,2}", attempts) and 1 <= int(attempts) <= 20):
-        problems.append(f"AWS_MAX_ATTEMPTS {attempts[:20]!r} is not a number of attempts "
-                        "from 1 to 20")
-    mode = (settings.get("AWS_RETRY_MODE") or "").strip()
-    if mode and mode not in RETRY_MODES:
-        problems.append(f"AWS_RETRY_MODE {mode[:20]!r} is not one of {', '.join(RETRY_MODES)}")
-    return problems
-
-
-def retry_config(settings):
-    """botocore's retries: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE win over the defaults."""
-    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
-    return {"mode": (settings.get("AWS_RETRY_MODE") or "").strip() or DEFAULT_RETRY_MODE,
-            "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}
-
-
-def credential_problems(settings):
-    """Half-set access keys; the values themselves are never quoted."""
-    has_key = bool((settings.get("AWS_ACCESS_KEY_ID") or "").strip())
-    has_secret = bool((settings.get("AWS_SECRET_ACCESS_KEY") or "").strip())
-    if has_key != has_secret:
-        missing = "AWS_SECRET_ACCESS_KEY" if has_key else "AWS_ACCESS_KEY_ID"
-        return [f"{missing} is missing: set both access key variables or neither"]
-    return []
-
-
-def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
-                 data_path=None):
-    """Turn merged settings into a Config, or raise ConfigError listing every problem."""
-    problems = setting_problems(settings, variant)
-    routes = report_routes(settings, variant) if not problems else {}
-    problems += recipient_limit_problems(routes, variant)
-    if problems:
-        raise ConfigError(problems)
-
-    def value(name):
-        return (settings.get(name) or "").strip() or None
-
-    return Config(
-        region=value("AWS_SES_REGION"),
-        from_address=value("AWS_SES_FROM_ADDRESS"),
-        from_name=value("AWS_SES_FROM_NAME"),
-        bcc=value("AWS_BCC_EMAIL"),
-        audit_log_path=audit_log_path,
-        variant=variant,
-        to_by_report=routes,
-        configuration_set=value("AWS_SES_CONFIGURATION_SET"),
-        endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
-        # A local SES server (moto, LocalStack) answers both APIs at one address:
-        # without a v2 endpoint of its own, v2 goes where v1 goes, never to AWS alone.
-        endpoint_url_v2=(value("AWS_ENDPOINT_URL_SESV2") or value("AWS_ENDPOINT_URL_SES")
-                         or value("AWS_ENDPOINT_URL")),
-        aws_profile=value("AWS_PROFILE"),
-        retries=retry_config(settings),
-        ca_bundle=value("AWS_CA_BUNDLE"),
-        data_path=data_path,
-        data_max_age_days=int(value("REPORT_DATA_MAX_AGE_DAYS") or DEFAULT_MAX_AGE_DAYS),
-        data_require_fresh=(value("REPORT_DATA_REQUIRE_FRESH") or "false").lower() in TRUE_WORDS,
-        credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
-        access_key_id=value("AWS_ACCESS_KEY_ID"),
-        secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
-        session_token=value("AWS_SESSION_TOKEN"),
-    )
-
-
-# Redaction's rule: only values at least this long are taken out.  Real
-# credentials are long (an access key id is 16 to 128 characters, a secret key
-# 40, a session token hundreds); a short test value such as "t" is no secret,
-# and taking it out would mangle every word that contains it.
-MIN_SECRET_LENGTH = 16
-
-
-def redact(text, secrets):
-    """text with every secret value replaced, in one pass, for anything printed or logged.
-
-    One pass, longest first, so that no replacement is itself redacted again.
-    """
-    real = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
-    if not real:
-        return text
-    return re.sub("|".join(map(re.escape, real)), "[redacted]", text)
-
-
-# --- The figures of a cycle (pure) ---------------------------------------------
-
-
-class Snapshot(NamedTuple):
-    """One row of the figures file: what was measured as of a date."""
-
-    as_of: date
-    line: int  # in the figures file, for messages
-    figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
-    note: str
-
-    @property
-    def sha256(self):
-        """The snapshot's content, however the spreadsheet wrote it ($8,000 or 8000):
-        what the audit log records, and how a repeated snapshot is recognised."""
-        return sha256_hex(json.dumps({"as_of": str(self.as_of), "note": self.note, **{
-            metric: [str(low), str(high)] for metric, (low, high) in self.figures.items()}},
-            sort_keys=True))
-
-
-class CycleFigures(NamedTuple):
-    """The snapshots a cycle's reports are written from."""
-
-    snapshot: Snapshot | None  # the newest dated on or before the cycle; None: no figures
-    previous: Snapshot | None  # the one before it: "last time"
-    history: tuple  # up to TREND_SNAPSHOTS snapshots, oldest first, ending with snapshot
-
-
-NO_FIGURES = CycleFigures(None, None, ())
-
-
-def parse_figures(text, name):
-    """The snapshots of a figures file, oldest first; DataError lists every problem,
-    one a line, as FILE:LINE: column: problem."""
-    import csv
-
-    reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
-    rows = iter(lambda: next(reader, None), None)
-    try:
-        header = next((row for row in rows if any(c.strip() for c in row)), [])
-        header = [column.strip() for column in header]
-        while header and not header[-1]:  # a spreadsheet's trailing comma
-            header.pop()
-        problems = header_problems(header, name)
-        snapshots, line = [], reader.line_num
-        for row in rows:
-            start, line = line + 1, reader.line_num  # a quoted cell may span lines
-            if not any(cell.strip() for cell in row):
-                continue
-            snapshot, row_problems = parse_snapshot(header, row, start, name)
-            if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
-                row_problems.append(f"{name}:{start}: {FIGURES_DATE_COLUMN}: "
-                                    f"{snapshot.as_of} is not after {snapshots[-1].as_of} "
-                                    f"(line {snapshots[-1].line}): one row a date, oldest first")
-            problems += row_problems
-            if snapshot and not row_problems:
-                snapshots.append(snapshot)
-    except csv.Error as error:
-        problems = [f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it ({error})"]
-    if problems:
-        raise DataError(problems)
-    return snapshots
-
-
-def header_problems(header, name):
-    """What is wrong with the figures file's first line, one problem a column."""
-    if not header:
-        return [f"{name}:1: the file is empty: its first line names the columns "
-                "(--metrics --csv-header prints it)"]
-    problems = [] if header[0] == FIGURES_DATE_COLUMN else [
-        f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
-    known = {*METRICS_BY_ID, FIGURES_NOTE_COLUMN}
-    for position, column in enumerate(header[1:], start=1):
-        if column not in known:
-            problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
-                            "lists them")
-        elif column in header[:position]:
-            problems.append(f"{name}:1: {column}: named twice")
-    return problems
-
-
-def parse_snapshot(header, row, line, name):
-    """(Snapshot or None, problems) for one row of the figures file."""
-    problems = []
-    if any(cell.strip() for cell in row[len(header):]):
-        problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
-                        f"{len(header)} columns the first line names")
-    cells = dict(zip(header, (cell.strip() for cell in row)))
-    note = cells.get(FIGURES_NOTE_COLUMN, "")
-    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in note):
-        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: has a control character")
-    as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
-    if as_of is None:
-        problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
-                        f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not a date "
-                        "(YYYY-MM-DD)")
-    figures = {}
-    for metric in METRICS:
-        cell = cells.get(metric.metric_id, "")
-        if cell:
-            try:
-                figures[metric.metric_id] = parse_figure(cell, metric.unit)
-            except ValueError:
-                problems.append(f"{name}:{line}: {metric.metric_id}: {cell[:20]!r} is not "
-                                f"{UNITS[metric.unit]}")
-    if as_of is None:
-        return None, problems
-    return Snapshot(as_of, line, figures, note), problems
-
-
-def parse_date(text):
-    """The date of a YYYY-MM-DD text, or None."""
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def parse_figure(text, unit):
-    """(low, high) Decimals for one cell in its unit, or ValueError.
-
-    Spreadsheets export "$8,000" and "24%": the signs are allowed.  Dollars
-    may be a range, as the source document gives the burn ($7-9K a month).
-    """
-    plain = text.replace(",", "").replace("$", "").removesuffix("%").strip().lower()
-    if unit == "yes_no":
-        if plain in TRUE_WORDS + FALSE_WORDS:  # a spreadsheet writes TRUE and FALSE
-            value = Decimal(plain in TRUE_WORDS)
-            return value, value
-        raise ValueError(text)
-    # Plain digits only: Decimal would also take 1e999999999, which no business
-    # figure is and which would take minutes to write out.  Dollars may be
-    # negative (a month's net rent) and a range (7000-9000, or -500-1000).
-    shape = DOLLAR_FIGURE if unit == "dollars" else PLAIN_NUMBER
-    match = shape.fullmatch(plain)
-    if not match:
-        raise ValueError(text)
-    low = Decimal(match.group(1) if unit == "dollars" else plain) + 0  # + 0: no "-0"
-    high = Decimal(match.group(2)) + 0 if unit == "dollars" and match.group(2) else low
-    if low > high:
-        raise ValueError(text)
-    if unit == "count" and low != low.to_integral_value():
-        raise ValueError(text)
-    if unit == "percent" and high > 100:
-        raise ValueError(text)
-    return low, high
-
-
-def cycle_figures(snapshots, cycle):
-    """The snapshot a cycle uses (the newest dated on or before the cycle's date, or
-    the newest for a cycle that is not a date), the one before it, and the trend."""
-    day = parse_date(cycle)
-    eligible = [s for s in snapshots if day is None or s.as_of <= day]
-    if not eligible:
-        return NO_FIGURES
-    return CycleFigures(eligible[-1], eligible[-2] if len(eligible) > 1 else None,
-                        tuple(eligible[-TREND_SNAPSHOTS:]))
 
 
 def figure_of(snapshot, metric):
@@ -1771,221 +2062,124 @@ def figure_values(report_id, figures):
     }
 
 
-# --- Rendering reports (pure) --------------------------------------------------
+###############################################################################
+# Rendering: the plain-text and HTML editions, and the message
+
+###############################################################################
+
+TREND_LEVELS = ".:-=+#"  # the text edition's trend, lowest to highest
+
+TEXT_BAR_WIDTH = 12
+# The HTML edition's look, and how it survives mail clients.  Inline styles
+# carry it (Gmail and Outlook drop most of <head>); the one <style> block only
+# adds, by class, a dark palette for the clients that honour prefers-color-scheme
+# (Apple Mail, iOS Mail, Outlook.com) and a desktop's wider margins.  Outlook
+# for Windows draws with Word: padding and backgrounds hold only on table cells
+# (so lists, bars and rules are table cells, each background also a bgcolor
+# attribute), and line heights hold only in pixels with
+# mso-line-height-rule:exactly.  The colours are
+# mid-tones that stay legible when Gmail or Outlook invert them in dark mode.
+HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
+HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
+              "header": "#243b53", "header_ink": "#ffffff", "rule": "#d9e2ec",
+              "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9"}
+HTML_HEAD_STYLE = (  # by class: the dark palette, and a desktop's wider margins
+    ":root{color-scheme:light dark;supported-color-schemes:light dark;}"
+    "@media (min-width:600px){.inner{padding:24px 28px!important}}"
+    "@media (prefers-color-scheme:dark){"
+    ".page{background:#121417!important}.card{background:#1c2126!important}"
+    ".ink{color:#e4e7eb!important}.heading{color:#9fb3c8!important}"
+    ".header{background:#334e68!important;color:#ffffff!important}"
+    ".data td,.data th{color:#e4e7eb!important;border-color:#3e4c59!important}"
+    ".data .header{color:#ffffff!important}.track{background:#52606d!important}}"
+    "[data-ogsc] .ink{color:#e4e7eb!important}[data-ogsc] .heading{color:#9fb3c8!important}")
 
 
-def select_reports(only):
-    """The reports named by --only (comma-separated ids), in the standard order."""
-    if only is None:
-        return REPORTS
-    wanted = {part.strip() for part in only.split(",") if part.strip()}
-    known = {spec.report_id for spec in REPORTS}
-    unknown = sorted(wanted - known)
-    if unknown or not wanted:
-        raise UsageError(f"unknown report id {', '.join(unknown) or '(none given)'}; "
-                         f"valid ids: {', '.join(s.report_id for s in REPORTS)}")
-    return tuple(spec for spec in REPORTS if spec.report_id in wanted)
+def line_height(pixels):
+    """A line height that Outlook for Windows keeps as given."""
+    return f"line-height:{pixels}px;mso-line-height-rule:exactly;"
 
 
-class Block:
-    """One piece of a report: a title, heading, paragraph, list, table or rule."""
-
-    __slots__ = ("kind", "items", "brief")
-
-    def __init__(self, kind, items, brief=False):
-        self.kind = kind
-        self.items = items
-        self.brief = brief  # headings only: the section belongs in the brief too
-
-
-class Bar(NamedTuple):
-    """A table cell drawn as a bar: `filled` parts of `total`."""
-
-    filled: int
-    total: int
-
-
-class Trend(NamedTuple):
-    """A table cell drawn as a small chart of recent values, oldest first (None: a
-    snapshot that did not measure it)."""
-
-    values: tuple
-
-    def levels(self, steps):
-        """Each value as a step from 0 to steps - 1 between the lowest and highest."""
-        known = [v for v in self.values if v is not None]
-        low, high = min(known, default=0), max(known, default=0)
-        return [None if v is None else
-                (steps - 1 if high == low else round((v - low) / (high - low) * (steps - 1)))
-                for v in self.values]
-
-
-def line_block(line):
-    """The kind of block a template line starts, and its content."""
-    if line.startswith("# "):
-        return "title", line[2:].strip()
-    if line.startswith("## "):
-        return "heading", line[3:].strip()
-    if line.strip() == "---":
-        return "rule", ""
-    if line.startswith("- "):
-        return "bullets", line[2:].strip()
-    numbered = NUMBERED_ITEM_PATTERN.match(line)
-    if numbered:
-        return "numbered", numbered.group(2).strip()
-    if line.startswith("|"):
-        return "table", [cell.strip() for cell in line.strip().strip("|").split("|")]
-    return "paragraph", line.strip()
+# The font is set once, on the column's cell, and inherited; Outlook for Windows,
+# which does not carry it into nested tables, gets it from a <style> of its own.
+HTML_FONT = "font-family:Helvetica,Arial,sans-serif;"
+# In prose, a word too long for a phone (a link in the figures' note, a long From
+# name) breaks where it must instead of widening the column.  Not in tables: there
+# it would let columns be squeezed mid-word ("Targ/et").
+HTML_BREAK_LONG_WORDS = "overflow-wrap:anywhere;word-break:break-word;"
+HTML_OUTLOOK_STYLE = f"table,td,th,p,h1,h2{{{HTML_FONT}}}"
+HTML_STYLE = {
+    "body": f"margin:0;padding:0;background:{HTML_COLOR['page']};",
+    "layout": "border-collapse:collapse;",
+    "column": f"width:100%;max-width:{HTML_COLUMN_WIDTH}px;background:{HTML_COLOR['card']};"
+              "border-collapse:collapse;",
+    "inner": f"padding:24px 14px;{HTML_FONT}font-size:15px;{line_height(22)}"
+             f"color:{HTML_COLOR['ink']};",
+    "preheader": "display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;"
+                 "opacity:0;overflow:hidden;mso-hide:all;",
+    "h1": f"font-size:22px;{line_height(28)}margin:0 0 8px;color:{HTML_COLOR['heading']};"
+          f"{HTML_BREAK_LONG_WORDS}",
+    "h2": f"font-size:17px;{line_height(22)}margin:24px 0 8px;padding-bottom:4px;"
+          f"color:{HTML_COLOR['heading']};border-bottom:2px solid {HTML_COLOR['rule']};"
+          f"{HTML_BREAK_LONG_WORDS}",
+    "p": f"font-size:15px;{line_height(22)}margin:0 0 12px;color:{HTML_COLOR['ink']};"
+         f"{HTML_BREAK_LONG_WORDS}",
+    "list": "border-collapse:collapse;margin:0 0 12px;",
+    "marker": f"font-size:15px;{line_height(22)}padding:0 8px 6px 4px;vertical-align:top;"
+              f"text-align:right;color:{HTML_COLOR['ink']};",
+    "item": f"font-size:15px;{line_height(22)}padding:0 0 6px;vertical-align:top;"
+            f"color:{HTML_COLOR['ink']};{HTML_BREAK_LONG_WORDS}",
+    "table": "border-collapse:collapse;margin:0 0 16px;width:100%;",
+    "th": f"font-size:13px;{line_height(18)}text-align:left;padding:6px;"
+          f"vertical-align:bottom;background:{HTML_COLOR['header']};"
+          f"color:{HTML_COLOR['header_ink']};",
+    "td": f"font-size:14px;{line_height(20)}padding:6px;"
+          f"vertical-align:top;color:{HTML_COLOR['ink']};"
+          f"border-bottom:1px solid {HTML_COLOR['line']};",
+    "bar_cell": f"font-size:1px;{line_height(1)}padding:0;",
+    "bar_label": f"font-size:13px;{line_height(16)}padding:0 0 0 6px;"
+                 f"color:{HTML_COLOR['ink']};",
+    "trend_column": "padding:0 1px;vertical-align:bottom;",
+    "rule": f"font-size:1px;{line_height(1)}padding:0;"
+            f"border-top:1px solid {HTML_COLOR['rule']};",
+}
+SLASH_BETWEEN_WORDS = re.compile(r"(?<=[A-Za-z])/(?=[A-Za-z])")
+HTML_BAR_WIDTH = 96  # pixels: a bar and its label fit a phone's table cell
+HTML_TREND_HEIGHT = 20
+PREHEADER_FIGURES = 3  # the first headline numbers, shown in the inbox beside the subject
 
 
-def parse_blocks(source, name):
-    """The blocks of a template's source, in order (see ReportTemplate).
+class RenderedReport(NamedTuple):
+    """A report ready to send: what goes on the wire and what the audit log proves.
 
-    Strict: a line that could be read two ways raises TemplateError naming the
-    template and the line, so a rewrapped paragraph never silently becomes a list.
+    body is the plain-text edition, html the HTML one; to and bcc are tuples.
     """
-    blocks, open_block = [], None
-    for number, line in enumerate(source.splitlines(), start=1):
-        try:
-            open_block = add_line(blocks, open_block, line)
-        except TemplateError as error:
-            raise TemplateError(f"template {name}, line {number} ({line.strip()[:40]!r}): "
-                                f"{error}") from None
-    return blocks
 
+    report_id: str
+    subject: str
+    body: str
+    html: str
+    to: tuple = ()
+    bcc: tuple = ()
+    variant: str = "a"
+    snapshot: "Snapshot | None" = None  # the figures it was written from
 
-def add_line(blocks, open_block, line):
-    """Read one source line into blocks; return the block that stays open after it."""
-    if not line.strip():
-        return None
-    if line.startswith("  ") and open_block:  # a wrapped item or cell goes on
-        if open_block.kind not in GROWING_BLOCKS:
-            raise TemplateError(f"an indented line after a {open_block.kind}, which nothing "
-                                "continues")
-        items = open_block.items[-1] if open_block.kind == "table" else open_block.items
-        items[-1] += " " + line.strip()
-        return open_block
-    kind, content = line_block(line)
-    check_markers(kind, content)
-    if kind == "table":
-        content = [Bar(*parse_bar(cell)) if BAR_PATTERN.fullmatch(cell) else cell
-                   for cell in content]
-    elif kind == "paragraph" and SLOT_PATTERN.fullmatch(content):
-        kind, content = "slot", SLOT_PATTERN.fullmatch(content).group(1)
-    if open_block and open_block.kind in GROWING_BLOCKS and kind in GROWING_BLOCKS:
-        if kind != open_block.kind:
-            raise TemplateError(f"a {kind} line right after {open_block.kind} lines; leave "
-                                "a blank line between them, or indent it two spaces to "
-                                "continue the line above")
-        check_continues(open_block, content, line)
-        open_block.items.append(content)
-        return open_block
-    if kind == "numbered":
-        check_continues(Block(kind, []), content, line)
-    brief = kind == "heading" and content.endswith(BRIEF_MARK)
-    if brief:
-        content = content[:-len(BRIEF_MARK)].rstrip()
-    block = Block(kind, [content], brief)
-    blocks.append(block)
-    return block
+    @property
+    def recipient_count(self):
+        """How many messages SES counts against its quotas for this report."""
+        return len(self.to) + len(self.bcc)
 
+    @property
+    def data_as_of(self):
+        return self.snapshot and str(self.snapshot.as_of)
 
-def check_continues(block, content, line):
-    """A numbered item must be the next number; a table row must have the header's cells."""
-    if block.kind == "numbered":
-        number, expected = int(NUMBERED_ITEM_PATTERN.match(line).group(1)), len(block.items) + 1
-        if number != expected:
-            raise TemplateError(f"item {number} where item {expected} belongs")
-    elif block.kind == "table" and len(content) != len(block.items[0]):
-        raise TemplateError(f"a row of {len(content)} cells in a table of "
-                            f"{len(block.items[0])} columns")
+    @property
+    def data_sha256(self):
+        return self.snapshot and self.snapshot.sha256
 
-
-def check_markers(kind, content):
-    """[bar n/m] only as a whole table cell, [brief] only at a heading's end,
-    [until metric] only at a list item's start, naming a metric of the catalogue."""
-    until = UNTIL_PATTERN.match(content) if kind in ("bullets", "numbered") else None
-    if until:
-        if until.group(1) not in METRICS_BY_ID:
-            raise TemplateError(f"[until {until.group(1)}] names no metric; --metrics lists them")
-        content = content[until.end():]
-    for cell in content if kind == "table" else [content]:
-        for marker in MARKER_PATTERN.findall(cell):
-            if kind == "table" and marker == cell and BAR_PATTERN.fullmatch(cell):
-                try:
-                    parse_bar(cell)
-                except ValueError as error:
-                    raise TemplateError(str(error)) from None
-            elif not (kind == "heading" and marker == BRIEF_MARK and cell.endswith(marker)
-                      and cell.count(marker) == 1):
-                raise TemplateError(f"unknown or misplaced marker {marker}; the markers are "
-                                    "[bar N/M] as a whole table cell and [brief] at the end "
-                                    "of a heading")
-
-
-def fill_blocks(blocks, values):
-    """The blocks with their placeholders filled: values are never read as markup.
-
-    A line that is a placeholder alone is a slot: its value is text, or a list
-    of blocks made by the script (a table of figures, a list of findings), put
-    in whole.
-    A heading ending in "(#)" then counts the items of the list under it.
-    """
-    def fill(item):
-        if isinstance(item, list):
-            return [fill(cell) for cell in item]
-        if not isinstance(item, str):
-            return item
-        until = UNTIL_PATTERN.match(item)
-        return ReportTemplate(item[until.end():] if until else item).substitute(values)
-
-    filled = []
-    for block in blocks:
-        if block.kind == "slot":
-            value = values[block.items[0]]
-            filled.extend([Block("paragraph", [value])] if isinstance(value, str) else value)
-        else:
-            block.items = [fill(item) for item in block.items
-                           if not until_done(item, values["metrics_in_order"])]
-            filled.append(block if block.items else Block(
-                "paragraph", ["Nothing left here: this cycle's figures show it done."]))
-    for heading, following in zip(filled, filled[1:] + [None]):
-        if heading.kind == "heading" and heading.items[0].endswith(COUNT_MARK):
-            counted = len(following.items) if following and following.kind in (
-                "bullets", "numbered") else 0
-            heading.items[0] = heading.items[0][:-len(COUNT_MARK)] + f"({counted})"
-    return filled
-
-
-def until_done(item, metrics_in_order):
-    """True for an "[until metric]" item whose metric the figures show in order;
-    other items lose the mark, so a reader never sees it."""
-    until = UNTIL_PATTERN.match(item) if isinstance(item, str) else None
-    return bool(until) and until.group(1) in metrics_in_order
-
-
-def brief_blocks(blocks):
-    """The one-screen brief: the header, the [brief] sections and the footer."""
-    kept, keeping = [], True
-    for block in blocks:
-        if block.kind == "heading":
-            keeping = block.brief
-        elif block.kind == "rule":
-            keeping = True
-        if keeping:
-            kept.append(block)
-    return kept
-
-
-def parse_bar(cell):
-    """(filled, total) for a "[bar 4/6]" cell, else None."""
-    match = BAR_PATTERN.fullmatch(cell)
-    if not match:
-        return None
-    filled, total = int(match.group(1)), int(match.group(2))
-    if not 0 <= filled <= total or total == 0:
-        raise ValueError(f"bar {cell!r} must be filled 0 to its total")
-    return filled, total
+    @property
+    def body_sha256(self):
+        return sha256_hex(self.body)
 
 
 def text_cell(cell):
@@ -2252,6 +2446,22 @@ def transfer_encoding(text):
     return "quoted-printable"
 
 
+###############################################################################
+# The audit log: its records, the ledger it keeps, and the lock
+
+###############################################################################
+
+# Which fields an audit record must have to be relied on, and of what type; the
+# ledger and --history skip, with a warning, any record of another shape.
+RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
+OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
+                          "error": (dict, type(None)), "to": list, "bcc": list,
+                          "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
+                          "suppressed": list}
+RECORD_STATUSES = ("sent", "failed", "skipped")
+LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
+
+
 def audit_record(report, config, *, run_id, cycle, now, status,
                  message_id=None, error=None, suppressed=()):
     """One audit log line: what was sent, when, to whom, and what SES said.
@@ -2281,140 +2491,6 @@ def audit_record(report, config, *, run_id, cycle, now, status,
     }
 
 
-# --- Settings file, audit log, lock and SES (I/O) -----------------------------
-
-
-def open_regular_file(path, flags=os.O_RDONLY):
-    """An fd for path, which must be a regular file: a FIFO would block, a device never end.
-
-    O_NONBLOCK lets a FIFO be opened, and so refused, at once; it changes
-    nothing for a regular file.  New files are created readable by their owner only.
-    """
-    fd = os.open(path, flags | os.O_NONBLOCK, 0o600)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-class UnreadableFile(Exception):
-    """A file that exists but cannot be read as text; the message says why."""
-
-
-def read_text_file(path, newline=None):
-    """A regular file's UTF-8 text (a byte-order mark, which some Windows editors
-    write, ignored).  FileNotFoundError passes through; any other failure is
-    UnreadableFile."""
-    try:
-        with open(open_regular_file(path), encoding="utf-8-sig", newline=newline) as file:
-            return file.read()
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise UnreadableFile(error.strerror) from None
-    except UnicodeDecodeError:
-        raise UnreadableFile("it is not UTF-8 text") from None
-
-
-def load_settings(env_file, environ, *, required=True):
-    """The env file's values overlaid by the environment main() was given.
-
-    Values are taken as written: no ${VAR} expansion, which would let a value
-    pull a secret from the environment into a header or a body.
-    """
-    from dotenv import dotenv_values
-
-    try:
-        text = read_text_file(env_file)
-    except FileNotFoundError:
-        if not required:
-            return dict(environ)
-        raise ConfigError([f"settings file {env_file} not found: copy repos.env.example "
-                           "to repos.env beside the script and fill it in, or pass "
-                           "--env-file"]) from None
-    except UnreadableFile as error:
-        raise ConfigError([f"cannot read settings file {env_file}: {error}"]) from None
-    from_file = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {**{name: value or "" for name, value in from_file.items()}, **environ}
-
-
-def env_file_warnings(env_file, *, ask_git):
-    """Warnings about a settings file that others can read or that git tracks.
-
-    Asking git costs a process (a fifth of a --dry-run), so only the runs that
-    use the credentials (sending and --check) ask it.
-    """
-    warnings = []
-    if os.stat(env_file).st_mode & 0o077:
-        warnings.append(f"warning: {env_file} is readable by group or others; "
-                        f"fix: chmod 600 {env_file}")
-    if ask_git and tracked_by_git(env_file):
-        warnings.append(f"warning: {env_file} is tracked by git; its secrets are in the "
-                        f"history: fix: git rm --cached {env_file.name}, rotate the keys")
-    return warnings
-
-
-def tracked_by_git(path):
-    """True if git tracks the file; False where it does not or there is no git."""
-    import subprocess
-
-    try:
-        # Pipes, not DEVNULL: run() then waits on the pipes, not by polling with sleeps.
-        return subprocess.run(
-            ["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
-            capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False  # no git here: nothing can be tracked
-
-
-def resolve_audit_log_path(option, settings, env_file):
-    """--audit-log, else AUDIT_LOG_PATH (relative to the env file), else the default."""
-    if option:
-        return Path(option).expanduser()
-    configured = (settings.get("AUDIT_LOG_PATH") or "").strip()
-    path = Path(configured or DEFAULT_AUDIT_LOG).expanduser()
-    return path if path.is_absolute() else env_file.resolve().parent / path
-
-
-def resolve_data_path(option, settings, env_file):
-    """--data, else REPORT_DATA_PATH (relative to the env file), else the default."""
-    if option is not None:
-        return Path(option).expanduser()
-    configured = (settings.get("REPORT_DATA_PATH") or "").strip()
-    path = Path(configured or DEFAULT_DATA_FILE).expanduser()
-    return path if path.is_absolute() else env_file.resolve().parent / path
-
-
-def read_figures(path):
-    """The figures file's snapshots, oldest first, or None if there is no such file."""
-    try:
-        text = read_text_file(path, newline="")  # csv reads line ends itself
-    except FileNotFoundError:
-        return None
-    except UnreadableFile as error:
-        raise DataError([f"{path}: cannot read the figures file: {error}"]) from None
-    return parse_figures(text, path)
-
-
-def last_sent_figures(path, cycle):
-    """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
-    from the audit log's end; None if there is none, or it recorded no figures."""
-    log = open_audit_log_to_read(path)
-    if log is None:
-        return None
-    with log:
-        for line in lines_from_end(log):
-            record, problem = parsed_record(line) if line.strip() else (None, "blank")
-            if record and record["status"] == "sent" and record["cycle"] != cycle:
-                digest = record.get("data_sha256")
-                return (record["cycle"], digest, record.get("data_as_of")) if digest else None
-    return None
-
-
 def real_audit_log_path(path):
     """The file the audit log path names, symlinks followed, once it is safe to use.
 
@@ -2440,17 +2516,6 @@ def real_audit_log_path(path):
         raise AuditLogError(f"audit log {path} belongs to another user (uid {info.st_uid}); "
                             f"{fix}")
     return real
-
-
-# Which fields an audit record must have to be relied on, and of what type; the
-# ledger and --history skip, with a warning, any record of another shape.
-RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
-OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
-                          "error": (dict, type(None)), "to": list, "bcc": list,
-                          "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
-                          "suppressed": list}
-RECORD_STATUSES = ("sent", "failed", "skipped")
-LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 
 
 def record_problem(record):
@@ -2621,6 +2686,21 @@ def lines_from_end(file, block=1 << 16):
     yield carry
 
 
+def last_sent_figures(path, cycle):
+    """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
+    from the audit log's end; None if there is none, or it recorded no figures."""
+    log = open_audit_log_to_read(path)
+    if log is None:
+        return None
+    with log:
+        for line in lines_from_end(log):
+            record, problem = parsed_record(line) if line.strip() else (None, "blank")
+            if record and record["status"] == "sent" and record["cycle"] != cycle:
+                digest = record.get("data_sha256")
+                return (record["cycle"], digest, record.get("data_as_of")) if digest else None
+    return None
+
+
 class RunLock:
     """One sending run at a time per audit log file, whatever name reaches it.
 
@@ -2745,6 +2825,52 @@ class AuditLog:
             if exc_info[0] is None:
                 raise AuditLogError(f"cannot close audit log {self.path}: "
                                     f"{error.strerror}") from None
+
+
+###############################################################################
+# SES: the clients, sending, and the preflight
+
+###############################################################################
+
+SES_CONNECT_TIMEOUT_SECONDS = 5
+SES_READ_TIMEOUT_SECONDS = 20
+
+# The preflight asks SES once per question and never waits long: it is advice,
+# and an endpoint or IAM policy that cannot answer must not hold up the reports.
+PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
+PREFLIGHT_READ_TIMEOUT_SECONDS = 3
+# Its questions are asked at once, this many at a time (and as many connections);
+# however many recipients there are, what is still unanswered after the deadline
+# is given up on, and said.
+PREFLIGHT_CONCURRENCY = 10
+PREFLIGHT_DEADLINE_SECONDS = 10
+
+# The sandbox's quota.  SES's v2 API says "sandbox" outright; where only v1
+# answers, this quota is how the preflight guesses it.
+SANDBOX_MAX_24_HOUR_SEND = 200
+
+# Preflight questions that an IAM policy may leave out: being refused one is
+# not a problem with sending (the README's policy lists them as optional).
+OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
+# A v2 answer that lacks what SES always sends (a web page that says 200, a
+# quota that is not a number) is not SES's, however botocore parsed it.
+QUOTA_FIELDS = ("Max24HourSend", "SentLast24Hours", "MaxSendRate")
+KNOWN_ENFORCEMENT = ("HEALTHY", "PROBATION", "SHUTDOWN")
+# What each v2 question sees that the v1 API cannot: named when v2 is silent.
+V2_ONLY = {"account": "whether AWS has paused or shut down sending",
+           "identity": "the sender domain's DKIM and MAIL FROM status"}
+
+# How the preflight names where boto3 found the credentials (never the values).
+CREDENTIAL_SOURCES = {
+    "env": "environment variables",
+    "shared-credentials-file": "the shared credentials file (~/.aws/credentials)",
+    "config-file": "the AWS config file (~/.aws/config)",
+    "sso": "AWS IAM Identity Center (SSO)",
+    "assume-role": "an assumed role from the AWS config",
+    "iam-role": "the instance's IAM role",
+    "container-role": "the container's IAM role",
+}
 
 
 class SesClients:
@@ -2934,7 +3060,12 @@ def failure_kind(code, message, http_status, sender):
     return "ServerError" if http_status >= 500 else "Unknown"
 
 
-# --- Preflight: what SES can tell before the first send ------------------------
+def ses_text(value):
+    """Something SES said, fit for one line of a terminal: no control characters (a
+    line break or an escape sequence shows as ?).  Never shortened here: a cut could
+    leave part of a secret that redaction, later, would no longer recognise."""
+    return "".join("?" if unicodedata.category(ch).startswith("C") else ch
+                   for ch in str(value))
 
 
 class Preflight:
@@ -2982,18 +3113,6 @@ def suppression_line(address, why):
     advice = FAILURE_POLICY["RecipientSuppressed"].advice.replace("ADDRESS", address)
     return (f"error: {address} is on the account's suppression list ({why}): SES accepts "
             f"reports to it and delivers none; {advice}")
-
-
-# Preflight questions that an IAM policy may leave out: being refused one is
-# not a problem with sending (the README's policy lists them as optional).
-OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
-# A v2 answer that lacks what SES always sends (a web page that says 200, a
-# quota that is not a number) is not SES's, however botocore parsed it.
-QUOTA_FIELDS = ("Max24HourSend", "SentLast24Hours", "MaxSendRate")
-KNOWN_ENFORCEMENT = ("HEALTHY", "PROBATION", "SHUTDOWN")
-# What each v2 question sees that the v1 API cannot: named when v2 is silent.
-V2_ONLY = {"account": "whether AWS has paused or shut down sending",
-           "identity": "the sender domain's DKIM and MAIL FROM status"}
 
 
 def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECONDS,
@@ -3133,14 +3252,6 @@ def is_number(value):
     """A finite number, as SES's quota fields are (bool is not one)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
-
-
-def ses_text(value):
-    """Something SES said, fit for one line of a terminal: no control characters (a
-    line break or an escape sequence shows as ?).  Never shortened here: a cut could
-    leave part of a secret that redaction, later, would no longer recognise."""
-    return "".join("?" if unicodedata.category(ch).startswith("C") else ch
-                   for ch in str(value))
 
 
 def v2_fallback_warning(silent):
@@ -3342,6 +3453,24 @@ def check_sandbox_recipients(client, config, recipients, found):
                               "access")
 
 
+###############################################################################
+# The run: pacing, stop signals, the clock, the console, and sending a cycle
+
+###############################################################################
+
+IN_FLIGHT_GRACE_SECONDS = 5
+
+# What --check says for each kind of problem the preflight met (details above it).
+CHECK_VERDICTS = {
+    "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
+              "(see above); a send would fail the same way",
+    "rejected": "SES would refuse or drop reports: see above (the sender, the account, a "
+                "recipient on the suppression list, or in the sandbox an unverified one)",
+    "transient": "SES could not be reached or did not answer as SES does (see above); "
+                 "try again later",
+}
+
+
 class SendPacer:
     """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded."""
 
@@ -3359,14 +3488,6 @@ class SendPacer:
             self.clock.sleep(self.next_send - now)
             now = self.next_send
         self.next_send = now + recipients / self.rate
-
-
-# The signals that stop a run (Ctrl-C; a scheduler's time limit, logout or
-# shutdown; a closed terminal), with the EXIT_CODES outcome each ends in, and
-# how long SES's answer to the send in flight is awaited before stopping.
-STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",
-                signal.SIGHUP: "hung_up"}
-IN_FLIGHT_GRACE_SECONDS = 5
 
 
 class StopSignals:
@@ -3452,9 +3573,6 @@ class SystemClock:
 
     def sleep(self, seconds):
         time.sleep(seconds)
-
-
-# --- The run ------------------------------------------------------------------
 
 
 class Console:
@@ -3673,17 +3791,6 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     return problems
 
 
-# What --check says for each kind of problem the preflight met (details above it).
-CHECK_VERDICTS = {
-    "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
-              "(see above); a send would fail the same way",
-    "rejected": "SES would refuse or drop reports: see above (the sender, the account, a "
-                "recipient on the suppression list, or in the sandbox an unverified one)",
-    "transient": "SES could not be reached or did not answer as SES does (see above); "
-                 "try again later",
-}
-
-
 def refusal_line(refusal):
     """The line on stderr for a cycle the preflight refused: why, and what to do."""
     kind, why = refusal
@@ -3790,7 +3897,13 @@ def write_previews(reports, config, directory, now, console):
                            "choose another --preview-dir") from None
 
 
-# --- Command line -------------------------------------------------------------
+###############################################################################
+# Command line
+
+###############################################################################
+
+# SES message tags carry the cycle, and allow only letters, digits, _ and -.
+CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -3878,63 +3991,6 @@ def parse_cycle(label, today):
         raise UsageError(f"--cycle {label[:40]!r} must be 1-64 letters, digits, '_' or '-' "
                          "(for example 2026-11-29)")
     return label
-
-
-def load_config(args, environ, console):
-    """Settings file plus environment, checked; hygiene warnings on the way."""
-    settings = load_settings(args.env_file, environ)
-    console.step(f"settings: {args.env_file}")
-    previewing = args.dry_run or args.preview_dir is not None
-    for warning in env_file_warnings(args.env_file, ask_git=not previewing):
-        console.warn(warning)
-    origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
-    audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
-    config = parse_config(settings, audit_log_path, credential_origin=origin,
-                          variant=args.variant,
-                          data_path=resolve_data_path(args.data, settings, args.env_file))
-    for warning in repeated_recipient_warnings(settings, args.variant):
-        console.warn(warning)
-    return config
-
-
-def load_cycle_figures(config, cycle, console):
-    """The figures this cycle's reports are written from; DataError if the file is bad."""
-    snapshots = read_figures(config.data_path)
-    if snapshots is None:
-        console.warn(f"warning: no figures file at {config.data_path}: every figure reads "
-                     "'not measured'; start one from --metrics --csv-header (see the README)")
-        return NO_FIGURES
-    figures = cycle_figures(snapshots, cycle)
-    if figures.snapshot is None:
-        console.warn(f"warning: figures file {config.data_path} has no snapshot dated on or "
-                     f"before cycle {cycle}: every figure reads 'not measured'")
-    console.step(f"figures: {config.data_path}, "
-                 f"{'as of ' + str(figures.snapshot.as_of) if figures.snapshot else 'none'}")
-    return figures
-
-
-def check_freshness(figures, cycle, config, today, console, read_log):
-    """Warn where this cycle's figures are not news: too old for the cycle, or the very
-    snapshot the last cycle sent.  Return the refusal REPORT_DATA_REQUIRE_FRESH makes
-    of that, (StaleData, why), or None."""
-    stale = []
-    snapshot = figures.snapshot
-    if snapshot:
-        age = ((parse_date(cycle) or today) - snapshot.as_of).days
-        if age > config.data_max_age_days:
-            stale.append(f"the newest snapshot is as of {snapshot.as_of}, {age} days before "
-                         f"cycle {cycle} (REPORT_DATA_MAX_AGE_DAYS is "
-                         f"{config.data_max_age_days})")
-        last = last_sent_figures(config.audit_log_path, cycle) if read_log else None
-        if last and last[1] == snapshot.sha256:
-            stale.append(f"the snapshot as of {snapshot.as_of} is the one cycle {last[0]} "
-                         "already reported")
-    for reason in stale:
-        console.alert(f"warning: stale figures: {reason}")
-    if config.data_require_fresh and (stale or snapshot is None):
-        why = "; ".join(stale) or "there are no figures for this cycle"
-        return "StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing was sent"
-    return None
 
 
 def metric_catalogue():
