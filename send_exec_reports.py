@@ -29,6 +29,23 @@ key), so delivery is at least once for that single in-flight report.
 
 Exit codes: EXIT_CODES below, which --help prints; the README says what to
 do about each.
+
+How this file reads: top to bottom, in the order a run meets things, one
+banner per section:
+    shared policy       exit codes, the failure table, default paths
+    errors              the exception family main() turns into exit codes
+    files               opening what the run reads: regular files only
+    settings            repos.env and the environment, checked into a Config
+    the owner's data    the metric catalogue and the figures file
+    report markup       the template language both editions come from
+    report content      the eight templates, the shortfalls, figure blocks
+    rendering           the plain-text and HTML editions, the .eml message
+    the audit log       its records, the ledger it keeps, the run lock
+    SES                 the clients, sending, and the preflight
+    the run             pacing, stop signals, clock, console, one cycle's sends
+    command line        the parser, run() and main()
+Where a constant lives: shared policy (read by more than one section) at the
+top; a constant that one section uses at the head of that section.
 """
 
 import argparse
@@ -96,8 +113,7 @@ EXIT_CODES = {
 }
 
 # The signals that stop a run (Ctrl-C; a scheduler's time limit, logout or
-# shutdown; a closed terminal), with the EXIT_CODES outcome each ends in, and
-# how long SES's answer to the send in flight is awaited before stopping.
+# shutdown; a closed terminal), with the EXIT_CODES outcome each ends in.
 STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated",
                 signal.SIGHUP: "hung_up"}
 
@@ -118,10 +134,11 @@ SENDER_ADVICE = ("check that AWS_SES_FROM_ADDRESS (or its domain) is verified in
 IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail for this sender; see the IAM "
               "policy in the README")
 
-# The failure policy: every SES error code the script knows, and the few
-# conditions that are not codes (first block, FAILURE_CONDITIONS), with what
-# each means.  Every classification reads this table (see failure_kind).
-FAILURE_POLICY = {
+# The failure policy, in two tables: the conditions this script names (an
+# answer that shows a used-up quota, no answer at all, what the preflight
+# found), then every SES error code it knows.  Every classification reads
+# FAILURE_POLICY, the two together (see failure_kind).
+CONDITION_POLICY = {
     "DailyQuotaExceeded": FailurePolicy(
         "transient", True, "the 24-hour sending quota is used up; nothing more was sent, "
         "and a run after the quota frees up (a rolling 24 hours) sends the rest"),
@@ -158,7 +175,8 @@ FAILURE_POLICY = {
         "config", True, "the AWS credentials could not be used: log in again (aws sso "
         "login) or check AWS_PROFILE and the keys"),
     "Unknown": FailurePolicy("rejected", False, "fix what SES names, then run again"),
-
+}
+SES_CODE_POLICY = {
     "InternalFailure": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "RequestTimeout": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "ServiceUnavailable": FailurePolicy("transient", True, TRANSIENT_ADVICE),
@@ -186,18 +204,21 @@ FAILURE_POLICY = {
     "UnrecognizedClientException": FailurePolicy(
         "config", True, "the AWS credentials are not valid for SES"),
 }
-# The FAILURE_POLICY keys that are conditions, not SES's codes: an answer
-# naming one of these as its code is not taken for it.
-FAILURE_CONDITIONS = frozenset({
-    "DailyQuotaExceeded", "Unreachable", "NotAnSesAnswer", "ServerError", "TlsNotVerified",
-    "SenderRejected", "Unknown", "QuotaTooSmall", "QuotaInsufficient", "CredentialsUnusable",
-    "StaleData", "SendingDisabled", "AccountShutdown", "RecipientSuppressed"})
+FAILURE_POLICY = {**CONDITION_POLICY, **SES_CODE_POLICY}
+# An answer naming one of the conditions as its code is not taken for it.
+FAILURE_CONDITIONS = frozenset(CONDITION_POLICY)
+
+
+class Refusal(NamedTuple):
+    """Why a cycle cannot go out at all, found before its first send."""
+
+    kind: str  # a FAILURE_POLICY key: it decides the exit code and the advice
+    why: str  # what was found, for the person reading stderr
 
 # Cron runs from $HOME, so the defaults live beside the script, not in the cwd.
 SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_ENV_FILE = SCRIPT_DIR / "repos.env"
 DEFAULT_AUDIT_LOG = "exec_reports_audit.jsonl"  # beside the env file
-
 DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
 
 # Variant a is the full report to the usual recipients; b is the one-screen
@@ -1082,8 +1103,8 @@ def load_cycle_figures(config, cycle, console):
 
 def check_freshness(figures, cycle, config, today, console, read_log):
     """Warn where this cycle's figures are not news: too old for the cycle, or the very
-    snapshot the last cycle sent.  Return the refusal REPORT_DATA_REQUIRE_FRESH makes
-    of that, (StaleData, why), or None."""
+    snapshot the last cycle sent.  Return the Refusal REPORT_DATA_REQUIRE_FRESH makes
+    of that (StaleData), or None."""
     stale = []
     snapshot = figures.snapshot
     if snapshot:
@@ -1100,7 +1121,8 @@ def check_freshness(figures, cycle, config, today, console, read_log):
         console.alert(f"warning: stale figures: {reason}")
     if config.data_require_fresh and (stale or snapshot is None):
         why = "; ".join(stale) or "there are no figures for this cycle"
-        return "StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing was sent"
+        return Refusal("StaleData", f"REPORT_DATA_REQUIRE_FRESH is set and {why}; nothing "
+                       "was sent")
     return None
 
 
@@ -3068,44 +3090,85 @@ def ses_text(value):
                    for ch in str(value))
 
 
-class Preflight:
-    """What SES said before sending; None wherever it could not tell."""
+class Quota(NamedTuple):
+    """The account's sending quota as SES states it (v1 and v2 name the fields alike)."""
 
-    def __init__(self, notes):
-        self.notes = list(notes)
-        self.warnings = []
-        self.alerts = []  # warnings that --quiet does not hold back (the account at risk)
-        self.problems = set()  # EXIT_CODES outcomes --check ends in: what would stop a send
-        self.sandbox = None
-        self.max_24_hour_send = None
-        self.sent_last_24_hours = None
-        self.max_send_rate = None
-        self.account_refusal = None  # (FAILURE_POLICY key, why): AWS stopped the account
-        self.suppressed = {}  # address -> why SES drops mail to it ("BOUNCE since 2026-11-20")
+    max_24_hour_send: float  # -1: unlimited
+    sent_last_24_hours: float
+    max_send_rate: float  # recipients a second
+
+    @classmethod
+    def from_answer(cls, answer):
+        return cls(*(answer[name] for name in QUOTA_FIELDS))
+
+    def note(self):
+        return (f"quota: {self.sent_last_24_hours:g} of {self.max_24_hour_send:g} messages "
+                f"used in the last 24 hours; max send rate {self.max_send_rate:g} a second")
+
+
+class Finding(NamedTuple):
+    """What one preflight question found; run_preflight gathers them into a Preflight."""
+
+    notes: tuple = ()
+    warnings: tuple = ()
+    alerts: tuple = ()  # warnings that --quiet does not hold back (the account at risk)
+    problems: frozenset = frozenset()  # EXIT_CODES outcomes: what would stop a send
+    sandbox: bool | None = None
+    quota: Quota | None = None
+    account_refusal: Refusal | None = None  # AWS stopped the account
+    suppressed: tuple = ()  # (address, why SES drops mail to it: "BOUNCE since 2026-11-20")
+
+
+class Preflight:
+    """What SES said before sending, gathered from the findings; None wherever it could
+    not tell."""
+
+    def __init__(self, findings=()):
+        self.notes, self.warnings, self.alerts = [], [], []
+        self.problems = set()  # what --check ends in
+        self.sandbox = self.quota = self.account_refusal = None
+        self.suppressed = {}  # address -> why
+        for finding in findings:
+            self.add(finding)
+
+    def add(self, finding):
+        """Take in one question's finding: its lines, its problems and the facts it saw."""
+        self.notes += finding.notes
+        self.warnings += finding.warnings
+        self.alerts += finding.alerts
+        self.problems |= finding.problems
+        for fact in ("sandbox", "quota", "account_refusal"):
+            if getattr(finding, fact) is not None:
+                setattr(self, fact, getattr(finding, fact))
+        self.suppressed.update(finding.suppressed)
+
+    @property
+    def max_send_rate(self):
+        return self.quota and self.quota.max_send_rate
 
     def refusal(self, reports):
-        """(FAILURE_POLICY key, why) if these reports cannot go out at all, else None."""
+        """The Refusal if these reports cannot go out at all, else None."""
         return self.account_refusal or self.quota_refusal(reports)
 
     def quota_refusal(self, reports):
-        """(FAILURE_POLICY key, why) if the quota cannot take these reports, else None.
+        """The Refusal if the quota cannot take these reports, else None.
 
         A quota smaller than the cycle needs a person (QuotaTooSmall); one used
         up for today frees up by itself (QuotaInsufficient).
         """
         needed = sum(report.recipient_count for report in reports)
-        if self.max_24_hour_send is None or self.max_24_hour_send < 0:
+        if self.quota is None or self.quota.max_24_hour_send < 0:
             return None  # unknown, or -1: unlimited
-        left = max(self.max_24_hour_send - self.sent_last_24_hours, 0)
+        most = self.quota.max_24_hour_send
+        left = max(most - self.quota.sent_last_24_hours, 0)
         if needed <= left:
             return None
         counted = (f"this cycle needs {needed} (each report counts its To and BCC); nothing "
                    "was sent so that the cycle is not half-sent")
-        if needed > self.max_24_hour_send:
-            return "QuotaTooSmall", f"SES's 24-hour quota is {self.max_24_hour_send:g} and " \
-                                    f"{counted}"
-        return "QuotaInsufficient", f"SES's 24-hour quota has {left:g} messages left and " \
-                                    f"{counted}"
+        if needed > most:
+            return Refusal("QuotaTooSmall", f"SES's 24-hour quota is {most:g} and {counted}")
+        return Refusal("QuotaInsufficient",
+                       f"SES's 24-hour quota has {left:g} messages left and {counted}")
 
 
 def suppression_line(address, why):
@@ -3125,7 +3188,7 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
     time), the v1 API's questions stand in, with one warning naming what v1
     cannot see.  meanwhile(), if given, runs while SES answers.
     """
-    found = Preflight(notes=[f"credentials: found ({clients.credential_source})"])
+    found = Preflight([Finding(notes=(f"credentials: found ({clients.credential_source})",))])
     domain = config.from_address.rpartition("@")[2]
     answers = ask_at_once(v2_questions(clients.preflight_v2, config.from_address, domain,
                                        recipients), deadline, meanwhile)
@@ -3133,20 +3196,20 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
               if (failure := v2_silence(key, answer))}
     fallback = []
     if ("account",) in silent:
-        fallback.append(check_quota)
+        fallback.append(("quota", check_quota))
     else:
-        read_account(answers["account",], config, found)
+        found.add(read_account(answers["account",], config))
     if {("identity", config.from_address), ("identity", domain)} & silent.keys():
-        fallback.append(check_sender)
+        fallback.append(("sender", check_sender))
     else:
-        read_sender(answers, config.from_address, domain, found)
-    read_suppressions(answers, silent, found)
-    v1_answered = run_v1_steps(clients, config, recipients, found, fallback)
+        found.add(read_sender(answers, config.from_address, domain))
+    found.add(read_suppressions(answers, silent))
+    v1_answered = ask_v1(clients, config, recipients, found, fallback)
     if v1_answered and found.sandbox:
-        v1_answered = run_v1_steps(clients, config, recipients, found,
-                                   [check_sandbox_recipients])
+        v1_answered = ask_v1(clients, config, recipients, found,
+                             [("sandbox", check_sandbox_recipients)])
     if silent and v1_answered:  # else v1's own warning says SES did not answer
-        found.warnings.append(v2_fallback_warning(silent))
+        found.add(Finding(warnings=(v2_fallback_warning(silent),)))
     return found
 
 
@@ -3271,90 +3334,84 @@ def v2_fallback_warning(silent):
             f"ses:GetEmailIdentity and ses:GetSuppressedDestination)")
 
 
-def read_account(account, config, found):
+def read_account(account, config):
     """account: production access or the sandbox, sending status, enforcement, quota."""
-    quota = account["SendQuota"]
-    found.max_24_hour_send = quota["Max24HourSend"]
-    found.sent_last_24_hours = quota["SentLast24Hours"]
-    found.max_send_rate = quota["MaxSendRate"]
-    found.sandbox = account.get("ProductionAccessEnabled") is not True
+    quota = Quota.from_answer(account["SendQuota"])
+    sandbox = account.get("ProductionAccessEnabled") is not True
     sending = account.get("SendingEnabled") not in (False, "false")
     status = ses_text(account.get("EnforcementStatus", "not reported"))
-    found.notes.append(f"account: {'in the SES sandbox' if found.sandbox else 'production access'}"
-                       f" in {config.region}; sending {'enabled' if sending else 'DISABLED'}; "
-                       f"enforcement status {status}")
-    found.notes.append(quota_note(found))
+    notes = (f"account: {'in the SES sandbox' if sandbox else 'production access'} in "
+             f"{config.region}; sending {'enabled' if sending else 'DISABLED'}; "
+             f"enforcement status {status}", quota.note())
+    refusal, alerts, warnings = None, (), ()
     if status == "SHUTDOWN":
-        found.account_refusal = ("AccountShutdown", f"AWS reports sending SHUT DOWN for this "
-                                 f"SES account in {config.region} (EnforcementStatus SHUTDOWN)")
+        refusal = Refusal("AccountShutdown", f"AWS reports sending SHUT DOWN for this SES "
+                          f"account in {config.region} (EnforcementStatus SHUTDOWN)")
     elif not sending:
-        found.account_refusal = ("SendingDisabled", f"AWS reports sending disabled for this "
-                                 f"SES account in {config.region} (SendingEnabled false)")
+        refusal = Refusal("SendingDisabled", f"AWS reports sending disabled for this SES "
+                          f"account in {config.region} (SendingEnabled false)")
     elif status == "PROBATION":
-        found.alerts.append(f"warning: AWS has put this SES account in {config.region} on "
-                            "probation (EnforcementStatus PROBATION): its bounces or "
-                            "complaints are too high; see Reputation metrics in the SES "
-                            "console and fix the cause, or AWS will shut sending down")
+        alerts = (f"warning: AWS has put this SES account in {config.region} on probation "
+                  "(EnforcementStatus PROBATION): its bounces or complaints are too high; see "
+                  "Reputation metrics in the SES console and fix the cause, or AWS will shut "
+                  "sending down",)
     elif status not in KNOWN_ENFORCEMENT and status != "not reported":
-        found.warnings.append(f"warning: AWS reports enforcement status {status} for this SES "
-                              f"account in {config.region}, which this script does not know: "
-                              "see Reputation metrics in the SES console")
-    if found.account_refusal:
-        found.problems.add(FAILURE_POLICY[found.account_refusal[0]].outcome)
+        warnings = (f"warning: AWS reports enforcement status {status} for this SES account "
+                    f"in {config.region}, which this script does not know: see Reputation "
+                    "metrics in the SES console",)
+    problems = frozenset({FAILURE_POLICY[refusal.kind].outcome} if refusal else ())
+    return Finding(notes=notes, warnings=warnings, alerts=alerts, problems=problems,
+                   sandbox=sandbox, quota=quota, account_refusal=refusal)
 
 
-def quota_note(found):
-    return (f"quota: {found.sent_last_24_hours:g} of {found.max_24_hour_send:g} messages used "
-            f"in the last 24 hours; max send rate {found.max_send_rate:g} a second")
-
-
-def read_sender(answers, address, domain, found):
+def read_sender(answers, address, domain):
     """sender: verified (as an address or by its domain), DKIM-signed, its MAIL FROM."""
     identities = {name: answers["identity", name] for name in (address, domain)
                   if not isinstance(answers["identity", name], Exception)}
     verified = [name for name, identity in identities.items()
                 if identity.get("VerifiedForSendingStatus") is True
                 or identity.get("VerificationStatus") == "SUCCESS"]
-    note_sender(found, address, domain, verified)
     if not verified:
-        return
+        return sender_finding(address, domain, verified)
+    notes, warnings = list(sender_finding(address, domain, verified).notes), []
     dkim = (identities.get(domain) or {}).get("DkimAttributes")
     dkim_status = ses_text(dkim.get("Status", "NOT_STARTED") if isinstance(dkim, dict)
                            else "not reported")
     if domain not in identities:
-        found.notes.append(f"dkim: {domain} is not an SES identity, so SES signs the reports "
-                           f"as amazonses.com only; verify {domain} with Easy DKIM to sign "
-                           "them as your own")
+        notes.append(f"dkim: {domain} is not an SES identity, so SES signs the reports as "
+                     f"amazonses.com only; verify {domain} with Easy DKIM to sign them as "
+                     "your own")
     elif dkim_status == "SUCCESS":
-        found.notes.append(f"dkim: {domain} signs the reports (DKIM SUCCESS)")
+        notes.append(f"dkim: {domain} signs the reports (DKIM SUCCESS)")
     else:
-        found.warnings.append(f"warning: DKIM for {domain} is {dkim_status}, so the reports "
-                              f"are not signed as {domain} and may land in spam: publish the "
-                              "CNAME records that the SES console shows under Identities > "
-                              f"{domain} > Authentication")
+        warnings.append(f"warning: DKIM for {domain} is {dkim_status}, so the reports are "
+                        f"not signed as {domain} and may land in spam: publish the CNAME "
+                        "records that the SES console shows under Identities > "
+                        f"{domain} > Authentication")
     mail_from = identities[verified[0]].get("MailFromAttributes")
     mail_from = mail_from if isinstance(mail_from, dict) else {}
     status = ses_text(mail_from.get("MailFromDomainStatus") or "not reported")
     if mail_from.get("MailFromDomain") and status != "SUCCESS":
-        found.warnings.append(f"warning: the custom MAIL FROM domain "
-                              f"{ses_text(mail_from['MailFromDomain'])} of {verified[0]} is "
-                              f"{status}: publish its MX and SPF records as the SES console "
-                              f"shows (Identities > {verified[0]} > Custom MAIL FROM domain)")
+        warnings.append(f"warning: the custom MAIL FROM domain "
+                        f"{ses_text(mail_from['MailFromDomain'])} of {verified[0]} is "
+                        f"{status}: publish its MX and SPF records as the SES console shows "
+                        f"(Identities > {verified[0]} > Custom MAIL FROM domain)")
+    return Finding(notes=tuple(notes), warnings=tuple(warnings))
 
 
-def note_sender(found, address, domain, verified):
+def sender_finding(address, domain, verified):
     """The sender's note, or the warning and problem that SES will reject every report."""
     if verified:
-        found.notes.append(f"sender: {address} is verified (identity {verified[0]})")
-    else:
-        found.problems.add(FAILURE_POLICY["SenderRejected"].outcome)
-        found.warnings.append(f"warning: neither {address} nor {domain} is a verified SES "
-                              "identity in this region: verify the sender in the SES console, "
-                              "or SES will reject every report")
+        return Finding(notes=(f"sender: {address} is verified (identity {verified[0]})",))
+    return Finding(warnings=(f"warning: neither {address} nor {domain} is a verified SES "
+                             "identity in this region: verify the sender in the SES console, "
+                             "or SES will reject every report",),
+                   problems=frozenset({FAILURE_POLICY["SenderRejected"].outcome}))
 
 
-def read_suppressions(answers, silent, found):
+def read_suppressions(answers, silent):
     """suppressed: the recipients that SES drops mail to, with the reason and since when."""
+    suppressed = []
     for key, answer in answers.items():
         if key[0] != "suppressed" or key in silent or isinstance(answer, Exception):
             continue
@@ -3362,50 +3419,58 @@ def read_suppressions(answers, silent, found):
         when = listed.get("LastUpdateTime")
         since = (f" since {when.astimezone(timezone.utc):%Y-%m-%d}"
                  if isinstance(when, datetime) else "")
-        found.suppressed[key[1]] = f"{ses_text(listed.get('Reason', 'listed'))}{since}"
-    if found.suppressed:
-        found.problems.add(FAILURE_POLICY["RecipientSuppressed"].outcome)
+        suppressed.append((key[1], f"{ses_text(listed.get('Reason', 'listed'))}{since}"))
+    problems = {FAILURE_POLICY["RecipientSuppressed"].outcome} if suppressed else ()
+    return Finding(problems=frozenset(problems), suppressed=tuple(suppressed))
 
 
-def run_v1_steps(clients, config, recipients, found, steps):
-    """The v1 API's questions, in order; the first that SES cannot answer ends them.
+def ask_v1(clients, config, recipients, found, steps):
+    """The v1 API's questions, (topic, step) in order, each finding added to found; the
+    first that SES cannot answer ends them.
 
     Returns whether SES answered them all (a refusal of an optional one is an answer).
     """
-    import botocore.exceptions
-
-    for step in steps:
-        topic = step.__doc__.split(":")[0]
-        try:
-            step(clients.preflight, config, recipients, found)  # the client, made if needed
-        except botocore.exceptions.ClientError as error:
-            failure = ses_error(error.response)
-            if failure.code not in OPTIONAL_PERMISSION_CODES:
-                found.problems.add(failure.policy.outcome)
-            found.warnings.append(f"warning: preflight {topic} not checked: SES said "
-                                  f"{ses_text(failure.code)}: {ses_text(failure.message)}; "
-                                  "going on")
-            if failure.policy.outcome == "config":
-                return False  # refused credentials: every other question gets the same answer
-        except botocore.exceptions.BotoCoreError as error:
-            found.problems.add(unanswered(error).policy.outcome)
-            found.warnings.append(f"warning: preflight stopped, SES did not answer "
-                                  f"({type(error).__name__}); going on")
-            return False  # an endpoint that does not answer one question will not answer the next
-        except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
-            found.problems.add(not_an_ses_answer(error).policy.outcome)
-            found.warnings.append(f"warning: preflight stopped, the endpoint's answer is "
-                                  f"not SES's ({type(error).__name__}); going on")
+    for topic, step in steps:
+        finding, answered = v1_answer(topic, step, clients, config, recipients)
+        found.add(finding)
+        if not answered:
             return False
     return True
 
 
-def check_sender(client, config, recipients, found):
-    """sender: is the From address, or its domain, a verified SES identity."""
+def v1_answer(topic, step, clients, config, recipients):
+    """(what one v1 question found, whether SES answered it so that the next may be asked)."""
+    import botocore.exceptions
+
+    try:
+        return step(clients.preflight, config, recipients), True  # the client, made if needed
+    except botocore.exceptions.ClientError as error:
+        failure = ses_error(error.response)
+        optional = failure.code in OPTIONAL_PERMISSION_CODES
+        warning = (f"warning: preflight {topic} not checked: SES said "
+                   f"{ses_text(failure.code)}: {ses_text(failure.message)}; going on")
+        # Refused credentials: every other question would get the same answer.
+        return Finding(warnings=(warning,), problems=frozenset(
+            () if optional else {failure.policy.outcome})), failure.policy.outcome != "config"
+    except botocore.exceptions.BotoCoreError as error:
+        # An endpoint that does not answer one question will not answer the next.
+        warning = (f"warning: preflight stopped, SES did not answer "
+                   f"({type(error).__name__}); going on")
+        return Finding(warnings=(warning,),
+                       problems=frozenset({unanswered(error).policy.outcome})), False
+    except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
+        warning = (f"warning: preflight stopped, the endpoint's answer is not SES's "
+                   f"({type(error).__name__}); going on")
+        return Finding(warnings=(warning,),
+                       problems=frozenset({not_an_ses_answer(error).policy.outcome})), False
+
+
+def check_sender(client, config, recipients):
+    """Is the From address, or its domain, a verified SES identity."""
     domain = config.from_address.rpartition("@")[2]
     verified = [identity for identity in verified_identities(client, [config.from_address])
                 if identity in (config.from_address, domain)]
-    note_sender(found, config.from_address, domain, verified)
+    return sender_finding(config.from_address, domain, verified)
 
 
 def verified_identities(client, addresses):
@@ -3424,33 +3489,28 @@ def verified_identities(client, addresses):
     return [name for name in identities if name in verified]
 
 
-def check_quota(client, config, recipients, found):
-    """quota: the account's 24-hour quota and maximum send rate (v1: the sandbox guessed)."""
-    quota = client.get_send_quota()
-    found.max_24_hour_send = quota["Max24HourSend"]
-    found.sent_last_24_hours = quota["SentLast24Hours"]
-    found.max_send_rate = quota["MaxSendRate"]
-    found.sandbox = found.max_24_hour_send == SANDBOX_MAX_24_HOUR_SEND
-    found.notes.append(quota_note(found))
-    if found.sandbox:
-        found.notes.append("sandbox: the quota is the SES sandbox's (200 a day), so the "
-                           "account looks like it is in the sandbox")
+def check_quota(client, config, recipients):
+    """The account's 24-hour quota and maximum send rate (v1: the sandbox guessed)."""
+    quota = Quota.from_answer(client.get_send_quota())
+    sandbox = quota.max_24_hour_send == SANDBOX_MAX_24_HOUR_SEND
+    notes = (quota.note(),) + (("sandbox: the quota is the SES sandbox's (200 a day), so "
+                                "the account looks like it is in the sandbox",) if sandbox
+                               else ())
+    return Finding(notes=notes, sandbox=sandbox, quota=quota)
 
 
-def check_sandbox_recipients(client, config, recipients, found):
-    """sandbox: in the SES sandbox, recipients must be verified too."""
-    if not found.sandbox:
-        return
+def check_sandbox_recipients(client, config, recipients):
+    """In the SES sandbox, recipients must be verified too."""
     verified = set(verified_identities(client, recipients))
     unverified = [r for r in recipients
                   if r not in verified and r.rpartition("@")[2] not in verified]
-    if unverified:
-        found.problems.add(FAILURE_POLICY["MessageRejected"].outcome)  # SES would refuse
-        found.warnings.append(f"warning: in the SES sandbox, where the account is (or, "
-                              f"where only v1 answers, looks to be), recipients must be "
-                              f"verified too; not verified: "
-                              f"{', '.join(unverified)}: verify them or request production "
-                              "access")
+    if not unverified:
+        return Finding()
+    return Finding(warnings=(f"warning: in the SES sandbox, where the account is (or, where "
+                             f"only v1 answers, looks to be), recipients must be verified "
+                             f"too; not verified: {', '.join(unverified)}: verify them or "
+                             "request production access",),
+                   problems=frozenset({FAILURE_POLICY["MessageRejected"].outcome}))
 
 
 ###############################################################################
@@ -3622,14 +3682,14 @@ class RunOutcome:
     def __init__(self):
         self.records = []
         self.failures = []  # (record, SendError)
-        self.refusal = None  # (FAILURE_POLICY key, why) when the preflight said no
+        self.refusal = None  # the Refusal, when the cycle could not go out at all
         self.suppressed = {}  # recipient -> why SES drops what this run sent to it
 
     def outcomes(self):
         """What went wrong, as EXIT_CODES keys (none: every report went out)."""
         found = {failure.policy.outcome for _, failure in self.failures}
         if self.refusal:
-            found.add(FAILURE_POLICY[self.refusal[0]].outcome)
+            found.add(FAILURE_POLICY[self.refusal.kind].outcome)
         if self.suppressed:  # sent, but not to everyone: a person has to act
             found.add(FAILURE_POLICY["RecipientSuppressed"].outcome)
         return found
@@ -3711,7 +3771,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     """Lock, read the ledger, check with SES, then send what this cycle still lacks.
 
     connect(config) makes the SES clients (connect_ses, unless main() was given
-    another); refusal, (FAILURE_POLICY key, why), stops the cycle before SES is asked.
+    another); a Refusal stops the cycle before SES is asked.
     """
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
@@ -3781,7 +3841,7 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     problems = set(found.problems) if to_send else set()
     for refused in (refusal, found.refusal(to_send)):
         if refused and to_send:
-            problems.add(FAILURE_POLICY[refused[0]].outcome)
+            problems.add(FAILURE_POLICY[refused.kind].outcome)
             console.problem(refusal_line(refused))
     for address, why in found.suppressed.items() if to_send else ():
         console.problem(redact(suppression_line(address, why), config.secrets))
@@ -3793,8 +3853,7 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
 
 def refusal_line(refusal):
     """The line on stderr for a cycle the preflight refused: why, and what to do."""
-    kind, why = refusal
-    return f"error: {why}: {FAILURE_POLICY[kind].advice}"
+    return f"error: {refusal.why}: {FAILURE_POLICY[refusal.kind].advice}"
 
 
 def failure_line(record, failure, config):
