@@ -527,22 +527,89 @@ def tracked_by_git(path):
         return False  # no git here: nothing can be tracked
 
 
-def resolve_audit_log_path(option, settings, env_file):
-    """--audit-log, else AUDIT_LOG_PATH (relative to the env file), else the default."""
-    if option:
-        return Path(option).expanduser()
-    configured = (settings.get("AUDIT_LOG_PATH") or "").strip()
-    path = Path(configured or DEFAULT_AUDIT_LOG).expanduser()
-    return path if path.is_absolute() else env_file.resolve().parent / path
+def setting(settings, name):
+    """One setting as written, without surrounding spaces; "" where it is not set."""
+    return (settings.get(name) or "").strip()
 
 
-def resolve_data_path(option, settings, env_file):
-    """--data, else REPORT_DATA_PATH (relative to the env file), else the default."""
+def resolve_path(option, settings, name, default, env_file):
+    """A file the settings name: its command-line option, else the setting `name`
+    (relative to the env file), else the default beside the env file."""
     if option is not None:
         return Path(option).expanduser()
-    configured = (settings.get("REPORT_DATA_PATH") or "").strip()
-    path = Path(configured or DEFAULT_DATA_FILE).expanduser()
+    path = Path(setting(settings, name) or default).expanduser()
     return path if path.is_absolute() else env_file.resolve().parent / path
+
+
+def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
+                 data_path=None):
+    """Turn merged settings into a Config, or raise ConfigError listing every problem."""
+    routes = report_routes(settings, variant)
+    retries, retry_problems = retry_setting(settings)
+    (max_age, require_fresh), freshness_problems = freshness_settings(settings)
+    problems = [*required_problems(settings), *routing_problems(settings, variant, routes),
+                *configuration_set_problems(settings), *endpoint_problems(settings),
+                *retry_problems, *freshness_problems, *credential_problems(settings)]
+    problems = problems or recipient_limit_problems(routes, variant)
+    if problems:
+        raise ConfigError(problems)
+
+    def value(name):
+        return setting(settings, name) or None
+
+    return Config(
+        region=value("AWS_SES_REGION"),
+        from_address=value("AWS_SES_FROM_ADDRESS"),
+        from_name=value("AWS_SES_FROM_NAME"),
+        bcc=value("AWS_BCC_EMAIL"),
+        audit_log_path=audit_log_path,
+        variant=variant,
+        to_by_report=routes,
+        configuration_set=value("AWS_SES_CONFIGURATION_SET"),
+        endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
+        # A local SES server (moto, LocalStack) answers both APIs at one address:
+        # without a v2 endpoint of its own, v2 goes where v1 goes, never to AWS alone.
+        endpoint_url_v2=(value("AWS_ENDPOINT_URL_SESV2") or value("AWS_ENDPOINT_URL_SES")
+                         or value("AWS_ENDPOINT_URL")),
+        aws_profile=value("AWS_PROFILE"),
+        retries=retries,
+        ca_bundle=value("AWS_CA_BUNDLE"),
+        data_path=data_path,
+        data_max_age_days=max_age,
+        data_require_fresh=require_fresh,
+        credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
+        access_key_id=value("AWS_ACCESS_KEY_ID"),
+        secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
+        session_token=value("AWS_SESSION_TOKEN"),
+    )
+
+
+def required_problems(settings):
+    """A line for each required setting that is missing or wrong, naming it."""
+    return [f"{name} {problem}" for name in REQUIRED_SETTINGS
+            if (problem := required_setting_problem(name, settings.get(name)))]
+
+
+def required_setting_problem(name, raw):
+    """What is wrong with one required setting's raw value, or None."""
+    if raw is None:
+        return "is missing; set it in repos.env (see repos.env.example)"
+    if has_line_break(raw):
+        return "contains a line break (header injection); use a single line"
+    value = raw.strip()
+    if not value:
+        return "is empty; set it in repos.env (see repos.env.example)"
+    if name in ADDRESS_SETTINGS:
+        return address_problem(value)
+    if name in ADDRESS_LIST_SETTINGS:
+        return address_list_problem(value)
+    if name == "AWS_SES_REGION" and not AWS_REGION_PATTERN.fullmatch(value):
+        return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        return "contains a control character; use plain text"
+    if any(ch in BIDI_CONTROLS for ch in value):
+        return "contains a right-to-left override or isolate, which can disguise text"
+    return None
 
 
 def has_line_break(value):
@@ -597,66 +664,6 @@ def split_addresses(value):
     return tuple(distinct.values())
 
 
-def repeated_recipient_warnings(settings, variant):
-    """A warning for each address a recipient setting names twice, or that is the BCC too."""
-    bcc = (settings.get("AWS_BCC_EMAIL") or "").strip()
-    warnings = []
-    for name in (fallback_setting(variant),
-                 *(route_setting(spec.report_id, variant) for spec in REPORTS)):
-        entries = [e.strip() for e in (settings.get(name) or "").split(",") if e.strip()]
-        seen = set()
-        for address in entries:
-            if address.casefold() in seen:
-                warnings.append(f"warning: {name} names {address} more than once (case aside); "
-                                "it is sent one copy")
-            seen.add(address.casefold())
-        if bcc and bcc.casefold() in seen:
-            warnings.append(f"warning: {name} names {bcc}, the BCC (AWS_BCC_EMAIL), too; it "
-                            "is sent one copy, as To")
-    return warnings
-
-
-def setting_problems(settings, variant="a"):
-    """Every problem with the settings, one line each, naming the variable."""
-    problems = []
-    for name in REQUIRED_SETTINGS:
-        problem = required_setting_problem(name, settings.get(name))
-        if problem:
-            problems.append(f"{name} {problem}")
-    problems.extend(routing_problems(settings, variant))
-    configuration_set = (settings.get("AWS_SES_CONFIGURATION_SET") or "").strip()
-    if configuration_set and not CONFIGURATION_SET_PATTERN.fullmatch(configuration_set):
-        problems.append(f"AWS_SES_CONFIGURATION_SET {configuration_set[:70]!r} is not a "
-                        "configuration set name (letters, digits, _ and -, up to 64)")
-    problems.extend(endpoint_problems(settings))
-    problems.extend(retry_problems(settings))
-    problems.extend(figures_setting_problems(settings))
-    problems.extend(credential_problems(settings))
-    return problems
-
-
-def required_setting_problem(name, raw):
-    """What is wrong with one required setting's raw value, or None."""
-    if raw is None:
-        return "is missing; set it in repos.env (see repos.env.example)"
-    if has_line_break(raw):
-        return "contains a line break (header injection); use a single line"
-    value = raw.strip()
-    if not value:
-        return "is empty; set it in repos.env (see repos.env.example)"
-    if name in ADDRESS_SETTINGS:
-        return address_problem(value)
-    if name in ADDRESS_LIST_SETTINGS:
-        return address_list_problem(value)
-    if name == "AWS_SES_REGION" and not AWS_REGION_PATTERN.fullmatch(value):
-        return f"{value[:40]!r} is not an AWS region name (for example us-east-1)"
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        return "contains a control character; use plain text"
-    if any(ch in BIDI_CONTROLS for ch in value):
-        return "contains a right-to-left override or isolate, which can disguise text"
-    return None
-
-
 def route_setting(report_id, variant):
     """REPORT_TO_<ID>, or REPORT_TO_<ID>_B for variant b: one report's own recipients."""
     name = "REPORT_TO_" + report_id.upper().replace("-", "_")
@@ -668,7 +675,17 @@ def fallback_setting(variant):
     return "AWS_RECIPIENT_EMAIL_B" if variant == "b" else "AWS_RECIPIENT_EMAIL"
 
 
-def routing_problems(settings, variant):
+def report_routes(settings, variant):
+    """{report id: To addresses}: REPORT_TO_<ID>, else the variant's recipient list."""
+    routes = {}
+    for spec in REPORTS:
+        value = (setting(settings, route_setting(spec.report_id, variant))
+                 or setting(settings, fallback_setting(variant)))
+        routes[spec.report_id] = split_addresses(value) if value else ()
+    return routes
+
+
+def routing_problems(settings, variant, routes):
     """Misnamed or invalid REPORT_TO_ settings, and variant b without its list."""
     problems = []
     known = {spec.report_id for spec in REPORTS}
@@ -685,21 +702,10 @@ def routing_problems(settings, variant):
             problems.append(f"{name} contains a line break (header injection)")
         elif raw.strip() and address_list_problem(raw.strip()):
             problems.append(f"{name} {address_list_problem(raw.strip())}")
-    routes = report_routes(settings, variant)
     if variant == "b" and not all(routes.values()):
         problems.append("AWS_RECIPIENT_EMAIL_B is missing: --variant b sends to its own "
                         "list; set it, or REPORT_TO_<ID>_B for every report")
     return problems
-
-
-def report_routes(settings, variant):
-    """{report id: To addresses}: REPORT_TO_<ID>, else the variant's recipient list."""
-    routes = {}
-    for spec in REPORTS:
-        value = ((settings.get(route_setting(spec.report_id, variant)) or "").strip()
-                 or (settings.get(fallback_setting(variant)) or "").strip())
-        routes[spec.report_id] = split_addresses(value) if value else ()
-    return routes
 
 
 def recipient_limit_problems(routes, variant):
@@ -710,31 +716,47 @@ def recipient_limit_problems(routes, variant):
             for report_id, to in routes.items() if len(to) + 1 > SES_MAX_RECIPIENTS]
 
 
+def repeated_recipient_warnings(settings, variant):
+    """A warning for each address a recipient setting names twice, or that is the BCC too."""
+    bcc = setting(settings, "AWS_BCC_EMAIL")
+    warnings = []
+    for name in (fallback_setting(variant),
+                 *(route_setting(spec.report_id, variant) for spec in REPORTS)):
+        entries = [e.strip() for e in setting(settings, name).split(",") if e.strip()]
+        seen = set()
+        for address in entries:
+            if address.casefold() in seen:
+                warnings.append(f"warning: {name} names {address} more than once (case aside); "
+                                "it is sent one copy")
+            seen.add(address.casefold())
+        if bcc and bcc.casefold() in seen:
+            warnings.append(f"warning: {name} names {bcc}, the BCC (AWS_BCC_EMAIL), too; it "
+                            "is sent one copy, as To")
+    return warnings
+
+
+def configuration_set_problems(settings):
+    """AWS_SES_CONFIGURATION_SET, if given, must be a name SES takes."""
+    name = setting(settings, "AWS_SES_CONFIGURATION_SET")
+    if name and not CONFIGURATION_SET_PATTERN.fullmatch(name):
+        return [f"AWS_SES_CONFIGURATION_SET {name[:70]!r} is not a configuration set name "
+                "(letters, digits, _ and -, up to 64)"]
+    return []
+
+
 def endpoint_problems(settings):
-    """Problems with an endpoint override (a local SES server) or AWS_CA_BUNDLE."""
+    """Problems with an endpoint override (a local SES server) or AWS_CA_BUNDLE, whose
+    file must be there to read."""
     problems = []
     for name in ENDPOINT_SETTINGS:
-        value = (settings.get(name) or "").strip()
+        value = setting(settings, name)
         problem = value and url_problem(value)
         if problem:
             problems.append(f"{name} {value[:60]!r} {problem}")
-    bundle = (settings.get("AWS_CA_BUNDLE") or "").strip()
+    bundle = setting(settings, "AWS_CA_BUNDLE")
     if bundle and not (os.path.isfile(bundle) and os.access(bundle, os.R_OK)):
         problems.append(f"AWS_CA_BUNDLE {bundle[:60]!r} is not a readable file: give the "
                         "path of a PEM file of CA certificates, or leave it unset")
-    return problems
-
-
-def figures_setting_problems(settings):
-    """REPORT_DATA_MAX_AGE_DAYS and REPORT_DATA_REQUIRE_FRESH, if given."""
-    problems = []
-    age = (settings.get("REPORT_DATA_MAX_AGE_DAYS") or "").strip()
-    if age and not (re.fullmatch(r"[0-9]{1,4}", age) and int(age) >= 1):
-        problems.append(f"REPORT_DATA_MAX_AGE_DAYS {age[:20]!r} is not a number of days "
-                        "from 1 to 9999")
-    fresh = (settings.get("REPORT_DATA_REQUIRE_FRESH") or "").strip().lower()
-    if fresh and fresh not in TRUE_WORDS + FALSE_WORDS:
-        problems.append(f"REPORT_DATA_REQUIRE_FRESH {fresh[:20]!r} is not true or false")
     return problems
 
 
@@ -755,73 +777,47 @@ def url_problem(value):
     return None
 
 
-def retry_problems(settings):
-    """AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, botocore's own retry settings, if given."""
+def retry_setting(settings):
+    """(botocore's retries config, problems) from AWS_MAX_ATTEMPTS and AWS_RETRY_MODE,
+    botocore's own settings, which win over the defaults."""
     problems = []
-    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
+    attempts = setting(settings, "AWS_MAX_ATTEMPTS")
     if attempts and not (re.fullmatch(r"[0-9]{1,2}", attempts) and 1 <= int(attempts) <= 20):
         problems.append(f"AWS_MAX_ATTEMPTS {attempts[:20]!r} is not a number of attempts "
                         "from 1 to 20")
-    mode = (settings.get("AWS_RETRY_MODE") or "").strip()
+    mode = setting(settings, "AWS_RETRY_MODE")
     if mode and mode not in RETRY_MODES:
         problems.append(f"AWS_RETRY_MODE {mode[:20]!r} is not one of {', '.join(RETRY_MODES)}")
-    return problems
+    if problems:
+        return None, problems
+    return {"mode": mode or DEFAULT_RETRY_MODE,
+            "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}, []
 
 
-def retry_config(settings):
-    """botocore's retries: AWS_MAX_ATTEMPTS and AWS_RETRY_MODE win over the defaults."""
-    attempts = (settings.get("AWS_MAX_ATTEMPTS") or "").strip()
-    return {"mode": (settings.get("AWS_RETRY_MODE") or "").strip() or DEFAULT_RETRY_MODE,
-            "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}
+def freshness_settings(settings):
+    """((max age in days, whether stale figures stop the run), problems) from
+    REPORT_DATA_MAX_AGE_DAYS and REPORT_DATA_REQUIRE_FRESH."""
+    problems = []
+    age = setting(settings, "REPORT_DATA_MAX_AGE_DAYS")
+    if age and not (re.fullmatch(r"[0-9]{1,4}", age) and int(age) >= 1):
+        problems.append(f"REPORT_DATA_MAX_AGE_DAYS {age[:20]!r} is not a number of days "
+                        "from 1 to 9999")
+    fresh = setting(settings, "REPORT_DATA_REQUIRE_FRESH").lower()
+    if fresh and fresh not in TRUE_WORDS + FALSE_WORDS:
+        problems.append(f"REPORT_DATA_REQUIRE_FRESH {fresh[:20]!r} is not true or false")
+    if problems:
+        return (None, None), problems
+    return (int(age) if age else DEFAULT_MAX_AGE_DAYS, fresh in TRUE_WORDS), []
 
 
 def credential_problems(settings):
     """Half-set access keys; the values themselves are never quoted."""
-    has_key = bool((settings.get("AWS_ACCESS_KEY_ID") or "").strip())
-    has_secret = bool((settings.get("AWS_SECRET_ACCESS_KEY") or "").strip())
+    has_key = bool(setting(settings, "AWS_ACCESS_KEY_ID"))
+    has_secret = bool(setting(settings, "AWS_SECRET_ACCESS_KEY"))
     if has_key != has_secret:
         missing = "AWS_SECRET_ACCESS_KEY" if has_key else "AWS_ACCESS_KEY_ID"
         return [f"{missing} is missing: set both access key variables or neither"]
     return []
-
-
-def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
-                 data_path=None):
-    """Turn merged settings into a Config, or raise ConfigError listing every problem."""
-    problems = setting_problems(settings, variant)
-    routes = report_routes(settings, variant) if not problems else {}
-    problems += recipient_limit_problems(routes, variant)
-    if problems:
-        raise ConfigError(problems)
-
-    def value(name):
-        return (settings.get(name) or "").strip() or None
-
-    return Config(
-        region=value("AWS_SES_REGION"),
-        from_address=value("AWS_SES_FROM_ADDRESS"),
-        from_name=value("AWS_SES_FROM_NAME"),
-        bcc=value("AWS_BCC_EMAIL"),
-        audit_log_path=audit_log_path,
-        variant=variant,
-        to_by_report=routes,
-        configuration_set=value("AWS_SES_CONFIGURATION_SET"),
-        endpoint_url=value("AWS_ENDPOINT_URL_SES") or value("AWS_ENDPOINT_URL"),
-        # A local SES server (moto, LocalStack) answers both APIs at one address:
-        # without a v2 endpoint of its own, v2 goes where v1 goes, never to AWS alone.
-        endpoint_url_v2=(value("AWS_ENDPOINT_URL_SESV2") or value("AWS_ENDPOINT_URL_SES")
-                         or value("AWS_ENDPOINT_URL")),
-        aws_profile=value("AWS_PROFILE"),
-        retries=retry_config(settings),
-        ca_bundle=value("AWS_CA_BUNDLE"),
-        data_path=data_path,
-        data_max_age_days=int(value("REPORT_DATA_MAX_AGE_DAYS") or DEFAULT_MAX_AGE_DAYS),
-        data_require_fresh=(value("REPORT_DATA_REQUIRE_FRESH") or "false").lower() in TRUE_WORDS,
-        credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
-        access_key_id=value("AWS_ACCESS_KEY_ID"),
-        secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
-        session_token=value("AWS_SESSION_TOKEN"),
-    )
 
 
 def redact(text, secrets):
@@ -843,10 +839,13 @@ def load_config(args, environ, console):
     for warning in env_file_warnings(args.env_file, ask_git=not previewing):
         console.warn(warning)
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
-    audit_log_path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
+    audit_log_path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH",
+                                  DEFAULT_AUDIT_LOG, args.env_file)
+    data_path = resolve_path(args.data, settings, "REPORT_DATA_PATH", DEFAULT_DATA_FILE,
+                             args.env_file)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
-                          variant=args.variant,
-                          data_path=resolve_data_path(args.data, settings, args.env_file))
+                          variant=args.variant, data_path=data_path)
+    console.secrets = config.secrets  # from here on, nothing printed shows them
     for warning in repeated_recipient_warnings(settings, args.variant):
         console.warn(warning)
     return config
@@ -3643,37 +3642,44 @@ class Console:
     (stale figures, an SES account on probation) are printed even then: numbers
     sent as news must not be old, and an account at risk must not go unseen.  cron mails
     whatever a job prints, so a quiet run that worked sends no mail.
+
+    Everything printed passes through here, so this is where the secrets (once
+    the settings are read) are taken out of it.
     """
 
     def __init__(self, stdout, stderr, verbosity="normal"):
         self.stdout = stdout
         self.stderr = stderr
         self.verbosity = verbosity
+        self.secrets = ()  # the run's credentials, never printed
         self._held = []
 
     def result(self, text):
         if self.verbosity != "quiet":
-            print(text, file=self.stdout)
+            self._print(text, self.stdout)
 
     def step(self, text):
         if self.verbosity == "verbose":
-            print(text, file=self.stderr)
+            self._print(text, self.stderr)
 
     def warn(self, text):
         if self.verbosity == "quiet":
             self._held.append(text)
         else:
-            print(text, file=self.stderr)
+            self._print(text, self.stderr)
 
     def alert(self, text):
         """A warning --quiet does not hold back: stale figures must reach cron's mail."""
-        print(text, file=self.stderr)
+        self._print(text, self.stderr)
 
     def problem(self, text):
         for held in self._held:
-            print(held, file=self.stderr)
+            self._print(held, self.stderr)
         self._held.clear()
-        print(text, file=self.stderr)
+        self._print(text, self.stderr)
+
+    def _print(self, text, stream):
+        print(redact(text, self.secrets), file=stream)
 
 
 class RunOutcome:
@@ -3797,7 +3803,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                 # The sending client is made while SES answers the preflight.
                 found = run_preflight(clients, config, recipients_of(to_send),
                                       meanwhile=lambda: clients.send)
-                say_preflight(found, config, console, console.step)
+                say_preflight(found, console, console.step)
                 run.outcome.refusal = found.refusal(to_send)
                 if run.outcome.refusal:
                     run.skip(to_send, *run.outcome.refusal)
@@ -3807,15 +3813,15 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     return run.outcome
 
 
-def say_preflight(found, config, console, note):
-    """What the preflight found, redacted: its notes through note (a step of the run, or
-    --check's result), its warnings, and the alerts --quiet does not hold back."""
+def say_preflight(found, console, note):
+    """What the preflight found: its notes through note (a step of the run, or --check's
+    result), its warnings, and the alerts --quiet does not hold back."""
     for line in found.notes:
-        note(redact(line, config.secrets))
+        note(line)
     for warning in found.warnings:
-        console.warn(redact(warning, config.secrets))
+        console.warn(warning)
     for alert in found.alerts:
-        console.alert(redact(alert, config.secrets))
+        console.alert(alert)
 
 
 def recipients_of(reports):
@@ -3834,8 +3840,8 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     with contextlib.closing(connect(config)) as clients:
         found = run_preflight(clients, config, recipients_of(to_send or reports))
     for warning in warnings:
-        console.warn(redact(warning, config.secrets))
-    say_preflight(found, config, console, console.result)
+        console.warn(warning)
+    say_preflight(found, console, console.result)
     console.result(f"cycle {cycle}, variant {config.variant}: "
                    f"{len(reports) - len(to_send)} already sent, {len(to_send)} to send")
     problems = set(found.problems) if to_send else set()
@@ -3844,7 +3850,7 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
             problems.add(FAILURE_POLICY[refused.kind].outcome)
             console.problem(refusal_line(refused))
     for address, why in found.suppressed.items() if to_send else ():
-        console.problem(redact(suppression_line(address, why), config.secrets))
+        console.problem(suppression_line(address, why))
     for outcome, verdict in CHECK_VERDICTS.items():
         if outcome in problems:
             console.problem(f"error: {verdict}")
@@ -3856,9 +3862,9 @@ def refusal_line(refusal):
     return f"error: {refusal.why}: {FAILURE_POLICY[refusal.kind].advice}"
 
 
-def failure_line(record, failure, config):
+def failure_line(record, failure):
     """One line on stderr for a failed report: what SES said and what to do."""
-    said = redact(f"{ses_text(failure.code)}: {ses_text(failure.message)}", config.secrets)
+    said = f"{ses_text(failure.code)}: {ses_text(failure.message)}"
     said = f"SES said {said}" if failure.from_ses else said
     return f"error: {record['report']} not sent: {said}; {failure.policy.advice}"
 
@@ -3894,9 +3900,9 @@ def summary_table(records):
 def report_outcome(outcome, config, cycle, console):
     """The summary on stdout, and one line on stderr per problem."""
     for record, failure in outcome.failures:
-        console.problem(failure_line(record, failure, config))
+        console.problem(failure_line(record, failure))
     for address, why in outcome.suppressed.items():
-        console.problem(redact(suppression_line(address, why), config.secrets))
+        console.problem(suppression_line(address, why))
     if outcome.refusal:
         console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)
@@ -4074,7 +4080,8 @@ def show_history(args, environ, console):
     if args.history < 1:
         raise UsageError("--history takes a number of cycles, 1 or more")
     settings = load_settings(args.env_file, environ, required=False)
-    path = resolve_audit_log_path(args.audit_log, settings, args.env_file)
+    path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
+                        args.env_file)
     records, warnings = read_recent_records(path, args.history)
     for warning in warnings:
         console.warn(warning)
