@@ -877,8 +877,9 @@ UNITS = {
 }
 
 # Every figure the reports state that measures the business.  Policy and plan
-# (break-even at 6 charters a month, the control rules, the OTA sequence) stay
-# text in the templates, or become a target here.
+# (the control rules, the OTA sequence) stay text in the templates; a level to
+# reach (the break-even in charters a month) is a metric's target here, which
+# the templates quote through a placeholder.
 METRICS = (
     Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
     Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
@@ -1405,7 +1406,7 @@ ${changes}
 ${glance}
 
 Critical shortfalls open: ${shortfall_count}. Metrics not measured: ${missing_count} of
-${metric_count}. Break-even: 6 charters a month.
+${metric_count}. Break-even: ${break_even_charters} charters a month.
 
 ## Top actions [brief]
 1. [until open_security_gaps] Rotate and remove the hardcoded Stripe keys; take
@@ -1426,7 +1427,8 @@ ${trends}
 
 ## Asset inventory
 | Business | Assets and state |
-| JADA | Charter operation; the revenue engine (break-even at 6 charters/month) |
+| JADA | Charter operation; the revenue engine (break-even at ${break_even_charters}
+  charters/month)
 | QueenofSanDiego | Brand and booking site for San Diego charters and events |
 | QuickDumpNow | Local service business; lead funnel currently broken |
 | DangerousCentaur | Client-services business with a client portfolio and no billing model |
@@ -1576,7 +1578,7 @@ Existing structure: none. Recommended structure, with one class per business
 | M1 | Deploy an accounting system and the chart of accounts above |
 | M2 | Connect bank and Stripe feeds; categorise every expense by function |
 | M3 | Monthly close per business; revenue recognised on the service date |
-| M4 | Q1 2027: monthly P&L per business against the 6-charter break-even |
+| M4 | Q1 2027: monthly P&L per business against the ${break_even_charters}-charter break-even |
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
@@ -1639,18 +1641,18 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Break-even: 6 charters a month. Financial control rules: 3, non-negotiable.
+Break-even: ${break_even_charters} charters a month. Financial control rules: 3, non-negotiable.
 
 ## Top actions [brief]
 1. Hold every spend to the capital tiers: zero-cost initiatives first.
 2. Enforce the three control rules from this cycle on.
-3. [until charters_booked] Reach 6 charters a month: break-even.
+3. [until charters_booked] Reach ${break_even_charters} charters a month: break-even.
 
 ## Burn rate model
 | Item | Figure |
 | Monthly burn | ${burn} |
-| Break-even | 6 charters/month |
-| Implied contribution per charter | ${contribution} (the burn / 6) |
+| Break-even | ${break_even_charters} charters/month |
+| Implied contribution per charter | ${contribution} (the burn / ${break_even_charters}) |
 
 ## Tiered capital deployment framework
 1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
@@ -2027,7 +2029,7 @@ def missing_kpis(figures):
 
 
 def break_even_table(figures):
-    """Charters booked in each recent snapshot against the break-even of 6 a month."""
+    """Charters booked in each recent snapshot against the break-even (their target)."""
     metric = METRICS_BY_ID["charters_booked"]
     target = int(target_value(metric))
     rows = [["As of", "Charters", f"Against break-even ({target})"]]
@@ -2046,6 +2048,7 @@ def figure_values(report_id, figures):
     by_id = METRICS_BY_ID
     snapshot = figures.snapshot
     burn = figure_of(snapshot, by_id["monthly_burn"])
+    break_even = target_value(by_id["charters_booked"])
 
     def shown(metric_id, otherwise, after=""):
         figure = figure_of(snapshot, by_id[metric_id])
@@ -2071,7 +2074,8 @@ def figure_values(report_id, figures):
             "transactions for the four businesses are not recorded in a ledger, so no "
             "financial statement in this cycle can be produced from books."),
         "burn": figure_text(burn, "dollars"),
-        "contribution": figure_text(burn and tuple((end / 6).quantize(Decimal(1))
+        "break_even_charters": amount_text(break_even, "count"),
+        "contribution": figure_text(burn and tuple((end / break_even).quantize(Decimal(1))
                                                    for end in burn), "dollars"),
         "glance": glance_table(report_id, figures),
         "changes": changes_since_last(report_id, figures),
@@ -3788,29 +3792,29 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             already_sent = {}
         console.step(f"ledger: {len(already_sent)} report(s) already sent in cycle {cycle}, "
                      f"variant {config.variant}")
-        run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock, console=console,
-                       stop=stop)
+        cycle_run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock,
+                             console=console, stop=stop)
         for report in reports:
             if report.report_id in already_sent:
-                run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
+                cycle_run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
                          f"{already_sent[report.report_id]}; --force sends it again")
         to_send = [r for r in reports if r.report_id not in already_sent]
         if to_send and refusal:
-            run.outcome.refusal = refusal
-            run.skip(to_send, *refusal)
+            cycle_run.outcome.refusal = refusal
+            cycle_run.skip(to_send, *refusal)
         elif to_send:
             with contextlib.closing(connect(config)) as clients:
                 # The sending client is made while SES answers the preflight.
                 found = run_preflight(clients, config, recipients_of(to_send),
                                       meanwhile=lambda: clients.send)
                 say_preflight(found, console, console.step)
-                run.outcome.refusal = found.refusal(to_send)
-                if run.outcome.refusal:
-                    run.skip(to_send, *run.outcome.refusal)
+                cycle_run.outcome.refusal = found.refusal(to_send)
+                if cycle_run.outcome.refusal:
+                    cycle_run.skip(to_send, *cycle_run.outcome.refusal)
                 else:
-                    run.send(to_send, clients.send, SendPacer(found.max_send_rate, clock),
-                             found.suppressed)
-    return run.outcome
+                    cycle_run.send(to_send, clients.send,
+                                   SendPacer(found.max_send_rate, clock), found.suppressed)
+    return cycle_run.outcome
 
 
 def say_preflight(found, console, note):
