@@ -243,8 +243,7 @@ def sha256_hex(text):
 
 
 ###############################################################################
-# Errors
-# One family: main() turns each into one line on stderr and its exit code.
+# Errors: one family, which main() turns into one line on stderr and an exit code
 ###############################################################################
 
 
@@ -335,7 +334,6 @@ class TemplateError(ValueError):
 
 ###############################################################################
 # Files the run reads: regular files only, as UTF-8 text
-
 ###############################################################################
 
 
@@ -377,7 +375,6 @@ def read_text_file(path, newline=None):
 
 ###############################################################################
 # Settings: repos.env and the environment, checked before any network call
-
 ###############################################################################
 
 REQUIRED_SETTINGS = (
@@ -397,7 +394,7 @@ ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDP
 AWS_REGION_PATTERN = re.compile(r"[a-z]{2,4}(-(gov|iso[a-z]?))?-[a-z]+-[0-9]{1,2}")
 DOMAIN_LABEL_PATTERN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 # RFC 5322's dot-atom addr-spec, the form nearly every address takes.  Matching
-# it spares --dry-run the email package's import (a seventh of its time); any
+# it spares --dry-run the email package's import (bench/ measures the cost); any
 # other form is left to email.headerregistry to accept or refuse.
 DOT_ATOM_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
                               r"@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)")
@@ -408,10 +405,9 @@ REPORT_ROUTE_PATTERN = re.compile(r"REPORT_TO_([A-Z0-9_]+?)(_B)?")
 SES_MAX_RECIPIENTS = 50  # To, CC and BCC together, per message
 
 # botocore's "standard" mode retries throttling, 5xx answers and dropped
-# connections with jittered exponential backoff.  Four attempts keep a dead
-# endpoint under a minute per report.  AWS_MAX_ATTEMPTS and AWS_RETRY_MODE,
-# botocore's own settings, win over these defaults.  The timeouts are set here
-# on purpose rather than inherited (botocore's read timeout is a full minute).
+# connections with jittered exponential backoff.  Four attempts, with the SES
+# section's timeouts, keep a dead endpoint under a minute per report.
+# AWS_MAX_ATTEMPTS and AWS_RETRY_MODE, botocore's own settings, win over these.
 DEFAULT_RETRY_MODE = "standard"
 DEFAULT_MAX_ATTEMPTS = 4
 RETRY_MODES = ("standard", "adaptive", "legacy")
@@ -501,7 +497,7 @@ def load_settings(env_file, environ, *, required=True):
 def env_file_warnings(env_file, *, ask_git):
     """Warnings about a settings file that others can read or that git tracks.
 
-    Asking git costs a process (a fifth of a --dry-run), so only the runs that
+    Asking git costs a process, a large part of a --dry-run, so only the runs that
     use the credentials (sending and --check) ask it.
     """
     warnings = []
@@ -853,7 +849,6 @@ def load_config(args, environ, console):
 
 ###############################################################################
 # The owner's data: the metric catalogue and the figures file
-
 ###############################################################################
 
 
@@ -1128,10 +1123,9 @@ def check_freshness(figures, cycle, config, today, console, read_log):
 
 ###############################################################################
 # Report markup: the template language both editions are rendered from
-
 ###############################################################################
 
-# The report markup (see ReportTemplate) and how its two editions look.
+# The marks a template line may carry (see ReportTemplate).
 NUMBERED_ITEM_PATTERN = re.compile(r"(\d{1,2})\. (.*)")
 BAR_PATTERN = re.compile(r"\[bar (\d+)/(\d+)\]")
 BRIEF_MARK = "[brief]"
@@ -1382,7 +1376,6 @@ def parse_bar(cell):
 
 ###############################################################################
 # Report content: the eight reports, their shortfalls, and what the figures fill in
-
 ###############################################################################
 
 HEADER_TEMPLATE = ReportTemplate("""\
@@ -2089,12 +2082,12 @@ def figure_values(report_id, figures):
 
 ###############################################################################
 # Rendering: the plain-text and HTML editions, and the message
-
 ###############################################################################
 
-TREND_LEVELS = ".:-=+#"  # the text edition's trend, lowest to highest
-
+# The text edition's bars and trends.
+TREND_LEVELS = ".:-=+#"  # lowest to highest
 TEXT_BAR_WIDTH = 12
+
 # The HTML edition's look, and how it survives mail clients.  Inline styles
 # carry it (Gmail and Outlook drop most of <head>); the one <style> block only
 # adds, by class, a dark palette for the clients that honour prefers-color-scheme
@@ -2328,7 +2321,7 @@ def html_cell(cell, scope=None):
     if scope == "col":
         return (f'<th scope="col" bgcolor="{HTML_COLOR["header"]}" class="header" '
                 f'style="{HTML_STYLE["th"]}">{content}</th>')
-    # A row's header reads as its other cells do, as before it was one.
+    # A row's header (th, for screen readers) looks like the cells beside it.
     style = HTML_STYLE["td"] + ("font-weight:normal;text-align:left;" if scope == "row" else "")
     tag, scope = ("th", f' scope="{scope}"') if scope else ("td", "")
     return f'<{tag}{scope} style="{style}">{content}</{tag}>'
@@ -2473,7 +2466,6 @@ def transfer_encoding(text):
 
 ###############################################################################
 # The audit log: its records, the ledger it keeps, and the lock
-
 ###############################################################################
 
 # Which fields an audit record must have to be relied on, and of what type; the
@@ -2485,6 +2477,8 @@ OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(No
                           "suppressed": list}
 RECORD_STATUSES = ("sent", "failed", "skipped")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
+# Below this much free space, the next record might not fit: send nothing more.
+AUDIT_LOG_MIN_FREE_BYTES = 64 * 1024
 
 
 def audit_record(report, config, *, run_id, cycle, now, status,
@@ -2793,9 +2787,6 @@ class AuditLog:
     torn record is left, and the error carries the record for the person to see.
     """
 
-    # Below this much free space, the next record might not fit: send nothing more.
-    MIN_FREE_BYTES = 64 * 1024
-
     def __init__(self, path):
         self.path = path
         try:
@@ -2815,7 +2806,7 @@ class AuditLog:
             disk = os.fstatvfs(self._fd)
         except OSError:
             return  # cannot tell: the write itself will say
-        if disk.f_bavail * disk.f_frsize < self.MIN_FREE_BYTES:
+        if disk.f_bavail * disk.f_frsize < AUDIT_LOG_MIN_FREE_BYTES:
             raise AuditLogError(f"the disk holding audit log {self.path} is full; nothing "
                                 "more was sent, so that no send goes unrecorded: free some "
                                 "space and run again")
@@ -2854,9 +2845,9 @@ class AuditLog:
 
 ###############################################################################
 # SES: the clients, sending, and the preflight
-
 ###############################################################################
 
+# Set here on purpose rather than inherited: botocore's read timeout is a full minute.
 SES_CONNECT_TIMEOUT_SECONDS = 5
 SES_READ_TIMEOUT_SECONDS = 20
 
@@ -3518,9 +3509,9 @@ def check_sandbox_recipients(client, config, recipients):
 
 ###############################################################################
 # The run: pacing, stop signals, the clock, the console, and sending a cycle
-
 ###############################################################################
 
+# How long SES's answer to the send in flight is awaited, once a stop is asked for.
 IN_FLIGHT_GRACE_SECONDS = 5
 
 # What --check says for each kind of problem the preflight met (details above it).
@@ -3968,7 +3959,6 @@ def write_previews(reports, config, directory, now, console):
 
 ###############################################################################
 # Command line
-
 ###############################################################################
 
 # SES message tags carry the cycle, and allow only letters, digits, _ and -.
