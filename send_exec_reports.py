@@ -27,8 +27,8 @@ at a time holds a lock beside the log.  A send SES confirmed is never repeated;
 one it had not yet confirmed when the run died may be (SES has no idempotency
 key), so delivery is at least once for that single in-flight report.
 
-Exit codes: EXIT_CODES below, which --help prints; the README says what to
-do about each.
+Exit codes: EXIT_CODES below, which --help prints; docs/operations.md says what
+to do about each.
 
 How this file reads: top to bottom, in the order a run meets things, one
 banner per section:
@@ -132,7 +132,7 @@ TRANSIENT_ADVICE = "SES could not be reached or was busy; nothing more was sent,
 SENDER_ADVICE = ("check that AWS_SES_FROM_ADDRESS (or its domain) is verified in SES in "
                  "AWS_SES_REGION; in the SES sandbox the recipients must be verified too")
 IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail for this sender; see the IAM "
-              "policy in the README")
+              "policy in docs/iam.md")
 
 # The failure policy, in two tables: the conditions this script names (an
 # answer that shows a used-up quota, no answer at all, what the preflight
@@ -2867,7 +2867,7 @@ PREFLIGHT_DEADLINE_SECONDS = 10
 SANDBOX_MAX_24_HOUR_SEND = 200
 
 # Preflight questions that an IAM policy may leave out: being refused one is
-# not a problem with sending (the README's policy lists them as optional).
+# not a problem with sending (docs/iam.md's policy lists them as optional).
 OPTIONAL_PERMISSION_CODES = ("AccessDenied", "AccessDeniedException")
 # A v2 answer that lacks what SES always sends (a web page that says 200, a
 # quota that is not a number) is not SES's, however botocore parsed it.
@@ -3324,7 +3324,7 @@ def v2_fallback_warning(silent):
         parts.append(f"the suppression list was not checked for {len(unchecked)} "
                      f"address(es): {', '.join(unchecked[:5])}{more}")
     return (f"warning: preflight: SES API v2 did not answer ({said}); {'; '.join(parts)}; "
-            f"going on (the README's IAM policy lists the optional ses:GetAccount, "
+            f"going on (the IAM policy in docs/iam.md lists the optional ses:GetAccount, "
             f"ses:GetEmailIdentity and ses:GetSuppressedDestination)")
 
 

@@ -5,7 +5,7 @@ variants, with and without figures: a fluid column, table roles and header
 scopes, lang and dir, the preheader, Outlook-safe lists, bars and line heights,
 the dark palette, the size Gmail clips at, and the previews' transfer encodings.
 What only a browser can show (nothing cut off at 375 pixels) is checked by hand:
-see the README, "Checking the HTML by hand".
+see docs/html-email.md, "Checking the HTML by hand".
 """
 
 import email

@@ -167,7 +167,7 @@ def test_a_rejected_report_is_audited_and_the_others_still_go(run_via_proxy, pro
 
 @pytest.mark.parametrize("fault, code, advice", [
     ("paused", "AccountSendingPausedException", "reputation dashboard"),
-    ("denied", "AccessDenied", "IAM policy in the README"),
+    ("denied", "AccessDenied", "IAM policy in docs/iam.md"),
 ])
 def test_an_account_wide_refusal_stops_the_run_instead_of_repeating_it(
         run_via_proxy, proxy, ses, fault, code, advice):
