@@ -55,3 +55,42 @@ def test_the_break_even_is_written_only_as_the_catalogue_target():
     for spec in ser.REPORTS:
         assert not re.search(rf"\b{target}[- ]charter", spec.template.template), spec.report_id
         assert not re.search(rf"/ {target}\b", spec.template.template), spec.report_id
+
+
+# --- The documents beside it -----------------------------------------------------------
+
+REPO = SCRIPT.parent
+DOCUMENTS = [REPO / "README.md", REPO / "CONTRIBUTING.md", REPO / "bench" / "README.md",
+             *sorted((REPO / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)|<img[^>]*\bsrc=\"([^\"]+)\"|<a[^>]*\bhref=\"([^\"]+)\"")
+
+
+def heading_anchors(path):
+    """The #anchors GitHub makes of a Markdown file's headings."""
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_every_relative_link_in_the_documents_resolves():
+    broken = []
+    for document in DOCUMENTS:
+        text = re.sub(r"```.*?```", "", document.read_text(encoding="utf-8"), flags=re.S)
+        for match in LINK.finditer(text):
+            target = next(group for group in match.groups() if group)
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address: not checked here
+            path, _, anchor = target.partition("#")
+            destination = (document.parent / path).resolve() if path else document
+            if not destination.is_file() or REPO not in destination.parents or (
+                    anchor and destination.suffix == ".md"
+                    and anchor not in heading_anchors(destination)):
+                broken.append(f"{document.relative_to(REPO)}: {target}")
+    assert not broken
+
+
+def test_the_readme_is_short_and_shows_the_two_commands_first():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250
+    assert any("make demo" in line for line in lines[:40])
+    assert any("make test" in line for line in lines[:40])
