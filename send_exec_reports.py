@@ -66,7 +66,7 @@ import textwrap
 import threading
 import time
 import unicodedata
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
@@ -98,11 +98,11 @@ EXIT_CODES = {
     "config": (os.EX_CONFIG, "the configuration is invalid, no AWS credentials were found "
                              "or AWS refused them, or TLS to the endpoint cannot be "
                              "verified; nothing more was sent"),
-    "data": (os.EX_DATAERR, "the figures file has bad rows, or its figures are stale "
-                            "and REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
-    "cant_create": (os.EX_CANTCREAT, "the audit log, its lock or a preview could not be "
-                                     "written, or is not a regular file of yours; nothing "
-                                     "unrecorded is sent"),
+    "data": (os.EX_DATAERR, "a sheet of the owner's data has bad rows, or its figures are "
+                            "stale and REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
+    "cant_create": (os.EX_CANTCREAT, "the audit log, its lock, a preview or a new data "
+                                     "folder could not be written, or is not a regular file "
+                                     "of yours; nothing unrecorded is sent"),
     "rejected": (1, "SES rejected or would drop at least one report, or --check found what "
                     "would make it (an unverified sender, a quota too small for the cycle, "
                     "sending paused or shut down by AWS, a recipient on the suppression "
@@ -219,7 +219,8 @@ class Refusal(NamedTuple):
 SCRIPT_DIR = Path(__file__).resolve().parent
 DEFAULT_ENV_FILE = SCRIPT_DIR / "repos.env"
 DEFAULT_AUDIT_LOG = "exec_reports_audit.jsonl"  # beside the env file
-DEFAULT_DATA_FILE = "report_data.csv"  # beside the env file
+DEFAULT_DATA_DIR = "report_data"  # the owner's data folder, beside the env file
+DEFAULT_DATA_FILE = "report_data.csv"  # one figures file, as before the folder
 
 # Variant a is the full report to the usual recipients; b is the one-screen
 # brief to its own list, for A/B testing recipients and formatting.
@@ -280,7 +281,8 @@ class DataError(ProblemsError):
 
     outcome = "data"
     label = "data error"
-    closing = "nothing was sent: fix the figures file (REPORT_DATA_PATH or --data)"
+    closing = "nothing was sent: fix the sheets named above (the data folder: --data or " \
+              "REPORT_DATA_DIR)"
 
 
 class AuditLogError(ReportRunError):
@@ -288,6 +290,10 @@ class AuditLogError(ReportRunError):
 
 
 class PreviewError(ReportRunError):
+    outcome = "cant_create"
+
+
+class NewDataError(ReportRunError):
     outcome = "cant_create"
 
 
@@ -439,7 +445,7 @@ class Config(NamedTuple):
     endpoint_url_v2: str | None = None  # the SES v2 API's, which the preflight asks
     aws_profile: str | None = None
     ca_bundle: str | None = None  # AWS_CA_BUNDLE: the CA certificates TLS is checked against
-    data_path: Path | None = None  # the figures file
+    data: "DataSheets | None" = None  # where the owner's sheets are
     data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
     data_require_fresh: bool = False
     credential_origin: str | None = None  # where explicit keys came from, never the keys
@@ -537,8 +543,24 @@ def resolve_path(option, settings, name, default, env_file):
     return path if path.is_absolute() else env_file.resolve().parent / path
 
 
+def resolve_data(option, settings, env_file):
+    """Where the owner's sheets are: --data (a folder, or one .csv: the figures alone),
+    else REPORT_DATA_DIR, else REPORT_DATA_PATH (one figures file), else report_data/
+    beside the env file; where that folder is not there, report_data.csv beside it,
+    the single file that came before the folder."""
+    named = option is not None or setting(settings, "REPORT_DATA_DIR")
+    if not named and setting(settings, "REPORT_DATA_PATH"):
+        return DataSheets.at(resolve_path(None, settings, "REPORT_DATA_PATH",
+                                          DEFAULT_DATA_FILE, env_file))
+    folder = resolve_path(option, settings, "REPORT_DATA_DIR", DEFAULT_DATA_DIR, env_file)
+    single = env_file.resolve().parent / DEFAULT_DATA_FILE
+    if not named and not folder.is_dir() and single.exists():
+        return DataSheets(None, single)
+    return DataSheets.at(folder)
+
+
 def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
-                 data_path=None):
+                 data=None):
     """Turn merged settings into a Config, or raise ConfigError listing every problem."""
     routes = report_routes(settings, variant)
     retries, retry_problems = retry_setting(settings)
@@ -570,7 +592,7 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         aws_profile=value("AWS_PROFILE"),
         retries=retries,
         ca_bundle=value("AWS_CA_BUNDLE"),
-        data_path=data_path,
+        data=data,
         data_max_age_days=max_age,
         data_require_fresh=require_fresh,
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
@@ -837,10 +859,9 @@ def load_config(args, environ, console):
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
     audit_log_path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH",
                                   DEFAULT_AUDIT_LOG, args.env_file)
-    data_path = resolve_path(args.data, settings, "REPORT_DATA_PATH", DEFAULT_DATA_FILE,
-                             args.env_file)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
-                          variant=args.variant, data_path=data_path)
+                          variant=args.variant,
+                          data=resolve_data(args.data, settings, args.env_file))
     console.secrets = config.secrets  # from here on, nothing printed shows them
     for warning in repeated_recipient_warnings(settings, args.variant):
         console.warn(warning)
@@ -853,15 +874,21 @@ def load_config(args, environ, console):
 
 
 class Metric(NamedTuple):
-    """One measurement of the business: a column of the figures file."""
+    """One measurement of the business: a column of the figures file, or a figure
+    computed from the columns (formula)."""
 
     metric_id: str  # the column's name in the figures file
     label: str  # at most 22 characters: the text edition's tables stay 72 wide
     unit: str  # a key of UNITS
     reports: tuple  # the reports that show it
     target: str | None = None  # the level the business aims for, in the unit
-    good: str = "up"  # "up": more is better; "down": less is better
+    good: str = "up"  # a key of THRESHOLDS: how a figure meets the target
+    formula: object = None  # for a computed figure: snapshot -> figure or None
+    counts: str | None = None  # an item kind: the figure is how many are open
 
+
+# How a figure meets its target, and how the target reads: "at least 6".
+THRESHOLDS = {"up": "at least", "down": "at most", "above": "more than"}
 
 # How a figure is written in the figures file, per unit.
 UNITS = {
@@ -869,21 +896,59 @@ UNITS = {
     "dollars": "dollars, such as 8000, or a range such as 7000-9000",
     "percent": "a percentage from 0 to 100, such as 24",
     "yes_no": "yes or no",
+    "months": "a number of months, such as 4.5 (computed, never a column)",
 }
+REVENUE_METRICS = ("revenue_jada_qos", "revenue_qdn", "revenue_dc")
+CASH_FLOW_POSITIVE = Decimal("Infinity")  # the runway of a business that earns its burn
+
+
+def total_revenue(snapshot):
+    """The businesses' revenue a month, once every one of them is measured."""
+    parts = [snapshot.figures.get(metric_id) for metric_id in REVENUE_METRICS]
+    if None in parts:
+        return None
+    return sum(low for low, _ in parts), sum(high for _, high in parts)
+
+
+def net_cash_flow(snapshot):
+    """Revenue minus burn a month: a range where either is one."""
+    revenue, burn = total_revenue(snapshot), snapshot.figures.get("monthly_burn")
+    if revenue is None or burn is None:
+        return None
+    return revenue[0] - burn[1], revenue[1] - burn[0]
+
+
+def runway(snapshot):
+    """Months of cash left = cash / (burn - revenue), from the ranges' worse ends; a
+    business whose revenue covers its burn is cash-flow positive."""
+    net, cash = net_cash_flow(snapshot), snapshot.figures.get("cash_on_hand")
+    if net is None or cash is None:
+        return None
+    if net[0] >= 0:
+        return CASH_FLOW_POSITIVE, CASH_FLOW_POSITIVE
+    months = (max(cash[0], 0) / -net[0]).quantize(Decimal("0.1"))
+    return months, months
+
 
 # Every figure the reports state that measures the business.  Policy and plan
 # (the control rules, the OTA sequence) stay text in the templates; a level to
 # reach (the break-even in charters a month) is a metric's target here, which
-# the templates quote through a placeholder.
+# the templates quote through a placeholder, and targets.csv may set by month.
 METRICS = (
     Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
     Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
            ("ceo", "cfo", "accounting")),
     Metric("revenue_qdn", "QDN revenue/month", "dollars", ("ceo", "accounting")),
     Metric("revenue_dc", "DC billed/month", "dollars", ("ceo", "accounting", "dc-portfolio")),
+    Metric("revenue_total", "Revenue/month, total", "dollars", ("ceo", "cfo"),
+           formula=total_revenue),
     Metric("monthly_burn", "Monthly burn", "dollars", ("ceo", "cfo"), "9000", "down"),
+    Metric("net_cash_flow", "Revenue minus burn", "dollars", ("ceo", "cfo"),
+           formula=net_cash_flow),
     Metric("cash_on_hand", "Cash on hand", "dollars", ("cfo",)),
-    Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "1"),
+    Metric("runway_months", "Runway", "months", ("ceo", "cfo"), formula=runway),
+    Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "0",
+           "above"),
     Metric("ota_listings", "OTA listings", "count", ("ceo", "cmo"), "2"),
     Metric("email_list_size", "Email list size", "count", ("cmo",)),
     Metric("email_open_rate", "Email open rate", "percent", ("cmo",)),
@@ -897,18 +962,183 @@ METRICS = (
            None, "down"),
     # 59 = the baseline's top, $84, less the $25 of savings the CTO report names.
     Metric("aws_monthly_cost", "AWS cost/month", "dollars", ("cto", "cfo"), "59", "down"),
-    Metric("open_security_gaps", "Open security gaps", "count", ("ceo", "cto"), "0", "down"),
+    Metric("open_security_gaps", "Open security gaps", "count", ("ceo", "cto"), "0", "down",
+           counts="security_gap"),
     Metric("sites_with_analytics", "Sites with analytics", "count", ("cto", "cmo"), "3"),
     Metric("accounting_system_live", "Accounting system live", "yes_no",
            ("ceo", "accounting"), "yes"),
 )
 METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
+# The columns of the figures file; a counted one is overruled by the items.
+MEASURED_METRICS = tuple(metric for metric in METRICS if metric.formula is None)
 FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
 FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
 TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
 PLAIN_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,6})?")  # a figure: up to 999 trillion
 DOLLARS = r"-?[0-9]{1,15}(?:\.[0-9]{1,2})?"  # may be negative: a month's net rent
 DOLLAR_FIGURE = re.compile(f"({DOLLARS})(?:-({DOLLARS}))?")  # 8000, or a range 7000-9000
+
+
+class Item(NamedTuple):
+    """Something a report lists until it is done: a shortfall, a gap, an action, a
+    milestone, or a statement of the business's state that the owner can change."""
+
+    item_id: str  # stable: the owner names it in items.csv
+    kind: str  # a key of ITEM_KINDS: the section that lists it
+    reports: tuple  # the reports that list it
+    text: str  # what is wrong, or what is to be done, as its section lists it
+    todo: str | None = None  # the action that closes it, listed among the actions
+    business: str | None = None  # for the shortfalls by business and the stack audit
+    due: int | str | None = None  # days after the cycle (a rolling plan), or YYYY-MM-DD
+    metric: str | None = None  # metric ids (space-separated) whose targets close it
+    done_text: str | None = None  # what a report says once it is done
+    with_item: str | None = None  # another item whose closing closes this one
+
+
+# The sections items are listed in.  An owner's item is an action unless its row says.
+ITEM_KINDS = {
+    "shortfall": "a critical shortfall (CEO)",
+    "security_gap": "a security gap (CTO)",
+    "ux_gap": "a UX shortfall (CTO)",
+    "dev_gap": "a dev cycle gap (CTO)",
+    "recognition_gap": "a revenue recognition gap (Accounting)",
+    "seo_step": "a step of the QDN local SEO roadmap (CMO)",
+    "milestone": "a milestone",
+    "state": "a statement of the business's state, true until it is done",
+    "action": "an action",
+}
+ITEM_STATUSES = ("open", "done", "dropped")
+ACTION_KINDS = ("action", "seo_step")  # items that are to-dos themselves
+
+# The source document's items, most pressing first: each report lists its open
+# ones in this order, then the owner's own in the order items.csv adds them.
+ITEMS = (
+    Item("stripe-keys", "security_gap", ("ceo", "cto"), "Hardcoded Stripe keys in the codebase.",
+         "Rotate the Stripe keys and move them out of the code.", "All", due=0),
+    Item("repos-env-in-git", "security_gap", ("ceo", "cto"),
+         "Plaintext repos.env committed to version control.",
+         "Remove repos.env from git history; keep it local and chmod 600.", "All", due=0),
+    Item("stale-keys", "security_gap", ("cto",), "No key rotation after exposure: keys that "
+         "reached the repository are still live.", with_item="stripe-keys"),
+    Item("apps-script-auth", "security_gap", ("cto",),
+         "Unauthenticated Google Apps Script endpoints.",
+         "Put authentication on the Google Apps Script endpoints.", "DC"),
+    Item("least-privilege-iam", "security_gap", ("cto",), "Broad AWS credentials used for "
+         "sending: no least-privilege IAM policy limiting ses:SendEmail to the verified sender.",
+         "Replace broad AWS keys with a least-privilege SES sending policy.", "All"),
+    Item("waf", "security_gap", ("cto",), "No Web Application Firewall in front of public "
+         "endpoints.", "Put a WAF in front of the public sites.", "All"),
+    Item("accounting-system", "shortfall", ("ceo", "accounting"),
+         "No accounting system deployed (Accounting Officer report).",
+         "Deploy an accounting system.", "Portfolio", due=0, metric="accounting_system_live"),
+    Item("email-blast", "action", ("ceo", "cmo"), "Send the email blast to the list "
+         "($10K-50K of concert booking potential).", due=7),
+    Item("ota-listings", "shortfall", ("ceo", "cmo"), "OTA listings below target: Sailo, then "
+         "GetMyBoat, then Viator or GYG.", "List on Sailo first, GetMyBoat second.",
+         "JADA / QOS", due=7, metric="ota_listings"),
+    Item("pipeline", "shortfall", ("ceo",), "Sales pipeline below target: no charter or event "
+         "enquiries in flight.", business="JADA / QOS", metric="pipeline_value"),
+    Item("revenue-tracking", "shortfall", ("ceo",), "Revenue tracking gaps: no single view of "
+         "revenue by business.", business="Portfolio",
+         metric="revenue_jada_qos revenue_qdn revenue_dc"),
+    Item("qdn-funnel", "shortfall", ("ceo", "cmo"), "QDN funnel breakage: enquiries do not "
+         "reach a booked job.", "Repair the QDN funnel so every enquiry is answered and "
+         "tracked.", "QDN", due=14, metric="qdn_jobs_booked"),
+    Item("dc-billing-model", "shortfall", ("ceo", "dc-portfolio"), "DC billing model absent: "
+         "client work is delivered without a rate card, invoice schedule or contract terms, "
+         "so delivered work goes unbilled.", "Set a DC billing model: rate card, invoice "
+         "schedule, contract terms.", "DC", due=14,
+         done_text="DC has a billing model: rate card, invoice schedule and contract terms."),
+    Item("sergio-equity", "shortfall", ("ceo",), "Sergio equity risk: the equity arrangement "
+         "is undocumented; mitigate with a written agreement before further investment.",
+         "Document the Sergio equity terms in a written agreement.", "Portfolio", due=21),
+    Item("carole-handover", "shortfall", ("ceo", "dc-portfolio"), "Carole transition risk: "
+         "knowledge held by one person with no handover.", "Document Carole's handover.",
+         "Portfolio", due=21),
+    Item("kpi-review", "action", ("ceo",), "Review the KPIs against their targets.", due=21),
+    Item("analytics", "ux_gap", ("cto", "cmo"), "Zero analytics instrumentation: no traffic "
+         "or conversion data.", "Add analytics and UTM attribution to every site and "
+         "campaign.", "All", metric="sites_with_analytics"),
+    Item("availability-calendar", "ux_gap", ("cto",), "Missing availability calendar: buyers "
+         "cannot see open charter dates.", "Ship the availability calendar.", "JADA"),
+    Item("pricing-copy", "ux_gap", ("cto",), "Stale pricing tier copy on the booking pages.",
+         "Refresh the pricing tier copy.", "JADA"),
+    Item("ci-pipeline", "dev_gap", ("cto",), "No CI/CD pipeline: changes reach production by "
+         "hand.", "Add a CI pipeline with a staging environment.", "All"),
+    Item("staging", "dev_gap", ("cto",), "No staging environment: every change is tested in "
+         "production.", business="All", with_item="ci-pipeline"),
+    Item("rollback", "dev_gap", ("cto",), "No automated rollback capability.",
+         "Add automated rollback.", "All"),
+    Item("aws-savings", "action", ("cto",), "Take the ~$25/month of AWS savings (idle "
+         "resources, right-sizing).", metric="aws_monthly_cost"),
+    Item("charter-recognition", "recognition_gap", ("accounting",), "Charter revenue "
+         "(JADA/QOS) is not recognised on the charter date; deposits and balances are not "
+         "separated."),
+    Item("dc-recognition", "recognition_gap", ("accounting",), "DC client work has no billing "
+         "model, so revenue cannot be recognised against delivered work.",
+         with_item="dc-billing-model"),
+    Item("qdn-payments", "recognition_gap", ("accounting",),
+         "QDN jobs are not matched to payments."),
+    Item("books-m1", "milestone", ("accounting",), "M1: an accounting system with the chart of "
+         "accounts below.", with_item="accounting-system"),
+    Item("books-m2", "milestone", ("accounting",), "M2: bank and Stripe feeds connected; every "
+         "expense categorised by function.", "Connect bank and Stripe feeds; categorise "
+         "every expense by function."),
+    Item("books-m3", "milestone", ("accounting",), "M3: a monthly close per business; revenue "
+         "recognised on the service date.", "Close the books monthly, per business."),
+    Item("books-m4", "milestone", ("accounting",), "M4: a monthly P&L per business against the "
+         "charter break-even.", due="2027-03-31"),
+    Item("seo-profile", "seo_step", ("cmo",), "Claim and complete the business profile for "
+         "local search.", business="QDN"),
+    Item("seo-pages", "seo_step", ("cmo",), "One service page per area served, each with a "
+         "working quote form.", business="QDN"),
+    Item("cmo-day-30", "milestone", ("cmo",), "Day 30: email blast sent; Sailo listing live; "
+         "analytics on every site.", due=30),
+    Item("cmo-day-60", "milestone", ("cmo",), "Day 60: GetMyBoat live; QDN service pages and "
+         "profile complete.", due=60),
+    Item("cmo-day-90", "milestone", ("cmo",), "Day 90: Viator/GYG live once COI is hardened; "
+         "first channel ROI review.", due=90),
+    Item("capital-tiers", "action", ("cfo",), "Hold every spend to the capital tiers: "
+         "zero-cost initiatives first."),
+    Item("control-rules", "action", ("cfo",), "Enforce the three control rules from this "
+         "cycle on."),
+    Item("break-even", "action", ("cfo",), "Reach the break-even in charters a month.",
+         metric="charters_booked"),
+    Item("rental-valuation", "state", ("rental-3028",), "No current valuation is on file.",
+         "Obtain a current valuation of the property.",
+         done_text="A current valuation is on file."),
+    Item("rental-rent-ledger", "state", ("rental-3028",), "Rent is not recorded in a ledger.",
+         "Record every rent payment under Revenue - Rent.",
+         done_text="Rent is recorded in the ledger, under Revenue - Rent."),
+    Item("rental-occupancy", "action", ("rental-3028",), "Track occupancy monthly.",
+         metric="rental_occupancy"),
+    Item("yacht-costs", "state", ("yacht-delivery",), "Delivery costs are not recorded per "
+         "delivery.", "Record crew, fuel, dockage, travel and insurance per delivery.",
+         metric="cost_per_delivery", done_text="Delivery costs are recorded per delivery."),
+    Item("yacht-shared-calendar", "state", ("yacht-delivery",), "Deliveries and JADA charters "
+         "do not share a calendar.", "Share one calendar with JADA charters.",
+         done_text="Deliveries and JADA charters share one calendar."),
+    Item("yacht-service-model", "state", ("yacht-delivery",), "Deliveries are taken one at a "
+         "time, quoted by hand and crewed ad hoc.", "Write down the delivery service model: "
+         "quoting, crewing and scheduling.",
+         done_text="The delivery service model (quoting, crewing, scheduling) is written down."),
+    Item("dc-client-list", "state", ("dc-portfolio",), "No client list with start dates, terms "
+         "and renewal dates is kept.", "List every client with start date, term and renewal "
+         "date.", done_text="Every client is listed with start date, term and renewal date."),
+)
+ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
+ITEM_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+# The sheets of the owner's data folder, each a CSV export of one sheet of a
+# workbook, and their columns: the first is each row's key.
+SHEET_COLUMNS = {
+    "figures.csv": None,  # as_of, note and one column a metric: see csv_header()
+    "items.csv": ("as_of", "id", "status", "note", "reports", "kind", "text", "due"),
+    "targets.csv": ("metric", "month", "target"),
+}
+REQUIRED_COLUMNS = {"items.csv": ("as_of", "id", "status"),
+                    "targets.csv": ("metric", "month", "target")}
+MAX_ITEM_TEXT = 300  # characters of an owner's item text, so a table row stays a row
 
 
 class Snapshot(NamedTuple):
@@ -918,6 +1148,7 @@ class Snapshot(NamedTuple):
     line: int  # in the figures file, for messages
     figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
     note: str
+    counted: dict = {}  # {metric id: figure} of the figures counted from the items
 
     @property
     def sha256(self):
@@ -934,50 +1165,27 @@ class CycleFigures(NamedTuple):
     snapshot: Snapshot | None  # the newest dated on or before the cycle; None: no figures
     previous: Snapshot | None  # the one before it: "last time"
     history: tuple  # up to TREND_SNAPSHOTS snapshots, oldest first, ending with snapshot
+    all: tuple = ()  # every snapshot dated on or before the cycle, oldest first
 
 
 NO_FIGURES = CycleFigures(None, None, ())
 
 
-def read_figures(path):
-    """The figures file's snapshots, oldest first, or None if there is no such file."""
-    try:
-        text = read_text_file(path, newline="")  # csv reads line ends itself
-    except FileNotFoundError:
-        return None
-    except UnreadableFile as error:
-        raise DataError([f"{path}: cannot read the figures file: {error}"]) from None
-    return parse_figures(text, path)
-
-
 def parse_figures(text, name):
     """The snapshots of a figures file, oldest first; DataError lists every problem,
     one a line, as FILE:LINE: column: problem."""
-    import csv
-
-    reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
-    rows = iter(lambda: next(reader, None), None)
-    try:
-        header = next((row for row in rows if any(c.strip() for c in row)), [])
-        header = [column.strip() for column in header]
-        while header and not header[-1]:  # a spreadsheet's trailing comma
-            header.pop()
-        problems = header_problems(header, name)
-        snapshots, line = [], reader.line_num
-        for row in rows:
-            start, line = line + 1, reader.line_num  # a quoted cell may span lines
-            if not any(cell.strip() for cell in row):
-                continue
-            snapshot, row_problems = parse_snapshot(header, row, start, name)
-            if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
-                row_problems.append(f"{name}:{start}: {FIGURES_DATE_COLUMN}: "
-                                    f"{snapshot.as_of} is not after {snapshots[-1].as_of} "
-                                    f"(line {snapshots[-1].line}): one row a date, oldest first")
-            problems += row_problems
-            if snapshot and not row_problems:
-                snapshots.append(snapshot)
-    except csv.Error as error:
-        problems = [f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it ({error})"]
+    header, body = sheet_rows(text, name)
+    problems = header_problems(header, name)
+    snapshots = []
+    for line, row in body:
+        snapshot, row_problems = parse_snapshot(header, row, line, name)
+        if snapshot and snapshots and snapshot.as_of <= snapshots[-1].as_of:
+            row_problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
+                                f"{snapshot.as_of} is not after {snapshots[-1].as_of} "
+                                f"(line {snapshots[-1].line}): one row a date, oldest first")
+        problems += row_problems
+        if snapshot and not row_problems:
+            snapshots.append(snapshot)
     if problems:
         raise DataError(problems)
     return snapshots
@@ -990,7 +1198,7 @@ def header_problems(header, name):
                 "(--metrics --csv-header prints it)"]
     problems = [] if header[0] == FIGURES_DATE_COLUMN else [
         f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
-    known = {*METRICS_BY_ID, FIGURES_NOTE_COLUMN}
+    known = {*(metric.metric_id for metric in MEASURED_METRICS), FIGURES_NOTE_COLUMN}
     for position, column in enumerate(header[1:], start=1):
         if column not in known:
             problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
@@ -1002,21 +1210,17 @@ def header_problems(header, name):
 
 def parse_snapshot(header, row, line, name):
     """(Snapshot or None, problems) for one row of the figures file."""
-    problems = []
-    if any(cell.strip() for cell in row[len(header):]):
-        problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
-                        f"{len(header)} columns the first line names")
-    cells = dict(zip(header, (cell.strip() for cell in row)))
+    cells, problems = row_cells(header, row, line, name)
     note = cells.get(FIGURES_NOTE_COLUMN, "")
-    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in note):
-        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: has a control character")
+    if text_problem(note):
+        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: {text_problem(note)}")
     as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
     if as_of is None:
         problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
                         f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not a date "
                         "(YYYY-MM-DD)")
     figures = {}
-    for metric in METRICS:
+    for metric in MEASURED_METRICS:
         cell = cells.get(metric.metric_id, "")
         if cell:
             try:
@@ -1077,23 +1281,386 @@ def cycle_figures(snapshots, cycle):
     if not eligible:
         return NO_FIGURES
     return CycleFigures(eligible[-1], eligible[-2] if len(eligible) > 1 else None,
-                        tuple(eligible[-TREND_SNAPSHOTS:]))
+                        tuple(eligible[-TREND_SNAPSHOTS:]), tuple(eligible))
 
 
-def load_cycle_figures(config, cycle, console):
-    """The figures this cycle's reports are written from; DataError if the file is bad."""
-    snapshots = read_figures(config.data_path)
+class ItemRow(NamedTuple):
+    """One row of items.csv: an item's status as of a date, and for an item of the
+    owner's own, what it is."""
+
+    as_of: date
+    line: int
+    item_id: str
+    status: str
+    note: str
+    reports: tuple  # empty: as before (the catalogue's, or the owner's first row's)
+    kind: str
+    text: str
+    due: date | None
+
+
+def parse_items(text, name):
+    """The rows of items.csv; DataError lists every problem as FILE:LINE: column: problem."""
+    header, body = sheet_rows(text, name)
+    columns = SHEET_COLUMNS["items.csv"]
+    problems = columns_problems(header, name, columns[0], columns, REQUIRED_COLUMNS["items.csv"])
+    if problems:
+        raise DataError(problems)
+    rows = []
+    for line, cells in body:
+        row, row_problems = parse_item_row(header, cells, line, name)
+        problems += row_problems
+        if not row_problems:
+            rows.append(row)
+    defined = {row.item_id for row in rows if row.text}
+    for row in rows:
+        if row.item_id not in ITEMS_BY_ID and row.item_id not in defined:
+            problems.append(f"{name}:{row.line}: id: {row.item_id!r} is no item of the "
+                            "catalogue (--items lists them); an item of your own needs its "
+                            "text on its first row")
+            defined.add(row.item_id)  # said once
+    if problems:
+        raise DataError(problems)
+    return sorted(rows, key=lambda row: (row.as_of, row.line))
+
+
+def parse_item_row(header, cells, line, name):
+    """(ItemRow or None, problems) for one row of items.csv."""
+    cells, problems = row_cells(header, cells, line, name)
+    where = f"{name}:{line}"
+    as_of = parse_date(cells.get("as_of", ""))
+    if as_of is None:
+        problems.append(f"{where}: as_of: {cells.get('as_of', '')[:20]!r} is not a date "
+                        "(YYYY-MM-DD)")
+    item_id = cells.get("id", "").lower()
+    if not ITEM_ID_PATTERN.fullmatch(item_id):
+        problems.append(f"{where}: id: {cells.get('id', '')[:40]!r} is not an item id "
+                        "(letters, digits, - and _, up to 40)")
+    status = cells.get("status", "").lower()
+    if status not in ITEM_STATUSES:
+        problems.append(f"{where}: status: {cells.get('status', '')[:20]!r} is not one of "
+                        f"{', '.join(ITEM_STATUSES)}")
+    reports = tuple(part.lower() for part in re.split(r"[\s,;]+", cells.get("reports", ""))
+                    if part)
+    unknown = [report for report in reports if report not in REPORT_IDS]
+    if unknown:
+        problems.append(f"{where}: reports: {', '.join(unknown)[:60]} names no report; the "
+                        f"reports are {', '.join(REPORT_IDS)}")
+    kind = cells.get("kind", "").lower()
+    if kind and kind not in ITEM_KINDS:
+        problems.append(f"{where}: kind: {kind[:20]!r} is not one of {', '.join(ITEM_KINDS)}")
+    text, note = cells.get("text", ""), cells.get("note", "")
+    for column, value in (("text", text), ("note", note)):
+        problem = text_problem(value) or (len(value) > MAX_ITEM_TEXT and
+                                          f"is longer than {MAX_ITEM_TEXT} characters")
+        if problem:
+            problems.append(f"{where}: {column}: {problem}")
+    due = parse_date(cells.get("due", "")) if cells.get("due") else None
+    if cells.get("due") and due is None:
+        problems.append(f"{where}: due: {cells['due'][:20]!r} is not a date (YYYY-MM-DD)")
+    if item_id in ITEMS_BY_ID and (reports or kind or text):
+        fixed_columns = ", ".join(c for c, v in (("reports", reports), ("kind", kind),
+                                                 ("text", text)) if v)
+        problems.append(f"{where}: {fixed_columns}: {item_id} is an item of the catalogue, "
+                        "whose reports, kind and text are fixed: leave them empty, or give "
+                        "your own item an id of its own")
+    if problems:
+        return None, problems
+    return ItemRow(as_of, line, item_id, status, note, reports, kind, text, due), []
+
+
+def parse_targets(text, name):
+    """{metric id: {"YYYY-MM": target}} from targets.csv; DataError lists every problem."""
+    header, body = sheet_rows(text, name)
+    columns = SHEET_COLUMNS["targets.csv"]
+    problems = columns_problems(header, name, columns[0], columns,
+                                REQUIRED_COLUMNS["targets.csv"])
+    if problems:
+        raise DataError(problems)
+    targets, lines = {}, {}
+    for line, cells in body:
+        cells, row_problems = row_cells(header, cells, line, name)
+        where = f"{name}:{line}"
+        metric = METRICS_BY_ID.get(cells.get("metric", ""))
+        if metric is None:
+            row_problems.append(f"{where}: metric: {cells.get('metric', '')[:30]!r} is no "
+                                "metric; --metrics lists them")
+        month = cells.get("month", "")
+        if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
+            row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM)")
+        value = None
+        if metric:
+            try:
+                low, high = parse_figure(cells.get("target", ""), metric.unit)
+                value = low if low == high else None
+            except ValueError:
+                pass
+            if value is None:
+                row_problems.append(f"{where}: target: {cells.get('target', '')[:20]!r} is "
+                                    f"not one value in {metric.metric_id}'s unit: "
+                                    f"{UNITS[metric.unit]}")
+        key = (metric and metric.metric_id, month)
+        if not row_problems and key in lines:
+            row_problems.append(f"{where}: month: {metric.metric_id} has a target for "
+                                f"{month} already, on line {lines[key]}")
+        problems += row_problems
+        if not row_problems:
+            lines[key] = line
+            targets.setdefault(metric.metric_id, {})[month] = value
+    if problems:
+        raise DataError(problems)
+    return targets
+
+
+class CycleData(NamedTuple):
+    """What the owner's sheets say for one cycle: everything a report is written from."""
+
+    day: date | None  # the cycle's date: items and targets are read as of it
+    figures: "CycleFigures"
+    item_rows: tuple = ()  # items.csv's rows, oldest first
+    targets: dict = {}  # targets.csv: {metric id: {"YYYY-MM": target}}
+    sheets: dict = {}  # {sheet file name: sha256 of what was read}, for the audit log
+
+
+NO_DATA = CycleData(None, NO_FIGURES)
+
+
+class DataSheets(NamedTuple):
+    """Where the owner's sheets are: a folder of them, or one figures file alone."""
+
+    folder: Path | None
+    figures: Path
+
+    @classmethod
+    def at(cls, path):
+        """A folder, or a path to one .csv file: the figures sheet alone, as it always was."""
+        if path.suffix.lower() == ".csv" and not path.is_dir():
+            return cls(None, path)
+        return cls(path, path / "figures.csv")
+
+    def path(self, sheet):
+        return self.figures if sheet == "figures.csv" else (
+            self.folder / sheet if self.folder else None)
+
+    @property
+    def where(self):
+        return self.folder or self.figures
+
+
+def sheet_rows(text, name):
+    """(header, [(line, cells)]) of a sheet as a spreadsheet exports it: the header is
+    the first line that is not blank, trailing empty columns dropped; blank rows are
+    skipped; a row's line is where it starts (a quoted cell may span lines).  A file
+    that is not CSV raises DataError."""
+    import csv
+
+    reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
+    rows = iter(lambda: next(reader, None), None)
+    try:
+        header = next((row for row in rows if any(c.strip() for c in row)), [])
+        header = [column.strip() for column in header]
+        while header and not header[-1]:  # a spreadsheet's trailing comma
+            header.pop()
+        body, line = [], reader.line_num
+        for row in rows:
+            start, line = line + 1, reader.line_num
+            if any(cell.strip() for cell in row):
+                body.append((start, row))
+    except csv.Error as error:
+        raise DataError([f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it "
+                         f"({error})"]) from None
+    return header, body
+
+
+def row_cells(header, row, line, name):
+    """({column: stripped cell}, problems) for one row: more cells than columns is one."""
+    problems = []
+    if any(cell.strip() for cell in row[len(header):]):
+        problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
+                        f"{len(header)} columns the first line names")
+    return dict(zip(header, (cell.strip() for cell in row))), problems
+
+
+def columns_problems(header, name, first, known, required=()):
+    """What is wrong with a sheet's first line: its first column, unknown or repeated
+    columns, and the columns it must have."""
+    if not header:
+        return [f"{name}:1: the file is empty: its first line names the columns "
+                "(--new-data writes it)"]
+    problems = [] if header[0] == first else [
+        f"{name}:1: {header[0] or '(empty)'}: the first column must be {first}"]
+    for position, column in enumerate(header[1:], start=1):
+        if column not in known:
+            problems.append(f"{name}:1: {column or '(empty)'}: no such column; the columns "
+                            f"are {', '.join(known)}")
+        elif column in header[:position]:
+            problems.append(f"{name}:1: {column}: named twice")
+    problems += [f"{name}:1: {column}: missing; the first line must name it"
+                 for column in required if column not in header]
+    return problems
+
+
+def text_problem(text):
+    """Why free text from a sheet cannot go into a report, or None."""
+    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in text):
+        return "has a control character"
+    return None
+
+
+def read_sheet(path, parse):
+    """(what parse makes of the sheet, the sha256 of its text), or (None, None) where
+    there is no such file."""
+    try:
+        text = read_text_file(path, newline="")  # csv reads line ends itself
+    except FileNotFoundError:
+        return None, None
+    except UnreadableFile as error:
+        raise DataError([f"{path}: cannot read it: {error}"]) from None
+    return parse(text, path), sha256_hex(text)
+
+
+SHEET_PARSERS = {"figures.csv": parse_figures, "items.csv": parse_items,
+                 "targets.csv": parse_targets}
+
+
+def load_cycle_data(config, cycle, day, console):
+    """The owner's sheets, every one checked before any is used (all their problems
+    in one DataError), as they stand for this cycle."""
+    problems, read = [], {}
+    for sheet, parse in SHEET_PARSERS.items():
+        path = config.data.path(sheet)
+        try:
+            read[sheet] = read_sheet(path, parse) if path else (None, None)
+        except DataError as error:
+            problems += error.problems
+    if problems:
+        raise DataError(problems)
+    snapshots, _ = read["figures.csv"]
+    data = cycle_data(cycle, day, snapshots or (), read["items.csv"][0] or (),
+                      read["targets.csv"][0] or {},
+                      {sheet: digest for sheet, (_, digest) in read.items() if digest})
+    for warning in data_warnings(config.data, snapshots, data, cycle):
+        console.warn(warning)
+    snapshot = data.figures.snapshot
+    console.step(f"data: {config.data.where}; figures "
+                 f"{'as of ' + str(snapshot.as_of) if snapshot else 'none'}; "
+                 f"{len(data.item_rows)} item row(s); sheets read: "
+                 f"{', '.join(data.sheets) or 'none'}")
+    return data
+
+
+def data_warnings(sheets, snapshots, data, cycle):
+    """What the owner should hear about the sheets: a folder or figures that are not
+    there, no snapshot for the cycle, a count the items overrule."""
+    where = sheets.where
+    if sheets.folder is not None and not sheets.folder.is_dir():
+        return [f"warning: no data folder at {where}: every figure reads 'not measured' "
+                f"and every item is open; start one with --new-data {where}"]
     if snapshots is None:
-        console.warn(f"warning: no figures file at {config.data_path}: every figure reads "
-                     "'not measured'; start one from --metrics --csv-header (see the README)")
-        return NO_FIGURES
-    figures = cycle_figures(snapshots, cycle)
-    if figures.snapshot is None:
-        console.warn(f"warning: figures file {config.data_path} has no snapshot dated on or "
-                     f"before cycle {cycle}: every figure reads 'not measured'")
-    console.step(f"figures: {config.data_path}, "
-                 f"{'as of ' + str(figures.snapshot.as_of) if figures.snapshot else 'none'}")
-    return figures
+        return [f"warning: no figures file at {sheets.figures}: every figure reads 'not "
+                "measured'; start one with --new-data (or --metrics --csv-header)"]
+    if data.figures.snapshot is None:
+        return [f"warning: figures file {sheets.figures} has no snapshot dated on or "
+                f"before cycle {cycle}: every figure reads 'not measured'"]
+    warnings = []
+    original = data.figures.snapshot
+    for metric in METRICS:
+        written = original.figures.get(metric.metric_id)
+        counted = data.figures.snapshot.counted.get(metric.metric_id)
+        if metric.counts and written is not None and written != counted:
+            warnings.append(f"warning: {sheets.figures} line {original.line}: "
+                            f"{metric.metric_id} {figure_text(written, metric.unit)} is not "
+                            f"used: the items leave {figure_text(counted, metric.unit)} open, "
+                            "and the items win (mark them done in items.csv)")
+    return warnings
+
+
+def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None):
+    """The CycleData of a cycle: its figures, each snapshot with the figures counted
+    from the items (open security gaps) as of its date."""
+    data = CycleData(day, cycle_figures(snapshots, cycle), tuple(item_rows), targets or {},
+                     sheets or {})
+    counted = {}
+    for snapshot in {s.as_of: s for s in (*data.figures.history, data.figures.previous)
+                     if s}.values():
+        states = item_states(data, snapshot.as_of, snapshot).values()
+        counted[snapshot.as_of] = snapshot._replace(counted={
+            metric.metric_id: open_count(states, metric.counts)
+            for metric in METRICS if metric.counts})
+    figures = data.figures
+
+    def recount(snapshot):
+        return snapshot and counted[snapshot.as_of]
+
+    return data._replace(figures=figures._replace(
+        snapshot=recount(figures.snapshot), previous=recount(figures.previous),
+        history=tuple(map(recount, figures.history))))
+
+
+def open_count(states, kind):
+    """How many of these items of a kind are open, as a figure."""
+    count = Decimal(sum(state.status == "open" and state.item.kind == kind
+                        for state in states))
+    return count, count
+
+
+class ItemState(NamedTuple):
+    """Where one item stands as of a date."""
+
+    item: Item  # as the owner's rows leave it
+    status: str  # a key of ITEM_STATUSES
+    since: date | None  # the date of the row that set the status, or of the item closing it
+    note: str
+    due: date | None
+    dated: bool  # the due date is one somebody set, not the rolling plan's
+    closed_by: str | None = None  # "metric", or the id of the item that closed it
+
+
+def item_states(data, day, snapshot):
+    """{item id: ItemState} as of day (None: every row): the catalogue's items, then the
+    owner's, each standing as its latest row dated on or before day leaves it; an open
+    item whose metrics meet their targets in the snapshot is done."""
+    items, latest, due = dict(ITEMS_BY_ID), {}, {}
+    for row in data.item_rows:  # oldest first: a later row wins
+        if day is not None and row.as_of > day:
+            break
+        if row.item_id not in ITEMS_BY_ID:
+            if row.item_id not in items and not row.text:
+                continue  # the owner's item is defined on a later row
+            items[row.item_id] = owner_item(items.get(row.item_id), row)
+        latest[row.item_id] = row
+        if row.due:
+            due[row.item_id] = row.due
+    states = {}
+    for item_id, item in items.items():
+        row = latest.get(item_id)
+        state = ItemState(item, row.status if row else "open", row and row.as_of,
+                          row.note if row else "", due.get(item_id) or planned_due(item, day),
+                          item_id in due or isinstance(item.due, str))
+        if state.status == "open" and item.metric and all(
+                metric_met(METRICS_BY_ID[m], data, snapshot) for m in item.metric.split()):
+            state = state._replace(status="done", since=None, closed_by="metric")
+        states[item_id] = state
+    for item_id, state in states.items():
+        other = states.get(state.item.with_item)
+        if state.status == "open" and other and other.status != "open":
+            states[item_id] = state._replace(status=other.status, since=other.since,
+                                             closed_by=other.item.item_id)
+    return states
+
+
+def owner_item(item, row):
+    """The owner's item as this row leaves it: what the row says, else what it was."""
+    return Item(row.item_id, row.kind or (item and item.kind) or "action",
+                row.reports or (item and item.reports) or ("ceo",),
+                row.text or item.text)
+
+
+def planned_due(item, day):
+    """The catalogue's due date of an item for a cycle on day: days after it, or a date."""
+    if isinstance(item.due, int):
+        return day + timedelta(days=item.due) if day else None
+    return date.fromisoformat(item.due) if item.due else None
 
 
 def check_freshness(figures, cycle, config, today, console, read_log):
@@ -1132,9 +1699,6 @@ BRIEF_MARK = "[brief]"
 COUNT_MARK = "(#)"  # a heading ending so counts the items of the list under it
 SLOT_PATTERN = re.compile(r"\$\{([_a-z][_a-z0-9]*)\}")  # a line that is one placeholder
 
-# "- [until ota_listings] List on Sailo": the item is left out once the figures
-# show the metric in order (on target, or measured where it has no target).
-UNTIL_PATTERN = re.compile(r"\[until ([a-z_]+)\] ")
 # What reads as a marker, in any case: [bar 4/6], [brief], and their misspellings.
 MARKER_PATTERN = re.compile(r"\[[a-z]+[^\]]*\]", re.IGNORECASE)
 GROWING_BLOCKS = frozenset({"paragraph", "bullets", "numbered", "table"})
@@ -1148,8 +1712,7 @@ class ReportTemplate(string.Template):
       "# Title"            the report's title
       "## Heading"         a section; "## Heading [brief]" also goes in the brief
       "- item"             a bullet item
-      "1. item"            a numbered item; "- [until metric] item" is left out
-                           once the figures show that metric in order
+      "1. item"            a numbered item
       "| a | b |"          a table row, the first row of a table its header;
                            a cell "[bar 4/6]" is a bar filled 4 parts of 6
       "---"                the footer rule
@@ -1198,12 +1761,20 @@ class Trend(NamedTuple):
     values: tuple
 
     def levels(self, steps):
-        """Each value as a step from 0 to steps - 1 between the lowest and highest."""
+        """Each value as a step from 0 to steps - 1, in proportion from zero: a value 7%
+        lower is a bar 7% shorter (a series with negative values spans its range)."""
         known = [v for v in self.values if v is not None]
-        low, high = min(known, default=0), max(known, default=0)
+        low, high = min([0, *known]), max([0, *known])
         return [None if v is None else
-                (steps - 1 if high == low else round((v - low) / (high - low) * (steps - 1)))
+                (0 if high == low else round((v - low) / (high - low) * (steps - 1)))
                 for v in self.values]
+
+
+class Status(NamedTuple):
+    """A table cell that says how a figure stands: seen at a glance in both editions."""
+
+    text: str  # on track, behind, no target, not measured, to come
+    level: str  # "good", "bad" or "none"
 
 
 def line_block(line):
@@ -1288,13 +1859,7 @@ def check_continues(block, content, line):
 
 
 def check_markers(kind, content):
-    """[bar n/m] only as a whole table cell, [brief] only at a heading's end,
-    [until metric] only at a list item's start, naming a metric of the catalogue."""
-    until = UNTIL_PATTERN.match(content) if kind in ("bullets", "numbered") else None
-    if until:
-        if until.group(1) not in METRICS_BY_ID:
-            raise TemplateError(f"[until {until.group(1)}] names no metric; --metrics lists them")
-        content = content[until.end():]
+    """[bar n/m] only as a whole table cell, [brief] only at a heading's end."""
     for cell in content if kind == "table" else [content]:
         for marker in MARKER_PATTERN.findall(cell):
             if kind == "table" and marker == cell and BAR_PATTERN.fullmatch(cell):
@@ -1322,8 +1887,7 @@ def fill_blocks(blocks, values):
             return [fill(cell) for cell in item]
         if not isinstance(item, str):
             return item
-        until = UNTIL_PATTERN.match(item)
-        return ReportTemplate(item[until.end():] if until else item).substitute(values)
+        return ReportTemplate(item).substitute(values)
 
     filled = []
     for block in blocks:
@@ -1331,23 +1895,14 @@ def fill_blocks(blocks, values):
             value = values[block.items[0]]
             filled.extend([Block("paragraph", [value])] if isinstance(value, str) else value)
         else:
-            block.items = [fill(item) for item in block.items
-                           if not until_done(item, values["metrics_in_order"])]
-            filled.append(block if block.items else Block(
-                "paragraph", ["Nothing left here: this cycle's figures show it done."]))
+            block.items = [fill(item) for item in block.items]
+            filled.append(block)
     for heading, following in zip(filled, filled[1:] + [None]):
         if heading.kind == "heading" and heading.items[0].endswith(COUNT_MARK):
             counted = len(following.items) if following and following.kind in (
                 "bullets", "numbered") else 0
             heading.items[0] = heading.items[0][:-len(COUNT_MARK)] + f"({counted})"
     return filled
-
-
-def until_done(item, metrics_in_order):
-    """True for an "[until metric]" item whose metric the figures show in order;
-    other items lose the mark, so a reader never sees it."""
-    until = UNTIL_PATTERN.match(item) if isinstance(item, str) else None
-    return bool(until) and until.group(1) in metrics_in_order
 
 
 def brief_blocks(blocks):
@@ -1375,8 +1930,13 @@ def parse_bar(cell):
 
 
 ###############################################################################
-# Report content: the eight reports, their shortfalls, and what the figures fill in
+# Report content: the eight reports, and what the owner's data fills in
 ###############################################################################
+
+TOP_ACTIONS = 3  # how many of its open actions a report leads with
+AGENDA_DAYS = 30  # the CEO's agenda: what falls due in these days, by week
+DUE_SOON_DAYS = 7  # "Since the last report" names an item due within these days
+STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
@@ -1398,20 +1958,15 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Critical shortfalls open: ${shortfall_count}. Metrics not measured: ${missing_count} of
+Critical shortfalls open: ${count_shortfall}. Metrics not measured: ${missing_count} of
 ${metric_count}. Break-even: ${break_even_charters} charters a month.
 
 ## Top actions [brief]
-1. [until open_security_gaps] Rotate and remove the hardcoded Stripe keys; take
-   repos.env out of version control.
-2. [until accounting_system_live] Deploy an accounting system.
-3. Send the email blast to the list (${email_list}; $10K-50K of concert
-   booking potential).
-4. [until ota_listings] List on Sailo, then GetMyBoat.
+${top_actions}
 
 ## Executive summary
 The portfolio has real assets and too little operating rhythm around them:
-${shortfall_count} critical shortfalls are open, and ${missing_count} of the
+${count_shortfall} critical shortfalls are open, and ${missing_count} of the
 ${metric_count} metrics have no figure in this snapshot. The next 30 days are about turning
 on revenue visibility and the zero-cost channels before anything is spent.
 
@@ -1419,17 +1974,17 @@ on revenue visibility and the zero-cost channels before anything is spent.
 ${trends}
 
 ## Asset inventory
-| Business | Assets and state |
+| Business | Assets |
 | JADA | Charter operation; the revenue engine (break-even at ${break_even_charters}
   charters/month)
 | QueenofSanDiego | Brand and booking site for San Diego charters and events |
-| QuickDumpNow | Local service business; lead funnel currently broken |
-| DangerousCentaur | Client-services business with a client portfolio and no billing model |
+| QuickDumpNow | Local service business, booked through a lead funnel |
+| DangerousCentaur | Client-services business with a client portfolio |
 | Supporting | 3028 51st St rental; Expert Yacht Delivery; an email list
   (${email_list}); AWS with SES on a verified domain
 
 ## Critical shortfalls (#)
-${shortfalls}
+${items_shortfall}
 
 ## Shortfalls by business
 ${shortfall_split}
@@ -1438,15 +1993,10 @@ ${shortfall_split}
 ${missing_kpis}
 
 ## 30-day execution agenda, from ${cycle}
-| Week | Actions |
-| 1 | Rotate and remove hardcoded Stripe keys; take repos.env out of version control;
-  deploy an accounting system
-| 2 | Send the email blast to the list; list on Sailo |
-| 3 | List on GetMyBoat; repair the QDN funnel; define DC billing tiers |
-| 4 | Document the Sergio equity terms and Carole's handover; review the KPIs |
+${agenda}
 
 ## P&L impact
-Every item on the agenda is zero- or low-cost. The email blast alone is
+The source document's agenda is zero- or low-cost. The email blast alone is
 modelled at $10K-50K of concert booking potential (CMO report).
 """)
 
@@ -1457,36 +2007,22 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-CI/CD, staging and rollback: none yet.
+Security gaps open: ${count_security_gap}. Dev cycle gaps open: ${count_dev_gap}.
 
 ## Top actions [brief]
-1. Rotate the Stripe keys and move them out of the code.
-2. Remove repos.env from git history; keep it local and chmod 600.
-3. Put authentication on the Google Apps Script endpoints.
+${top_actions}
 
 ## Stack-by-stack audit
-| Stack | Finding |
-| JADA | Booking site; no availability calendar; pricing tier copy stale |
-| QOS | Marketing and booking site; no analytics instrumentation |
-| QDN | Lead funnel forms; enquiries lost between form and follow-up |
-| DC | Client sites and Google Apps Script endpoints without authentication |
-| All | No CI/CD pipeline, no staging environment, no automated rollback |
+${stack_audit}
 
 ## Security gaps found in the audit (#)
-1. Hardcoded Stripe keys in the codebase.
-2. Plaintext repos.env committed to version control.
-3. Unauthenticated Google Apps Script endpoints.
-4. No Web Application Firewall in front of public endpoints.
-5. No key rotation after exposure: keys that reached the repository are still
-   live.
-6. Broad AWS credentials used for sending: no least-privilege IAM policy
-   limiting ses:SendEmail to the verified sender.
+${items_security_gap}
 
 ## AWS cost analysis
 | Item | Monthly cost |
 | AWS, this snapshot | ${aws_cost} |
 | AWS baseline, source document | ~$50-84/month |
-| Savings available | ~$25/month (idle resources, right-sizing) |
+| Target, with ~$25/month of savings taken | ${aws_target} |
 | SES, $0.10 per 1,000 emails | cents (8 reports x 2-3 cycles a month) |
 
 SES's free tier (62,000 emails a month) is only for mail sent from an
@@ -1495,27 +2031,14 @@ application on EC2, which a laptop is not; at this volume SES costs cents a mont
 ## Trends over the last snapshots
 ${trends}
 
-## UX shortfalls
-- Missing availability calendar: buyers cannot see open charter dates.
-- Zero analytics instrumentation: no traffic or conversion data.
-- Stale pricing tier copy on the booking pages.
+## UX shortfalls (#)
+${items_ux_gap}
 
-## Dev cycle gaps
-- No CI/CD pipeline: changes reach production by hand.
-- No staging environment: every change is tested in production.
-- No automated rollback capability.
+## Dev cycle gaps (#)
+${items_dev_gap}
 
-## Ten engineering actions, ranked by security impact and user value
-1. Rotate the Stripe keys and move them out of the code.
-2. Remove repos.env from git history; keep it local and chmod 600.
-3. Put authentication on the Google Apps Script endpoints.
-4. Replace broad AWS keys with a least-privilege SES sending policy.
-5. Put a WAF in front of the public sites.
-6. Add analytics instrumentation to JADA, QOS and QDN.
-7. Ship the availability calendar.
-8. Refresh the pricing tier copy.
-9. Add a CI pipeline with a staging environment.
-10. Add automated rollback, then take the $25/month AWS savings.
+## Engineering actions, ranked by security impact and user value (#)
+${actions}
 """)
 
 ACCOUNTING_TEMPLATE = ReportTemplate("""\
@@ -1525,13 +2048,10 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Roadmap: 4 milestones, through Q1 2027.
+Roadmap milestones open: ${count_milestone}, through Q1 2027.
 
 ## Top actions [brief]
-1. [until accounting_system_live] Deploy an accounting system with the chart
-   of accounts below.
-2. Connect bank and Stripe feeds; categorise every expense by function.
-3. Close the books monthly, per business.
+${top_actions}
 
 ## Critical finding
 ${accounting_finding}
@@ -1539,16 +2059,12 @@ ${accounting_finding}
 ## Trends over the last snapshots
 ${trends}
 
-## Revenue recognition gaps
-- Charter revenue (JADA/QOS) is not recognised on the charter date; deposits
-  and balances are not separated.
-- DC client work has no billing model, so revenue cannot be recognised against
-  delivered work.
-- QDN jobs are not matched to payments.
+## Revenue recognition gaps (#)
+${items_recognition_gap}
 
 ## Chart of accounts audit
-Existing structure: none. Recommended structure, with one class per business
-(JADA, QOS, QDN, DC) plus the 3028 51st St rental and Expert Yacht Delivery:
+The recommended structure, with one class per business (JADA, QOS, QDN, DC) plus
+the 3028 51st St rental and Expert Yacht Delivery:
 
 | Range | Type | Accounts |
 | 1000-1999 | Assets | Operating bank per business, Stripe clearing, deposits held |
@@ -1561,17 +2077,13 @@ Existing structure: none. Recommended structure, with one class per business
 ## Expense categorisation by function
 | Function | Expenses |
 | Operations | Crew, fuel, dockage, maintenance, disposal fees |
-| Technology | AWS (~$50-84/month), software subscriptions |
+| Technology | AWS (~$50-84/month in the source document), software subscriptions |
 | Marketing | OTA commissions, email platform, advertising |
 | Administration | Insurance (certificates of insurance), legal, accounting |
 | Property | 3028 51st St maintenance by category |
 
-## Four-milestone roadmap to profitability, through Q1 2027
-| Milestone | Deliverable |
-| M1 | Deploy an accounting system and the chart of accounts above |
-| M2 | Connect bank and Stripe feeds; categorise every expense by function |
-| M3 | Monthly close per business; revenue recognised on the service date |
-| M4 | Q1 2027: monthly P&L per business against the ${break_even_charters}-charter break-even |
+## Four-milestone roadmap to profitability, through Q1 2027: open (#)
+${items_milestone}
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
@@ -1584,23 +2096,15 @@ ${glance}
 Modelled return of an email blast: $10K-50K of concert booking potential.
 
 ## Top actions [brief]
-1. Send the email blast to the list (${email_list}) now.
-2. [until ota_listings] List on Sailo first, GetMyBoat second.
-3. [until sites_with_analytics] Add analytics and UTM attribution to every site
-   and campaign.
+${top_actions}
 
 ## Channel-by-channel visibility matrix
-| Channel | JADA / QOS | QDN | DC |
-| Own website | live | live | live |
-| Email list | ${email_list} | none | none |
-| OTA marketplaces | not listed | n/a | n/a |
-| Local search / SEO | weak | roadmap below | n/a |
-| Analytics | none | none | none |
+${channel_matrix}
 
-## Business case: an email blast, now
-The list (${email_list}) exists and costs nothing to reach through SES. Modelled return:
-$10K-50K of concert booking potential. Send it first: it is the only channel
-that is both free and already built.
+## Business case: an email blast
+The list (${email_list}) costs nothing to reach through SES. Modelled return:
+$10K-50K of concert booking potential. It comes first because it is the only
+channel that is both free and already built.
 
 ## OTA sequencing
 1. Sailo first.
@@ -1611,16 +2115,11 @@ that is both free and already built.
 ## Trends over the last snapshots
 ${trends}
 
-## QDN local SEO roadmap
-- Claim and complete the business profile for local search.
-- One service page per area served, each with a working quote form.
-- Fix the funnel so every enquiry is answered and tracked.
+## QDN local SEO roadmap: steps open (#)
+${items_seo_step}
 
-## 30/60/90-day milestones, from ${cycle}
-| Day | Milestone |
-| 30 | Email blast sent; Sailo listing live; analytics on every site |
-| 60 | GetMyBoat live; QDN service pages and profile complete |
-| 90 | Viator/GYG live once COI is hardened; first channel ROI review |
+## 30/60/90-day milestones, from ${cycle}: open (#)
+${items_milestone}
 
 ## Attribution tracking requirements
 Every campaign link carries UTM tags; every booking records its channel; the
@@ -1634,12 +2133,14 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Break-even: ${break_even_charters} charters a month. Financial control rules: 3, non-negotiable.
+Break-even: ${break_even_charters} charters a month. Financial control rules: 3,
+non-negotiable.
 
 ## Top actions [brief]
-1. Hold every spend to the capital tiers: zero-cost initiatives first.
-2. Enforce the three control rules from this cycle on.
-3. [until charters_booked] Reach ${break_even_charters} charters a month: break-even.
+${top_actions}
+
+## Monthly revenue against target
+${revenue_months}
 
 ## Burn rate model
 | Item | Figure |
@@ -1673,20 +2174,17 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Valuation on file: none.
+${state_rental_valuation}
 
 ## Top actions [brief]
-1. Obtain a current valuation this cycle.
-2. Record every rent payment once the accounting system is live.
-3. [until rental_occupancy] Start tracking occupancy monthly.
+${top_actions}
 
 ## Property asset valuation
-No current valuation is on file. Obtain one this cycle so the property is
-carried in the chart of accounts (Assets) at a known figure.
+${state_rental_valuation} A current valuation carries the property in the
+chart of accounts (Assets) at a known figure.
 
 ## Rental revenue visibility
-Rent is not recorded in a ledger. Record each payment under Revenue - Rent once
-the accounting system is live.
+${state_rental_rent_ledger}
 
 ## Trends over the last snapshots
 ${trends}
@@ -1714,15 +2212,13 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Shared calendar with JADA: not yet.
+${state_yacht_shared_calendar}
 
 ## Top actions [brief]
-1. [until cost_per_delivery] Record crew, fuel, dockage, travel and insurance
-   per delivery.
-2. Share one calendar with JADA charters.
+${top_actions}
 
 ## Current service delivery model
-Deliveries are taken one at a time, quoted by hand and crewed ad hoc.
+${state_yacht_service_model}
 
 ## Trends over the last snapshots
 ${trends}
@@ -1732,18 +2228,12 @@ Crew availability and the captain's calendar limit how many deliveries can run
 in a month; charters (JADA) compete for the same people.
 
 ## Cost-per-delivery analysis
-| Cost | Recorded today |
-| Crew | no |
-| Fuel | no |
-| Dockage | no |
-| Travel | no |
-| Insurance | no |
-
-Record each per delivery, so every quote covers its cost.
+${state_yacht_costs} Every quote must cover crew, fuel, dockage, travel and
+insurance, so each is recorded per delivery.
 
 ## Integration with the JADA charter workflow
-Share one calendar with JADA, so deliveries fill the gaps between charters;
-reuse JADA's COI verification and booking records.
+One calendar shared with JADA lets deliveries fill the gaps between charters;
+deliveries reuse JADA's COI verification and booking records.
 """)
 
 DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
@@ -1753,26 +2243,21 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-Billing model: none yet. Renewal dates recorded: none yet.
-
 ## Top actions [brief]
-1. Set a billing model: rate card, invoice schedule, contract terms.
-2. List every client with start date, term and renewal date.
+${top_actions}
 
 ## Billing gap identification
-DC has no billing model: work is delivered without a rate card, invoice
-schedule or contract terms, so delivered work goes unbilled.
+${state_dc_billing_model}
 
 ## Trends over the last snapshots
 ${trends}
 
 ## Revenue recognition by client tier
 Tier clients by monthly value and recognise revenue as work is delivered, per
-tier, once the billing model is set.
+tier, against the billing model.
 
 ## Contract renewal calendar
-No renewal dates are recorded. List every client with start date, term and
-renewal date this cycle.
+${state_dc_client_list}
 
 ## Churn risk assessment
 Risk is highest where work is unbilled or undocumented, and where client
@@ -1815,45 +2300,27 @@ def select_reports(only):
     return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
-class Shortfall(NamedTuple):
-    """A critical shortfall in the CEO report: listed while its metric is not on track.
-
-    metric None: nothing measures it, so only a person can take it off the list.
-    """
-
-    business: str
-    text: str
-    metric: str | None = None
-
-
-SHORTFALLS = (
-    Shortfall("JADA / QOS", "Sales pipeline below target: no charter or event enquiries "
-              "in flight.", "pipeline_value"),
-    Shortfall("Portfolio", "Revenue tracking gaps: no single view of revenue by "
-              "business.", "revenue_jada_qos revenue_qdn revenue_dc"),
-    Shortfall("Portfolio", "Sergio equity risk: the equity arrangement is undocumented; "
-              "mitigate with a written agreement before further investment."),
-    Shortfall("JADA / QOS", "OTA listings below target: Sailo, then GetMyBoat, then "
-              "Viator or GYG.", "ota_listings"),
-    Shortfall("DC", "DC billing model absent: client work is delivered without a defined "
-              "billing model, so revenue leaks."),
-    Shortfall("QDN", "QDN funnel breakage: enquiries do not reach a booked job.",
-              "qdn_jobs_booked"),
-    Shortfall("Portfolio", "Carole transition risk: knowledge held by one person with no "
-              "handover."),
-    Shortfall("Portfolio", "No accounting system deployed (Accounting Officer report).",
-              "accounting_system_live"),
-)
+REPORT_IDS = tuple(spec.report_id for spec in REPORTS)
 
 
 def figure_of(snapshot, metric):
-    return snapshot.figures.get(metric.metric_id) if snapshot else None
+    """A metric's figure in a snapshot, (low, high), computed where it is a formula's;
+    None where it is not measured."""
+    if snapshot is None:
+        return None
+    if metric.formula:
+        return metric.formula(snapshot)
+    if metric.counts:
+        return snapshot.counted.get(metric.metric_id)
+    return snapshot.figures.get(metric.metric_id)
 
 
 def amount_text(value, unit, money_sign=True):
-    """One amount as a reader sees it: $8,000, 24%, 3,676, yes."""
+    """One amount as a reader sees it: $8,000, 24%, 3,676, yes, 4.5 months."""
     if unit == "yes_no":
         return "yes" if value else "no"
+    if unit == "months":
+        return "cash-flow positive" if value == CASH_FLOW_POSITIVE else f"{value:.1f} months"
     if unit == "dollars":  # whole dollars as $8,000; cents, where there are any, as $100.50
         cents = value.quantize(Decimal("0.01"))
         number = format(cents if cents % 1 else cents.quantize(Decimal(1)), ",f")
@@ -1876,28 +2343,56 @@ def figure_text(figure, unit):
     return f"{amount_text(low, unit)}-{amount_text(high, unit, money_sign=False)}"
 
 
-def target_value(metric):
+def catalogue_target(metric):
+    """The metric's target as the catalogue sets it, or None."""
     return None if metric.target is None else (
         Decimal(metric.target == "yes") if metric.unit == "yes_no" else Decimal(metric.target))
 
 
-def target_text(metric):
-    return "-" if metric.target is None else amount_text(target_value(metric), metric.unit)
+def target_of(metric, data, snapshot=None):
+    """The metric's target for the month a snapshot measures (else the cycle's month):
+    targets.csv's row for that month, else the catalogue's."""
+    day = snapshot.as_of if snapshot else data.day
+    monthly = data.targets.get(metric.metric_id, {})
+    month = day and day.strftime("%Y-%m")
+    return monthly[month] if month in monthly else catalogue_target(metric)
 
 
-def on_target(metric, figure):
-    """True if the figure meets the metric's target (the range's worse end counts)."""
-    target = target_value(metric)
+def target_text(metric, target):
+    """A target as a threshold reads: at least 6, at most $9,000, more than $0, yes."""
+    if target is None:
+        return "-"
+    amount = amount_text(target, metric.unit)
+    return amount if metric.unit == "yes_no" else f"{THRESHOLDS[metric.good]} {amount}"
+
+
+def on_target(metric, figure, target):
+    """True if the figure meets the target (the range's worse end counts)."""
     low, high = figure
-    return low >= target if metric.good == "up" else high <= target
+    if metric.good == "down":
+        return high <= target
+    return low > target if metric.good == "above" else low >= target
 
 
-def status_text(metric, figure):
+def status_of(metric, figure, target):
+    """How a figure stands: a Status cell of the glance table."""
     if figure is None:
-        return "not measured"
-    if metric.target is None:
-        return "no target"
-    return "on track" if on_target(metric, figure) else "behind"
+        return Status("not measured", "none")
+    if target is None:
+        return Status("no target", "none")
+    return Status("on track", "good") if on_target(metric, figure, target) else \
+        Status("behind", "bad")
+
+
+def fixed(metric, figure, target):
+    """Whether the data says what this metric tracks is in order."""
+    if figure is None:
+        return False
+    return target is None or on_target(metric, figure, target)
+
+
+def metric_met(metric, data, snapshot):
+    return fixed(metric, figure_of(snapshot, metric), target_of(metric, data, snapshot))
 
 
 def change_text(metric, now, before, compared):
@@ -1908,9 +2403,9 @@ def change_text(metric, now, before, compared):
         return "new"
     if now == before:
         return "no change"
+    if metric.unit in ("yes_no", "months"):
+        return f"now {figure_text(now, metric.unit)}"
     difference = sum(now) / 2 - sum(before) / 2  # a range moves by its middle
-    if metric.unit == "yes_no":
-        return f"now {amount_text(now[0], 'yes_no')}"
     if not difference:
         return "range moved"
     amount = (f"{amount_text(abs(difference), 'count')} points" if metric.unit == "percent"
@@ -1918,47 +2413,48 @@ def change_text(metric, now, before, compared):
     return f"{'up' if difference > 0 else 'down'} {amount}"
 
 
-def fixed(metric, figure):
-    """Whether the data says what this metric tracks is in order."""
-    if figure is None:
-        return False
-    return metric.target is None or on_target(metric, figure)
-
-
 def metrics_of(report_id):
     return [metric for metric in METRICS if report_id in metric.reports]
 
 
-def glance_table(report_id, figures):
+def glance_table(report_id, data):
     """The headline figures of one report: value, change, target and status."""
+    figures = data.figures
     rows = [["Measure", "Now", "Change", "Target", "Status"]]
     for metric in metrics_of(report_id):
         now, before = figure_of(figures.snapshot, metric), figure_of(figures.previous, metric)
+        target = target_of(metric, data, figures.snapshot)
         rows.append([metric.label, figure_text(now, metric.unit),
                      change_text(metric, now, before, figures.previous is not None),
-                     target_text(metric), status_text(metric, now)])
+                     target_text(metric, target), status_of(metric, now, target)])
     return [Block("table", rows)] if len(rows) > 1 else []
 
 
-def changes_since_last(report_id, figures):
-    """What moved, what crossed its target and what was measured for the first time."""
+def changes_since_last(report_id, data, items_now, items_before):
+    """What moved, crossed its target or was measured for the first time; which items
+    were closed or opened; and which are due or overdue."""
+    figures = data.figures
     if figures.snapshot is None:
-        return [Block("paragraph", ["No figures yet: nothing in this report is measured. "
-                                    "Add this cycle's numbers to the figures file."])]
-    if figures.previous is None:
-        return [Block("paragraph", [f"The snapshot of {figures.snapshot.as_of} is the first: "
+        said = [Block("paragraph", ["No figures yet: nothing in this report is measured. "
+                                    "Add this cycle's numbers to the figures sheet."])]
+    elif figures.previous is None:
+        said = [Block("paragraph", [f"The snapshot of {figures.snapshot.as_of} is the first: "
                                     "nothing to compare with yet."])]
-    items = [line for metric in metrics_of(report_id)
-             if (line := change_line(metric, figure_of(figures.snapshot, metric),
-                                     figure_of(figures.previous, metric)))]
-    if not items:
-        return [Block("paragraph", [f"Nothing moved since the snapshot of "
-                                    f"{figures.previous.as_of}."])]
-    return [Block("bullets", items)]
+    else:
+        said = []
+    lines = [line for metric in metrics_of(report_id) if figures.previous
+             and (line := change_line(metric, data))]
+    lines += item_changes(report_id, data.day, items_now, items_before)
+    if lines:
+        return said + [Block("bullets", lines)]
+    return said or [Block("paragraph", [f"Nothing moved since the snapshot of "
+                                        f"{figures.previous.as_of}."])]
 
 
-def change_line(metric, now, before):
+def change_line(metric, data):
     """One line of "Since the last report" for a metric, or None if it did not move."""
+    snapshot, previous = data.figures.snapshot, data.figures.previous
+    now, before = figure_of(snapshot, metric), figure_of(previous, metric)
     shown = figure_text(now, metric.unit)
     if now is None:
         return None if before is None else (
@@ -1968,50 +2464,249 @@ def change_line(metric, now, before):
     if now == before:
         return None
     moved = f"{metric.label}: {figure_text(before, metric.unit)} to {shown}"
-    if metric.target is not None and on_target(metric, now) != on_target(metric, before):
-        crossed = "reached" if on_target(metric, now) else "fell behind"
-        return f"{moved}; {crossed} its target of {target_text(metric)}."
+    target, target_before = target_of(metric, data, snapshot), target_of(metric, data, previous)
+    if target is not None and target_before is not None and \
+            on_target(metric, now, target) != on_target(metric, before, target_before):
+        crossed = "reached" if on_target(metric, now, target) else "fell behind"
+        return f"{moved}; {crossed} its target ({target_text(metric, target)})."
     return f"{moved}."
 
 
+def item_changes(report_id, day, items_now, items_before):
+    """Since the last report: the report's items closed and opened, then those due within
+    a week or overdue."""
+    lines = []
+    for item_id, state in report_items(items_now, report_id).items():
+        before = items_before.get(item_id) if items_before is not None else None
+        if items_before is not None and state.status != (before and before.status):
+            if state.status == "open":
+                lines.append(f"Opened: {state.item.text}")
+            elif before and before.status == "open":
+                lines.append(f"{state.status.capitalize()}: {item_label(state.item)} "
+                             f"({closing_text(state)}).")
+        if state.status == "open" and state.due and day and state.dated:
+            if state.due < day:
+                lines.append(f"Overdue: {item_label(state.item)} (due {state.due}).")
+            elif (state.due - day).days < DUE_SOON_DAYS:
+                lines.append(f"Due: {item_label(state.item)} (due {state.due}).")
+    return lines
+
+
+def item_label(item):
+    """An item in a few words: its text up to a colon (a statement of state: what it
+    says once done)."""
+    return (item.done_text or item.text).split(":")[0].rstrip(".")
+
+
+def closing_text(state):
+    """How an item was closed: by a row (its date and note), its metric, or another item."""
+    if state.closed_by == "metric":
+        return "the figures show it"
+    if state.closed_by:
+        return f"closed with {state.closed_by}"
+    return f"marked {state.status} {state.since}" + (f": {state.note}" if state.note else "")
+
+
+def report_items(states, report_id):
+    """The items one report lists, in rank order."""
+    return {item_id: state for item_id, state in states.items()
+            if report_id in state.item.reports}
+
+
+def open_items(states, report_id, kind=None):
+    return [state for state in report_items(states, report_id).values()
+            if state.status == "open" and kind in (None, state.item.kind)]
+
+
+def item_list(states, report_id, kind):
+    """The report's open items of a kind, as a numbered list; its dates where it has one."""
+    lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated
+                                else "") for state in open_items(states, report_id, kind)]
+    return [Block("numbered", lines)] if lines else [
+        Block("paragraph", ["Nothing open here: items.csv marks each done."])]
+
+
+def action_list(states, report_id, most=None):
+    """The report's open actions, most pressing first: each open item's action, and the
+    items that are actions themselves."""
+    actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
+               if state.item.todo or state.item.kind in ACTION_KINDS][:most]
+    return [Block("numbered", actions)] if actions else [
+        Block("paragraph", ["No action is open: items.csv marks each done."])]
+
+
+def state_text(state):
+    """A statement of state from an item: what is true while it is open, else once done."""
+    if state.status == "open":
+        return state.item.text
+    said = state.item.done_text if state.status == "done" else state.item.text
+    return f"{said.rstrip('.')} ({closing_text(state)})."
+
+
+def agenda_table(states, day):
+    """The CEO's 30-day agenda: its open items with a due date, by week (overdue first)."""
+    weeks = {}
+    for state in open_items(states, "ceo"):
+        if state.due is None or day is None or (state.due - day).days >= AGENDA_DAYS:
+            continue
+        days = (state.due - day).days
+        week = "Overdue" if days < 0 else str(days // 7 + 1)
+        overdue = f" (due {state.due})" if days < 0 else ""
+        weeks.setdefault(week, []).append((state.due, item_todo(state.item) + overdue))
+    rows = [["Week", "Actions"]] + [
+        [week, "; ".join(todo for _, todo in sorted(todos, key=lambda pair: pair[0]))]
+        for week, todos in sorted(weeks.items(), key=lambda pair: (pair[0] != "Overdue",
+                                                                   pair[0]))]
+    return [Block("table", rows)] if len(rows) > 1 else [
+        Block("paragraph", [f"Nothing is due in the next {AGENDA_DAYS} days."])]
+
+
+def item_todo(item):
+    return (item.todo or item.text).rstrip(".")
+
+
+def shortfall_split(states):
+    """The CEO's open shortfalls by business, as bars of their share."""
+    shortfalls = open_items(states, "ceo", "shortfall")
+    businesses = list(dict.fromkeys(state.item.business or "Portfolio" for state in shortfalls))
+    rows = [["Business", f"Share of {len(shortfalls)}", "Shortfalls"]]
+    for business in businesses:
+        mine = [s for s in shortfalls if (s.item.business or "Portfolio") == business]
+        rows.append([business, Bar(len(mine), len(shortfalls)),
+                     "; ".join(item_label(s.item) for s in mine)])
+    return [Block("table", rows)] if shortfalls else [
+        Block("paragraph", ["No critical shortfall is open."])]
+
+
+def stack_audit(states):
+    """The CTO's open findings, stack by stack."""
+    rows = [["Stack", "Open findings"]]
+    for stack in STACKS:
+        found = [item_label(s.item) for s in open_items(states, "cto")
+                 if s.item.kind != "action" and (s.item.business or "All") == stack]
+        rows.append([stack, "; ".join(found) or "nothing open"])
+    return [Block("table", rows)]
+
+
+def channel_matrix(data, states):
+    """The CMO's channels: what each reaches now, from the figures and the items."""
+    snapshot = data.figures.snapshot
+
+    def shown(metric_id, after=""):
+        metric = METRICS_BY_ID[metric_id]
+        figure = figure_of(snapshot, metric)
+        return "not measured" if figure is None else figure_text(figure, metric.unit) + after
+
+    seo = len(open_items(states, "cmo", "seo_step"))
+    rows = [["Channel", "Businesses", "Now"],
+            ["Email list", "JADA / QOS", f"{shown('email_list_size', ' people')}; open rate "
+                                         f"{shown('email_open_rate')}"],
+            ["OTA marketplaces", "JADA / QOS", shown("ota_listings", " listed")],
+            ["Local search / SEO", "QDN", f"{seo} roadmap step(s) open"],
+            ["Enquiries", "QDN", shown("qdn_enquiries", " a week")],
+            ["Analytics", "every site", shown("sites_with_analytics", " site(s) measured")]]
+    return [Block("table", rows)]
+
+
+def revenue_table(data):
+    """The CFO's monthly revenue against target, from the start of the cycle's quarter to
+    the last month with a revenue target: target, actual, difference, status; and each
+    quarter's total."""
+    metrics = [METRICS_BY_ID[m] for m in (*REVENUE_METRICS, "revenue_total")]
+    targeted = [month for metric in metrics for month in data.targets.get(metric.metric_id, {})]
+    if data.day is None or not targeted:
+        return [Block("paragraph", ["No monthly revenue targets yet: add them to targets.csv "
+                                    "(metric,month,target), a row per business and month."])]
+    rows = [["Month", "Revenue", "Target", "Actual", "Difference", "Status"]]
+    months = month_range(quarter_start(data.day), max(max(targeted), f"{data.day:%Y-%m}"))
+    for quarter in dict.fromkeys(quarter_of(month) for month in months):
+        in_quarter = [month for month in months if quarter_of(month) == quarter]
+        for month in in_quarter:
+            rows += [revenue_row(month, metric, *month_revenue(data, metric, [month]))
+                     for metric in metrics]
+        rows += [revenue_row(f"{quarter} total", metric, *month_revenue(data, metric,
+                                                                         in_quarter))
+                 for metric in metrics]
+    return [Block("table", rows)]
+
+
+def month_revenue(data, metric, months):
+    """(target, actual, whether every month is over) of a metric summed over months:
+    a month's actual is its latest snapshot's; None where a month lacks one."""
+    targets, actuals = [], []
+    for month in months:
+        targets.append(data.targets.get(metric.metric_id, {}).get(month, revenue_part_target(
+            data, metric, month)))
+        snapshot = next((s for s in reversed(data.figures.all)
+                         if f"{s.as_of:%Y-%m}" == month), None)
+        figure = figure_of(snapshot, metric)
+        actuals.append(figure and figure[0])
+    total = (lambda values: None if None in values else sum(values))
+    return total(targets), total(actuals), months[-1] < f"{data.day:%Y-%m}"
+
+
+def revenue_part_target(data, metric, month):
+    """The total's target for a month where targets.csv sets none: the sum of the
+    businesses' targets, once each has one."""
+    if metric.metric_id != "revenue_total":
+        return None
+    parts = [data.targets.get(m, {}).get(month) for m in REVENUE_METRICS]
+    return None if None in parts else sum(parts)
+
+
+def revenue_row(month, metric, target, actual, past):
+    """One row of the revenue table."""
+    name = "Total" if metric.metric_id == "revenue_total" else metric.label.split(" ")[0]
+    if actual is None:
+        status = Status("not measured" if past else "to come", "none")
+    elif target is None:
+        status = Status("no target", "none")
+    else:
+        status = Status("on track", "good") if actual >= target else Status("behind", "bad")
+    difference = "-" if None in (target, actual) else amount_text(actual - target, "dollars")
+    return [month, name, "-" if target is None else amount_text(target, "dollars"),
+            "-" if actual is None else amount_text(actual, "dollars"), difference, status]
+
+
+def quarter_start(day):
+    return f"{day.year}-{(day.month - 1) // 3 * 3 + 1:02d}"
+
+
+def quarter_of(month):
+    year, number = month.split("-")
+    return f"Q{(int(number) - 1) // 3 + 1} {year}"
+
+
+def month_range(first, last):
+    """The months from first to last, YYYY-MM, both included."""
+    year, month = map(int, first.split("-"))
+    months = []
+    while f"{year}-{month:02d}" <= last:
+        months.append(f"{year}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
 def trend_table(report_id, figures):
-    """Each figure measured at least twice, over the last snapshots, oldest first."""
+    """Each figure measured at least twice, over the last snapshots, oldest first: the
+    bars rise from zero, so a dip of 7% is a bar 7% shorter."""
     rows = [["Measure", f"Last {len(figures.history)}", "Oldest", "Newest"]]
     for metric in metrics_of(report_id):
         values = [figure_of(snapshot, metric) for snapshot in figures.history]
         known = [value for value in values if value is not None]
-        if len(known) >= 2:
-            rows.append([metric.label,
-                         Trend(tuple(None if v is None else sum(v) / 2 for v in values)),
-                         figure_text(known[0], metric.unit), figure_text(known[-1], metric.unit)])
+        middles = tuple(None if v is None or not v[0].is_finite() else sum(v) / 2
+                        for v in values)
+        if len(known) >= 2 and sum(m is not None for m in middles) >= 2:
+            rows.append([metric.label, Trend(middles), figure_text(known[0], metric.unit),
+                         figure_text(known[-1], metric.unit)])
     if len(rows) == 1:
         return [Block("paragraph", ["A trend appears once two snapshots measure a figure."])]
     return [Block("table", rows)]
 
 
-def open_shortfalls(figures):
-    """The critical shortfalls still open: those the data does not show fixed."""
-    return [shortfall for shortfall in SHORTFALLS
-            if shortfall.metric is None or not all(
-                fixed(METRICS_BY_ID[m], figure_of(figures.snapshot, METRICS_BY_ID[m]))
-                for m in shortfall.metric.split())]
-
-
-def shortfall_split(shortfalls):
-    """The open shortfalls by business, as bars of their share."""
-    businesses = list(dict.fromkeys(shortfall.business for shortfall in shortfalls))
-    rows = [["Business", f"Share of {len(shortfalls)}", "Shortfalls"]]
-    for business in businesses:
-        mine = [s for s in shortfalls if s.business == business]
-        rows.append([business, Bar(len(mine), len(shortfalls)),
-                     "; ".join(s.text.split(":")[0].rstrip(".") for s in mine)])
-    return [Block("table", rows)] if shortfalls else [
-        Block("paragraph", ["No critical shortfall is open."])]
-
-
 def unmeasured(figures):
-    """The catalogue's metrics with no figure in the cycle's snapshot."""
-    return [metric for metric in METRICS if figure_of(figures.snapshot, metric) is None]
+    """The catalogue's measured metrics with no figure in the cycle's snapshot."""
+    return [metric for metric in MEASURED_METRICS if figure_of(figures.snapshot, metric) is None]
 
 
 def missing_kpis(figures):
@@ -2022,9 +2717,10 @@ def missing_kpis(figures):
 
 
 def break_even_table(figures):
-    """Charters booked in each recent snapshot against the break-even (their target)."""
+    """Charters booked in each recent snapshot against the break-even (their target in the
+    catalogue)."""
     metric = METRICS_BY_ID["charters_booked"]
-    target = int(target_value(metric))
+    target = int(catalogue_target(metric))
     rows = [["As of", "Charters", f"Against break-even ({target})"]]
     for snapshot in figures.history:
         figure = figure_of(snapshot, metric)
@@ -2035,13 +2731,16 @@ def break_even_table(figures):
         Block("paragraph", ["Charters booked are not yet measured."])]
 
 
-def figure_values(report_id, figures):
-    """The placeholders and slots the figures fill in a report's template."""
-    shortfalls = open_shortfalls(figures)
-    by_id = METRICS_BY_ID
+def report_values(report_id, data):
+    """The placeholders and slots the owner's data fills in a report's template."""
+    figures = data.figures
     snapshot = figures.snapshot
+    states = item_states(data, data.day, snapshot)
+    before = item_states(data, figures.previous.as_of, figures.previous) \
+        if figures.previous else None
+    by_id = METRICS_BY_ID
     burn = figure_of(snapshot, by_id["monthly_burn"])
-    break_even = target_value(by_id["charters_booked"])
+    break_even = catalogue_target(by_id["charters_booked"])
 
     def shown(metric_id, otherwise, after=""):
         figure = figure_of(snapshot, by_id[metric_id])
@@ -2051,18 +2750,16 @@ def figure_values(report_id, figures):
         "figures_line": (f"as of {snapshot.as_of}" + (f" ({snapshot.note})" if snapshot.note
                                                       else "")
                          if snapshot else "none yet (no figures file)"),
-        "shortfall_count": str(len(shortfalls)),
-        "metrics_in_order": {m.metric_id for m in METRICS
-                             if fixed(m, figure_of(snapshot, m))},
         "missing_count": str(len(unmeasured(figures))),
-        "metric_count": str(len(METRICS)),
+        "metric_count": str(len(MEASURED_METRICS)),
         "email_list": shown("email_list_size", "size not measured", " people"),
         "aws_cost": shown("aws_monthly_cost", "not measured"),
+        "aws_target": target_text(by_id["aws_monthly_cost"],
+                                  target_of(by_id["aws_monthly_cost"], data, snapshot)),
         "accounting_finding": (
             f"An accounting system is live (as of {snapshot.as_of}): keep the books to the "
             "chart of accounts below and close them monthly."
-            if fixed(by_id["accounting_system_live"], figure_of(snapshot, by_id[
-                "accounting_system_live"])) else
+            if metric_met(by_id["accounting_system_live"], data, snapshot) else
             "No accounting system is currently deployed. Revenue, expenses and owner "
             "transactions for the four businesses are not recorded in a ledger, so no "
             "financial statement in this cycle can be produced from books."),
@@ -2070,13 +2767,23 @@ def figure_values(report_id, figures):
         "break_even_charters": amount_text(break_even, "count"),
         "contribution": figure_text(burn and tuple((end / break_even).quantize(Decimal(1))
                                                    for end in burn), "dollars"),
-        "glance": glance_table(report_id, figures),
-        "changes": changes_since_last(report_id, figures),
+        "glance": glance_table(report_id, data),
+        "changes": changes_since_last(report_id, data, states, before),
         "trends": trend_table(report_id, figures),
-        "shortfalls": [Block("numbered", [s.text for s in shortfalls])] if shortfalls else [],
-        "shortfall_split": shortfall_split(shortfalls),
         "missing_kpis": missing_kpis(figures),
         "break_even": break_even_table(figures),
+        "revenue_months": revenue_table(data),
+        "top_actions": action_list(states, report_id, TOP_ACTIONS),
+        "actions": action_list(states, report_id),
+        "agenda": agenda_table(states, data.day),
+        "shortfall_split": shortfall_split(states),
+        "stack_audit": stack_audit(states),
+        "channel_matrix": channel_matrix(data, states),
+        **{f"items_{kind}": item_list(states, report_id, kind) for kind in ITEM_KINDS},
+        **{f"count_{kind}": str(len(open_items(states, report_id, kind)))
+           for kind in ITEM_KINDS},
+        **{f"state_{item_id.replace('-', '_')}": state_text(state)
+           for item_id, state in states.items() if state.item.done_text},
     }
 
 
@@ -2087,6 +2794,11 @@ def figure_values(report_id, figures):
 # The text edition's bars and trends.
 TREND_LEVELS = ".:-=+#"  # lowest to highest
 TEXT_BAR_WIDTH = 12
+# How each level of a Status is marked, in text and in HTML: a symbol and a colour
+# (its class carries the dark palette's), never the colour alone.
+STATUS_MARKS = {"good": ("", "&#10003;&#160;", "ontrack"),
+                "bad": ("! ", "&#9660;&#160;", "behind"),
+                "none": ("", "", "")}
 
 # The HTML edition's look, and how it survives mail clients.  Inline styles
 # carry it (Gmail and Outlook drop most of <head>); the one <style> block only
@@ -2100,7 +2812,8 @@ TEXT_BAR_WIDTH = 12
 HTML_COLUMN_WIDTH = 640  # the desktop width; narrower screens get all of theirs
 HTML_COLOR = {"page": "#f3f4f6", "card": "#ffffff", "ink": "#1f2933", "heading": "#102a43",
               "header": "#243b53", "header_ink": "#ffffff", "rule": "#d9e2ec",
-              "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9"}
+              "line": "#e4e7eb", "fill": "#2e7d32", "track": "#cbd2d9",
+              "good": "#1b5e20", "bad": "#b3261e"}
 HTML_HEAD_STYLE = (  # by class: the dark palette, and a desktop's wider margins
     ":root{color-scheme:light dark;supported-color-schemes:light dark;}"
     "@media (min-width:600px){.inner{padding:24px 28px!important}}"
@@ -2109,8 +2822,11 @@ HTML_HEAD_STYLE = (  # by class: the dark palette, and a desktop's wider margins
     ".ink{color:#e4e7eb!important}.heading{color:#9fb3c8!important}"
     ".header{background:#334e68!important;color:#ffffff!important}"
     ".data td,.data th{color:#e4e7eb!important;border-color:#3e4c59!important}"
-    ".data .header{color:#ffffff!important}.track{background:#52606d!important}}"
-    "[data-ogsc] .ink{color:#e4e7eb!important}[data-ogsc] .heading{color:#9fb3c8!important}")
+    ".data .header{color:#ffffff!important}.track{background:#52606d!important}"
+    ".data .ontrack{color:#8fd19e!important}.data .behind{color:#ffb4ab!important}}"
+    "[data-ogsc] .ink{color:#e4e7eb!important}[data-ogsc] .heading{color:#9fb3c8!important}"
+    "[data-ogsc] .ontrack{color:#8fd19e!important}"
+    "[data-ogsc] .behind{color:#ffb4ab!important}")
 
 
 def line_height(pixels):
@@ -2160,6 +2876,8 @@ HTML_STYLE = {
     "trend_column": "padding:0 1px;vertical-align:bottom;",
     "rule": f"font-size:1px;{line_height(1)}padding:0;"
             f"border-top:1px solid {HTML_COLOR['rule']};",
+    "ontrack": f"color:{HTML_COLOR['good']};",
+    "behind": f"color:{HTML_COLOR['bad']};font-weight:bold;",
 }
 SLASH_BETWEEN_WORDS = re.compile(r"(?<=[A-Za-z])/(?=[A-Za-z])")
 HTML_BAR_WIDTH = 96  # pixels: a bar and its label fit a phone's table cell
@@ -2181,6 +2899,7 @@ class RenderedReport(NamedTuple):
     bcc: tuple = ()
     variant: str = "a"
     snapshot: "Snapshot | None" = None  # the figures it was written from
+    sheets: dict = {}  # {sheet: sha256} of every sheet of the owner's data it was written from
 
     @property
     def recipient_count(self):
@@ -2201,7 +2920,10 @@ class RenderedReport(NamedTuple):
 
 
 def text_cell(cell):
-    """A table cell as plain text: a bar becomes [#####-------] 5/12, a trend [.:-=+#]."""
+    """A table cell as plain text: a bar becomes [#####-------] 5/12, a trend [.:-=+#],
+    a status behind target "! behind", so it stands out in a column."""
+    if isinstance(cell, Status):
+        return f"{STATUS_MARKS[cell.level][0]}{cell.text}"
     if isinstance(cell, Bar):
         filled = round(TEXT_BAR_WIDTH * cell.filled / cell.total)
         return f"[{'#' * filled}{'-' * (TEXT_BAR_WIDTH - filled)}] {cell.filled}/{cell.total}"
@@ -2314,6 +3036,8 @@ def html_cell(cell, scope=None):
     """One cell of a data table: a header (<th>, scope col or row) or a value (<td>)."""
     if isinstance(cell, Bar):
         content = html_bar(cell.filled, cell.total)
+    elif isinstance(cell, Status):
+        content = html_status(cell)
     elif isinstance(cell, Trend):
         content = html_trend(cell)
     else:  # "revenue/month" may break after its slash, so that tables fit a phone
@@ -2325,6 +3049,15 @@ def html_cell(cell, scope=None):
     style = HTML_STYLE["td"] + ("font-weight:normal;text-align:left;" if scope == "row" else "")
     tag, scope = ("th", f' scope="{scope}"') if scope else ("td", "")
     return f'<{tag}{scope} style="{style}">{content}</{tag}>'
+
+
+def html_status(status):
+    """A status as a symbol and a word in its colour, bold where it is behind."""
+    _, symbol, css_class = STATUS_MARKS[status.level]
+    if not css_class:
+        return html.escape(status.text)
+    return (f'<span class="{css_class}" style="{HTML_STYLE[css_class]}">{symbol}'
+            f'{html.escape(status.text)}</span>')
 
 
 def html_table(rows):
@@ -2415,25 +3148,26 @@ def render_html(blocks, title):
 
 
 def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(), bcc=(),
-                  figures=NO_FIGURES, with_html=True):
-    """Both editions of one report (the text alone for --dry-run, which shows only
-    that); a placeholder with no value raises KeyError."""
+                  data=None, with_html=True):
+    """Both editions of one report, written from the owner's data (CycleData), or the
+    text alone for --dry-run, which shows only that; a placeholder with no value
+    raises KeyError."""
+    data = data or NO_DATA
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
     values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
               "generated_at": generated_at, "version": VERSION, "variant": variant,
-              **figure_values(spec.report_id, figures)}
+              **report_values(spec.report_id, data)}
     blocks = [block for name, template in (("header", HEADER_TEMPLATE),
                                            (spec.report_id, spec.template),
                                            ("footer", FOOTER_TEMPLATE))
               for block in fill_blocks(parse_blocks(template.template, name), values)]
     if variant == "b":
         blocks = brief_blocks(blocks)
-    snapshot = figures.snapshot
     return RenderedReport(report_id=spec.report_id, subject=f"{title} | cycle {cycle}",
                           body=render_text(blocks),
                           html=render_html(blocks, title) if with_html else "",
                           to=tuple(to), bcc=tuple(bcc), variant=variant,
-                          snapshot=snapshot)
+                          snapshot=data.figures.snapshot, sheets=data.sheets)
 
 
 def report_eml(report, config, now):
@@ -2474,7 +3208,7 @@ RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
                           "error": (dict, type(None)), "to": list, "bcc": list,
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
-                          "suppressed": list}
+                          "suppressed": list, "sheets": dict}
 RECORD_STATUSES = ("sent", "failed", "skipped")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 # Below this much free space, the next record might not fit: send nothing more.
@@ -2507,6 +3241,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "html_sha256": sha256_hex(report.html),
         "data_as_of": report.data_as_of,
         "data_sha256": report.data_sha256,
+        "sheets": dict(report.sheets),
     }
 
 
@@ -3995,12 +4730,19 @@ def build_parser():
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
     action.add_argument("--metrics", action="store_true",
-                        help="print the metric catalogue: the figures file's columns")
+                        help="print the metric catalogue: the figures sheet's columns, and "
+                             "where each target comes from")
+    action.add_argument("--items", action="store_true",
+                        help="print the item catalogue: the ids items.csv names")
+    action.add_argument("--new-data", metavar="DIR", type=Path,
+                        help="start a data folder: each sheet with its first line and no "
+                             "rows; a sheet already there is kept")
     parser.add_argument("--csv-header", action="store_true",
                         help="with --metrics: print the first line of a new figures file")
     parser.add_argument("--data", metavar="PATH",
-                        help="the figures file (default: REPORT_DATA_PATH, else "
-                             f"{DEFAULT_DATA_FILE} beside the env file)")
+                        help="the owner's data folder, or one figures .csv (default: "
+                             "REPORT_DATA_DIR, else REPORT_DATA_PATH, else "
+                             f"{DEFAULT_DATA_DIR}/ beside the env file)")
     parser.add_argument("--only", metavar="ID[,ID...]", help="send only these reports")
     parser.add_argument("--variant", choices=VARIANTS, default="a",
                         help="a: the full reports to AWS_RECIPIENT_EMAIL (default); b: the "
@@ -4052,21 +4794,85 @@ def parse_cycle(label, today):
     return label
 
 
-def metric_catalogue():
-    """--metrics: each metric's column, unit, target and reports, then its label."""
-    rows = [["column", "unit", "target", "good", "reports", "label"]]
-    rows += [[m.metric_id, m.unit, m.target or "-", m.good, ",".join(m.reports), m.label]
+def metric_catalogue(targets, targets_path):
+    """--metrics: each metric's column, unit, target and reports, then its label; and
+    the months targets.csv sets a target for, which win over the catalogue's."""
+    rows = [["column", "unit", "target", "reports", "label"]]
+    rows += [[m.metric_id + (" (computed)" if m.formula or m.counts else ""), m.unit,
+              target_text(m, catalogue_target(m)), ",".join(m.reports), m.label]
              for m in METRICS]
     units = "\n".join(f"  {unit:<8} {meaning}" for unit, meaning in UNITS.items())
-    return (f"{text_table(rows, wrap=False)}\n\nunits:\n{units}\n\nThe first column is "
-            f"{FIGURES_DATE_COLUMN} (YYYY-MM-DD); {FIGURES_NOTE_COLUMN} (optional) is free "
-            "text shown with the date. An empty cell is not measured.")
+    monthly = [f"  {metric_id:<22} {month}  {target_text(METRICS_BY_ID[metric_id], value)}"
+               for metric_id, months in targets.items() for month, value in sorted(months.items())]
+    source = (f"targets from {targets_path}, each for its month instead of the catalogue's:\n"
+              + "\n".join(monthly)) if monthly else \
+        f"targets: the catalogue's; {targets_path or 'targets.csv'} sets none by month"
+    return (f"{text_table(rows, wrap=False)}\n\n{source}\n\nunits:\n{units}\n\n"
+            f"The figures sheet's first column is {FIGURES_DATE_COLUMN} (YYYY-MM-DD); "
+            f"{FIGURES_NOTE_COLUMN} (optional) is free text shown with the date. An empty "
+            "cell is not measured. A computed figure is never a column: open security gaps "
+            "are counted from the items, the others from the columns.")
 
 
 def csv_header():
     """--metrics --csv-header: the first line of a new figures file."""
     return ",".join([FIGURES_DATE_COLUMN, FIGURES_NOTE_COLUMN,
-                     *(metric.metric_id for metric in METRICS)])
+                     *(metric.metric_id for metric in MEASURED_METRICS if not metric.counts)])
+
+
+def item_catalogue():
+    """--items: each item of the catalogue, its id first, then what closes it."""
+    entries = []
+    for item in ITEMS:
+        due = (f"due {item.due} days into each cycle" if isinstance(item.due, int)
+               else f"due {item.due}" if item.due else "")
+        closes = (f"closed when {item.metric} meet(s) the target" if item.metric
+                  else f"closed with {item.with_item}" if item.with_item else "")
+        facts = "; ".join(filter(None, [item.kind, ", ".join(item.reports), due, closes]))
+        entries.append(f"{item.item_id}  ({facts})\n" + textwrap.fill(
+            item.text + (f" Action: {item.todo}" if item.todo else ""), TEXT_WIDTH,
+            initial_indent="    ", subsequent_indent="    "))
+    kinds = "\n".join(f"  {kind:<16} {meaning}" for kind, meaning in ITEM_KINDS.items())
+    return ("\n".join(entries) + f"\n\nkinds:\n{kinds}\n\nitems.csv: "
+            f"{','.join(SHEET_COLUMNS['items.csv'])}; status is "
+            f"{', '.join(ITEM_STATUSES)}. An item of your own: a new id, with its text "
+            "(and reports, kind, due) on its first row.")
+
+
+def sheet_headers():
+    """The first line of each sheet of a new data folder."""
+    return {sheet: ",".join(columns) if columns else csv_header()
+            for sheet, columns in SHEET_COLUMNS.items()}
+
+
+def write_new_data(folder, console):
+    """--new-data: a data folder with every sheet's header and no rows; a sheet that is
+    there already is kept as it is, never overwritten."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for sheet, header in sheet_headers().items():
+            path = folder / sheet
+            try:  # O_EXCL: never overwrite; O_NOFOLLOW: never write through a link
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o600)
+            except FileExistsError:
+                console.result(f"kept {path}: it is there already")
+                continue
+            with open(fd, "w", encoding="utf-8") as file:
+                file.write(header + "\n")
+            console.result(f"wrote {path}")
+    except OSError as error:
+        raise NewDataError(f"cannot write the data folder {folder}: {error.strerror}; "
+                           "choose another --new-data folder") from None
+
+
+def show_metrics(args, environ):
+    """--metrics: the catalogue, and the monthly targets of the data folder's targets.csv
+    where the settings (not required here) lead to one."""
+    settings = load_settings(args.env_file, environ, required=False)
+    path = resolve_data(args.data, settings, args.env_file).path("targets.csv")
+    targets = (read_sheet(path, parse_targets)[0] if path else None) or {}
+    return metric_catalogue(targets, path)
 
 
 def show_history(args, environ, console):
@@ -4096,21 +4902,27 @@ def run(args, *, environ, console, clock, connect, stop):
     if args.history is not None:
         return show_history(args, environ, console)
     if args.metrics:
-        console.result(csv_header() if args.csv_header else metric_catalogue())
+        console.result(csv_header() if args.csv_header else show_metrics(args, environ))
         return set()
     if args.csv_header:
         raise UsageError("--csv-header goes with --metrics")
+    if args.items:
+        console.result(item_catalogue())
+        return set()
+    if args.new_data is not None:
+        write_new_data(args.new_data, console)
+        return set()
     selected = select_reports(args.only)
     now = clock.now()
     cycle = parse_cycle(args.cycle, now.date())
     config = load_config(args, environ, console)
-    figures = load_cycle_figures(config, cycle, console)
+    data = load_cycle_data(config, cycle, parse_date(cycle) or now.date(), console)
     sending = not (args.dry_run or args.preview_dir)  # these never read the audit log
-    refusal = check_freshness(figures, cycle, config, now.date(), console, sending)
+    refusal = check_freshness(data.figures, cycle, config, now.date(), console, sending)
     generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
-                             figures=figures, with_html=not args.dry_run,
+                             data=data, with_html=not args.dry_run,
                              **config.recipients(spec.report_id))
                for spec in selected]
     if args.dry_run:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import pytest
 
 import send_exec_reports as ser
-from local_ses import EXAMPLE_DATA, SCRIPT, LocalSES, script_environment
+from local_ses import EXAMPLE_DATA, EXAMPLE_FIGURES, SCRIPT, LocalSES, script_environment
 
 SENDER = "reports@example.com"
 RECIPIENT = "owner@example.com"
@@ -65,6 +65,17 @@ def ses(ses_server):
     """The local SES server, emptied before each test."""
     ses_server.reset()
     return ses_server
+
+
+def example_data(cycle="2026-11-29", snapshots=None, *, sheets=True):
+    """The example data folder as a report of this cycle reads it: its figures (or these
+    snapshots) and, unless sheets is False, its items and targets."""
+    if snapshots is None:
+        snapshots = ser.parse_figures(EXAMPLE_FIGURES.read_text(), "figures.csv")
+    items = ser.parse_items((EXAMPLE_DATA / "items.csv").read_text(), "items.csv")
+    targets = ser.parse_targets((EXAMPLE_DATA / "targets.csv").read_text(), "targets.csv")
+    return ser.cycle_data(cycle, ser.parse_date(cycle), snapshots,
+                          items if sheets else (), targets if sheets else {})
 
 
 def write_env_file(path, settings):
@@ -133,9 +144,12 @@ class ScriptRunner:
         self.v2_url = v2_url
         self.env_file = tmp_path / "repos.env"
         self.audit_log = tmp_path / "audit.jsonl"
-        self.figures = tmp_path / "report_data.csv"  # where the script looks by default
+        self.data = tmp_path / "report_data"  # where the script looks by default
+        self.figures = self.data / "figures.csv"
+        self.items = self.data / "items.csv"
+        self.targets = self.data / "targets.csv"
         write_env_file(self.env_file, GOOD_SETTINGS)
-        shutil.copyfile(EXAMPLE_DATA, self.figures)
+        shutil.copytree(EXAMPLE_DATA, self.data)
 
     def settings(self, **changes):
         """Rewrite repos.env with these changes; a value of None removes the variable."""

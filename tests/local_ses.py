@@ -29,7 +29,8 @@ from fault_proxy import FaultProxy
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "send_exec_reports.py"
 EXAMPLE_ENV = REPO / "repos.env.example"
-EXAMPLE_DATA = REPO / "report_data.example.csv"
+EXAMPLE_DATA = REPO / "report_data.example"  # the owner's data folder, made up
+EXAMPLE_FIGURES = EXAMPLE_DATA / "figures.csv"
 START_TIMEOUT_SECONDS = 30
 # A production-like account: pacing never binds and the quota never runs out.
 FAST_SEND_RATE = 1000
@@ -178,7 +179,7 @@ def demo():
     env_file = workdir / "repos.env"  # a private copy, as the README says to make
     shutil.copyfile(EXAMPLE_ENV, env_file)
     env_file.chmod(0o600)
-    shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")  # the figures, beside it
+    shutil.copytree(EXAMPLE_DATA, workdir / "report_data")  # the owner's sheets, beside it
     audit_log = workdir / "exec_reports_audit.jsonl"
     audit_log.unlink(missing_ok=True)  # a fresh log: the demo always sends all eight
     with LocalSES() as ses, tempfile.TemporaryDirectory() as home:

@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, FROM_NAME, RECIPIENT, SENDER, display_name, sha256
-from local_ses import EXAMPLE_DATA
+from conftest import BCC, FROM_NAME, RECIPIENT, SENDER, display_name, example_data, sha256
+from local_ses import EXAMPLE_FIGURES
 from test_send import ConnectionCounter
 
 CYCLE = "2026-11-29"
@@ -73,32 +73,30 @@ def test_the_html_is_well_formed_self_contained_and_inline_styled(spec):
     assert [s.text for s in root.find("head").iter("style")] == [ser.HTML_HEAD_STYLE]
 
 
-def example_figures(cycle=CYCLE):
-    return ser.cycle_figures(ser.parse_figures(EXAMPLE_DATA.read_text(), "example"), cycle)
-
-
 def test_kpi_figures_are_tables_and_targets_are_bars():
     [cfo_spec] = ser.select_reports("cfo")
-    cfo = ser.render_report(cfo_spec, figures=example_figures(), **CONTEXT)
+    cfo = ser.render_report(cfo_spec, data=example_data(CYCLE), **CONTEXT)
     assert cfo.html.count("<table") > 3
     assert "4/6" in cfo.html and "background:#2e7d32" in cfo.html
     assert "[########----] 4/6" in cfo.body  # the same bar in the text edition
     [ceo_spec] = ser.select_reports("ceo")
-    figures = example_figures("2026-11-01")
-    ceo = ser.render_report(ceo_spec, figures=figures, **CONTEXT)
+    data = example_data("2026-11-01")
+    ceo = ser.render_report(ceo_spec, data=data, **CONTEXT)
     assert "[bar" not in ceo.html + ceo.body
-    open_now = ser.open_shortfalls(figures)
-    share = f"{sum(s.business == 'Portfolio' for s in open_now)}/{len(open_now)}"
+    open_now = ser.open_items(ser.item_states(data, data.day, data.figures.snapshot), "ceo",
+                              "shortfall")
+    share = f"{sum(s.item.business == 'Portfolio' for s in open_now)}/{len(open_now)}"
     assert share in html_text(ceo.html) and f"] {share}" in ceo.body  # by business
 
 
 def test_the_brief_is_one_screen_of_headline_numbers_and_top_actions():
     for spec in ser.REPORTS:
-        full = ser.render_report(spec, figures=example_figures(), **CONTEXT)
-        brief = ser.render_report(spec, variant="b", figures=example_figures(), **CONTEXT)
+        full = ser.render_report(spec, data=example_data(CYCLE), **CONTEXT)
+        brief = ser.render_report(spec, variant="b", data=example_data(CYCLE), **CONTEXT)
         assert text_headings(brief.body) == ["SINCE THE LAST REPORT", "AT A GLANCE",
                                              "TOP ACTIONS"]
-        assert len(brief.body.splitlines()) <= 60  # what changed, the figures, the actions
+        # What changed, the figures (the CEO's with its cash figures), the top actions.
+        assert len(brief.body.splitlines()) <= 70
         assert len(brief.body) < len(full.body)
         assert brief.subject.startswith("Brief: ")
 

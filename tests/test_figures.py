@@ -8,7 +8,7 @@ import re
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER
+from conftest import SENDER, example_data
 
 HEADER = ["as_of", "note", "charters_booked", "ota_listings", "monthly_burn",
           "email_open_rate", "accounting_system_live", "open_security_gaps"]
@@ -52,13 +52,15 @@ def test_every_report_carries_the_cycles_figures_changes_and_statuses(run_via_pr
     assert result.returncode == 0, result.stderr
     ceo = text_part(proxy, "ceo")
     assert "figures as of 2026-11-29 (example)" in " ".join(ceo.split())
-    assert row_of(ceo, "Charters booked/month") == ["5", "up", "1", "6", "behind"]
-    assert row_of(ceo, "OTA listings") == ["2", "up", "1", "2", "on", "track"]
-    assert row_of(ceo, "Monthly burn") == ["$7,600", "down", "$400", "$9,000", "on", "track"]
+    assert row_of(ceo, "Charters booked/month") == ["5", "up", "1", "at", "least", "6", "!",
+                                                    "behind"]
+    assert row_of(ceo, "OTA listings") == ["2", "up", "1", "at", "least", "2", "on", "track"]
+    assert row_of(ceo, "Monthly burn") == ["$7,600", "down", "$400", "at", "most", "$9,000",
+                                           "on", "track"]
     assert row_of(ceo, "Accounting system live") == ["yes", "now", "yes", "yes", "on", "track"]
-    assert row_of(ceo, "Pipeline value") == ["-", "-", "$1", "not", "measured"]
+    assert row_of(ceo, "Pipeline value") == ["-", "-", "more", "than", "$0", "not", "measured"]
     since = ceo[ceo.index("SINCE THE LAST REPORT"):ceo.index("AT A GLANCE")]
-    assert "OTA listings: 1 to 2; reached its target of 2." in " ".join(since.split())
+    assert "OTA listings: 1 to 2; reached its target (at least 2)." in " ".join(since.split())
     assert "Open security gaps" not in since  # it did not move
     cmo = text_part(proxy, "cmo")
     assert "Email open rate: measured for the first time, 27%." in " ".join(cmo.split())
@@ -73,13 +75,17 @@ def test_counted_findings_follow_the_data(run_via_proxy, proxy, ses):
     after = run_via_proxy("--only", "ceo", "--cycle", "2026-11-29")
     assert before.returncode == after.returncode == 0
     earlier, later = (request["Message.Body.Text.Data"] for request in proxy.sent())
-    assert "OTA listings below target" in earlier
-    assert "OTA listings below target" not in later  # the data says it is fixed
-    assert "No accounting system deployed" in earlier
-    assert "No accounting system deployed" not in later
-    measured = len(HEADER) - 2 - 1  # email_open_rate is empty on 2026-11-15
-    for text, missing in ((earlier, len(ser.METRICS) - measured),
-                          (later, len(ser.METRICS) - measured - 1)):
+    lists = [text[text.index("CRITICAL SHORTFALLS"):text.index("SHORTFALLS BY BUSINESS")]
+             for text in (earlier, later)]
+    assert "OTA listings below target" in lists[0]
+    assert "OTA listings below target" not in lists[1]  # the data says it is fixed
+    assert "No accounting system deployed" in lists[0]
+    assert "No accounting system deployed" not in lists[1]
+    assert "Done: OTA listings below target (the figures show it)." in " ".join(later.split())
+    # email_open_rate is empty on 2026-11-15; open_security_gaps is counted from the items
+    measured = len(HEADER) - 2 - 2
+    columns = len(ser.MEASURED_METRICS) - 1
+    for text, missing in ((earlier, columns - measured), (later, columns - measured - 1)):
         heading = re.search(r"CRITICAL SHORTFALLS \((\d+)\)", text)
         listed = text[heading.end():].split("SHORTFALLS BY BUSINESS")[0]
         assert int(heading.group(1)) == len(re.findall(r"(?m)^ +\d+\. ", listed))
@@ -96,8 +102,8 @@ def test_an_action_the_figures_show_done_leaves_the_list(run_script, ses):
     assert "  2. " in actions[0] and "until" not in actions[0]  # the mark never shows
     [cmo] = ser.select_reports("cmo")
     done = ser.render_report(cmo, cycle="c", prepared_by="p", generated_at="g",
-                             figures=ser.cycle_figures(ser.parse_figures(
-                                 run_script.figures.read_text(), "f"), "2026-11-29"))
+                             data=ser.cycle_data("2026-11-29", None, ser.parse_figures(
+                                 run_script.figures.read_text(), "f")))
     marker = f'style="{ser.HTML_STYLE["marker"]}">1.</td>'  # the list is still there
     assert marker in done.html and "[until" not in done.html + done.body
 
@@ -105,13 +111,14 @@ def test_an_action_the_figures_show_done_leaves_the_list(run_script, ses):
 def test_a_trend_of_the_last_snapshots_in_both_editions(run_script, ses):
     write_figures(run_script.figures, THREE_SNAPSHOTS)
     result = run_script("--dry-run", "--only", "ceo", "--cycle", "2026-11-29")
-    assert row_of(result.stdout, "Charters booked/month", -1) == ["[.=#]", "2", "5"]
+    # From zero: 2, 4 and 5 charters are bars of 2, 4 and 5 fifths.
+    assert row_of(result.stdout, "Charters booked/month", -1) == ["[-+#]", "2", "5"]
     assert row_of(result.stdout, "OTA listings", -1) == ["[.-#]", "0", "2"]
     [ceo] = ser.select_reports("ceo")
-    figures = ser.cycle_figures(ser.parse_figures(run_script.figures.read_text(), "f"),
-                                "2026-11-29")
+    data = ser.cycle_data("2026-11-29", None,
+                          ser.parse_figures(run_script.figures.read_text(), "f"))
     html = ser.render_report(ceo, cycle="c", prepared_by="p", generated_at="g",
-                             figures=figures).html
+                             data=data).html
     assert html.count(f'style="{ser.HTML_STYLE["trend_column"]}') >= 3 * 2
 
 
@@ -144,13 +151,13 @@ def test_a_cycle_uses_the_newest_snapshot_on_or_before_its_date(run_script, ses,
 
 def test_every_text_line_stays_within_72_columns(run_script):
     snapshots = ser.parse_figures(run_script.figures.read_text(), "example")  # the example
-    for figures in (ser.NO_FIGURES, ser.cycle_figures(snapshots, "2026-11-29")):
+    for figures in (ser.NO_DATA, example_data("2026-11-29", snapshots)):
         for spec in ser.REPORTS:
             for variant in ser.VARIANTS:
                 report = ser.render_report(spec, cycle="2026-11-29", variant=variant,
                                            prepared_by="Executive Reports, Example Holdings",
                                            generated_at="2026-11-29 03:00 UTC",
-                                           figures=figures)
+                                           data=figures)
                 wide = [line for line in report.body.splitlines() if len(line) > 72]
                 assert not wide, (spec.report_id, variant, wide)
 
@@ -305,7 +312,8 @@ def test_metrics_lists_the_catalogue_and_prints_a_header_for_a_new_file(run_scri
         assert metric.metric_id in catalogue.stdout and metric.label in catalogue.stdout
     header = run_script("--metrics", "--csv-header")
     columns = next(csv.reader(io.StringIO(header.stdout)))
-    assert columns[0] == "as_of" and len(columns) == len(ser.METRICS) + 2
+    written = [m for m in ser.METRICS if not (m.formula or m.counts)]  # the rest are counted
+    assert columns[0] == "as_of" and columns[2:] == [m.metric_id for m in written]
     run_script.figures.write_text(header.stdout)  # a new file with no rows yet is valid
     assert run_script("--dry-run").returncode == 0
     assert run_script("--csv-header").returncode == 64
@@ -313,7 +321,7 @@ def test_metrics_lists_the_catalogue_and_prints_a_header_for_a_new_file(run_scri
 
 def test_the_example_file_starts_with_the_source_documents_figures():
     snapshots = ser.parse_figures(
-        (ser.SCRIPT_DIR / "report_data.example.csv").read_text(), "example")
+        (ser.SCRIPT_DIR / "report_data.example" / "figures.csv").read_text(), "example")
     first = snapshots[0]
     assert first.note == "figures from the source document"
     assert ser.figure_text(first.figures["monthly_burn"], "dollars") == "$7,000-9,000"
@@ -348,7 +356,8 @@ def test_wide_values_still_fit_72_columns(run_script):
 def test_a_range_counts_by_its_worse_end_against_the_target(run_script):
     write_figures(run_script.figures, [["2026-11-29", "", "", "", "8500-9500", "", "", ""]])
     result = run_script("--dry-run", "--only", "cfo", "--cycle", "2026-11-29")
-    assert row_of(result.stdout, "Monthly burn") == ["$8,500-9,500", "-", "$9,000", "behind"]
+    assert row_of(result.stdout, "Monthly burn") == ["$8,500-9,500", "-", "at", "most",
+                                                     "$9,000", "!", "behind"]
 
 
 def test_negative_dollars_and_spreadsheet_spellings_are_read(run_script):

@@ -16,12 +16,11 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 import send_exec_reports as ser
-from local_ses import EXAMPLE_DATA
+from conftest import example_data
 
 CONTEXT = {"cycle": "2026-11-29", "prepared_by": "Reports Desk",
            "generated_at": "2026-11-29 03:00 UTC"}
-EXAMPLE = ser.cycle_figures(ser.parse_figures(EXAMPLE_DATA.read_text(), "example"),
-                            "2026-11-29")
+EXAMPLE = example_data("2026-11-29")
 GMAIL_CLIPS_AT = 100 * 1024  # bytes of HTML; Gmail hides the rest behind a link at ~102 KB
 OUTLOOK_ONLY = re.compile(r"<!--\[if mso\]>.*?<!\[endif\]-->", re.S)
 
@@ -30,9 +29,9 @@ def every_report():
     """(id, rendered report) for each report, variant and figures file."""
     for spec in ser.REPORTS:
         for variant in ser.VARIANTS:
-            for label, figures in (("figures", EXAMPLE), ("none", ser.NO_FIGURES)):
+            for label, figures in (("figures", EXAMPLE), ("none", ser.NO_DATA)):
                 yield (f"{spec.report_id}-{variant}-{label}",
-                       ser.render_report(spec, variant=variant, figures=figures, **CONTEXT))
+                       ser.render_report(spec, variant=variant, data=figures, **CONTEXT))
 
 
 REPORTS = dict(every_report())
@@ -125,10 +124,10 @@ def test_a_hidden_preheader_leads_with_the_headline_numbers(report):
 
 def test_the_ceo_preheader_reads_the_figures_or_else_its_first_words():
     [ceo] = ser.select_reports("ceo")
-    report = ser.render_report(ceo, figures=EXAMPLE, **CONTEXT)
+    report = ser.render_report(ceo, data=EXAMPLE, **CONTEXT)
     assert ("Charters booked/month: 5 · JADA/QOS revenue/month: $9,600 · "
             "QDN revenue/month: $3,100") in report.html
-    unmeasured = ser.render_report(ceo, figures=ser.NO_FIGURES, **CONTEXT)
+    unmeasured = ser.render_report(ceo, data=ser.NO_DATA, **CONTEXT)
     preheader = "".join(tree(unmeasured).find("body/div/div").itertext()).replace("\u034f", "")
     assert preheader.strip() and ": -" not in preheader
     assert "Cycle" not in preheader  # not the header's words again
@@ -190,15 +189,18 @@ def test_both_palettes_are_readable():
                          (rule(".data td,.data th", "color"), card),
                          (rule(".header", "color"), rule(".header", "background"))):
         assert contrast(text, ground) >= 4.5, (text, ground)  # WCAG AA for body text
+    for status in ("ontrack", "behind"):  # a status's colour, on the dark card
+        assert contrast(rule(f".data .{status}", "color"), card) >= 4.5, status
     light = ser.HTML_COLOR
-    for text, ground in (("ink", "card"), ("heading", "card"), ("header_ink", "header")):
+    for text, ground in (("ink", "card"), ("heading", "card"), ("header_ink", "header"),
+                         ("good", "card"), ("bad", "card")):
         assert contrast(light[text], light[ground]) >= 4.5, (text, ground)
 
 
 def test_a_word_too_long_for_a_phone_breaks_in_prose_not_in_tables():
     [ceo] = ser.select_reports("ceo")
     long_name = "Reports" + "x" * 150
-    report = ser.render_report(ceo, figures=EXAMPLE, **{**CONTEXT, "prepared_by": long_name})
+    report = ser.render_report(ceo, data=EXAMPLE, **{**CONTEXT, "prepared_by": long_name})
     [paragraph] = [p for p in tree(report).iter("p") if long_name in "".join(p.itertext())]
     assert styles(paragraph)["overflow-wrap"] == "anywhere"  # a browser shows the rest:
     for cell in tree(report).iter("td"):                      # see docs/html_check.py

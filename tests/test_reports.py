@@ -6,7 +6,7 @@ import string
 import pytest
 
 import send_exec_reports as ser
-from local_ses import EXAMPLE_DATA
+from local_ses import EXAMPLE_FIGURES
 
 CONTEXT = {"cycle": "2026-11-29", "prepared_by": "Reports Desk",
            "generated_at": "2026-11-29 03:00 UTC"}
@@ -21,7 +21,7 @@ SEED_FACTS = {
             "Web Application Firewall", "SECURITY GAPS FOUND IN THE AUDIT (6)",
             "~$50-84/month", "~$25/month", "$50-84",
             "availability calendar", "No CI/CD pipeline", "No staging environment",
-            "automated rollback", "TEN ENGINEERING ACTIONS", "10. "],
+            "automated rollback", "ENGINEERING ACTIONS, RANKED BY SECURITY IMPACT", "10. "],
     "accounting": ["No accounting system is currently deployed", "REVENUE RECOGNITION",
                    "CHART OF ACCOUNTS AUDIT", "EXPENSE CATEGORISATION BY FUNCTION",
                    "FOUR-MILESTONE ROADMAP", "Q1 2027", "M4"],
@@ -50,15 +50,15 @@ def test_there_are_eight_reports_in_the_agreed_order():
 
 def seed_figures():
     """The example figures file's first snapshot: the source document's own figures."""
-    snapshots = ser.parse_figures(EXAMPLE_DATA.read_text(), "example")
+    snapshots = ser.parse_figures(EXAMPLE_FIGURES.read_text(), "example")
     assert snapshots[0].note == "figures from the source document"
-    return ser.cycle_figures(snapshots[:1], "2026-11-29")
+    return ser.cycle_data("2026-11-29", None, snapshots[:1])
 
 
 @pytest.mark.parametrize("report_id", SEED_FACTS)
 def test_every_report_renders_with_its_seed_figures(report_id):
     [spec] = ser.select_reports(report_id)
-    report = ser.render_report(spec, figures=seed_figures(), **CONTEXT)  # KeyError if unknown
+    report = ser.render_report(spec, data=seed_figures(), **CONTEXT)  # KeyError if unknown
     assert spec.title in report.subject and "2026-11-29" in report.subject
     assert "prepared by Reports Desk" in report.body
     assert "${" not in report.body + report.html
@@ -72,7 +72,7 @@ def test_every_report_renders_with_its_seed_figures(report_id):
 def test_templates_name_only_placeholders_that_exist(template):
     names = {m.group("braced") for m in template.pattern.finditer(template.template)
              if m.group("braced")}
-    figures = set(ser.figure_values("ceo", ser.NO_FIGURES))
+    figures = set(ser.report_values("ceo", ser.NO_DATA))
     assert names <= {"title", "cycle", "prepared_by", "generated_at", "version", "variant",
                      *figures}
     assert not [m for m in template.pattern.finditer(template.template) if m.group("invalid")]
@@ -146,10 +146,9 @@ AMBIGUOUS_TEMPLATES = {
     "a brief marker twice": ("## At a glance [brief] [brief]\n", 1, "marker [brief]"),
     "an indented line after a heading": ("## Plan\n  more of the heading?\n", 2,
                                          "indented line after a heading"),
-    "an until naming no metric": ("## Plan\n1. [until otas] List on Sailo\n", 2,
-                                  "[until otas] names no metric"),
-    "an until mid-item": ("## Plan\n1. List on Sailo [until ota_listings]\n", 2,
-                          "marker [until ota_listings]"),
+    # Items, not a mark, now say what is done: [until] is no marker.
+    "an until at an item's start": ("## Plan\n1. [until ota_listings] List on Sailo\n", 2,
+                                    "marker [until ota_listings]"),
 }
 
 
