@@ -991,6 +991,7 @@ class Item(NamedTuple):
     business: str | None = None  # for the shortfalls by business and the stack audit
     due: int | str | None = None  # days after the cycle (a rolling plan), or YYYY-MM-DD
     metric: str | None = None  # metric ids (space-separated) whose targets close it
+    once_measured: bool = False  # the metrics close it by being measured, whatever the target
     done_text: str | None = None  # what a report says once it is done
     with_item: str | None = None  # another item whose closing closes this one
 
@@ -1040,7 +1041,7 @@ ITEMS = (
          "enquiries in flight.", business="JADA / QOS", metric="pipeline_value"),
     Item("revenue-tracking", "shortfall", ("ceo",), "Revenue tracking gaps: no single view of "
          "revenue by business.", business="Portfolio",
-         metric="revenue_jada_qos revenue_qdn revenue_dc"),
+         metric="revenue_jada_qos revenue_qdn revenue_dc", once_measured=True),
     Item("qdn-funnel", "shortfall", ("ceo", "cmo"), "QDN funnel breakage: enquiries do not "
          "reach a booked job.", "Repair the QDN funnel so every enquiry is answered and "
          "tracked.", "QDN", due=14, metric="qdn_jobs_booked"),
@@ -1111,10 +1112,11 @@ ITEMS = (
          "Record every rent payment under Revenue - Rent.",
          done_text="Rent is recorded in the ledger, under Revenue - Rent."),
     Item("rental-occupancy", "action", ("rental-3028",), "Track occupancy monthly.",
-         metric="rental_occupancy"),
+         metric="rental_occupancy", once_measured=True),
     Item("yacht-costs", "state", ("yacht-delivery",), "Delivery costs are not recorded per "
          "delivery.", "Record crew, fuel, dockage, travel and insurance per delivery.",
-         metric="cost_per_delivery", done_text="Delivery costs are recorded per delivery."),
+         metric="cost_per_delivery", once_measured=True,
+         done_text="Delivery costs are recorded per delivery."),
     Item("yacht-shared-calendar", "state", ("yacht-delivery",), "Deliveries and JADA charters "
          "do not share a calendar.", "Share one calendar with JADA charters.",
          done_text="Deliveries and JADA charters share one calendar."),
@@ -1638,7 +1640,8 @@ def item_states(data, day, snapshot):
                           row.note if row else "", due.get(item_id) or planned_due(item, day),
                           item_id in due or isinstance(item.due, str))
         if state.status == "open" and item.metric and all(
-                metric_met(METRICS_BY_ID[m], data, snapshot) for m in item.metric.split()):
+                figure_of(snapshot, METRICS_BY_ID[m]) is not None if item.once_measured
+                else metric_met(METRICS_BY_ID[m], data, snapshot) for m in item.metric.split()):
             state = state._replace(status="done", since=None, closed_by="metric")
         states[item_id] = state
     for item_id, state in states.items():
@@ -4826,7 +4829,8 @@ def item_catalogue():
     for item in ITEMS:
         due = (f"due {item.due} days into each cycle" if isinstance(item.due, int)
                else f"due {item.due}" if item.due else "")
-        closes = (f"closed when {item.metric} meet(s) the target" if item.metric
+        closes = (f"closed once {item.metric} is measured" if item.once_measured
+                  else f"closed when {item.metric} meet(s) the target" if item.metric
                   else f"closed with {item.with_item}" if item.with_item else "")
         facts = "; ".join(filter(None, [item.kind, ", ".join(item.reports), due, closes]))
         entries.append(f"{item.item_id}  ({facts})\n" + textwrap.fill(

@@ -1,0 +1,465 @@
+"""The owner's data folder: the items and targets the owner keeps decide what the
+reports say, not only their numbers.  Asserted on what the SES server received."""
+
+import csv
+import hashlib
+import html
+import json
+import re
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import SENDER
+
+CYCLE = "2026-12-01"  # the example folder's newest snapshot is 2026-11-29
+TITLES = {spec.report_id: spec.title for spec in ser.REPORTS}
+ITEMS_HEADER = ["as_of", "id", "status", "note", "reports", "kind", "text", "due"]
+
+
+def write_sheet(path, header, rows, *, ending="\n"):
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        csv.writer(file, lineterminator=ending).writerows([header, *rows])
+
+
+def add_rows(path, rows):
+    """Append rows to a sheet, as the owner adds a line to the spreadsheet."""
+    with open(path, "a", newline="", encoding="utf-8") as file:
+        csv.writer(file, lineterminator="\n").writerows(rows)
+
+
+def words(markup):
+    """What a reader sees of an HTML part: its words, one space apart."""
+    body = re.sub(r"<head>.*?</head>|<wbr />", "", markup, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def received(ses, report_id):
+    """The newest message SES received for a report, as its reader sees it."""
+    return words([m for m in ses.messages()
+                  if m["subject"].startswith(TITLES[report_id])][-1]["body"])
+
+
+def send(run_script, ses, *reports, cycle=CYCLE):
+    """Send these reports for the cycle (again, whatever the ledger says) and return
+    what SES received for each."""
+    ses.verify(SENDER)
+    result = run_script("--only", ",".join(reports), "--cycle", cycle, "--force")
+    assert result.returncode == 0, result.stderr
+    return {report_id: received(ses, report_id) for report_id in reports}
+
+
+def section(text, heading, following):
+    """The words of one section, between its heading and the next."""
+    return text[text.index(heading):text.index(following, text.index(heading))]
+
+
+# --- The example folder tells one story --------------------------------------------
+
+
+def test_the_example_folder_contradicts_none_of_its_figures(run_script, ses):
+    said = send(run_script, ses, *TITLES)
+    agenda = section(said["ceo"], "30-day execution agenda", "P&L impact")
+    assert "accounting system" not in agenda.lower()  # it is live
+    assert "Sailo" not in agenda  # two OTA listings: on track
+    matrix = section(said["cmo"], "Channel-by-channel", "Business case")
+    assert "not listed" not in matrix and "none" not in matrix
+    assert "OTA marketplaces JADA / QOS 2 listed" in matrix
+    assert "Analytics every site 3 site(s) measured" in matrix
+    assert "Existing structure: none" not in said["accounting"]
+    assert "Rent is not recorded in a ledger" not in said["rental-3028"]
+    assert "Billing model: none yet" not in said["dc-portfolio"]
+    assert "goes unbilled" not in said["dc-portfolio"]
+    assert "DC has a billing model" in said["dc-portfolio"]
+    # Two security gaps open in the items, as the figures said before the items did.
+    assert "Security gaps open: 2." in said["cto"]
+    assert "Security gaps found in the audit (2)" in said["cto"]
+
+
+# --- Each statement of state follows its datum ----------------------------------------
+
+# (report, item, what the report says while it is open, what it says once done)
+STATE_ITEMS = [
+    ("rental-3028", "rental-valuation", "No current valuation is on file.",
+     "A current valuation is on file (marked done 2026-11-30"),
+    ("rental-3028", "rental-rent-ledger", "Rent is not recorded in a ledger.",
+     "Rent is recorded in the ledger, under Revenue - Rent (marked done 2026-11-30"),
+    ("yacht-delivery", "yacht-shared-calendar",
+     "Deliveries and JADA charters do not share a calendar.",
+     "Deliveries and JADA charters share one calendar (marked done"),
+    ("yacht-delivery", "yacht-service-model", "quoted by hand and crewed ad hoc",
+     "The delivery service model (quoting, crewing, scheduling) is written down"),
+    ("dc-portfolio", "dc-billing-model", "so delivered work goes unbilled",
+     "DC has a billing model: rate card, invoice schedule and contract terms (marked"),
+    ("dc-portfolio", "dc-client-list", "No client list with start dates",
+     "Every client is listed with start date, term and renewal date (marked done"),
+]
+
+
+@pytest.mark.parametrize("report_id, item_id, while_open, once_done", STATE_ITEMS,
+                         ids=[case[1] for case in STATE_ITEMS])
+def test_a_statement_of_state_follows_its_item(run_script, ses, report_id, item_id,
+                                               while_open, once_done):
+    for status, shown, hidden in (("open", while_open, once_done),
+                                  ("done", once_done, while_open)):
+        add_rows(run_script.items, [["2026-11-30", item_id, status, "", "", "", "", ""]])
+        text = send(run_script, ses, report_id)[report_id]
+        assert shown in text and hidden not in text, status
+
+
+# (report, metric column, value, what the report says, the other value, what it says then)
+STATE_METRICS = [
+    ("accounting", "accounting_system_live", "yes", "An accounting system is live",
+     "no", "No accounting system is currently deployed"),
+    ("cmo", "ota_listings", "2", "OTA marketplaces JADA / QOS 2 listed",
+     "", "OTA marketplaces JADA / QOS not measured"),
+    ("cmo", "sites_with_analytics", "1", "Analytics every site 1 site(s) measured",
+     "3", "Analytics every site 3 site(s) measured"),
+    ("yacht-delivery", "cost_per_delivery", "1180", "Delivery costs are recorded per delivery",
+     "", "Delivery costs are not recorded per delivery."),
+    ("ceo", "email_list_size", "3715", "an email list (3,715 people)",
+     "", "an email list (size not measured)"),
+]
+
+
+@pytest.mark.parametrize("report_id, column, value, says, other, then", STATE_METRICS,
+                         ids=[case[1] for case in STATE_METRICS])
+def test_a_statement_of_state_follows_its_figure(run_script, ses, report_id, column, value,
+                                                 says, other, then):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    position = rows[0].index(column)
+    for figure, expected in ((value, says), (other, then)):
+        rows[-1][position] = figure
+        write_sheet(run_script.figures, rows[0], rows[1:])
+        assert expected in send(run_script, ses, report_id)[report_id], figure
+
+
+# --- Items: done, and the owner's own -------------------------------------------------
+
+
+def test_an_item_marked_done_leaves_every_report_and_the_agenda(run_script, ses):
+    before = send(run_script, ses, "ceo", "dc-portfolio")
+    assert "Carole transition risk" in section(before["ceo"], "Critical shortfalls",
+                                               "Shortfalls by business")
+    assert "Document Carole's handover" in section(before["ceo"], "30-day execution",
+                                                   "P&L impact")
+    assert "Document Carole's handover" in before["dc-portfolio"]
+    count = int(re.search(r"Critical shortfalls \((\d+)\)", before["ceo"]).group(1))
+    add_rows(run_script.items, [["2026-11-30", "carole-handover", "done",
+                                 "handover written up", "", "", "", ""]])
+    after = send(run_script, ses, "ceo", "dc-portfolio")
+    assert f"Critical shortfalls ({count - 1})" in after["ceo"]
+    assert f"Critical shortfalls open: {count - 1}." in after["ceo"]
+    assert "Carole" not in section(after["ceo"], "Critical shortfalls",
+                                   "Shortfalls by business")
+    assert "Carole" not in section(after["ceo"], "30-day execution", "P&L impact")
+    assert "Document Carole's handover" not in after["dc-portfolio"]
+    since = section(after["ceo"], "Since the last report", "At a glance")
+    assert ("Done: Carole transition risk (marked done 2026-11-30: handover written up)."
+            in since)
+
+
+def test_an_owners_new_item_appears_counted_in_the_reports_it_names(run_script, ses):
+    before = send(run_script, ses, "ceo", "cto")
+    actions = int(re.search(r"Engineering actions, ranked by security impact and user "
+                            r"value \((\d+)\)", before["cto"]).group(1))
+    add_rows(run_script.items, [["2026-11-30", "board-pack", "open", "", "ceo, cto", "action",
+                                 "Prepare the board pack.", "2026-12-04"]])
+    after = send(run_script, ses, "ceo", "cto", "cfo")
+    assert f"value ({actions + 1})" in after["cto"] and "Prepare the board pack" in after["cto"]
+    agenda = section(after["ceo"], "30-day execution", "P&L impact")
+    assert re.search(r"\b1 [^|]*Prepare the board pack", agenda)  # due in week 1
+    since = section(after["ceo"], "Since the last report", "At a glance")
+    assert "Opened: Prepare the board pack." in since
+    assert "Due: Prepare the board pack (due 2026-12-04)." in since
+    assert "board pack" not in after["cfo"]  # a report it does not name
+
+
+def test_an_overdue_item_is_said_and_heads_the_agenda(run_script, ses):
+    add_rows(run_script.items, [["2026-11-02", "sergio-equity", "open", "", "", "", "",
+                                 "2026-11-20"]])
+    text = send(run_script, ses, "ceo")["ceo"]
+    assert "Overdue: Sergio equity risk (due 2026-11-20)." in text
+    agenda = section(text, "30-day execution", "P&L impact")
+    assert agenda.index("Overdue") < agenda.index(" 2 ")
+
+
+def test_a_row_dated_after_the_cycle_does_not_count_yet(run_script, ses):
+    add_rows(run_script.items, [["2026-12-20", "sergio-equity", "done", "", "", "", "", ""]])
+    assert "Sergio equity risk" in send(run_script, ses, "ceo")["ceo"]
+
+
+def test_a_metric_meeting_its_target_closes_its_item(run_script, ses):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    position = rows[0].index("qdn_jobs_booked")
+    rows[-1][position] = "0"  # the funnel books nothing: the shortfall is open
+    write_sheet(run_script.figures, rows[0], rows[1:])
+    assert "QDN funnel breakage" in send(run_script, ses, "ceo")["ceo"]
+    rows[-1][position] = "1"  # at least 1 a week: closed
+    write_sheet(run_script.figures, rows[0], rows[1:])
+    text = send(run_script, ses, "ceo")["ceo"]
+    assert "QDN funnel breakage" not in section(text, "Critical shortfalls", "Missing KPIs")
+
+
+def test_open_security_gaps_are_counted_from_the_items_and_a_figure_that_differs_is_said(
+        run_script, ses):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    write_sheet(run_script.figures, [*rows[0], "open_security_gaps"],
+                [[*row, "5"] for row in rows[1:]])
+    ses.verify(SENDER)
+    result = run_script("--only", "cto", "--cycle", CYCLE)
+    assert result.returncode == 0
+    assert "open_security_gaps 5 is not used: the items leave 2 open" in result.stderr
+    text = received(ses, "cto")
+    assert re.search(r"Open security gaps 2 no change at most 0 . behind", text)
+
+
+# --- Targets and the figures that decide ----------------------------------------------
+
+REVENUE_HEADER = ["as_of", "note", "revenue_jada_qos", "revenue_qdn", "revenue_dc",
+                  "monthly_burn", "cash_on_hand", "pipeline_value"]
+
+
+def test_the_cfo_sees_monthly_revenue_against_target_and_the_runway(run_script, ses):
+    write_sheet(run_script.figures, REVENUE_HEADER, [
+        ["2026-10-20", "test", "8000", "2000", "3000", "15000", "30000", "0"],
+        ["2026-11-20", "test", "9000", "2500", "3500", "20000", "20000", "500"],
+    ])
+    write_sheet(run_script.targets, ["metric", "month", "target"], [
+        ["revenue_jada_qos", "2026-10", "8500"], ["revenue_jada_qos", "2026-11", "9000"],
+        ["revenue_qdn", "2026-10", "2000"], ["revenue_qdn", "2026-11", "2000"],
+        ["revenue_dc", "2026-10", "3000"], ["revenue_dc", "2026-11", "4000"],
+        ["revenue_total", "2026-12", "16000"], ["revenue_jada_qos", "2027-01", "10000"],
+    ])
+    text = send(run_script, ses, "cfo")["cfo"]
+    table = section(text, "Monthly revenue against target", "Burn rate model")
+    assert "2026-10 JADA/QOS $8,500 $8,000 -$500 ▼ behind" in table
+    assert "2026-10 QDN $2,000 $2,000 $0 ✓ on track" in table
+    assert "2026-10 Total $13,500 $13,000 -$500 ▼ behind" in table  # the sum of the three
+    assert "2026-11 DC $4,000 $3,500 -$500 ▼ behind" in table
+    assert "2026-11 Total $15,000 $15,000 $0 ✓ on track" in table
+    assert "2026-12 Total $16,000 - - to come" in table  # the month is not over
+    assert "2027-01 JADA/QOS $10,000 - - to come" in table  # to the last month targeted
+    assert "Q4 2026 total JADA/QOS" in table and "Q1 2027 total Total" in table
+    glance = section(text, "At a glance", "Top actions")
+    # $20,000 of cash, $20,000 of burn against $15,000 of revenue: 4 months.
+    assert "Runway 4.0 months now 4.0 months" in glance
+    assert "Revenue/month, total $15,000 up $2,000" in glance
+    assert "Revenue minus burn -$5,000 down $3,000" in glance
+    assert "more than $0" in glance and not re.search(r"\$1(?![0-9,.])", text)
+
+
+def test_runway_is_cash_over_burn_less_revenue_or_cash_flow_positive():
+    header = ["as_of", *ser.REVENUE_METRICS, "monthly_burn", "cash_on_hand"]
+
+    def runway(*row):
+        [snapshot] = ser.parse_figures(
+            "\n".join([",".join(header), ",".join(["2026-11-29", *row])]), "f")
+        return ser.figure_text(ser.runway(snapshot), "months")
+
+    assert runway("2000", "2000", "1000", "10000", "20000") == "4.0 months"
+    assert runway("9000", "2000", "1000", "10000", "20000") == "cash-flow positive"
+    # A range counts by its worse end: the higher burn.
+    assert runway("2000", "2000", "1000", "9000-11000", "20000") == "3.3 months"
+
+
+def test_a_months_target_wins_over_the_catalogue(run_script, ses):
+    write_sheet(run_script.targets, ["metric", "month", "target"],
+                [["charters_booked", "2026-11", "4"]])  # the snapshot's month
+    text = send(run_script, ses, "ceo")["ceo"]
+    assert re.search(r"Charters booked/month 5 up 1 at least 4 ✓ on track", text)
+    metrics = run_script("--metrics")
+    assert re.search(r"charters_booked +2026-11 +at least 4", metrics.stdout)
+    assert str(run_script.targets) in metrics.stdout
+
+
+# --- Seen at a glance ----------------------------------------------------------------
+
+
+def test_a_status_is_a_symbol_and_a_colour_in_html_and_marked_in_text(run_script, ses):
+    ses.verify(SENDER)
+    result = run_script("--only", "ceo", "--cycle", CYCLE)
+    assert result.returncode == 0
+    [message] = ses.messages()
+    assert (f'<span class="behind" style="{ser.HTML_STYLE["behind"]}">&#9660;&#160;behind'
+            f'</span>') in message["body"]
+    assert "font-weight:bold" in ser.HTML_STYLE["behind"]
+    assert (f'<span class="ontrack" style="{ser.HTML_STYLE["ontrack"]}">&#10003;&#160;on '
+            f'track</span>') in message["body"]
+    dry = run_script("--dry-run", "--only", "ceo", "--cycle", CYCLE).stdout
+    assert re.search(r"(?m)^Charters +5 .* ! behind$", dry)
+
+
+def test_trend_bars_rise_from_zero():
+    cash = ser.Trend((21000, 19500, 20400))  # a dip of 7%
+    tallest = 19
+    levels = cash.levels(tallest + 1)
+    assert levels == [tallest, round(19500 / 21000 * tallest), round(20400 / 21000 * tallest)]
+    assert levels[1] >= tallest - 2  # not drawn empty
+
+
+# --- Bad rows ---------------------------------------------------------------------------
+
+BAD_SHEETS = {
+    "an unknown item without text": (
+        "items.csv", ITEMS_HEADER, [["2026-11-20", "sergio-equty", "done", "", "", "", "", ""]],
+        "items.csv:2: id: 'sergio-equty' is no item of the catalogue"),
+    "an unknown status": (
+        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "closed", "", "", "", "", ""]],
+        "items.csv:2: status: 'closed' is not one of open, done, dropped"),
+    "a catalogue item given text": (
+        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "done", "", "", "", "A WAF", ""]],
+        "items.csv:2: text: waf is an item of the catalogue"),
+    "an item for no report": (
+        "items.csv", ITEMS_HEADER, [["2026-11-20", "mine", "open", "", "coo", "", "Mine.", ""]],
+        "items.csv:2: reports: coo names no report"),
+    "a due date that is no date": (
+        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "open", "", "", "", "", "next week"]],
+        "items.csv:2: due: 'next week' is not a date"),
+    "an unknown metric": (
+        "targets.csv", ["metric", "month", "target"], [["charters", "2026-12", "6"]],
+        "targets.csv:2: metric: 'charters' is no metric"),
+    "a month that is not YYYY-MM": (
+        "targets.csv", ["metric", "month", "target"], [["charters_booked", "12/2026", "6"]],
+        "targets.csv:2: month: '12/2026' is not a month (YYYY-MM)"),
+    "a month 13": (
+        "targets.csv", ["metric", "month", "target"], [["charters_booked", "2026-13", "6"]],
+        "targets.csv:2: month: '2026-13' is not a month"),
+    "a duplicate target": (
+        "targets.csv", ["metric", "month", "target"],
+        [["charters_booked", "2026-12", "6"], ["charters_booked", "2026-12", "7"]],
+        "targets.csv:3: month: charters_booked has a target for 2026-12 already, on line 2"),
+    "a target in the wrong unit": (
+        "targets.csv", ["metric", "month", "target"], [["ota_listings", "2026-12", "2.5"]],
+        "targets.csv:2: target: '2.5' is not one value in ota_listings's unit"),
+    "a range as a target": (
+        "targets.csv", ["metric", "month", "target"], [["monthly_burn", "2026-12", "7-9"]],
+        "targets.csv:2: target: '7-9' is not one value"),
+    "a column the sheet does not have": (
+        "items.csv", ["as_of", "id", "status", "owner"], [["2026-11-20", "waf", "done", "me"]],
+        "items.csv:1: owner: no such column"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SHEETS)
+@pytest.mark.parametrize("mode", ["send", "--dry-run", "--check"])
+def test_a_bad_row_stops_everything_naming_file_line_and_column(run_script, ses, case, mode):
+    sheet, header, rows, problem = BAD_SHEETS[case]
+    write_sheet(run_script.data / sheet, header, rows)
+    ses.verify(SENDER)
+    result = run_script("--cycle", CYCLE, *([] if mode == "send" else [mode]))
+    assert result.returncode == 65
+    assert f"data error: {run_script.data / sheet}:" in result.stderr
+    assert problem in result.stderr.replace(f"{run_script.data}/", "")
+    assert "Traceback" not in result.stderr
+    assert ses.messages() == [] and not run_script.audit_log.exists()
+
+
+def test_every_sheets_problems_are_said_at_once(run_script):
+    write_sheet(run_script.items, ITEMS_HEADER, [["2026-11-20", "waf", "closed", "", "", "",
+                                                  "", ""]])
+    write_sheet(run_script.targets, ["metric", "month", "target"], [["nope", "2026-12", "1"]])
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65
+    assert "items.csv:2: status" in result.stderr and "targets.csv:2: metric" in result.stderr
+
+
+def test_sheets_as_a_spreadsheet_exports_them_are_read(run_script, ses):
+    """A byte-order mark, CRLF line ends, a quoted comma, capitals and spaces."""
+    write_sheet(run_script.items, ITEMS_HEADER, [
+        [" 2026-11-30 ", "Carole-Handover", " DONE ", "written up, signed", "", "", "", ""],
+        ["2026-11-30", "my-item", "open", "", "CEO;cto", "Action", "Call the broker, then "
+         "the bank.", ""],
+    ], ending="\r\n")
+    run_script.items.write_bytes(b"\xef\xbb\xbf" + run_script.items.read_bytes())
+    text = send(run_script, ses, "ceo")["ceo"]
+    assert "Carole transition risk" not in section(text, "Critical shortfalls", "Shortfalls")
+    assert "Done: Carole transition risk (marked done 2026-11-30: written up, signed)." in text
+    assert "Call the broker, then the bank." in text
+
+
+def test_a_missing_or_empty_sheet_is_no_error(run_script, ses):
+    run_script.items.unlink()
+    run_script.targets.write_text("metric,month,target\n")
+    said = send(run_script, ses, "ceo", "cfo")
+    assert "Sergio equity risk" in said["ceo"]  # with no items.csv, every item is open
+    assert "No monthly revenue targets yet" in said["cfo"]
+
+
+# --- The folder, the catalogue and the audit log ---------------------------------------
+
+
+def test_new_data_writes_each_sheets_header_and_never_overwrites(run_script, tmp_path):
+    folder = tmp_path / "mine"
+    first = run_script("--new-data", str(folder))
+    assert first.returncode == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted(ser.SHEET_COLUMNS)
+    assert (folder / "items.csv").read_text() == ",".join(ITEMS_HEADER) + "\n"
+    assert (folder / "targets.csv").read_text() == "metric,month,target\n"
+    assert (folder / "figures.csv").read_text().startswith("as_of,note,charters_booked,")
+    assert oct((folder / "items.csv").stat().st_mode & 0o777) == "0o600"
+    add_rows(folder / "items.csv", [["2026-11-30", "waf", "done", "", "", "", "", ""]])
+    kept = (folder / "items.csv").read_text()
+    again = run_script("--new-data", str(folder))
+    assert again.returncode == 0 and "kept" in again.stdout
+    assert (folder / "items.csv").read_text() == kept
+    empty = run_script("--dry-run", "--data", str(folder), "--cycle", CYCLE)
+    assert empty.returncode == 0, empty.stderr  # a new folder is valid as it is
+    assert "no snapshot" in empty.stderr or "no figures" in empty.stderr
+
+
+def test_new_data_into_a_file_is_one_clear_error(run_script, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_script("--new-data", str(blocker))
+    assert result.returncode == 73
+    assert result.stderr.startswith("error: cannot write the data folder")
+    assert "Traceback" not in result.stderr
+
+
+def test_new_data_never_writes_through_a_link(run_script, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (folder / "items.csv").symlink_to(target)
+    result = run_script("--new-data", str(folder))
+    assert result.returncode == 0 and target.read_text() == "keep me"
+
+
+def test_items_lists_the_catalogue_id_first(run_script):
+    result = run_script("--items")
+    assert result.returncode == 0
+    starts = {line.split()[0] for line in result.stdout.splitlines()
+              if line and not line.startswith(" ")}
+    assert {item.item_id for item in ser.ITEMS} <= starts
+
+
+def test_each_audit_record_carries_a_digest_of_every_sheet(run_script, ses):
+    ses.verify(SENDER)
+    assert run_script("--only", "ceo,cfo", "--cycle", CYCLE).returncode == 0
+    expected = {sheet: hashlib.sha256((run_script.data / sheet).read_bytes()).hexdigest()
+                for sheet in ser.SHEET_COLUMNS}
+    records = [json.loads(line) for line in run_script.audit_log.read_text().splitlines()]
+    assert [r["sheets"] for r in records] == [expected, expected]
+
+
+def test_a_single_csv_is_still_the_figures_alone(run_script, ses, tmp_path):
+    single = tmp_path / "report_data.csv"
+    single.write_text(run_script.figures.read_text())
+    text = run_script("--dry-run", "--only", "ceo", "--data", str(single), "--cycle", CYCLE)
+    assert text.returncode == 0, text.stderr
+    assert "Sergio equity risk" in text.stdout  # no items.csv beside a single file
+    run_script.figures.parent.rename(tmp_path / "moved")  # no folder beside the env file:
+    old_default = run_script("--dry-run", "--only", "ceo", "--cycle", CYCLE)  # the old file
+    assert "figures as of 2026-11-29" in " ".join(old_default.stdout.split())
+
+
+def test_the_catalogue_names_only_reports_kinds_and_metrics_that_exist():
+    for item in ser.ITEMS:
+        assert set(item.reports) <= set(ser.REPORT_IDS), item.item_id
+        assert item.kind in ser.ITEM_KINDS, item.item_id
+        assert all(m in ser.METRICS_BY_ID for m in (item.metric or "").split()), item.item_id
+        assert item.with_item in (None, *ser.ITEMS_BY_ID), item.item_id
+        assert ser.ITEM_ID_PATTERN.fullmatch(item.item_id)
+    assert len(ser.ITEMS_BY_ID) == len(ser.ITEMS)
