@@ -35,8 +35,8 @@ Then the ledger, with no SES involved:
      log from its end.
 
 Each full send gets a fresh audit log, so the ledger never skips a report.
-Every run reads report_data.example.csv as its figures file, so the figures
-are in play in every timed run.
+Every run reads the example data folder, report_data.example/ (figures, items
+and targets), so the owner's data is in play in every timed run.
 Prints the medians, the ratios and the goals; exits 1 if a goal is missed.
 """
 
@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import date
 import time
 from pathlib import Path
 
@@ -149,11 +150,13 @@ def rendered_messages(path):
     sys.path.insert(0, str(REPO))
     import send_exec_reports as ser
 
-    figures = ser.cycle_figures(ser.parse_figures(EXAMPLE_DATA.read_text(), "example"),
-                                "bench")
+    sheets = {sheet: ser.read_sheet(EXAMPLE_DATA / sheet, parse)[0]
+              for sheet, parse in ser.SHEET_PARSERS.items()}
+    data = ser.cycle_data("bench", date.today(), sheets["figures.csv"], sheets["items.csv"],
+                          sheets["targets.csv"])
     messages = [ser.render_report(spec, cycle="bench", generated_at="2026-11-29 03:00 UTC",
                                   prepared_by="Executive Reports, Example Holdings",
-                                  figures=figures)
+                                  data=data)
                 for spec in ser.REPORTS]
     path.write_text(json.dumps([(m.subject, m.body, m.html) for m in messages]))
     return path
@@ -186,7 +189,7 @@ def measure(rounds, aws, workdir):
     env_file = workdir / "repos.env"
     env_file.write_text(SETTINGS)
     env_file.chmod(0o600)
-    shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")  # the figures, in play
+    shutil.copytree(EXAMPLE_DATA, workdir / "report_data")  # the owner's data, in play
     times = {}
     with LocalSES() as ses:
         env = script_environment(ses.url, workdir, ses.v2_url)
@@ -249,7 +252,7 @@ def measure_latency(workdir, rounds):
     env_file = workdir / "repos.env"
     env_file.write_text(SETTINGS)
     env_file.chmod(0o600)
-    shutil.copyfile(EXAMPLE_DATA, workdir / "report_data.csv")
+    shutil.copytree(EXAMPLE_DATA, workdir / "report_data")
     times = {}
     with LocalSES() as ses, FaultProxy(ses.url) as proxy:
         proxy.latency = LATENCY_SECONDS

@@ -82,7 +82,7 @@ def test_every_relative_link_in_the_documents_resolves():
                 continue  # a web address: not checked here
             path, _, anchor = target.partition("#")
             destination = (document.parent / path).resolve() if path else document
-            if not destination.is_file() or REPO not in destination.parents or (
+            if not destination.exists() or REPO not in destination.parents or (
                     anchor and destination.suffix == ".md"
                     and anchor not in heading_anchors(destination)):
                 broken.append(f"{document.relative_to(REPO)}: {target}")
