@@ -2613,22 +2613,21 @@ def channel_matrix(data, states):
 
 def revenue_table(data):
     """The CFO's monthly revenue against target, from the start of the cycle's quarter to
-    the last month with a revenue target: target, actual, difference, status; and each
-    quarter's total."""
+    the last month with a revenue target: target, actual, status and difference; and
+    each quarter's total."""
     metrics = [METRICS_BY_ID[m] for m in (*REVENUE_METRICS, "revenue_total")]
     targeted = [month for metric in metrics for month in data.targets.get(metric.metric_id, {})]
     if data.day is None or not targeted:
         return [Block("paragraph", ["No monthly revenue targets yet: add them to targets.csv "
                                     "(metric,month,target), a row per business and month."])]
-    rows = [["Month", "Revenue", "Target", "Actual", "Difference", "Status"]]
+    rows = [["Month", "Revenue", "Target", "Actual", "Status, difference"]]
     months = month_range(quarter_start(data.day), max(max(targeted), f"{data.day:%Y-%m}"))
     for quarter in dict.fromkeys(quarter_of(month) for month in months):
         in_quarter = [month for month in months if quarter_of(month) == quarter]
         for month in in_quarter:
             rows += [revenue_row(month, metric, *month_revenue(data, metric, [month]))
                      for metric in metrics]
-        rows += [revenue_row(f"{quarter} total", metric, *month_revenue(data, metric,
-                                                                         in_quarter))
+        rows += [revenue_row(quarter, metric, *month_revenue(data, metric, in_quarter))
                  for metric in metrics]
     return [Block("table", rows)]
 
@@ -2658,17 +2657,19 @@ def revenue_part_target(data, metric, month):
 
 
 def revenue_row(month, metric, target, actual, past):
-    """One row of the revenue table."""
+    """One row of the revenue table; its status says the difference too (five columns
+    fit a phone)."""
     name = "Total" if metric.metric_id == "revenue_total" else metric.label.split(" ")[0]
     if actual is None:
         status = Status("not measured" if past else "to come", "none")
     elif target is None:
         status = Status("no target", "none")
     else:
-        status = Status("on track", "good") if actual >= target else Status("behind", "bad")
-    difference = "-" if None in (target, actual) else amount_text(actual - target, "dollars")
+        difference = amount_text(actual - target, "dollars")
+        status = Status(f"on track, {'+' * (actual > target)}{difference}", "good") \
+            if actual >= target else Status(f"behind, {difference}", "bad")
     return [month, name, "-" if target is None else amount_text(target, "dollars"),
-            "-" if actual is None else amount_text(actual, "dollars"), difference, status]
+            "-" if actual is None else amount_text(actual, "dollars"), status]
 
 
 def quarter_start(day):
