@@ -93,6 +93,11 @@ STATE_ITEMS = [
      "DC has a billing model: rate card, invoice schedule and contract terms (marked"),
     ("dc-portfolio", "dc-client-list", "No client list with start dates",
      "Every client is listed with start date, term and renewal date (marked done"),
+    # Counts stated in sentences follow the items they count.
+    ("cto", "waf", "Security gaps open: 2.", "Security gaps open: 1."),
+    ("cmo", "seo-profile", "Local search / SEO QDN 2 roadmap step(s) open",
+     "Local search / SEO QDN 1 roadmap step(s) open"),
+    ("accounting", "books-m2", "Roadmap milestones open: 3,", "Roadmap milestones open: 2,"),
 ]
 
 
