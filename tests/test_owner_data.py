@@ -309,43 +309,44 @@ def test_trend_bars_rise_from_zero():
 
 # --- Bad rows ---------------------------------------------------------------------------
 
+def items_sheet(item_id, status, **cells):
+    """items.csv holding one row dated 2026-11-20: this id and status, these cells."""
+    row = {"as_of": "2026-11-20", "id": item_id, "status": status, **cells}
+    return "items.csv", ITEMS_HEADER, [[row.get(column, "") for column in ITEMS_HEADER]]
+
+
+def targets_sheet(*rows):
+    return "targets.csv", ["metric", "month", "target"], [list(row) for row in rows]
+
+
 BAD_SHEETS = {
     "an unknown item without text": (
-        "items.csv", ITEMS_HEADER, [["2026-11-20", "sergio-equty", "done", "", "", "", "", ""]],
+        items_sheet("sergio-equty", "done"),
         "items.csv:2: id: 'sergio-equty' is no item of the catalogue"),
-    "an unknown status": (
-        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "closed", "", "", "", "", ""]],
-        "items.csv:2: status: 'closed' is not one of open, done, dropped"),
-    "a catalogue item given text": (
-        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "done", "", "", "", "A WAF", ""]],
-        "items.csv:2: text: waf is an item of the catalogue"),
-    "an item for no report": (
-        "items.csv", ITEMS_HEADER, [["2026-11-20", "mine", "open", "", "coo", "", "Mine.", ""]],
-        "items.csv:2: reports: coo names no report"),
-    "a due date that is no date": (
-        "items.csv", ITEMS_HEADER, [["2026-11-20", "waf", "open", "", "", "", "", "next week"]],
-        "items.csv:2: due: 'next week' is not a date"),
-    "an unknown metric": (
-        "targets.csv", ["metric", "month", "target"], [["charters", "2026-12", "6"]],
-        "targets.csv:2: metric: 'charters' is no metric"),
-    "a month that is not YYYY-MM": (
-        "targets.csv", ["metric", "month", "target"], [["charters_booked", "12/2026", "6"]],
-        "targets.csv:2: month: '12/2026' is not a month (YYYY-MM)"),
-    "a month 13": (
-        "targets.csv", ["metric", "month", "target"], [["charters_booked", "2026-13", "6"]],
-        "targets.csv:2: month: '2026-13' is not a month"),
+    "an unknown status": (items_sheet("waf", "closed"),
+                          "items.csv:2: status: 'closed' is not one of open, done, dropped"),
+    "a catalogue item given text": (items_sheet("waf", "done", text="A WAF"),
+                                    "items.csv:2: text: waf is an item of the catalogue"),
+    "an item for no report": (items_sheet("mine", "open", reports="coo", text="Mine."),
+                              "items.csv:2: reports: coo names no report"),
+    "a due date that is no date": (items_sheet("waf", "open", due="next week"),
+                                   "items.csv:2: due: 'next week' is not a date"),
+    "an unknown metric": (targets_sheet(("charters", "2026-12", "6")),
+                          "targets.csv:2: metric: 'charters' is no metric"),
+    "a month that is not YYYY-MM": (targets_sheet(("charters_booked", "12/2026", "6")),
+                                    "targets.csv:2: month: '12/2026' is not a month (YYYY-MM)"),
+    "a month 13": (targets_sheet(("charters_booked", "2026-13", "6")),
+                   "targets.csv:2: month: '2026-13' is not a month"),
     "a duplicate target": (
-        "targets.csv", ["metric", "month", "target"],
-        [["charters_booked", "2026-12", "6"], ["charters_booked", "2026-12", "7"]],
+        targets_sheet(("charters_booked", "2026-12", "6"), ("charters_booked", "2026-12", "7")),
         "targets.csv:3: month: charters_booked has a target for 2026-12 already, on line 2"),
     "a target in the wrong unit": (
-        "targets.csv", ["metric", "month", "target"], [["ota_listings", "2026-12", "2.5"]],
+        targets_sheet(("ota_listings", "2026-12", "2.5")),
         "targets.csv:2: target: '2.5' is not one value in ota_listings's unit"),
-    "a range as a target": (
-        "targets.csv", ["metric", "month", "target"], [["monthly_burn", "2026-12", "7-9"]],
-        "targets.csv:2: target: '7-9' is not one value"),
+    "a range as a target": (targets_sheet(("monthly_burn", "2026-12", "7-9")),
+                            "targets.csv:2: target: '7-9' is not one value"),
     "a column the sheet does not have": (
-        "items.csv", ["as_of", "id", "status", "owner"], [["2026-11-20", "waf", "done", "me"]],
+        ("items.csv", ["as_of", "id", "status", "owner"], [["2026-11-20", "waf", "done", "me"]]),
         "items.csv:1: owner: no such column"),
 }
 
@@ -353,7 +354,7 @@ BAD_SHEETS = {
 @pytest.mark.parametrize("case", BAD_SHEETS)
 @pytest.mark.parametrize("mode", ["send", "--dry-run", "--check"])
 def test_a_bad_row_stops_everything_naming_file_line_and_column(run_script, ses, case, mode):
-    sheet, header, rows, problem = BAD_SHEETS[case]
+    (sheet, header, rows), problem = BAD_SHEETS[case]
     write_sheet(run_script.data / sheet, header, rows)
     ses.verify(SENDER)
     result = run_script("--cycle", CYCLE, *([] if mode == "send" else [mode]))
