@@ -4810,7 +4810,7 @@ def metric_catalogue(targets, targets_path):
                for metric_id, months in targets.items() for month, value in sorted(months.items())]
     source = (f"targets from {targets_path}, each for its month instead of the catalogue's:\n"
               + "\n".join(monthly)) if monthly else \
-        f"targets: the catalogue's; {targets_path or 'targets.csv'} sets none by month"
+        f"targets: the catalogue's (no month's target in {targets_path or 'a targets.csv'})"
     return (f"{text_table(rows, wrap=False)}\n\n{source}\n\nunits:\n{units}\n\n"
             f"The figures sheet's first column is {FIGURES_DATE_COLUMN} (YYYY-MM-DD); "
             f"{FIGURES_NOTE_COLUMN} (optional) is free text shown with the date. An empty "
@@ -4828,15 +4828,17 @@ def item_catalogue():
     """--items: each item of the catalogue, its id first, then what closes it."""
     entries = []
     for item in ITEMS:
-        due = (f"due {item.due} days into each cycle" if isinstance(item.due, int)
+        due = (f"due in week {item.due // 7 + 1} of each cycle's agenda"
+               if isinstance(item.due, int) and item.due < AGENDA_DAYS
+               else f"due {item.due} days into each cycle" if isinstance(item.due, int)
                else f"due {item.due}" if item.due else "")
         closes = (f"closed once {item.metric} is measured" if item.once_measured
                   else f"closed when {item.metric} meet(s) the target" if item.metric
                   else f"closed with {item.with_item}" if item.with_item else "")
         facts = "; ".join(filter(None, [item.kind, ", ".join(item.reports), due, closes]))
-        entries.append(f"{item.item_id}  ({facts})\n" + textwrap.fill(
-            item.text + (f" Action: {item.todo}" if item.todo else ""), TEXT_WIDTH,
-            initial_indent="    ", subsequent_indent="    "))
+        entries.append("\n".join([item.item_id, *(textwrap.fill(
+            text, TEXT_WIDTH, initial_indent="    ", subsequent_indent="      ")
+            for text in (facts, item.text + (f" Action: {item.todo}" if item.todo else "")))]))
     kinds = "\n".join(f"  {kind:<16} {meaning}" for kind, meaning in ITEM_KINDS.items())
     return ("\n".join(entries) + f"\n\nkinds:\n{kinds}\n\nitems.csv: "
             f"{','.join(SHEET_COLUMNS['items.csv'])}; status is "
