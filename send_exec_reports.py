@@ -66,6 +66,7 @@ import textwrap
 import threading
 import time
 import unicodedata
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -1422,9 +1423,9 @@ class CycleData(NamedTuple):
     item_rows: tuple = ()  # items.csv's rows, oldest first
     targets: dict = {}  # targets.csv: {metric id: {"YYYY-MM": target}}
     sheets: dict = {}  # {sheet file name: sha256 of what was read}, for the audit log
+    items: dict = {}  # {item id: ItemState} as of the cycle's day
+    items_before: dict | None = None  # as of the previous snapshot's date: "last time"
 
-
-NO_DATA = CycleData(None, NO_FIGURES)
 
 
 class DataSheets(NamedTuple):
@@ -1594,9 +1595,14 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
     def recount(snapshot):
         return snapshot and counted[snapshot.as_of]
 
-    return data._replace(figures=figures._replace(
+    data = data._replace(figures=figures._replace(
         snapshot=recount(figures.snapshot), previous=recount(figures.previous),
         history=tuple(map(recount, figures.history))))
+    previous = data.figures.previous
+    return data._replace(items=item_states(data, day, data.figures.snapshot),
+                         items_before=previous and item_states(data, previous.as_of,
+                                                                previous))
+
 
 
 def open_count(states, kind):
@@ -1664,6 +1670,7 @@ def planned_due(item, day):
     if isinstance(item.due, int):
         return day + timedelta(days=item.due) if day else None
     return date.fromisoformat(item.due) if item.due else None
+
 
 
 def check_freshness(figures, cycle, config, today, console, read_log):
@@ -2735,13 +2742,32 @@ def break_even_table(figures):
         Block("paragraph", ["Charters booked are not yet measured."])]
 
 
-def report_values(report_id, data):
-    """The placeholders and slots the owner's data fills in a report's template."""
+class Placeholders(Mapping):
+    """A report's placeholders, each worked out the first time its template asks for
+    it: a report computes only what it shows.  A name no one can fill is a KeyError."""
+
+    def __init__(self, makers):
+        self._makers = makers
+        self._made = {}
+
+    def __getitem__(self, name):
+        if name not in self._made:
+            self._made[name] = self._makers[name]()
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._makers)
+
+    def __len__(self):
+        return len(self._makers)
+
+
+def report_values(report_id, data, **given):
+    """The placeholders and slots of a report's template: those given (the title, the
+    cycle...) and those the owner's data fills."""
     figures = data.figures
     snapshot = figures.snapshot
-    states = item_states(data, data.day, snapshot)
-    before = item_states(data, figures.previous.as_of, figures.previous) \
-        if figures.previous else None
+    states = data.items
     by_id = METRICS_BY_ID
     burn = figure_of(snapshot, by_id["monthly_burn"])
     break_even = catalogue_target(by_id["charters_booked"])
@@ -2750,45 +2776,52 @@ def report_values(report_id, data):
         figure = figure_of(snapshot, by_id[metric_id])
         return otherwise if figure is None else figure_text(figure, by_id[metric_id].unit) + after
 
-    return {
-        "figures_line": (f"as of {snapshot.as_of}" + (f" ({snapshot.note})" if snapshot.note
-                                                      else "")
-                         if snapshot else "none yet (no figures file)"),
-        "missing_count": str(len(unmeasured(figures))),
-        "metric_count": str(len(MEASURED_METRICS)),
-        "email_list": shown("email_list_size", "size not measured", " people"),
-        "aws_cost": shown("aws_monthly_cost", "not measured"),
-        "aws_target": target_text(by_id["aws_monthly_cost"],
-                                  target_of(by_id["aws_monthly_cost"], data, snapshot)),
-        "accounting_finding": (
+    makers = {
+        **{name: (lambda value=value: value) for name, value in given.items()},
+        "figures_line": lambda: (f"as of {snapshot.as_of}" + (
+            f" ({snapshot.note})" if snapshot.note else "")
+            if snapshot else "none yet (no figures file)"),
+        "missing_count": lambda: str(len(unmeasured(figures))),
+        "metric_count": lambda: str(len(MEASURED_METRICS)),
+        "email_list": lambda: shown("email_list_size", "size not measured", " people"),
+        "aws_cost": lambda: shown("aws_monthly_cost", "not measured"),
+        "aws_target": lambda: target_text(by_id["aws_monthly_cost"],
+                                          target_of(by_id["aws_monthly_cost"], data, snapshot)),
+        "accounting_finding": lambda: (
             f"An accounting system is live (as of {snapshot.as_of}): keep the books to the "
             "chart of accounts below and close them monthly."
             if metric_met(by_id["accounting_system_live"], data, snapshot) else
             "No accounting system is currently deployed. Revenue, expenses and owner "
             "transactions for the four businesses are not recorded in a ledger, so no "
             "financial statement in this cycle can be produced from books."),
-        "burn": figure_text(burn, "dollars"),
-        "break_even_charters": amount_text(break_even, "count"),
-        "contribution": figure_text(burn and tuple((end / break_even).quantize(Decimal(1))
-                                                   for end in burn), "dollars"),
-        "glance": glance_table(report_id, data),
-        "changes": changes_since_last(report_id, data, states, before),
-        "trends": trend_table(report_id, figures),
-        "missing_kpis": missing_kpis(figures),
-        "break_even": break_even_table(figures),
-        "revenue_months": revenue_table(data),
-        "top_actions": action_list(states, report_id, TOP_ACTIONS),
-        "actions": action_list(states, report_id),
-        "agenda": agenda_table(states, data.day),
-        "shortfall_split": shortfall_split(states),
-        "stack_audit": stack_audit(states),
-        "channel_matrix": channel_matrix(data, states),
-        **{f"items_{kind}": item_list(states, report_id, kind) for kind in ITEM_KINDS},
-        **{f"count_{kind}": str(len(open_items(states, report_id, kind)))
+        "burn": lambda: figure_text(burn, "dollars"),
+        "break_even_charters": lambda: amount_text(break_even, "count"),
+        "contribution": lambda: figure_text(burn and tuple(
+            (end / break_even).quantize(Decimal(1)) for end in burn), "dollars"),
+        "glance": lambda: glance_table(report_id, data),
+        "changes": lambda: changes_since_last(report_id, data, states, data.items_before),
+        "trends": lambda: trend_table(report_id, figures),
+        "missing_kpis": lambda: missing_kpis(figures),
+        "break_even": lambda: break_even_table(figures),
+        "revenue_months": lambda: revenue_table(data),
+        "top_actions": lambda: action_list(states, report_id, TOP_ACTIONS),
+        "actions": lambda: action_list(states, report_id),
+        "agenda": lambda: agenda_table(states, data.day),
+        "shortfall_split": lambda: shortfall_split(states),
+        "stack_audit": lambda: stack_audit(states),
+        "channel_matrix": lambda: channel_matrix(data, states),
+        **{f"items_{kind}": (lambda kind=kind: item_list(states, report_id, kind))
            for kind in ITEM_KINDS},
-        **{f"state_{item_id.replace('-', '_')}": state_text(state)
+        **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
+           for kind in ITEM_KINDS},
+        **{f"state_{item_id.replace('-', '_')}": (lambda state=state: state_text(state))
            for item_id, state in states.items() if state.item.done_text},
     }
+    return Placeholders(makers)
+
+
+# A report with no sheets at all: nothing measured, every item of the catalogue open.
+NO_DATA = cycle_data("", None)
 
 
 ###############################################################################
@@ -3158,9 +3191,9 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
     raises KeyError."""
     data = data or NO_DATA
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
-    values = {"title": title, "cycle": cycle, "prepared_by": prepared_by,
-              "generated_at": generated_at, "version": VERSION, "variant": variant,
-              **report_values(spec.report_id, data)}
+    values = report_values(spec.report_id, data, title=title, cycle=cycle,
+                           prepared_by=prepared_by, generated_at=generated_at,
+                           version=VERSION, variant=variant)
     blocks = [block for name, template in (("header", HEADER_TEMPLATE),
                                            (spec.report_id, spec.template),
                                            ("footer", FOOTER_TEMPLATE))
