@@ -905,7 +905,7 @@ CASH_FLOW_POSITIVE = Decimal("Infinity")  # the runway of a business that earns 
 
 def total_revenue(snapshot):
     """The businesses' revenue a month, once every one of them is measured."""
-    parts = [snapshot.figures.get(metric_id) for metric_id in REVENUE_METRICS]
+    parts = [snapshot.figure(metric_id) for metric_id in REVENUE_METRICS]
     if None in parts:
         return None
     return sum(low for low, _ in parts), sum(high for _, high in parts)
@@ -913,7 +913,7 @@ def total_revenue(snapshot):
 
 def net_cash_flow(snapshot):
     """Revenue minus burn a month: a range where either is one."""
-    revenue, burn = total_revenue(snapshot), snapshot.figures.get("monthly_burn")
+    revenue, burn = total_revenue(snapshot), snapshot.figure("monthly_burn")
     if revenue is None or burn is None:
         return None
     return revenue[0] - burn[1], revenue[1] - burn[0]
@@ -922,7 +922,7 @@ def net_cash_flow(snapshot):
 def runway(snapshot):
     """Months of cash left = cash / (burn - revenue), from the ranges' worse ends; a
     business whose revenue covers its burn is cash-flow positive."""
-    net, cash = net_cash_flow(snapshot), snapshot.figures.get("cash_on_hand")
+    net, cash = net_cash_flow(snapshot), snapshot.figure("cash_on_hand")
     if net is None or cash is None:
         return None
     if net[0] >= 0:
@@ -958,7 +958,10 @@ METRICS = (
     Metric("dc_active_clients", "DC active clients", "count", ("dc-portfolio",)),
     Metric("rental_occupancy", "Rental occupancy", "percent", ("rental-3028",)),
     Metric("rental_net_income", "Net rent/month", "dollars", ("rental-3028", "accounting")),
+    Metric("rent_due", "Rent due/month", "dollars", ("rental-3028",)),
+    Metric("property_valuation", "Property valuation", "dollars", ("rental-3028",)),
     Metric("deliveries", "Deliveries/month", "count", ("yacht-delivery",)),
+    Metric("delivery_capacity", "Capacity/month", "count", ("yacht-delivery",)),
     Metric("cost_per_delivery", "Cost per delivery", "dollars", ("yacht-delivery",),
            None, "down"),
     # 59 = the baseline's top, $84, less the $25 of savings the CTO report names.
@@ -995,6 +998,7 @@ class Item(NamedTuple):
     once_measured: bool = False  # the metrics close it by being measured, whatever the target
     done_text: str | None = None  # what a report says once it is done
     with_item: str | None = None  # another item whose closing closes this one
+    sheet: str | None = None  # a record sheet whose rows close it (the list it asks for)
 
 
 # The sections items are listed in.  An owner's item is an action unless its row says.
@@ -1107,10 +1111,10 @@ ITEMS = (
     Item("break-even", "action", ("cfo",), "Reach the break-even in charters a month.",
          metric="charters_booked"),
     Item("rental-valuation", "state", ("rental-3028",), "No current valuation is on file.",
-         "Obtain a current valuation of the property.",
-         done_text="A current valuation is on file."),
+         "Obtain a current valuation of the property.", metric="property_valuation",
+         once_measured=True, done_text="A current valuation is on file."),
     Item("rental-rent-ledger", "state", ("rental-3028",), "Rent is not recorded in a ledger.",
-         "Record every rent payment under Revenue - Rent.",
+         "Record every rent payment under Revenue - Rent.", sheet="rental.csv",
          done_text="Rent is recorded in the ledger, under Revenue - Rent."),
     Item("rental-occupancy", "action", ("rental-3028",), "Track occupancy monthly.",
          metric="rental_occupancy", once_measured=True),
@@ -1127,7 +1131,8 @@ ITEMS = (
          done_text="The delivery service model (quoting, crewing, scheduling) is written down."),
     Item("dc-client-list", "state", ("dc-portfolio",), "No client list with start dates, terms "
          "and renewal dates is kept.", "List every client with start date, term and renewal "
-         "date.", done_text="Every client is listed with start date, term and renewal date."),
+         "date in clients.csv.", sheet="clients.csv",
+         done_text="Every client is listed with start date, term and renewal date."),
 )
 ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
 ITEM_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -1138,9 +1143,22 @@ SHEET_COLUMNS = {
     "figures.csv": None,  # as_of, note and one column a metric: see csv_header()
     "items.csv": ("as_of", "id", "status", "note", "reports", "kind", "text", "due"),
     "targets.csv": ("metric", "month", "target"),
+    # The domain records: lists the owner keeps, to which a column of their own may
+    # be added (it is read past).
+    "clients.csv": ("client", "tier", "monthly_value", "billing_model", "contract_start",
+                    "renewal_date", "last_invoiced", "status"),
+    "deliveries.csv": ("date", "vessel", "from", "to", "nautical_miles", "days", "price",
+                       "fuel", "crew", "travel", "other"),
+    "rental.csv": ("date", "kind", "category", "amount", "note"),
 }
 REQUIRED_COLUMNS = {"items.csv": ("as_of", "id", "status"),
-                    "targets.csv": ("metric", "month", "target")}
+                    "targets.csv": ("metric", "month", "target"),
+                    "clients.csv": ("client", "status"), "deliveries.csv": ("date",),
+                    "rental.csv": ("date", "kind", "amount")}
+RECORD_SHEETS = ("clients.csv", "deliveries.csv", "rental.csv")
+CLIENT_STATUSES = ("active", "paused", "ended")
+DELIVERY_COSTS = ("fuel", "crew", "travel", "other")  # deliveries.csv's cost columns
+RENTAL_KINDS = ("rent", "expense")
 MAX_ITEM_TEXT = 300  # characters of an owner's item text, so a table row stays a row
 
 
@@ -1151,7 +1169,11 @@ class Snapshot(NamedTuple):
     line: int  # in the figures file, for messages
     figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
     note: str
-    counted: dict = {}  # {metric id: figure} of the figures counted from the items
+    counted: dict = {}  # {metric id: figure} counted from the items or given by the records
+
+    def figure(self, metric_id):
+        """A column's figure, or what the items or records give in its place."""
+        return self.counted.get(metric_id, self.figures.get(metric_id))
 
     @property
     def sha256(self):
@@ -1425,6 +1447,9 @@ class CycleData(NamedTuple):
     sheets: dict = {}  # {sheet file name: sha256 of what was read}, for the audit log
     items: dict = {}  # {item id: ItemState} as of the cycle's day
     items_before: dict | None = None  # as of the previous snapshot's date: "last time"
+    clients: tuple | None = None  # the domain records; None where there is no sheet
+    deliveries: tuple | None = None  # dated on or before the cycle's day
+    rental: tuple | None = None  # dated on or before the cycle's day
 
 
 
@@ -1484,16 +1509,16 @@ def row_cells(header, row, line, name):
     return dict(zip(header, (cell.strip() for cell in row))), problems
 
 
-def columns_problems(header, name, first, known, required=()):
-    """What is wrong with a sheet's first line: its first column, unknown or repeated
-    columns, and the columns it must have."""
+def columns_problems(header, name, first, known, required=(), others_allowed=False):
+    """What is wrong with a sheet's first line: its first column, unknown (unless
+    others are allowed) or repeated columns, and the columns it must have."""
     if not header:
         return [f"{name}:1: the file is empty: its first line names the columns "
                 "(--new-data writes it)"]
     problems = [] if header[0] == first else [
         f"{name}:1: {header[0] or '(empty)'}: the first column must be {first}"]
     for position, column in enumerate(header[1:], start=1):
-        if column not in known:
+        if column not in known and not (others_allowed and column):
             problems.append(f"{name}:1: {column or '(empty)'}: no such column; the columns "
                             f"are {', '.join(known)}")
         elif column in header[:position]:
@@ -1510,6 +1535,179 @@ def text_problem(text):
     return None
 
 
+class RowReader:
+    """One row of a record sheet, read cell by cell: each cell that is wrong adds one
+    FILE:LINE: column: problem to the sheet's problems."""
+
+    def __init__(self, header, cells, line, name, problems):
+        self.cells, row_problems = row_cells(header, cells, line, name)
+        self.where = f"{name}:{line}"
+        self.line = line
+        self.problems = problems
+        self.problems += row_problems
+
+    def problem(self, column, what):
+        self.problems.append(f"{self.where}: {column}: {what}")
+
+    def text(self, column, required=False):
+        value = self.cells.get(column, "")
+        if required and not value:
+            self.problem(column, "is empty")
+        elif text_problem(value) or len(value) > MAX_ITEM_TEXT:
+            self.problem(column, text_problem(value)
+                         or f"is longer than {MAX_ITEM_TEXT} characters")
+        return value
+
+    def choice(self, column, choices):
+        value = self.cells.get(column, "").lower()
+        if value not in choices:
+            self.problem(column, f"{self.cells.get(column, '')[:20]!r} is not one of "
+                                 f"{', '.join(choices)}")
+        return value
+
+    def date(self, column, required=False):
+        cell = self.cells.get(column, "")
+        value = parse_date(cell)
+        if value is None and (cell or required):
+            self.problem(column, f"{cell[:20]!r} is not a date (YYYY-MM-DD)")
+        return value
+
+    def amount(self, column, unit="dollars", required=False):
+        """An amount of 0 or more in its unit; None where the cell is empty."""
+        cell = self.cells.get(column, "")
+        if not cell:
+            if required:
+                self.problem(column, "is empty")
+            return None
+        try:
+            low, high = parse_figure(cell, unit)
+        except ValueError:
+            low = high = None
+        if low is None or low != high or low < 0:
+            self.problem(column, f"{cell[:20]!r} is not {AMOUNTS[unit]}")
+            return None
+        return low
+
+
+# What an amount in a record sheet is written as.
+AMOUNTS = {"dollars": "an amount of dollars, 0 or more, such as 1250.50",
+           "number": "a number, 0 or more, such as 412.5",
+           "count": "a whole number, 0 or more, such as 3"}
+
+
+def record_rows(text, name, sheet):
+    """(header, body) of a record sheet, its first line checked: the owner may add
+    columns of their own, which are read past."""
+    header, body = sheet_rows(text, name)
+    columns = SHEET_COLUMNS[sheet]
+    problems = columns_problems(header, name, columns[0], columns, REQUIRED_COLUMNS[sheet],
+                                others_allowed=True)
+    if problems:
+        raise DataError(problems)
+    return header, body
+
+
+class Client(NamedTuple):
+    """One row of clients.csv: a DangerousCentaur client."""
+
+    name: str
+    tier: str
+    monthly_value: Decimal | None
+    billing_model: str
+    contract_start: date | None
+    renewal_date: date | None
+    last_invoiced: date | None
+    status: str  # a key of CLIENT_STATUSES
+
+
+def parse_clients(text, name):
+    """The clients of clients.csv; DataError lists every problem."""
+    header, body = record_rows(text, name, "clients.csv")
+    clients, problems = [], []
+    for line, cells in body:
+        row = RowReader(header, cells, line, name, problems)
+        before = len(problems)
+        client = Client(row.text("client", required=True), row.text("tier"),
+                        row.amount("monthly_value"), row.text("billing_model"),
+                        row.date("contract_start"), row.date("renewal_date"),
+                        row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES))
+        if client.contract_start and client.renewal_date and \
+                client.renewal_date < client.contract_start:
+            row.problem("renewal_date", f"{client.renewal_date} is before the contract "
+                                        f"start, {client.contract_start}")
+        if len(problems) == before:
+            clients.append(client)
+    if problems:
+        raise DataError(problems)
+    return tuple(clients)
+
+
+class Delivery(NamedTuple):
+    """One row of deliveries.csv: a yacht delivered."""
+
+    day: date
+    vessel: str
+    origin: str
+    destination: str
+    miles: Decimal | None  # nautical miles
+    days: Decimal | None
+    price: Decimal | None
+    costs: dict  # {category: dollars}; a cost left empty is not recorded, which is not 0
+
+    @property
+    def cost(self):
+        """The recorded cost in all, or None where no cost is recorded."""
+        return sum(self.costs.values()) if self.costs else None
+
+
+def parse_deliveries(text, name):
+    """The deliveries of deliveries.csv, oldest first; DataError lists every problem."""
+    header, body = record_rows(text, name, "deliveries.csv")
+    deliveries, problems = [], []
+    for line, cells in body:
+        row = RowReader(header, cells, line, name, problems)
+        before = len(problems)
+        costs = {category: row.amount(category) for category in DELIVERY_COSTS}
+        delivery = Delivery(row.date("date", required=True), row.text("vessel"),
+                            row.text("from"), row.text("to"),
+                            row.amount("nautical_miles", "number"),
+                            row.amount("days", "number"), row.amount("price"),
+                            {category: cost for category, cost in costs.items()
+                             if cost is not None})
+        if len(problems) == before:
+            deliveries.append(delivery)
+    if problems:
+        raise DataError(problems)
+    return tuple(sorted(deliveries, key=lambda delivery: delivery.day))
+
+
+class RentalEntry(NamedTuple):
+    """One row of rental.csv: rent received, or an expense of the 3028 51st St rental."""
+
+    day: date
+    kind: str  # rent or expense
+    category: str  # the owner's word for an expense; grouped without regard to case
+    amount: Decimal
+    note: str
+
+
+def parse_rental(text, name):
+    """The entries of rental.csv, oldest first; DataError lists every problem."""
+    header, body = record_rows(text, name, "rental.csv")
+    entries, problems = [], []
+    for line, cells in body:
+        row = RowReader(header, cells, line, name, problems)
+        before = len(problems)
+        entry = RentalEntry(row.date("date", required=True), row.choice("kind", RENTAL_KINDS),
+                            row.text("category"), row.amount("amount", required=True),
+                            row.text("note"))
+        if len(problems) == before:
+            entries.append(entry)
+    if problems:
+        raise DataError(problems)
+    return tuple(sorted(entries, key=lambda entry: entry.day))
+
+
 def read_sheet(path, parse):
     """(what parse makes of the sheet, the sha256 of its text), or (None, None) where
     there is no such file."""
@@ -1523,7 +1721,8 @@ def read_sheet(path, parse):
 
 
 SHEET_PARSERS = {"figures.csv": parse_figures, "items.csv": parse_items,
-                 "targets.csv": parse_targets}
+                 "targets.csv": parse_targets, "clients.csv": parse_clients,
+                 "deliveries.csv": parse_deliveries, "rental.csv": parse_rental}
 
 
 def load_cycle_data(config, cycle, day, console):
@@ -1541,7 +1740,8 @@ def load_cycle_data(config, cycle, day, console):
     snapshots, _ = read["figures.csv"]
     data = cycle_data(cycle, day, snapshots or (), read["items.csv"][0] or (),
                       read["targets.csv"][0] or {},
-                      {sheet: digest for sheet, (_, digest) in read.items() if digest})
+                      {sheet: digest for sheet, (_, digest) in read.items() if digest},
+                      records={sheet: read[sheet][0] for sheet in RECORD_SHEETS})
     for warning in data_warnings(config.data, snapshots, data, cycle):
         console.warn(warning)
     snapshot = data.figures.snapshot
@@ -1578,11 +1778,18 @@ def data_warnings(sheets, snapshots, data, cycle):
     return warnings
 
 
-def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None):
+def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None,
+               records=None):
     """The CycleData of a cycle: its figures, each snapshot with the figures counted
-    from the items (open security gaps) as of its date."""
+    from the items (open security gaps) as of its date, and the cycle's own with the
+    figures its domain records give (they win over the figures sheet's)."""
+    records = {sheet: rows if rows is None or sheet == "clients.csv"
+               else tuple(row for row in rows if day is None or row.day <= day)
+               for sheet, rows in (records or {}).items()}
     data = CycleData(day, cycle_figures(snapshots, cycle), tuple(item_rows), targets or {},
-                     sheets or {})
+                     sheets or {}, clients=records.get("clients.csv"),
+                     deliveries=records.get("deliveries.csv"),
+                     rental=records.get("rental.csv"))
     counted = {}
     for snapshot in {s.as_of: s for s in (*data.figures.history, data.figures.previous)
                      if s}.values():
@@ -1595,6 +1802,11 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
     def recount(snapshot):
         return snapshot and counted[snapshot.as_of]
 
+    if figures.snapshot:  # the cycle's snapshot: what the records give wins
+        latest = counted[figures.snapshot.as_of]
+        counted[latest.as_of] = latest._replace(counted={**latest.counted,
+                                                         **record_figures(data)})
+
     data = data._replace(figures=figures._replace(
         snapshot=recount(figures.snapshot), previous=recount(figures.previous),
         history=tuple(map(recount, figures.history))))
@@ -1603,6 +1815,59 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
                          items_before=previous and item_states(data, previous.as_of,
                                                                 previous))
 
+
+
+def record_figures(data):
+    """The figures the domain records give for the cycle, which win over the figures
+    sheet's: {metric id: figure}, for the records that are there."""
+    won = {}
+    if data.clients is not None:
+        active = active_clients(data.clients)
+        won["dc_active_clients"] = (Decimal(len(active)),) * 2
+        won["revenue_dc"] = (billed_revenue(active),) * 2
+    if data.deliveries is not None and data.day:
+        won["deliveries"] = (Decimal(len(dated_within(data.deliveries, data.day, 30))),) * 2
+        costs = [d.cost for d in data.deliveries if d.cost is not None]
+        if costs:
+            won["cost_per_delivery"] = (mean(costs),) * 2
+    if data.rental is not None and data.day:
+        month = month_before(data.day)
+        won["rental_net_income"] = (net_income(data.rental, month),) * 2
+    return won
+
+
+def active_clients(clients):
+    return [client for client in clients if client.status == "active"]
+
+
+def billed_revenue(clients):
+    """What these clients are billed a month: the monthly value of those with a billing
+    model."""
+    return sum((c.monthly_value or 0 for c in clients if c.billing_model), Decimal(0))
+
+
+def dated_within(records, day, days):
+    """The records dated within `days` days up to day."""
+    return [record for record in records if 0 <= (day - record.day).days < days]
+
+
+def mean(values):
+    return (sum(values) / len(values)).quantize(Decimal("0.01"))
+
+
+def month_of(day):
+    return f"{day:%Y-%m}"
+
+
+def month_before(day):
+    """The last whole month before day's: "2026-11" for 2026-12-01."""
+    return month_of(day.replace(day=1) - timedelta(days=1))
+
+
+def net_income(entries, month):
+    """Rent received less expenses, in a month."""
+    return sum((e.amount if e.kind == "rent" else -e.amount
+                for e in entries if month_of(e.day) == month), Decimal(0))
 
 
 def open_count(states, kind):
@@ -1629,6 +1894,8 @@ def item_states(data, day, snapshot):
     owner's, each standing as its latest row dated on or before day leaves it; an open
     item whose metrics meet their targets in the snapshot is done."""
     items, latest, due = dict(ITEMS_BY_ID), {}, {}
+    records = {"clients.csv": data.clients, "rental.csv": data.rental,
+               "deliveries.csv": data.deliveries}
     for row in data.item_rows:  # oldest first: a later row wins
         if day is not None and row.as_of > day:
             break
@@ -1645,7 +1912,9 @@ def item_states(data, day, snapshot):
         state = ItemState(item, row.status if row else "open", row and row.as_of,
                           row.note if row else "", due.get(item_id) or planned_due(item, day),
                           item_id in due or isinstance(item.due, str))
-        if state.status == "open" and item.metric and all(
+        if state.status == "open" and item.sheet and records.get(item.sheet):
+            state = state._replace(status="done", since=None, closed_by="sheet")
+        elif state.status == "open" and item.metric and all(
                 figure_of(snapshot, METRICS_BY_ID[m]) is not None if item.once_measured
                 else metric_met(METRICS_BY_ID[m], data, snapshot) for m in item.metric.split()):
             state = state._replace(status="done", since=None, closed_by="metric")
@@ -1947,6 +2216,9 @@ TOP_ACTIONS = 3  # how many of its open actions a report leads with
 AGENDA_DAYS = 30  # the CEO's agenda: what falls due in these days, by week
 DUE_SOON_DAYS = 7  # "Since the last report" names an item due within these days
 STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
+INVOICE_GAP_DAYS = 35  # an active client not invoiced in this many days has a billing gap
+RENEWAL_DAYS = 90  # the renewal calendar's horizon
+RENEWAL_SOON_DAYS = 60  # a renewal this close is flagged, and with a billing gap, a risk
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
@@ -2184,35 +2456,38 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
-${state_rental_valuation}
+${valuation}
 
 ## Top actions [brief]
 ${top_actions}
 
 ## Property asset valuation
-${state_rental_valuation} A current valuation carries the property in the
-chart of accounts (Assets) at a known figure.
+${valuation} A current valuation carries the property in the chart of accounts
+(Assets) at a known figure.
 
 ## Rental revenue visibility
-${state_rental_rent_ledger}
+${state_rental_rent_ledger} Rent received against rent due, the expenses and the
+net income, month by month (rental.csv, and rent_due in the figures):
+
+${rent_months}
 
 ## Trends over the last snapshots
 ${trends}
 
 ## Expense tracking by maintenance category
-- Repairs
-- Appliances
-- Landscaping
-- Utilities
-- Insurance
-- Property tax
+${expenses}
 
 ## Seasonal demand modelling
-San Diego demand is seasonal; model summer and winter rents separately.
+San Diego demand is seasonal: summer and winter are modelled apart, from the
+occupancy recorded in each calendar month.
+
+${seasons}
 
 ## Occupancy rate targets
-Track occupancy monthly and set the target once one full year of occupancy data
-is recorded.
+Occupancy against its target, month by month (the target: targets.csv, metric
+rental_occupancy).
+
+${occupancy_months}
 """)
 
 YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
@@ -2230,6 +2505,9 @@ ${top_actions}
 ## Current service delivery model
 ${state_yacht_service_model}
 
+## Deliveries and what they cost
+${delivery_figures}
+
 ## Trends over the last snapshots
 ${trends}
 
@@ -2237,9 +2515,13 @@ ${trends}
 Crew availability and the captain's calendar limit how many deliveries can run
 in a month; charters (JADA) compete for the same people.
 
+${capacity}
+
 ## Cost-per-delivery analysis
-${state_yacht_costs} Every quote must cover crew, fuel, dockage, travel and
-insurance, so each is recorded per delivery.
+${state_yacht_costs} Every quote must cover crew, fuel, travel and the rest, so each
+cost is recorded per delivery.
+
+${cost_split}
 
 ## Integration with the JADA charter workflow
 One calendar shared with JADA lets deliveries fill the gaps between charters;
@@ -2253,26 +2535,38 @@ ${changes}
 ## At a glance [brief]
 ${glance}
 
+${clients_book}
+
 ## Top actions [brief]
 ${top_actions}
 
 ## Billing gap identification
-${state_dc_billing_model}
+${state_dc_billing_model} An active client with no billing model, or not invoiced in
+the 35 days before the cycle, has a billing gap:
+
+${billing_gaps}
 
 ## Trends over the last snapshots
 ${trends}
 
 ## Revenue recognition by client tier
-Tier clients by monthly value and recognise revenue as work is delivered, per
-tier, against the billing model.
+Active clients' monthly value, by tier, recognised as work is delivered:
+
+${tier_revenue}
 
 ## Contract renewal calendar
-${state_dc_client_list}
+${state_dc_client_list} Active clients renewing in the next 90 days; those within 60
+are flagged:
+
+${renewal_calendar}
 
 ## Churn risk assessment
-Risk is highest where work is unbilled or undocumented, and where client
-knowledge is held by one person (see the Carole transition risk in the CEO
+A client is at risk when it is paused; when it renews within 60 days with a
+billing gap; or when its renewal date has passed with no new one recorded.
+Knowledge held by one person is a risk too (the Carole transition risk, CEO
 report).
+
+${churn_risks}
 """)
 
 
@@ -2320,7 +2614,7 @@ def figure_of(snapshot, metric):
         return None
     if metric.formula:
         return metric.formula(snapshot)
-    if metric.counts:
+    if metric.counts or metric.metric_id in snapshot.counted:
         return snapshot.counted.get(metric.metric_id)
     return snapshot.figures.get(metric.metric_id)
 
@@ -2512,6 +2806,8 @@ def closing_text(state):
     """How an item was closed: by a row (its date and note), its metric, or another item."""
     if state.closed_by == "metric":
         return "the figures show it"
+    if state.closed_by == "sheet":
+        return f"{state.item.sheet} records it"
     if state.closed_by:
         return f"closed with {state.closed_by}"
     return f"marked {state.status} {state.since}" + (f": {state.note}" if state.note else "")
@@ -2533,7 +2829,7 @@ def item_list(states, report_id, kind):
     lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated
                                 else "") for state in open_items(states, report_id, kind)]
     return [Block("numbered", lines)] if lines else [
-        Block("paragraph", ["Nothing open here: items.csv marks each done."])]
+        Block("paragraph", ["Nothing open here."])]
 
 
 def action_list(states, report_id, most=None):
@@ -2542,7 +2838,7 @@ def action_list(states, report_id, most=None):
     actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
                if state.item.todo or state.item.kind in ACTION_KINDS][:most]
     return [Block("numbered", actions)] if actions else [
-        Block("paragraph", ["No action is open: items.csv marks each done."])]
+        Block("paragraph", ["No action is open."])]
 
 
 def state_text(state):
@@ -2742,6 +3038,305 @@ def break_even_table(figures):
         Block("paragraph", ["Charters booked are not yet measured."])]
 
 
+def missing_record(sheet, row):
+    """The one line a report gives for a record sheet that is missing or empty."""
+    return [Block("paragraph", [f"No {sheet} rows yet: start the sheet with --new-data DIR "
+                                f"(its first line), then add a row {row}."])]
+
+
+def money_text(value):
+    return "-" if value is None else amount_text(value, "dollars")
+
+
+def clients_book(data):
+    """The DC portfolio's counts, from clients.csv, which wins over the figures sheet."""
+    if not data.clients:
+        return missing_record("clients.csv", "a client")
+    active = active_clients(data.clients)
+    return [Block("paragraph", [
+        f"Active clients: {len(active)} of {len(data.clients)}; billed "
+        f"{money_text(billed_revenue(active))} a month (clients.csv, which wins over the "
+        "figures sheet's dc_active_clients and revenue_dc)."])]
+
+
+def billing_gap(client, day):
+    """Why an active client is not billed as it should be, or None."""
+    if not client.billing_model:
+        return "on no billing model"
+    if client.last_invoiced is None:
+        return "never invoiced"
+    if day and (day - client.last_invoiced).days > INVOICE_GAP_DAYS:
+        return (f"not invoiced since {client.last_invoiced} "
+                f"({(day - client.last_invoiced).days} days)")
+    return None
+
+
+def days_until(day, today):
+    """Days from today to day, or None where either is unknown."""
+    return None if day is None or today is None else (day - today).days
+
+
+def billing_gaps(data):
+    """The active clients with a billing gap, named with it."""
+    if not data.clients:
+        return missing_record("clients.csv", "a client")
+    gaps = [f"{client.name}: {gap}." for client in active_clients(data.clients)
+            if (gap := billing_gap(client, data.day))]
+    return [Block("numbered", gaps)] if gaps else [
+        Block("paragraph", ["No active client has a billing gap."])]
+
+
+def renewal_calendar(data):
+    """Active clients renewing in the next 90 days, by date; those within 60 flagged."""
+    if not data.clients:
+        return missing_record("clients.csv", "a client")
+    rows = [["Renewal", "Client", "Tier", "Monthly value", "In"]]
+    for client in sorted(active_clients(data.clients), key=lambda c: c.renewal_date or date.max):
+        days = days_until(client.renewal_date, data.day)
+        if days is not None and 0 <= days <= RENEWAL_DAYS:
+            rows.append([str(client.renewal_date), client.name, client.tier or "-",
+                         money_text(client.monthly_value),
+                         Status(f"{days} days", "bad" if days <= RENEWAL_SOON_DAYS else "none")])
+    return [Block("table", rows)] if len(rows) > 1 else [
+        Block("paragraph", [f"No active client renews in the next {RENEWAL_DAYS} days."])]
+
+
+def tier_revenue(data):
+    """Active clients' monthly value by tier, and each tier's share."""
+    if not data.clients:
+        return missing_record("clients.csv", "a client")
+    tiers = {}
+    for client in active_clients(data.clients):
+        tier = tiers.setdefault(client.tier or "no tier", [0, Decimal(0)])
+        tier[0] += 1
+        tier[1] += client.monthly_value or 0
+    total = sum(value for _, value in tiers.values())
+    rows = [["Tier", "Clients", "Monthly value", "Share"]]
+    for name, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
+        share = f"{value / total * 100:.0f}%" if total else "-"
+        rows.append([name, str(count), money_text(value), share])
+    rows.append(["All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
+                 "100%" if total else "-"])
+    return [Block("table", rows)] if tiers else [
+        Block("paragraph", ["No client is active."])]
+
+
+def churn_risks(data):
+    """The clients at risk of leaving, each with its reason, by the rules stated below
+    the list (and in docs/data.md)."""
+    if not data.clients:
+        return missing_record("clients.csv", "a client")
+    risks = []
+    for client in data.clients:
+        gap = billing_gap(client, data.day)
+        days = days_until(client.renewal_date, data.day)
+        if client.status == "paused":
+            risks.append(f"{client.name}: paused.")
+        elif client.status != "active" or days is None:
+            continue
+        elif days < 0:
+            risks.append(f"{client.name}: its renewal date, {client.renewal_date}, has "
+                         "passed with no new one recorded.")
+        elif days <= RENEWAL_SOON_DAYS and gap:
+            risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
+    return [Block("numbered", risks)] if risks else [
+        Block("paragraph", ["No client is at risk by these rules."])]
+
+
+def delivery_figures(data):
+    """The deliveries of the last 30 and 90 days, cost per delivery, per nautical mile,
+    margin per delivery, and the latest delivery against the mean."""
+    if not data.deliveries:
+        return missing_record("deliveries.csv", "a delivery")
+    costed = [d for d in data.deliveries if d.cost is not None]
+    said = Block("paragraph", ["Deliveries a month and the cost per delivery come from "
+                               "deliveries.csv, which wins over the figures sheet's "
+                               "deliveries and cost_per_delivery."])
+    rows = [["Measure", "Figure"]]
+    if data.day:
+        for days in (30, 90):
+            rows.append([f"Deliveries, last {days} days",
+                         str(len(dated_within(data.deliveries, data.day, days)))])
+    rows.append([f"Cost per delivery (mean of {len(costed)} costed)",
+                 money_text(mean([d.cost for d in costed]) if costed else None)])
+    sailed = [d for d in costed if d.miles]
+    per_mile = (sum(d.cost for d in sailed) / sum(d.miles for d in sailed)).quantize(
+        Decimal("0.01")) if sailed else None
+    rows.append([f"Cost per nautical mile ({len(sailed)} with miles)", money_text(per_mile)])
+    priced = [d for d in costed if d.price is not None]
+    rows.append([f"Margin per delivery (mean of {len(priced)} priced)",
+                 money_text(mean([d.price - d.cost for d in priced]) if priced else None)])
+    if costed:
+        latest, average = costed[-1], mean([d.cost for d in costed])
+        above = latest.cost - average
+        rows.append([f"Latest, {latest.day} {latest.vessel}".strip(),
+                     f"{money_text(latest.cost)}: {money_text(abs(above))} "
+                     f"{'above' if above > 0 else 'below' if above < 0 else 'at'} the mean"])
+    return [said, Block("table", rows)]
+
+
+def cost_split(data):
+    """Recorded delivery costs by category, with each one's share."""
+    if not data.deliveries:
+        return missing_record("deliveries.csv", "a delivery")
+    totals = {category: sum((d.costs[category] for d in data.deliveries
+                             if category in d.costs), Decimal(0))
+              for category in DELIVERY_COSTS}
+    recorded = {category: sum(category in d.costs for d in data.deliveries)
+                for category in DELIVERY_COSTS}
+    total = sum(totals.values())
+    rows = [["Cost", "Total", "Share", "Recorded on"]]
+    rows += [[category, money_text(totals[category]),
+              f"{totals[category] / total * 100:.0f}%" if total else "-",
+              f"{recorded[category]} of {len(data.deliveries)}"] for category in DELIVERY_COSTS]
+    return [Block("table", rows)]
+
+
+def capacity_table(data):
+    """Deliveries a month against the capacity the figures give (delivery_capacity)."""
+    if not data.deliveries or data.day is None:
+        return missing_record("deliveries.csv", "a delivery")
+    months = recent_months(data, (d.day for d in data.deliveries), 6)
+    rows = [["Month", "Deliveries", "Capacity", "Used"]]
+    for month in months:
+        count = sum(month_of(d.day) == month for d in data.deliveries)
+        capacity = figure_by_month(data, "delivery_capacity", month)
+        rows.append([month, str(count), "-" if capacity is None else amount_text(
+            capacity, "count"), Bar(min(count, int(capacity)), int(capacity))
+            if capacity else "-"])
+    if all(row[2] == "-" for row in rows[1:]):
+        return [Block("table", rows), Block("paragraph", [
+            "No capacity is set: add delivery_capacity to the figures sheet, the most "
+            "deliveries a month the crew and the calendar allow."])]
+    return [Block("table", rows)]
+
+
+def recent_months(data, days, most=12):
+    """The cycle's month and those before it, at most `most`, from the first month with
+    a record."""
+    index = data.day.year * 12 + data.day.month - most  # the month before the first
+    earliest = f"{index // 12}-{index % 12 + 1:02d}"
+    first = max(min(map(month_of, days), default=month_of(data.day)), earliest)
+    return month_range(first, month_of(data.day))
+
+
+def month_target(metric, data, month):
+    """A metric's target for a month: targets.csv's, else the catalogue's."""
+    return data.targets.get(metric.metric_id, {}).get(month, catalogue_target(metric))
+
+
+def rent_table(data):
+    """Rent received, rent due, expenses and net income by month, for the last 12."""
+    if not data.rental or data.day is None:
+        return missing_record("rental.csv", "a rent payment or expense")
+    months = recent_months(data, (e.day for e in data.rental))
+    said = Block("paragraph", ["Net rent a month (the last whole month's) comes from "
+                               "rental.csv, which wins over the figures sheet's "
+                               "rental_net_income."])
+    rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
+    for month in months:
+        rent = sum((e.amount for e in data.rental if e.kind == "rent"
+                    and month_of(e.day) == month), Decimal(0))
+        spent = sum((e.amount for e in data.rental if e.kind == "expense"
+                     and month_of(e.day) == month), Decimal(0))
+        due = figure_by_month(data, "rent_due", month)
+        rent_cell = money_text(rent) if due is None else Status(
+            money_text(rent), "good" if rent >= due else "bad")
+        rows.append([month, rent_cell, money_text(due), money_text(spent),
+                     money_text(rent - spent)])
+    return [Block("table", rows), said]
+
+
+def figure_by_month(data, metric_id, month):
+    """A figure that holds until it changes (the rent due, the capacity): the latest
+    snapshot's that measured it, up to the month's end."""
+    figure = None
+    for snapshot in data.figures.all:
+        if month_of(snapshot.as_of) <= month and metric_id in snapshot.figures:
+            figure = snapshot.figures[metric_id][0]
+    return figure
+
+
+def expense_table(data):
+    """Expenses by category (the owner's words, case aside): this month and the last 12."""
+    if not data.rental or data.day is None:
+        return missing_record("rental.csv", "a rent payment or expense")
+    first = month_of(data.day - timedelta(days=334))
+    names, sums = {}, {}
+    for entry in data.rental:
+        if entry.kind != "expense" or month_of(entry.day) < first:
+            continue
+        key = (entry.category or "uncategorised").casefold()
+        names.setdefault(key, entry.category or "uncategorised")
+        this_month, year = sums.get(key, (Decimal(0), Decimal(0)))
+        sums[key] = (this_month + (entry.amount if month_of(entry.day) == month_of(data.day)
+                                   else 0), year + entry.amount)
+    rows = [["Category", "This month", "Last 12 months"]]
+    rows += [[names[key], money_text(this_month), money_text(year)]
+             for key, (this_month, year) in sorted(sums.items(), key=lambda pair: -pair[1][1])]
+    return [Block("table", rows)] if sums else [
+        Block("paragraph", ["No expense is recorded in the last 12 months."])]
+
+
+def occupancy_by_month(data):
+    """{YYYY-MM: occupancy}: each month's latest snapshot that measured it."""
+    months = {}
+    for snapshot in data.figures.all:
+        if "rental_occupancy" in snapshot.figures:
+            months[month_of(snapshot.as_of)] = snapshot.figures["rental_occupancy"][0]
+    return months
+
+
+def occupancy_table(data):
+    """Occupancy against its target, month by month, for the last 12."""
+    recorded = occupancy_by_month(data)
+    if not recorded or data.day is None:
+        return [Block("paragraph", ["No occupancy is recorded: add rental_occupancy to the "
+                                    "figures sheet."])]
+    metric = METRICS_BY_ID["rental_occupancy"]
+    rows = [["Month", "Occupancy", "Target", "Status"]]
+    for month in recent_months(data, map(date.fromisoformat, (m + "-01" for m in recorded))):
+        figure = recorded.get(month)
+        target = month_target(metric, data, month)
+        rows.append([month, "-" if figure is None else amount_text(figure, "percent"),
+                     target_text(metric, target),
+                     status_of(metric, None if figure is None else (figure, figure),
+                               target)])
+    return [Block("table", rows)]
+
+
+def seasonal_table(data):
+    """Mean occupancy by calendar month over the years recorded; said plainly when less
+    than a year is recorded."""
+    recorded = occupancy_by_month(data)
+    if not recorded:
+        return [Block("paragraph", ["No occupancy is recorded yet, so no season can be "
+                                    "seen."])]
+    by_month = {}
+    for month, occupancy in recorded.items():
+        by_month.setdefault(month[5:], []).append(occupancy)
+    rows = [["Month", "Mean occupancy", "Years"]]
+    rows += [[date(2000, int(number), 1).strftime("%B"),
+              amount_text((sum(values) / len(values)).quantize(Decimal("0.1")), "percent"),
+              str(len(values))] for number, values in sorted(by_month.items())]
+    said = [] if len(by_month) == 12 else [Block("paragraph", [
+        f"Not enough data for a seasonal model: {len(recorded)} month(s) of occupancy are "
+        f"recorded, since {min(recorded)}; the table fills in as a full year is measured."])]
+    return said + [Block("table", rows)]
+
+
+def valuation_text(data):
+    """The property's valuation and its date, from the figures; else what the item
+    rental-valuation says."""
+    valued = [s for s in data.figures.all if "property_valuation" in s.figures]
+    if valued:
+        latest = valued[-1]
+        return (f"Valuation: {figure_text(latest.figures['property_valuation'], 'dollars')}, "
+                f"as of {latest.as_of}.")
+    said = state_text(data.items["rental-valuation"])
+    return f"{said} Its amount goes in the figures sheet, as property_valuation."
+
+
 class Placeholders(Mapping):
     """A report's placeholders, each worked out the first time its template asks for
     it: a report computes only what it shows.  A name no one can fill is a KeyError."""
@@ -2810,6 +3405,19 @@ def report_values(report_id, data, **given):
         "shortfall_split": lambda: shortfall_split(states),
         "stack_audit": lambda: stack_audit(states),
         "channel_matrix": lambda: channel_matrix(data, states),
+        "clients_book": lambda: clients_book(data),
+        "billing_gaps": lambda: billing_gaps(data),
+        "renewal_calendar": lambda: renewal_calendar(data),
+        "tier_revenue": lambda: tier_revenue(data),
+        "churn_risks": lambda: churn_risks(data),
+        "delivery_figures": lambda: delivery_figures(data),
+        "cost_split": lambda: cost_split(data),
+        "capacity": lambda: capacity_table(data),
+        "rent_months": lambda: rent_table(data),
+        "expenses": lambda: expense_table(data),
+        "occupancy_months": lambda: occupancy_table(data),
+        "seasons": lambda: seasonal_table(data),
+        "valuation": lambda: valuation_text(data),
         **{f"items_{kind}": (lambda kind=kind: item_list(states, report_id, kind))
            for kind in ITEM_KINDS},
         **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
@@ -4865,7 +5473,8 @@ def item_catalogue():
                if isinstance(item.due, int) and item.due < AGENDA_DAYS
                else f"due {item.due} days into each cycle" if isinstance(item.due, int)
                else f"due {item.due}" if item.due else "")
-        closes = (f"closed once {item.metric} is measured" if item.once_measured
+        closes = (f"closed once {item.sheet} has a row" if item.sheet
+                  else f"closed once {item.metric} is measured" if item.once_measured
                   else f"closed when {item.metric} meet(s) the target" if item.metric
                   else f"closed with {item.with_item}" if item.with_item else "")
         facts = "; ".join(filter(None, [item.kind, ", ".join(item.reports), due, closes]))

@@ -71,6 +71,8 @@ def test_every_report_carries_the_cycles_figures_changes_and_statuses(run_via_pr
 def test_counted_findings_follow_the_data(run_via_proxy, proxy, ses):
     ses.verify(SENDER)
     write_figures(run_via_proxy.figures, THREE_SNAPSHOTS)
+    for records in ser.RECORD_SHEETS:  # they would give figures of their own
+        (run_via_proxy.data / records).unlink()
     before = run_via_proxy("--only", "ceo", "--cycle", "2026-11-15")
     after = run_via_proxy("--only", "ceo", "--cycle", "2026-11-29")
     assert before.returncode == after.returncode == 0
@@ -364,6 +366,7 @@ def test_negative_dollars_and_spreadsheet_spellings_are_read(run_script):
     header = ["as_of", "rental_net_income", "accounting_system_live", "email_open_rate"]
     write_figures(run_script.figures, [["2026-11-15", "1850", "FALSE", "24"],
                                        ["2026-11-29", "-$400", "TRUE", "27%"]], header)
+    (run_script.data / "rental.csv").unlink()  # it would give the net rent itself
     rental = run_script("--dry-run", "--only", "rental-3028", "--cycle", "2026-11-29")
     assert rental.returncode == 0, rental.stderr
     assert row_of(rental.stdout, "Net rent/month")[:3] == ["-$400", "down", "$2,250"]
