@@ -18,8 +18,9 @@ already set in the environment win over the file.  Every setting is checked
 before the first network call.  Each report goes To AWS_RECIPIENT_EMAIL (or
 its own REPORT_TO_<ID>) and BCC AWS_BCC_EMAIL, as an HTML message with a
 plain-text part, and every outcome is appended to a JSON Lines audit log.
-The reports are written from the figures file (report_data.csv beside the
-settings, or REPORT_DATA_PATH, or --data): one CSV row of figures per snapshot.
+The reports are written from the owner's data folder (report_data/ beside the
+settings, or REPORT_DATA_DIR, or --data): CSV sheets of figures, items, targets,
+clients, deliveries and the rental's ledger (docs/data.md).
 
 The audit log is also the ledger: a report it shows as sent in this cycle is
 skipped, so a re-run after a failure sends exactly what is missing.  One run
@@ -170,8 +171,8 @@ CONDITION_POLICY = {
         "typo, a mail-server outage), then take it off the list: aws sesv2 "
         "delete-suppressed-destination --email-address ADDRESS"),
     "StaleData": FailurePolicy(  # REPORT_DATA_REQUIRE_FRESH and the figures are not this cycle's
-        "data", True, "add this cycle's figures to the figures file (REPORT_DATA_PATH), then "
-        "run again"),
+        "data", True, "add this cycle's row to the figures sheet (figures.csv in the data "
+        "folder), then run again"),
     "CredentialsUnusable": FailurePolicy(  # botocore could not get or use the credentials
         "config", True, "the AWS credentials could not be used: log in again (aws sso "
         "login) or check AWS_PROFILE and the keys"),
@@ -552,12 +553,12 @@ def resolve_data(option, settings, env_file):
     named = option is not None or setting(settings, "REPORT_DATA_DIR")
     if not named and setting(settings, "REPORT_DATA_PATH"):
         return DataSheets.at(resolve_path(None, settings, "REPORT_DATA_PATH",
-                                          DEFAULT_DATA_FILE, env_file))
+                                          DEFAULT_DATA_FILE, env_file), named=True)
     folder = resolve_path(option, settings, "REPORT_DATA_DIR", DEFAULT_DATA_DIR, env_file)
     single = env_file.resolve().parent / DEFAULT_DATA_FILE
     if not named and not folder.is_dir() and single.exists():
         return DataSheets(None, single)
-    return DataSheets.at(folder)
+    return DataSheets.at(folder, named=bool(named))
 
 
 def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
@@ -1201,6 +1202,8 @@ def parse_figures(text, name):
     one a line, as FILE:LINE: column: problem."""
     header, body = sheet_rows(text, name)
     problems = header_problems(header, name)
+    if problems:  # the rows cannot be read against a wrong first line
+        raise DataError(problems)
     snapshots = []
     for line, row in body:
         snapshot, row_problems = parse_snapshot(header, row, line, name)
@@ -1225,7 +1228,10 @@ def header_problems(header, name):
         f"{name}:1: {header[0] or '(empty)'}: the first column must be {FIGURES_DATE_COLUMN}"]
     known = {*(metric.metric_id for metric in MEASURED_METRICS), FIGURES_NOTE_COLUMN}
     for position, column in enumerate(header[1:], start=1):
-        if column not in known:
+        if column in METRICS_BY_ID and column not in known:
+            problems.append(f"{name}:1: {column}: is computed, never a column: leave it "
+                            "out")
+        elif column not in known:
             problems.append(f"{name}:1: {column or '(empty)'}: no such metric; --metrics "
                             "lists them")
         elif column in header[:position]:
@@ -1237,8 +1243,10 @@ def parse_snapshot(header, row, line, name):
     """(Snapshot or None, problems) for one row of the figures file."""
     cells, problems = row_cells(header, row, line, name)
     note = cells.get(FIGURES_NOTE_COLUMN, "")
-    if text_problem(note):
-        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: {text_problem(note)}")
+    problem = text_problem(note) or (len(note) > MAX_ITEM_TEXT
+                                     and f"is longer than {MAX_ITEM_TEXT} characters")
+    if problem:
+        problems.append(f"{name}:{line}: {FIGURES_NOTE_COLUMN}: {problem}")
     as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
     if as_of is None:
         problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
@@ -1337,16 +1345,17 @@ def parse_items(text, name):
         problems += row_problems
         if not row_problems:
             rows.append(row)
-    defined = {row.item_id for row in rows if row.text}
-    for row in rows:
-        if row.item_id not in ITEMS_BY_ID and row.item_id not in defined:
+    rows.sort(key=lambda row: (row.as_of, row.line))
+    seen = set(ITEMS_BY_ID)
+    for row in rows:  # an item of the owner's own is defined by its first row, by date
+        if row.item_id not in seen and not row.text:
             problems.append(f"{name}:{row.line}: id: {row.item_id!r} is no item of the "
                             "catalogue (--items lists them); an item of your own needs its "
-                            "text on its first row")
-            defined.add(row.item_id)  # said once
+                            "text on its first row, the earliest by as_of")
+        seen.add(row.item_id)
     if problems:
         raise DataError(problems)
-    return sorted(rows, key=lambda row: (row.as_of, row.line))
+    return rows
 
 
 def parse_item_row(header, cells, line, name):
@@ -1414,7 +1423,10 @@ def parse_targets(text, name):
         if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
             row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM)")
         value = None
-        if metric:
+        if metric and metric.unit == "yes_no":
+            row_problems.append(f"{where}: metric: {metric.metric_id} is yes or no: its "
+                                "target is the catalogue's, never a month's")
+        elif metric:
             try:
                 low, high = parse_figure(cells.get("target", ""), metric.unit)
                 value = low if low == high else None
@@ -1458,13 +1470,14 @@ class DataSheets(NamedTuple):
 
     folder: Path | None
     figures: Path
+    named: bool = False  # by --data or a setting: a typo there must not pass for no data
 
     @classmethod
-    def at(cls, path):
+    def at(cls, path, named=False):
         """A folder, or a path to one .csv file: the figures sheet alone, as it always was."""
-        if path.suffix.lower() == ".csv" and not path.is_dir():
-            return cls(None, path)
-        return cls(path, path / "figures.csv")
+        if path.is_file() or (path.suffix.lower() == ".csv" and not path.is_dir()):
+            return cls(None, path, named)
+        return cls(path, path / "figures.csv", named)
 
     def path(self, sheet):
         return self.figures if sheet == "figures.csv" else (
@@ -1486,9 +1499,12 @@ def sheet_rows(text, name):
     rows = iter(lambda: next(reader, None), None)
     try:
         header = next((row for row in rows if any(c.strip() for c in row)), [])
-        header = [column.strip() for column in header]
+        header = [column.strip().lower() for column in header]  # "As_Of " is as_of
         while header and not header[-1]:  # a spreadsheet's trailing comma
             header.pop()
+        if len(header) == 1 and ";" in header[0]:
+            raise DataError([f"{name}:1: the columns are separated by semicolons: export the "
+                             "sheet as comma-separated CSV"])
         body, line = [], reader.line_num
         for row in rows:
             start, line = line + 1, reader.line_num
@@ -1529,9 +1545,13 @@ def columns_problems(header, name, first, known, required=(), others_allowed=Fal
 
 
 def text_problem(text):
-    """Why free text from a sheet cannot go into a report, or None."""
-    if any(unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS for ch in text):
-        return "has a control character"
+    """Why free text from a sheet cannot go into a report, or None.  A line break would
+    start a line of its own (a forged heading in the text edition); format characters
+    (zero-width, soft hyphen, direction marks) hide or reorder what a reader sees."""
+    if any(ch in LINE_BREAKS for ch in text):
+        return "has a line break (Alt+Enter in a spreadsheet cell): keep it on one line"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+        return "has a control or invisible formatting character"
     return None
 
 
@@ -1728,6 +1748,10 @@ SHEET_PARSERS = {"figures.csv": parse_figures, "items.csv": parse_items,
 def load_cycle_data(config, cycle, day, console):
     """The owner's sheets, every one checked before any is used (all their problems
     in one DataError), as they stand for this cycle."""
+    if config.data.named and not (config.data.folder or config.data.figures).exists():
+        raise DataError([f"{config.data.where}: no such data folder or file: check --data, "
+                         "REPORT_DATA_DIR or REPORT_DATA_PATH, or start a folder with "
+                         f"--new-data {config.data.where}"])
     problems, read = [], {}
     for sheet, parse in SHEET_PARSERS.items():
         path = config.data.path(sheet)
@@ -1754,18 +1778,24 @@ def load_cycle_data(config, cycle, day, console):
 
 def data_warnings(sheets, snapshots, data, cycle):
     """What the owner should hear about the sheets: a folder or figures that are not
-    there, no snapshot for the cycle, a count the items overrule."""
+    there, no snapshot for the cycle, rows dated far ahead (a typo), a count the items
+    overrule, an item marked done that its figures deny."""
     where = sheets.where
     if sheets.folder is not None and not sheets.folder.is_dir():
         return [f"warning: no data folder at {where}: every figure reads 'not measured' "
                 f"and every item is open; start one with --new-data {where}"]
+    warnings = [f"warning: no items.csv in {where}: every item of the catalogue is open "
+                f"(--new-data {where} writes its first line)"
+                for _ in [sheets.folder] if sheets.folder and "items.csv" not in data.sheets]
+    warnings += far_ahead(sheets, snapshots or (), data)
+    warnings += done_but_denied(data)
     if snapshots is None:
-        return [f"warning: no figures file at {sheets.figures}: every figure reads 'not "
-                "measured'; start one with --new-data (or --metrics --csv-header)"]
+        return warnings + [f"warning: no figures file at {sheets.figures}: every figure reads "
+                           "'not measured'; start one with --new-data (or --metrics "
+                           "--csv-header)"]
     if data.figures.snapshot is None:
-        return [f"warning: figures file {sheets.figures} has no snapshot dated on or "
-                f"before cycle {cycle}: every figure reads 'not measured'"]
-    warnings = []
+        return warnings + [f"warning: figures file {sheets.figures} has no snapshot dated on "
+                           f"or before cycle {cycle}: every figure reads 'not measured'"]
     original = data.figures.snapshot
     for metric in METRICS:
         written = original.figures.get(metric.metric_id)
@@ -1778,43 +1808,76 @@ def data_warnings(sheets, snapshots, data, cycle):
     return warnings
 
 
+def far_ahead(sheets, snapshots, data):
+    """A warning for each row dated more than a year after the cycle: a typo (2062 for
+    2026) that would otherwise wait silently for its date."""
+    if data.day is None:
+        return []
+    limit = data.day + timedelta(days=366)
+    rows = [(sheets.figures, s.line, s.as_of) for s in snapshots if s.as_of > limit]
+    rows += [(sheets.path("items.csv"), r.line, r.as_of) for r in data.item_rows
+             if r.as_of > limit]
+    return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
+            "(a typo?); it counts only from that date" for path, line, as_of in rows]
+
+
+def done_but_denied(data):
+    """A warning for each item items.csv marks done whose figures say otherwise."""
+    snapshot = data.figures.snapshot
+    return [f"warning: items.csv marks {state.item.item_id} done, but the figures as of "
+            f"{snapshot.as_of} do not show {state.item.metric} in order: one of them is out "
+            "of date" for state in data.items.values()
+            if state.status == "done" and state.closed_by is None and state.item.metric
+            and not state.item.once_measured and snapshot and denied(state.item, snapshot)]
+
+
+def denied(item, snapshot):
+    """True where the snapshot measures an item's metrics and shows them not in order."""
+    metrics = [METRICS_BY_ID[m] for m in item.metric.split()]
+    return all(figure_of(snapshot, m) is not None for m in metrics) and not all(
+        plan_met(m, snapshot) for m in metrics)
+
+
 def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None,
                records=None):
-    """The CycleData of a cycle: its figures, each snapshot with the figures counted
-    from the items (open security gaps) as of its date, and the cycle's own with the
-    figures its domain records give (they win over the figures sheet's)."""
+    """The CycleData of a cycle on day: its figures (for a label that is not a date, as of
+    day), the items' states, and each snapshot with what the items count (open security
+    gaps) as of its date; the cycle's own snapshot counts them as of the cycle's day, as
+    its lists do, and takes what the domain records give (they win over the figures
+    sheet's)."""
     records = {sheet: rows if rows is None or sheet == "clients.csv"
                else tuple(row for row in rows if day is None or row.day <= day)
                for sheet, rows in (records or {}).items()}
-    data = CycleData(day, cycle_figures(snapshots, cycle), tuple(item_rows), targets or {},
+    as_of = cycle if parse_date(cycle) or day is None else day.isoformat()
+    data = CycleData(day, cycle_figures(snapshots, as_of), tuple(item_rows), targets or {},
                      sheets or {}, clients=records.get("clients.csv"),
                      deliveries=records.get("deliveries.csv"),
                      rental=records.get("rental.csv"))
-    counted = {}
-    for snapshot in {s.as_of: s for s in (*data.figures.history, data.figures.previous)
-                     if s}.values():
-        states = item_states(data, snapshot.as_of, snapshot).values()
-        counted[snapshot.as_of] = snapshot._replace(counted={
-            metric.metric_id: open_count(states, metric.counts)
-            for metric in METRICS if metric.counts})
     figures = data.figures
+    counted = {snapshot.as_of: with_counts(snapshot, item_states(data, snapshot.as_of,
+                                                                 snapshot))
+               for snapshot in (*figures.history, figures.previous) if snapshot}
+    items = item_states(data, day, figures.snapshot)
+    if figures.snapshot:
+        counted[figures.snapshot.as_of] = with_counts(figures.snapshot, items,
+                                                      record_figures(data))
 
     def recount(snapshot):
         return snapshot and counted[snapshot.as_of]
 
-    if figures.snapshot:  # the cycle's snapshot: what the records give wins
-        latest = counted[figures.snapshot.as_of]
-        counted[latest.as_of] = latest._replace(counted={**latest.counted,
-                                                         **record_figures(data)})
-
     data = data._replace(figures=figures._replace(
         snapshot=recount(figures.snapshot), previous=recount(figures.previous),
-        history=tuple(map(recount, figures.history))))
+        history=tuple(map(recount, figures.history))), items=items)
     previous = data.figures.previous
-    return data._replace(items=item_states(data, day, data.figures.snapshot),
-                         items_before=previous and item_states(data, previous.as_of,
+    return data._replace(items_before=previous and item_states(data, previous.as_of,
                                                                 previous))
 
+
+def with_counts(snapshot, states, given=None):
+    """The snapshot with the figures these item states count, and any given."""
+    return snapshot._replace(counted={
+        **{metric.metric_id: open_count(states.values(), metric.counts)
+           for metric in METRICS if metric.counts}, **(given or {})})
 
 
 def record_figures(data):
@@ -1915,8 +1978,8 @@ def item_states(data, day, snapshot):
         if state.status == "open" and item.sheet and records.get(item.sheet):
             state = state._replace(status="done", since=None, closed_by="sheet")
         elif state.status == "open" and item.metric and all(
-                figure_of(snapshot, METRICS_BY_ID[m]) is not None if item.once_measured
-                else metric_met(METRICS_BY_ID[m], data, snapshot) for m in item.metric.split()):
+                plan_met(METRICS_BY_ID[m], snapshot, item.once_measured)
+                for m in item.metric.split()):
             state = state._replace(status="done", since=None, closed_by="metric")
         states[item_id] = state
     for item_id, state in states.items():
@@ -2219,6 +2282,7 @@ STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
 INVOICE_GAP_DAYS = 35  # an active client not invoiced in this many days has a billing gap
 RENEWAL_DAYS = 90  # the renewal calendar's horizon
 RENEWAL_SOON_DAYS = 60  # a renewal this close is flagged, and with a billing gap, a risk
+REVENUE_TABLE_MONTHS = 12  # the CFO's revenue table: a year from the quarter's start
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
@@ -2280,6 +2344,8 @@ ${agenda}
 ## P&L impact
 The source document's agenda is zero- or low-cost. The email blast alone is
 modelled at $10K-50K of concert booking potential (CMO report).
+
+${other_items}
 """)
 
 CTO_TEMPLATE = ReportTemplate("""\
@@ -2321,6 +2387,8 @@ ${items_dev_gap}
 
 ## Engineering actions, ranked by security impact and user value (#)
 ${actions}
+
+${other_items}
 """)
 
 ACCOUNTING_TEMPLATE = ReportTemplate("""\
@@ -2366,6 +2434,8 @@ the 3028 51st St rental and Expert Yacht Delivery:
 
 ## Four-milestone roadmap to profitability, through Q1 2027: open (#)
 ${items_milestone}
+
+${other_items}
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
@@ -2406,6 +2476,8 @@ ${items_milestone}
 ## Attribution tracking requirements
 Every campaign link carries UTM tags; every booking records its channel; the
 monthly review compares bookings per channel against spend.
+
+${other_items}
 """)
 
 CFO_TEMPLATE = ReportTemplate("""\
@@ -2447,6 +2519,8 @@ ${trends}
 2. Audit trail on all expenses: every expense is categorised and recorded.
 3. COI verification before charter acceptance: no certificate of insurance, no
    charter.
+
+${other_items}
 """)
 
 RENTAL_TEMPLATE = ReportTemplate("""\
@@ -2488,6 +2562,8 @@ Occupancy against its target, month by month (the target: targets.csv, metric
 rental_occupancy).
 
 ${occupancy_months}
+
+${other_items}
 """)
 
 YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
@@ -2526,6 +2602,8 @@ ${cost_split}
 ## Integration with the JADA charter workflow
 One calendar shared with JADA lets deliveries fill the gaps between charters;
 deliveries reuse JADA's COI verification and booking records.
+
+${other_items}
 """)
 
 DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
@@ -2563,10 +2641,10 @@ ${renewal_calendar}
 ## Churn risk assessment
 A client is at risk when it is paused; when it renews within 60 days with a
 billing gap; or when its renewal date has passed with no new one recorded.
-Knowledge held by one person is a risk too (the Carole transition risk, CEO
-report).
 
 ${churn_risks}
+
+${other_items}
 """)
 
 
@@ -2644,6 +2722,8 @@ def figure_text(figure, unit):
     low, high = figure
     if low == high:
         return amount_text(low, unit)
+    if low < 0 or high < 0:  # "-$3,000--1,000" would read as nonsense
+        return f"{amount_text(low, unit)} to {amount_text(high, unit)}"
     return f"{amount_text(low, unit)}-{amount_text(high, unit, money_sign=False)}"
 
 
@@ -2657,9 +2737,8 @@ def target_of(metric, data, snapshot=None):
     """The metric's target for the month a snapshot measures (else the cycle's month):
     targets.csv's row for that month, else the catalogue's."""
     day = snapshot.as_of if snapshot else data.day
-    monthly = data.targets.get(metric.metric_id, {})
-    month = day and day.strftime("%Y-%m")
-    return monthly[month] if month in monthly else catalogue_target(metric)
+    return catalogue_target(metric) if day is None else month_target(metric, data,
+                                                                     month_of(day))
 
 
 def target_text(metric, target):
@@ -2697,6 +2776,14 @@ def fixed(metric, figure, target):
 
 def metric_met(metric, data, snapshot):
     return fixed(metric, figure_of(snapshot, metric), target_of(metric, data, snapshot))
+
+
+def plan_met(metric, snapshot, once_measured=False):
+    """Whether a snapshot shows the catalogue's level reached, which is what closes an
+    item: a month's target in targets.csv moves a status, never the plan."""
+    figure = figure_of(snapshot, metric)
+    return figure is not None if once_measured else \
+        fixed(metric, figure, catalogue_target(metric))
 
 
 def change_text(metric, now, before, compared):
@@ -2797,9 +2884,12 @@ def item_changes(report_id, day, items_now, items_before):
 
 
 def item_label(item):
-    """An item in a few words: its text up to a colon (a statement of state: what it
-    says once done)."""
-    return (item.done_text or item.text).split(":")[0].rstrip(".")
+    """An item in a few words: its text up to ": " where that is a phrase of its own
+    ("Sergio equity risk"), else all of it; a statement of state, what it says once
+    done."""
+    text = item.done_text or item.text
+    head = text.split(": ")[0]
+    return (head if head != text and len(head.split()) >= 3 else text).rstrip(".")
 
 
 def closing_text(state):
@@ -2832,11 +2922,37 @@ def item_list(states, report_id, kind):
         Block("paragraph", ["Nothing open here."])]
 
 
+def is_action(state):
+    return bool(state.item.todo) or state.item.kind in ACTION_KINDS
+
+
+def other_items(states, report_id, used):
+    """The report's open items that no section of its template lists (an owner's item of
+    a kind the report has no section for, actions past the top ones), under a heading
+    of their own; nothing where there are none."""
+    actions = [state for state in open_items(states, report_id) if is_action(state)]
+    shown = actions if "actions" in used else actions[:TOP_ACTIONS] if "top_actions" in used \
+        else []
+    rest = [state for state in open_items(states, report_id)
+            if f"items_{state.item.kind}" not in used and state not in shown
+            and not (state.item.done_text and state_name(state.item) in used)]
+    if not rest:
+        return []
+    lines = [state.item.text + (f" Action: {state.item.todo}" if state.item.todo else "")
+             + (f" (due {state.due})" if state.due and state.dated else "") for state in rest]
+    return [Block("heading", ["Other open items " + COUNT_MARK]), Block("numbered", lines)]
+
+
+def state_name(item):
+    """The placeholder of an item's statement of state."""
+    return "state_" + item.item_id.replace("-", "_")
+
+
 def action_list(states, report_id, most=None):
     """The report's open actions, most pressing first: each open item's action, and the
     items that are actions themselves."""
     actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
-               if state.item.todo or state.item.kind in ACTION_KINDS][:most]
+               if is_action(state)][:most]
     return [Block("numbered", actions)] if actions else [
         Block("paragraph", ["No action is open."])]
 
@@ -2925,6 +3041,8 @@ def revenue_table(data):
                                     "(metric,month,target), a row per business and month."])]
     rows = [["Month", "Revenue", "Target", "Actual", "Status, difference"]]
     months = month_range(quarter_start(data.day), max(max(targeted), f"{data.day:%Y-%m}"))
+    later = months[REVENUE_TABLE_MONTHS:]  # a year from the quarter's start at most
+    months = months[:REVENUE_TABLE_MONTHS]
     for quarter in dict.fromkeys(quarter_of(month) for month in months):
         in_quarter = [month for month in months if quarter_of(month) == quarter]
         for month in in_quarter:
@@ -2932,7 +3050,9 @@ def revenue_table(data):
                      for metric in metrics]
         rows += [revenue_row(quarter, metric, *month_revenue(data, metric, in_quarter))
                  for metric in metrics]
-    return [Block("table", rows)]
+    return [Block("table", rows)] + ([Block("paragraph", [
+        f"The targets after {months[-1]} (up to {later[-1]}) are not shown: the table covers "
+        "a year from the quarter's start."])] if later else [])
 
 
 def month_revenue(data, metric, months):
@@ -2940,8 +3060,7 @@ def month_revenue(data, metric, months):
     a month's actual is its latest snapshot's; None where a month lacks one."""
     targets, actuals = [], []
     for month in months:
-        targets.append(data.targets.get(metric.metric_id, {}).get(month, revenue_part_target(
-            data, metric, month)))
+        targets.append(month_target(metric, data, month))
         snapshot = next((s for s in reversed(data.figures.all)
                          if f"{s.as_of:%Y-%m}" == month), None)
         figure = figure_of(snapshot, metric)
@@ -3221,8 +3340,13 @@ def recent_months(data, days, most=12):
 
 
 def month_target(metric, data, month):
-    """A metric's target for a month: targets.csv's, else the catalogue's."""
-    return data.targets.get(metric.metric_id, {}).get(month, catalogue_target(metric))
+    """A metric's target for a month: targets.csv's, else (for the revenue total) the
+    sum of the businesses' targets, else the catalogue's."""
+    monthly = data.targets.get(metric.metric_id, {})
+    if month in monthly:
+        return monthly[month]
+    summed = revenue_part_target(data, metric, month)
+    return catalogue_target(metric) if summed is None else summed
 
 
 def rent_table(data):
@@ -3357,9 +3481,10 @@ class Placeholders(Mapping):
         return len(self._makers)
 
 
-def report_values(report_id, data, **given):
+def report_values(report_id, data, used=(), **given):
     """The placeholders and slots of a report's template: those given (the title, the
-    cycle...) and those the owner's data fills."""
+    cycle...) and those the owner's data fills.  used: the names the template uses, so
+    that what it does not list can be listed apart."""
     figures = data.figures
     snapshot = figures.snapshot
     states = data.items
@@ -3422,8 +3547,9 @@ def report_values(report_id, data, **given):
            for kind in ITEM_KINDS},
         **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
            for kind in ITEM_KINDS},
-        **{f"state_{item_id.replace('-', '_')}": (lambda state=state: state_text(state))
-           for item_id, state in states.items() if state.item.done_text},
+        **{state_name(state.item): (lambda state=state: state_text(state))
+           for state in states.values() if state.item.done_text},
+        "other_items": lambda: other_items(states, report_id, used),
     }
     return Placeholders(makers)
 
@@ -3799,7 +3925,8 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
     raises KeyError."""
     data = data or NO_DATA
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
-    values = report_values(spec.report_id, data, title=title, cycle=cycle,
+    used = {name for name in SLOT_PATTERN.findall(spec.template.template)}
+    values = report_values(spec.report_id, data, used, title=title, cycle=cycle,
                            prepared_by=prepared_by, generated_at=generated_at,
                            version=VERSION, variant=variant)
     blocks = [block for name, template in (("header", HEADER_TEMPLATE),
@@ -5379,7 +5506,7 @@ def build_parser():
                              "where each target comes from")
     action.add_argument("--items", action="store_true",
                         help="print the item catalogue: the ids items.csv names")
-    action.add_argument("--new-data", metavar="DIR", type=Path,
+    action.add_argument("--new-data", metavar="DIR",
                         help="start a data folder: each sheet with its first line and no "
                              "rows; a sheet already there is kept")
     parser.add_argument("--csv-header", action="store_true",
@@ -5436,6 +5563,9 @@ def parse_cycle(label, today):
     if not CYCLE_PATTERN.fullmatch(label):
         raise UsageError(f"--cycle {label[:40]!r} must be 1-64 letters, digits, '_' or '-' "
                          "(for example 2026-11-29)")
+    if re.fullmatch(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", label) and parse_date(label) is None:
+        raise UsageError(f"--cycle {label!r} looks like a date but is not one: write it "
+                         "YYYY-MM-DD, a day that exists")
     return label
 
 
@@ -5501,6 +5631,10 @@ def write_new_data(folder, console):
         folder.mkdir(parents=True, exist_ok=True)
         for sheet, header in sheet_headers().items():
             path = folder / sheet
+            if path.is_symlink():
+                console.result(f"left {path} alone: it is a symbolic link, and a sheet is "
+                               "never written through one")
+                continue
             try:  # O_EXCL: never overwrite; O_NOFOLLOW: never write through a link
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                              0o600)
@@ -5515,12 +5649,17 @@ def write_new_data(folder, console):
                            "choose another --new-data folder") from None
 
 
-def show_metrics(args, environ):
+def show_metrics(args, environ, console):
     """--metrics: the catalogue, and the monthly targets of the data folder's targets.csv
-    where the settings (not required here) lead to one."""
+    where the settings (not required here) lead to one; its problems are warnings here."""
     settings = load_settings(args.env_file, environ, required=False)
     path = resolve_data(args.data, settings, args.env_file).path("targets.csv")
-    targets = (read_sheet(path, parse_targets)[0] if path else None) or {}
+    try:
+        targets = (read_sheet(path, parse_targets)[0] if path else None) or {}
+    except DataError as error:
+        for problem in error.problems:
+            console.warn(f"warning: {problem}")
+        targets = {}
     return metric_catalogue(targets, path)
 
 
@@ -5551,15 +5690,18 @@ def run(args, *, environ, console, clock, connect, stop):
     if args.history is not None:
         return show_history(args, environ, console)
     if args.metrics:
-        console.result(csv_header() if args.csv_header else show_metrics(args, environ))
+        console.result(csv_header() if args.csv_header else show_metrics(args, environ,
+                                                                          console))
         return set()
     if args.csv_header:
         raise UsageError("--csv-header goes with --metrics")
     if args.items:
         console.result(item_catalogue())
         return set()
+    if "" in (args.new_data, args.data):
+        raise UsageError("--new-data and --data take a path, not an empty one")
     if args.new_data is not None:
-        write_new_data(args.new_data, console)
+        write_new_data(Path(args.new_data).expanduser(), console)
         return set()
     selected = select_reports(args.only)
     now = clock.now()

@@ -57,7 +57,8 @@ def test_every_report_carries_the_cycles_figures_changes_and_statuses(run_via_pr
     assert row_of(ceo, "OTA listings") == ["2", "up", "1", "at", "least", "2", "on", "track"]
     assert row_of(ceo, "Monthly burn") == ["$7,600", "down", "$400", "at", "most", "$9,000",
                                            "on", "track"]
-    assert row_of(ceo, "Accounting system live") == ["yes", "now", "yes", "yes", "on", "track"]
+    # The label wraps in this table: its first line holds the figures.
+    assert re.search(r"(?m)^Accounting\b.*\s+yes\s+now yes\s+yes\s+on track$", ceo)
     assert row_of(ceo, "Pipeline value") == ["-", "-", "more", "than", "$0", "not", "measured"]
     since = ceo[ceo.index("SINCE THE LAST REPORT"):ceo.index("AT A GLANCE")]
     assert "OTA listings: 1 to 2; reached its target (at least 2)." in " ".join(since.split())

@@ -6,11 +6,12 @@ import hashlib
 import html
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER
+from conftest import SENDER, FakeClock
 
 CYCLE = "2026-12-01"  # the example folder's newest snapshot is 2026-11-29
 TITLES = {spec.report_id: spec.title for spec in ser.REPORTS}
@@ -359,6 +360,14 @@ BAD_SHEETS = {
         "targets.csv:2: target: '2.5' is not one value in ota_listings's unit"),
     "a range as a target": (targets_sheet(("monthly_burn", "2026-12", "7-9")),
                             "targets.csv:2: target: '7-9' is not one value"),
+    "a yes/no metric given a month's target": (
+        targets_sheet(("accounting_system_live", "2026-11", "no")),
+        "targets.csv:2: metric: accounting_system_live is yes or no"),
+    "an owner's item whose first row has no text": (
+        ("items.csv", ITEMS_HEADER, [["2026-11-20", "call-bank", "open", "", "", "", "", ""],
+                                     ["2026-12-20", "call-bank", "open", "", "ceo", "action",
+                                      "Call the bank.", ""]]),
+        "items.csv:2: id: 'call-bank' is no item of the catalogue"),
     "a column the sheet does not have": (
         ("items.csv", ["as_of", "id", "status", "owner"], [["2026-11-20", "waf", "done", "me"]]),
         "items.csv:1: owner: no such column"),
@@ -487,3 +496,170 @@ def test_the_catalogue_names_only_reports_kinds_and_metrics_that_exist():
         assert item.with_item in (None, *ser.ITEMS_BY_ID), item.item_id
         assert ser.ITEM_ID_PATTERN.fullmatch(item.item_id)
     assert len(ser.ITEMS_BY_ID) == len(ser.ITEMS)
+
+
+# --- What a hostile review found ---------------------------------------------------------
+
+
+def test_the_glance_counts_the_security_gaps_the_list_shows(run_script, ses):
+    add_rows(run_script.items, [["2026-11-30", "waf", "done", "WAF on", "", "", "", ""]])
+    text = send(run_script, ses, "cto")["cto"]  # the snapshot is of 11-29, the row 11-30
+    assert "Security gaps found in the audit (1)" in text and "Security gaps open: 1." in text
+    assert re.search(r"Open security gaps 1 down 1 at most 0 ▼ behind", text)
+
+
+OWNER_ITEMS = [  # (report, kind, text): each must show in its report, whatever the kind
+    ("ceo", "milestone", "A milestone for the CEO."),
+    ("rental-3028", "shortfall", "A shortfall of the rental."),
+    ("cfo", "action", "A fourth action for the CFO."),
+    ("yacht-delivery", "state", "The second boat is not yet sold."),
+    ("dc-portfolio", "recognition_gap", "Retainers are booked on receipt."),
+]
+
+
+def test_an_owners_item_of_any_kind_shows_in_each_report_it_names(run_script, ses):
+    add_rows(run_script.items, [["2026-11-10", f"mine-{n}", "open", "", report, kind, text, ""]
+                                for n, (report, kind, text) in enumerate(OWNER_ITEMS)])
+    said = send(run_script, ses, *{report for report, _, _ in OWNER_ITEMS})
+    for report, _, text in OWNER_ITEMS:
+        assert text in said[report], report
+    assert re.search(r"Other open items \(\d\)", said["cfo"])
+
+
+def test_a_months_target_moves_a_status_never_the_plan(run_script, ses):
+    write_sheet(run_script.targets, ["metric", "month", "target"],
+                [["charters_booked", "2026-11", "4"]])
+    text = send(run_script, ses, "cfo")["cfo"]
+    assert "Charters booked/month 5 up 1 at least 4 ✓ on track" in text
+    assert "Reach the break-even in charters a month." in text  # 5 is short of 6
+    assert "Break-even: 6 charters a month." in text
+
+
+def test_an_item_marked_done_that_its_figures_deny_is_said(run_script, ses):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    position = rows[0].index("accounting_system_live")
+    rows[-1][position] = "no"
+    write_sheet(run_script.figures, rows[0], rows[1:])
+    add_rows(run_script.items, [["2026-11-20", "accounting-system", "done", "", "", "", "",
+                                 ""]])
+    result = run_script("--dry-run", "--only", "accounting", "--cycle", CYCLE)
+    assert ("items.csv marks accounting-system done, but the figures as of 2026-11-29 do not "
+            "show accounting_system_live in order") in result.stderr
+
+
+def test_a_label_is_a_phrase_never_a_word_cut_at_a_colon(run_script, ses):
+    add_rows(run_script.items, [
+        ["2026-11-30", "books-m2", "done", "", "", "", "", ""],
+        ["2026-11-30", "see-bank", "open", "", "ceo", "action",
+         "See https://bank.example/loan about the loan.", "2026-12-03"]])
+    said = send(run_script, ses, "accounting", "ceo")
+    assert "Done: M2: bank and Stripe feeds connected; every expense categorised by function" \
+        in said["accounting"]
+    assert "Due: See https://bank.example/loan about the loan (due 2026-12-03)." in said["ceo"]
+
+
+def test_a_cycle_that_looks_like_a_date_must_be_one(run_script):
+    for label in ("2026-02-30", "2026-12-1"):
+        result = run_script("--dry-run", "--cycle", label)
+        assert result.returncode == 64 and "looks like a date" in result.stderr, label
+
+
+def test_a_cycle_that_is_not_a_date_reads_the_data_as_of_today(run_script, ses):
+    add_rows(run_script.figures, [["2027-01-15", "future"] + [""] * 25])
+    clock = FakeClock(datetime(2026, 12, 1, 7, 0, tzinfo=timezone.utc))
+    result = run_script("--dry-run", "--only", "ceo", "--cycle", "weekly-7", clock=clock)
+    assert result.returncode == 0, result.stderr
+    assert "figures as of 2026-11-29" in " ".join(result.stdout.split())
+
+
+def test_a_data_folder_named_but_not_there_stops_everything(run_script, ses, tmp_path):
+    ses.verify(SENDER)
+    result = run_script("--data", str(tmp_path / "report_dta"), "--cycle", CYCLE)
+    assert result.returncode == 65 and "no such data folder or file" in result.stderr
+    assert ses.messages() == []
+    run_script.settings(REPORT_DATA_PATH="report_data (1).csv")
+    assert run_script("--quiet", "--cycle", CYCLE).returncode == 65
+
+
+def test_a_folder_without_items_csv_is_said(run_script, ses):
+    run_script.items.unlink()
+    result = run_script("--dry-run", "--only", "ceo", "--cycle", CYCLE)
+    assert result.returncode == 0
+    assert f"no items.csv in {run_script.data}: every item of the catalogue is open" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("WAF on\u2028SECURITY GAPS", "has a line break"),
+    ("done\u200b", "invisible formatting character"),
+    ("soft\u00adhyphen", "invisible formatting character"),
+    ("line one\nline two, with a comma", "has a line break (Alt+Enter"),
+])
+def test_free_text_that_would_hide_or_forge_lines_is_refused(run_script, text, problem):
+    add_rows(run_script.items, [["2026-11-30", "waf", "done", text, "", "", "", ""]])
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65 and "note: " in result.stderr and problem in result.stderr
+
+
+def test_a_figures_note_is_bounded_like_any_text(run_script):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    rows[-1][1] = "x" * (ser.MAX_ITEM_TEXT + 1)
+    write_sheet(run_script.figures, rows[0], rows[1:])
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65 and "note: is longer than 300 characters" in result.stderr
+
+
+def test_a_first_line_in_capitals_is_read_and_a_semicolon_export_is_one_line(run_script):
+    text = run_script.items.read_text()
+    run_script.items.write_text(text.replace("as_of,id,status", " As_Of , ID ,Status", 1))
+    assert run_script("--dry-run", "--cycle", CYCLE).returncode == 0
+    run_script.figures.write_text(run_script.figures.read_text().replace(",", ";"))
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65
+    assert result.stderr.count("data error") == 1 and "separated by semicolons" in result.stderr
+
+
+def test_a_computed_metric_as_a_column_is_said_to_be_computed(run_script):
+    write_sheet(run_script.figures, ["as_of", "runway_months"], [["2026-11-29", "4"]])
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65 and "runway_months: is computed, never a column" \
+        in result.stderr
+
+
+def test_metrics_shows_the_catalogue_whatever_targets_csv_holds(run_script):
+    add_rows(run_script.targets, [["bogus", "2026-13", "abc"]])
+    result = run_script("--metrics")
+    assert result.returncode == 0 and "charters_booked" in result.stdout
+    assert "warning:" in result.stderr and "metric: 'bogus' is no metric" in result.stderr
+
+
+def test_a_target_years_ahead_does_not_swell_the_cfo_report(run_script, ses):
+    add_rows(run_script.targets, [["revenue_dc", "2099-12", "1"]])
+    text = send(run_script, ses, "cfo")["cfo"]
+    table = section(text, "Monthly revenue against target", "Burn rate model")
+    assert "2027-09" in table and "2027-10" not in table
+    assert "The targets after 2027-09 (up to 2099-12) are not shown" in table
+
+
+def test_a_range_below_zero_reads_with_to():
+    assert ser.figure_text((ser.Decimal(-3000), ser.Decimal(-1000)), "dollars") == \
+        "-$3,000 to -$1,000"
+    assert ser.figure_text((ser.Decimal(7000), ser.Decimal(9000)), "dollars") == "$7,000-9,000"
+
+
+def test_empty_paths_and_links_in_the_data_options(run_script, tmp_path):
+    assert run_script("--new-data", "").returncode == 64
+    assert run_script("--dry-run", "--data", "").returncode == 64
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "items.csv").symlink_to(tmp_path / "nowhere.csv")
+    result = run_script("--new-data", str(folder))
+    assert result.returncode == 0 and "left" in result.stdout and "symbolic link" in result.stdout
+    assert not (tmp_path / "nowhere.csv").exists()
+
+
+def test_a_data_path_to_a_file_of_any_name_is_the_figures_alone(run_script, tmp_path):
+    single = tmp_path / "figures.txt"
+    single.write_text(run_script.figures.read_text())
+    result = run_script("--dry-run", "--only", "ceo", "--data", str(single), "--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
