@@ -1857,10 +1857,11 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
     counted = {snapshot.as_of: with_counts(snapshot, item_states(data, snapshot.as_of,
                                                                  snapshot))
                for snapshot in (*figures.history, figures.previous) if snapshot}
-    items = item_states(data, day, figures.snapshot)
+    given = record_figures(data)
+    items = item_states(data, day, figures.snapshot and figures.snapshot._replace(
+        counted=given))  # an item its record closes (or reopens) stands as the record says
     if figures.snapshot:
-        counted[figures.snapshot.as_of] = with_counts(figures.snapshot, items,
-                                                      record_figures(data))
+        counted[figures.snapshot.as_of] = with_counts(figures.snapshot, items, given)
 
     def recount(snapshot):
         return snapshot and counted[snapshot.as_of]
@@ -1891,8 +1892,7 @@ def record_figures(data):
     if data.deliveries is not None and data.day:
         won["deliveries"] = (Decimal(len(dated_within(data.deliveries, data.day, 30))),) * 2
         costs = [d.cost for d in data.deliveries if d.cost is not None]
-        if costs:
-            won["cost_per_delivery"] = (mean(costs),) * 2
+        won["cost_per_delivery"] = (mean(costs),) * 2 if costs else None  # none recorded
     if data.rental is not None and data.day:
         month = month_before(data.day)
         won["rental_net_income"] = (net_income(data.rental, month),) * 2

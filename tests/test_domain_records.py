@@ -1,0 +1,223 @@
+"""The three domain reports from the owner's own records: clients.csv (the
+DangerousCentaur portfolio), deliveries.csv (Expert Yacht Delivery) and rental.csv
+(3028 51st St).  Asserted on what the SES server received."""
+
+import csv
+import re
+
+import pytest
+
+import send_exec_reports as ser
+from test_owner_data import CYCLE, add_rows, section, send, write_sheet
+
+CLIENTS = ["client", "tier", "monthly_value", "billing_model", "contract_start",
+           "renewal_date", "last_invoiced", "status", "owner's own column"]
+DELIVERIES = ["date", "vessel", "from", "to", "nautical_miles", "days", "price", "fuel",
+              "crew", "travel", "other"]
+RENTAL = ["date", "kind", "category", "amount", "note"]
+
+
+# --- DangerousCentaur: clients.csv --------------------------------------------------------
+
+
+def write_clients(run_script):
+    write_sheet(run_script.data / "clients.csv", CLIENTS, [
+        # name, tier, value, model, start, renewal, last invoiced, status, extra
+        ["Alder", "Gold", "2000", "retainer", "2025-01-01", "2027-02-20", "2026-11-20",
+         "active", "x"],  # renews in 81 days: listed, not flagged
+        ["Birch", "Gold", "1000.50", "retainer", "2025-01-01", "2026-12-10", "2026-10-01",
+         "active", ""],  # in 9 days, not invoiced for 61: flagged, a gap, a risk
+        ["Cedar", "Silver", "500", "", "2025-06-01", "2027-01-15", "2026-11-25", "active",
+         ""],  # no billing model; renews in 45 days: flagged, a risk
+        ["Dogwood", "silver tier", "700", "per project", "2025-06-01", "2027-06-01",
+         "2026-11-28", "paused", ""],  # paused: a risk, not active
+        ["Elm", "Bronze", "300", "retainer", "2024-01-01", "2026-11-15", "2026-11-15",
+         "active", ""],  # its renewal date has passed: a risk
+        ["Fir", "Bronze", "900", "retainer", "2024-01-01", "2025-01-01", "2024-12-01",
+         "ended", ""],  # gone: in no list
+    ])
+
+
+def test_the_dc_portfolio_is_written_from_its_clients(run_script, ses):
+    write_clients(run_script)
+    text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+    calendar = section(text, "Contract renewal calendar", "Churn risk assessment")
+    assert re.search(r"2026-12-10 Birch Gold \$1,000.50 ▼ 9 days.*"
+                     r"2027-01-15 Cedar Silver \$500 ▼ 45 days.*"
+                     r"2027-02-20 Alder Gold \$2,000 81 days", calendar)
+    assert "Elm" not in calendar and "Fir" not in calendar
+    tiers = section(text, "Revenue recognition by client tier", "Contract renewal calendar")
+    assert "Gold 2 $3,000.50 79%" in tiers  # of $3,800.50 active
+    assert "Silver 1 $500 13%" in tiers and "Bronze 1 $300 8%" in tiers
+    assert "All tiers 4 $3,800.50 100%" in tiers
+    gaps = section(text, "Billing gap identification", "Trends over the last snapshots")
+    assert "Birch: not invoiced since 2026-10-01 (61 days)." in gaps
+    assert "Cedar: on no billing model." in gaps
+    assert "Alder" not in gaps and "Dogwood" not in gaps
+    risks = section(text, "Churn risk assessment", "Sent by")
+    assert "Birch: renews in 9 days with a billing gap (not invoiced since 2026-10-01" in risks
+    assert "Cedar: renews in 45 days with a billing gap (on no billing model)." in risks
+    assert "Dogwood: paused." in risks
+    assert "Elm: its renewal date, 2026-11-15, has passed with no new one recorded." in risks
+    assert "Alder" not in risks
+    # The sheet's counts win over the figures sheet's in the glance.
+    assert "Active clients: 4 of 6; billed $3,300.50 a month (clients.csv" in text
+    assert re.search(r"DC active clients 4 ", text) and re.search(r"DC billed/month \$3,300.50",
+                                                                   text)
+
+
+# --- Expert Yacht Delivery: deliveries.csv -------------------------------------------------
+
+
+def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-08-20", "Old", "A", "B", "100", "1", "2000", "300", "700", "", "", ],
+        ["2026-10-15", "Gull", "San Diego", "Ensenada", "65", "1", "1800", "320.50", "600",
+         "150", "", ],
+        ["2026-11-20", "Tern", "Newport", "San Diego", "70.5", "1", "1900", "300", "650",
+         "180", "80"],
+        ["2026-11-28", "Kite", "San Diego", "Cabo", "", "", "", "", "", "", ""],  # no costs
+    ])
+    text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
+    figures = section(text, "Deliveries and what they cost", "Trends over the last")
+    assert "Deliveries, last 30 days 2" in figures and "Deliveries, last 90 days 3" in figures
+    # Costs: 1,000; 1,070.50; 1,210 over three costed deliveries.
+    assert "Cost per delivery (mean of 3 costed) $1,093.50" in figures
+    # 3,280.50 of cost over 235.5 nautical miles.
+    assert "Cost per nautical mile (3 with miles) $13.93" in figures
+    # Margins: 1,000; 729.50; 690.
+    assert "Margin per delivery (mean of 3 priced) $806.50" in figures
+    assert "Latest, 2026-11-20 Tern $1,210: $116.50 above the mean" in figures
+    split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
+    assert "fuel $920.50 28% 3 of 4" in split and "crew $1,950 59% 3 of 4" in split
+    assert "travel $330 10% 2 of 4" in split and "other $80 2% 1 of 4" in split
+    assert "Delivery costs are recorded per delivery" in split  # the item, closed by them
+    capacity = section(text, "Capacity constraints", "Cost-per-delivery analysis")
+    assert re.search(r"2026-11 2 3 .*2/3", capacity)  # the example figures: 3 a month
+
+
+def test_a_cost_left_empty_is_not_recorded_which_is_not_zero(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-20", "Tern", "A", "B", "100", "1", "1000", "", "", "", ""],
+    ])
+    text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
+    assert "Cost per delivery (mean of 0 costed) -" in text
+    assert "Delivery costs are not recorded per delivery." in text
+
+
+# --- 3028 51st St: rental.csv ----------------------------------------------------------------
+
+
+def test_the_rental_report_is_written_from_its_ledger(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-10-01", "rent", "", "2400", "October"],
+        ["2026-10-12", "expense", "Plumbing", "320", ""],
+        ["2026-10-20", "expense", "HVAC", "480.25", ""],
+        ["2026-11-01", "rent", "", "2000", "paid short"],
+        ["2026-11-08", "expense", "plumbing", "550", "case aside: one category"],
+        ["2026-12-01", "rent", "", "2400", ""],
+        ["2026-12-01", "expense", "Landscaping", "150", ""],
+    ])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    months = section(text, "Rental revenue visibility", "Trends over the last")
+    assert "2026-10 $2,400 - $800.25 $1,599.75" in months  # no rent due known yet
+    assert "2026-11 ▼ $2,000 $2,400 $550 $1,450" in months  # short of the rent due
+    assert "2026-12 ✓ $2,400 $2,400 $150 $2,250" in months
+    expenses = section(text, "Expense tracking by maintenance category", "Seasonal demand")
+    assert "Plumbing $0 $870" in expenses and "HVAC $0 $480.25" in expenses
+    assert "Landscaping $150 $150" in expenses and "plumbing" not in expenses
+    assert re.search(r"Net rent/month \$1,450 ", text)  # November's, from the ledger
+
+
+def test_the_seasons_say_when_there_is_not_a_year_of_occupancy(run_script, ses):
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    assert "Not enough data for a seasonal model: 1 month(s) of occupancy are recorded" in text
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    header = rows[0]
+    year = []
+    for month in range(1, 13):  # a year and a quarter of occupancy, two Januaries
+        for year_number in ((2025, 2026) if month <= 3 else (2025,)):
+            row = [""] * len(header)
+            row[0] = f"{year_number}-{month:02d}-28"
+            row[header.index("rental_occupancy")] = str(60 + month * 3 + (year_number - 2025)
+                                                        * 10)
+            year.append(row)
+    write_sheet(run_script.figures, header, sorted(year) + rows[1:])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    seasons = section(text, "Seasonal demand modelling", "Occupancy rate targets")
+    assert "Not enough data" not in seasons
+    assert "January 68% 2" in seasons  # 63% and 73%
+    assert "July 81% 1" in seasons and "December 96% 1" in seasons
+
+
+# --- Missing sheets and bad rows --------------------------------------------------------------
+
+
+def test_a_missing_or_empty_record_sheet_is_one_line_in_its_report(run_script, ses):
+    (run_script.data / "clients.csv").unlink()
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [])
+    said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
+    assert "No clients.csv rows yet: start the sheet with --new-data DIR" in said["dc-portfolio"]
+    assert "No deliveries.csv rows yet" in said["yacht-delivery"]
+
+
+BAD_RECORDS = {
+    "a renewal before the contract start": (
+        "clients.csv", CLIENTS[:8],
+        [["A", "Gold", "100", "retainer", "2026-06-01", "2026-05-01", "", "active"]],
+        "clients.csv:2: renewal_date: 2026-05-01 is before the contract start"),
+    "an unknown client status": (
+        "clients.csv", CLIENTS[:8], [["A", "Gold", "100", "", "", "", "", "lapsed"]],
+        "clients.csv:2: status: 'lapsed' is not one of active, paused, ended"),
+    "a monthly value that is not dollars": (
+        "clients.csv", CLIENTS[:8], [["A", "Gold", "lots", "", "", "", "", "active"]],
+        "clients.csv:2: monthly_value: 'lots' is not an amount of dollars"),
+    "a renewal date that is no date": (
+        "clients.csv", CLIENTS[:8], [["A", "Gold", "100", "", "", "31/12/2026", "", "active"]],
+        "clients.csv:2: renewal_date: '31/12/2026' is not a date"),
+    "a delivery date that is no date": (
+        "deliveries.csv", DELIVERIES, [["2026-11-31", "T", "A", "B", "1", "1", "1", "", "",
+                                        "", ""]],
+        "deliveries.csv:2: date: '2026-11-31' is not a date"),
+    "a negative cost": (
+        "deliveries.csv", DELIVERIES, [["2026-11-20", "T", "A", "B", "1", "1", "1", "-50", "",
+                                        "", ""]],
+        "deliveries.csv:2: fuel: '-50' is not an amount of dollars, 0 or more"),
+    "miles that are not a number": (
+        "deliveries.csv", DELIVERIES, [["2026-11-20", "T", "A", "B", "far", "", "", "", "", "",
+                                        ""]],
+        "deliveries.csv:2: nautical_miles: 'far' is not a number"),
+    "an unknown rental kind": (
+        "rental.csv", RENTAL, [["2026-11-01", "deposit", "", "100", ""]],
+        "rental.csv:2: kind: 'deposit' is not one of rent, expense"),
+    "a negative rental amount": (
+        "rental.csv", RENTAL, [["2026-11-01", "expense", "HVAC", "-100", ""]],
+        "rental.csv:2: amount: '-100' is not an amount of dollars"),
+    "a rental row with no amount": (
+        "rental.csv", RENTAL, [["2026-11-01", "rent", "", "", ""]],
+        "rental.csv:2: amount: is empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS)
+def test_a_bad_record_stops_everything_naming_file_line_and_column(run_script, ses, case):
+    sheet, header, rows, problem = BAD_RECORDS[case]
+    write_sheet(run_script.data / sheet, header, rows)
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 65, result.stderr
+    assert problem in result.stderr.replace(f"{run_script.data}/", "")
+    assert "Traceback" not in result.stderr and ses.messages() == []
+
+
+def test_a_column_of_the_owners_own_is_read_past(run_script, ses):
+    write_clients(run_script)  # its header has one
+    add_rows(run_script.data / "clients.csv", [["Gum", "Gold", "10", "x", "", "", "2026-11-30",
+                                                "active", "anything, at all"]])
+    assert "Active clients: 5 of 7;" in send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+
+
+def test_new_data_writes_the_record_sheets_too(run_script, tmp_path):
+    folder = tmp_path / "new"
+    assert run_script("--new-data", str(folder)).returncode == 0
+    for sheet in ser.RECORD_SHEETS:
+        assert (folder / sheet).read_text() == ",".join(ser.SHEET_COLUMNS[sheet]) + "\n"
