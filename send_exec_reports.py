@@ -1640,26 +1640,36 @@ class Client(NamedTuple):
     status: str  # a key of CLIENT_STATUSES
 
 
-def parse_clients(text, name):
-    """The clients of clients.csv; DataError lists every problem."""
-    header, body = record_rows(text, name, "clients.csv")
-    clients, problems = [], []
+def parse_records(text, name, sheet, read_row):
+    """The records of a record sheet, one read_row(RowReader) a row; DataError lists
+    every problem of every row."""
+    header, body = record_rows(text, name, sheet)
+    records, problems = [], []
     for line, cells in body:
-        row = RowReader(header, cells, line, name, problems)
         before = len(problems)
-        client = Client(row.text("client", required=True), row.text("tier"),
-                        row.amount("monthly_value"), row.text("billing_model"),
-                        row.date("contract_start"), row.date("renewal_date"),
-                        row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES))
-        if client.contract_start and client.renewal_date and \
-                client.renewal_date < client.contract_start:
-            row.problem("renewal_date", f"{client.renewal_date} is before the contract "
-                                        f"start, {client.contract_start}")
+        record = read_row(RowReader(header, cells, line, name, problems))
         if len(problems) == before:
-            clients.append(client)
+            records.append(record)
     if problems:
         raise DataError(problems)
-    return tuple(clients)
+    return tuple(records)
+
+
+def parse_clients(text, name):
+    """The clients of clients.csv, in the sheet's order."""
+    return parse_records(text, name, "clients.csv", read_client)
+
+
+def read_client(row):
+    client = Client(row.text("client", required=True), row.text("tier"),
+                    row.amount("monthly_value"), row.text("billing_model"),
+                    row.date("contract_start"), row.date("renewal_date"),
+                    row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES))
+    if client.contract_start and client.renewal_date and \
+            client.renewal_date < client.contract_start:
+        row.problem("renewal_date", f"{client.renewal_date} is before the contract start, "
+                                    f"{client.contract_start}")
+    return client
 
 
 class Delivery(NamedTuple):
@@ -1681,24 +1691,17 @@ class Delivery(NamedTuple):
 
 
 def parse_deliveries(text, name):
-    """The deliveries of deliveries.csv, oldest first; DataError lists every problem."""
-    header, body = record_rows(text, name, "deliveries.csv")
-    deliveries, problems = [], []
-    for line, cells in body:
-        row = RowReader(header, cells, line, name, problems)
-        before = len(problems)
-        costs = {category: row.amount(category) for category in DELIVERY_COSTS}
-        delivery = Delivery(row.date("date", required=True), row.text("vessel"),
-                            row.text("from"), row.text("to"),
-                            row.amount("nautical_miles", "number"),
-                            row.amount("days", "number"), row.amount("price"),
-                            {category: cost for category, cost in costs.items()
-                             if cost is not None})
-        if len(problems) == before:
-            deliveries.append(delivery)
-    if problems:
-        raise DataError(problems)
-    return tuple(sorted(deliveries, key=lambda delivery: delivery.day))
+    """The deliveries of deliveries.csv, oldest first."""
+    return tuple(sorted(parse_records(text, name, "deliveries.csv", read_delivery),
+                        key=lambda delivery: delivery.day))
+
+
+def read_delivery(row):
+    costs = {category: row.amount(category) for category in DELIVERY_COSTS}
+    return Delivery(row.date("date", required=True), row.text("vessel"), row.text("from"),
+                    row.text("to"), row.amount("nautical_miles", "number"),
+                    row.amount("days", "number"), row.amount("price"),
+                    {category: cost for category, cost in costs.items() if cost is not None})
 
 
 class RentalEntry(NamedTuple):
@@ -1712,20 +1715,15 @@ class RentalEntry(NamedTuple):
 
 
 def parse_rental(text, name):
-    """The entries of rental.csv, oldest first; DataError lists every problem."""
-    header, body = record_rows(text, name, "rental.csv")
-    entries, problems = [], []
-    for line, cells in body:
-        row = RowReader(header, cells, line, name, problems)
-        before = len(problems)
-        entry = RentalEntry(row.date("date", required=True), row.choice("kind", RENTAL_KINDS),
-                            row.text("category"), row.amount("amount", required=True),
-                            row.text("note"))
-        if len(problems) == before:
-            entries.append(entry)
-    if problems:
-        raise DataError(problems)
-    return tuple(sorted(entries, key=lambda entry: entry.day))
+    """The entries of rental.csv, oldest first."""
+    return tuple(sorted(parse_records(text, name, "rental.csv", read_rental_entry),
+                        key=lambda entry: entry.day))
+
+
+def read_rental_entry(row):
+    return RentalEntry(row.date("date", required=True), row.choice("kind", RENTAL_KINDS),
+                       row.text("category"), row.amount("amount", required=True),
+                       row.text("note"))
 
 
 def read_sheet(path, parse):
