@@ -5153,6 +5153,7 @@ class Console:
         self.verbosity = verbosity
         self.secrets = ()  # the run's credentials, never printed
         self._held = []
+        self._closed = set()  # streams whose reader has gone
 
     def result(self, text):
         if self.verbosity != "quiet":
@@ -5179,7 +5180,18 @@ class Console:
         self._print(text, self.stderr)
 
     def _print(self, text, stream):
-        print(redact(text, self.secrets), file=stream)
+        """Print, or, where the reader has gone (`| head -1`, a closed terminal), print
+        nothing more to that stream: the audit log, not the console, is the record, so
+        a closed pipe never stops a run."""
+        if stream in self._closed:
+            return
+        try:
+            print(redact(text, self.secrets), file=stream, flush=True)
+        except (BrokenPipeError, ValueError):  # ValueError: a stream closed in-process
+            self._closed.add(stream)
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                # Python flushes the real streams at exit: give it nowhere to fail.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 class RunOutcome:
@@ -5752,6 +5764,10 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
     now, monotonic and sleep) and the SES client factory (connect_ses).
     """
     environ = os.environ if environ is None else environ
+    for stream in {stdout or sys.stdout, stderr or sys.stderr}:
+        with contextlib.suppress(AttributeError, ValueError):
+            # A terminal that cannot show a character (PYTHONIOENCODING=ascii) shows "?".
+            stream.reconfigure(errors="replace")
     console = Console(stdout or sys.stdout, stderr or sys.stderr)
     try:
         with StopSignals() as stop:

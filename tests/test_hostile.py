@@ -503,3 +503,43 @@ def test_a_short_secret_is_not_redacted_out_of_what_ses_says(run_via_proxy, prox
     assert "SES said MessageRejected: the t-shirt list is not verified" in result.stderr
     [record] = run_via_proxy.audit_records()
     assert record["error"]["message"] == "the t-shirt list is not verified"
+
+
+# --- A reader that goes away, a terminal that cannot show a character ------------------
+
+
+def test_a_closed_output_pipe_is_no_traceback(run_script):
+    """`--dry-run | head -1`: the reader goes after one line."""
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *run_script.argv(["--dry-run", "--cycle", "2026-12-01"])],
+        env=run_script.environment(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    assert b"Traceback" not in errors and b"Exception ignored" not in errors
+
+
+def test_a_closed_stdout_never_stops_a_send(run_script, ses):
+    ses.verify(SENDER)
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will ever read what the run prints
+    try:
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), *run_script.argv(["--cycle", "2026-12-01"])],
+            env=run_script.environment(None), stdout=writer, stderr=subprocess.PIPE,
+            timeout=120)
+    finally:
+        os.close(writer)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    sent = [r for r in run_script.audit_records() if r["status"] == "sent"]
+    assert len(sent) == len(ser.REPORTS) == len(ses.messages())
+
+
+def test_a_terminal_that_cannot_show_a_character_shows_a_question_mark(run_script):
+    result = run_script.subprocess("--dry-run", "--only", "ceo", "--cycle", "2026-12-01",
+                                   env={"PYTHONIOENCODING": "ascii"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "From: ?n? Reports" in result.stdout  # the From name is not ASCII
