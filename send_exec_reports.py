@@ -567,7 +567,8 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
     routes = report_routes(settings, variant)
     retries, retry_problems = retry_setting(settings)
     (max_age, require_fresh), freshness_problems = freshness_settings(settings)
-    problems = [*required_problems(settings), *routing_problems(settings, variant, routes),
+    problems = [*unreadable_values(settings), *required_problems(settings),
+                *routing_problems(settings, variant, routes),
                 *configuration_set_problems(settings), *endpoint_problems(settings),
                 *retry_problems, *freshness_problems, *credential_problems(settings)]
     problems = problems or recipient_limit_problems(routes, variant)
@@ -604,6 +605,33 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
     )
 
 
+def unreadable_values(settings):
+    """A line for each setting of the script's (AWS_*, REPORT_*, AUDIT_LOG_PATH) whose
+    value no header, URL or file name can carry: a byte that is not UTF-8 (the
+    environment keeps it as a surrogate, which no encoder takes) or a control character
+    (a credential written over two lines).  The value itself is never shown."""
+    problems = []
+    for name, value in sorted(settings.items()):
+        if not (name.startswith(("AWS_", "REPORT_")) or name == "AUDIT_LOG_PATH") \
+                or name in REQUIRED_SETTINGS:  # checked with the rest of their rules
+            continue
+        problem = unreadable(value or "")
+        if problem:
+            problems.append(f"{name} {problem}")
+    return problems
+
+
+def unreadable(value):
+    """Why a value no header, URL or file name can carry, or None."""
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        return ("is not UTF-8 text (a byte the environment or repos.env could not "
+                "decode): type it again")
+    if any(unicodedata.category(ch) == "Cc" for ch in value.strip()):
+        return ("contains a line break or control character: write it on one line (the "
+                "value is not shown)")
+    return None
+
+
 def required_problems(settings):
     """A line for each required setting that is missing or wrong, naming it."""
     return [f"{name} {problem}" for name in REQUIRED_SETTINGS
@@ -614,6 +642,8 @@ def required_setting_problem(name, raw):
     """What is wrong with one required setting's raw value, or None."""
     if raw is None:
         return "is missing; set it in repos.env (see repos.env.example)"
+    if any("\ud800" <= ch <= "\udfff" for ch in raw):
+        return unreadable(raw)
     if has_line_break(raw):
         return "contains a line break (header injection); use a single line"
     value = raw.strip()

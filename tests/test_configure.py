@@ -183,3 +183,21 @@ def test_the_fast_address_check_agrees_with_the_email_package(value, valid, fast
     assert (ser.address_problem(value) is None) == valid
     if matched:  # the fast path reads the domain as the email package does
         assert ser.parsed_domain(value) == matched.group(2)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("AWS_SES_FROM_NAME", "Caf\udce9"),  # $'Caf\xe9' in a Latin-1 shell
+    ("AWS_SESSION_TOKEN", "IQoJb3JpZ2luX2VjEFoaCXVzLWVhc3QtMSJH\nMEUCIQD-second-line-of-it"),
+    ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE\nKEY0001"),
+])
+@pytest.mark.parametrize("previews", [False, True])
+def test_a_value_no_header_can_carry_is_refused_unseen(run_script, ses, name, value,
+                                                       previews):
+    env = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY0001",
+           "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", name: value}
+    mode = ["--preview-dir", str(run_script.tmp_path / "p")] if previews else []
+    result = run_script(*mode, "--cycle", "2026-12-01", env=env)
+    assert result.returncode == 78, result.stderr
+    assert f"config error: {name} " in result.stderr and "Traceback" not in result.stderr
+    assert "second-line" not in result.stderr and "KEY0001" not in result.stderr
+    assert ses.messages() == []
