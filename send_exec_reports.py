@@ -873,9 +873,12 @@ def credential_problems(settings):
 def redact(text, secrets):
     """text with every secret value replaced, in one pass, for anything printed or logged.
 
-    One pass, longest first, so that no replacement is itself redacted again.
+    One pass, longest first, so that no replacement is itself redacted again.  A
+    secret is also found as an error message may quote it: escaped (b'...\\n...').
     """
-    real = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
+    forms = {form for secret in secrets if len(secret) >= MIN_SECRET_LENGTH
+             for form in (secret, secret.encode("unicode_escape").decode("ascii"))}
+    real = sorted(forms, key=len, reverse=True)
     if not real:
         return text
     return re.sub("|".join(map(re.escape, real)), "[redacted]", text)

@@ -543,3 +543,9 @@ def test_a_terminal_that_cannot_show_a_character_shows_a_question_mark(run_scrip
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "From: ?n? Reports" in result.stdout  # the From name is not ASCII
+
+
+def test_a_secret_is_redacted_in_its_escaped_form_too():
+    token = "IQoJb3JpZ2luX2Vj\nEFoaCXVzLWVhc3Qt"
+    said = f"Invalid header value b'{token.encode('unicode_escape').decode()}'"
+    assert ser.redact(said, (token,)) == "Invalid header value b'[redacted]'"
