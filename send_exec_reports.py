@@ -499,7 +499,22 @@ def load_settings(env_file, environ, *, required=True):
     except UnreadableFile as error:
         raise ConfigError([f"cannot read settings file {env_file}: {error}"]) from None
     from_file = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    return {**{name: value or "" for name, value in from_file.items()}, **environ}
+    return spelled_routes({**{name: value or "" for name, value in from_file.items()},
+                           **environ})
+
+
+def spelled_routes(settings):
+    """The settings with every REPORT_TO_ name spelled as the script spells it, so that
+    report_to_cfo, Report_To_Cto and REPORT_TO_RENTAL-3028 (the id as --list prints
+    it) are REPORT_TO_CFO, REPORT_TO_CTO and REPORT_TO_RENTAL_3028, never ignored."""
+    spelled, given = {}, {}
+    for name, value in settings.items():
+        upper = name.upper().replace("-", "_")
+        key = upper if upper.startswith("REPORT_TO_") else name
+        if key in given and given[key] != name:
+            raise ConfigError([f"{given[key]} and {name} both name {key}: keep one"])
+        spelled[key], given[key] = value, name
+    return spelled
 
 
 def env_file_warnings(env_file, *, ask_git):

@@ -3,7 +3,7 @@
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, FROM_NAME, GOOD_SETTINGS, RECIPIENT, display_name
+from conftest import BCC, FROM_NAME, GOOD_SETTINGS, RECIPIENT, SENDER, display_name
 
 
 @pytest.mark.parametrize("name", ser.REQUIRED_SETTINGS)
@@ -201,3 +201,20 @@ def test_a_value_no_header_can_carry_is_refused_unseen(run_script, ses, name, va
     assert f"config error: {name} " in result.stderr and "Traceback" not in result.stderr
     assert "second-line" not in result.stderr and "KEY0001" not in result.stderr
     assert ses.messages() == []
+
+
+def test_a_report_route_in_another_spelling_is_read_not_ignored(run_script, ses):
+    ses.verify(SENDER)
+    run_script.settings(report_to_cfo="cfo@example.com", Report_To_Cto="cto@example.com",
+                        **{"REPORT_TO_RENTAL-3028": "rental@example.com"})
+    result = run_script("--cycle", "2026-12-01")
+    assert result.returncode == 0, result.stderr
+    to = {r["report"]: r["to"] for r in run_script.audit_records()}
+    assert to["cfo"] == ["cfo@example.com"] and to["cto"] == ["cto@example.com"]
+    assert to["rental-3028"] == ["rental@example.com"] and to["ceo"] == [RECIPIENT]
+
+
+def test_one_route_named_twice_in_two_spellings_is_refused(run_script):
+    run_script.settings(REPORT_TO_CFO="a@example.com", report_to_cfo="b@example.com")
+    result = run_script("--dry-run")
+    assert result.returncode == 78 and "both name REPORT_TO_CFO" in result.stderr
