@@ -1327,9 +1327,15 @@ def parse_date(text):
 def parse_figure(text, unit):
     """(low, high) Decimals for one cell in its unit, or ValueError.
 
-    Spreadsheets export "$8,000" and "24%": the signs are allowed.  Dollars
-    may be a range, as the source document gives the burn ($7-9K a month).
+    Spreadsheets export "$8,000" and "24%": the signs are allowed, each in its own
+    unit only ("20%" is no amount of dollars), and a comma only between groups of
+    three digits ("7600,50" is no figure).  Dollars may be a range, as the source
+    document gives the burn ($7-9K a month).
     """
+    if ("$" in text and unit != "dollars") or ("%" in text and unit != "percent") or any(
+            not re.fullmatch(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?", number)
+            for number in re.findall(r"[0-9.,]*,[0-9.,]*", text)):
+        raise ValueError(text)
     plain = text.replace(",", "").replace("$", "").removesuffix("%").strip().lower()
     if unit == "yes_no":
         if plain in TRUE_WORDS + FALSE_WORDS:  # a spreadsheet writes TRUE and FALSE

@@ -373,3 +373,26 @@ def test_negative_dollars_and_spreadsheet_spellings_are_read(run_script):
     assert row_of(rental.stdout, "Net rent/month")[:3] == ["-$400", "down", "$2,250"]
     cmo = run_script("--dry-run", "--only", "cmo", "--cycle", "2026-11-29")
     assert row_of(cmo.stdout, "Email open rate")[:4] == ["27%", "up", "3", "points"]
+
+
+@pytest.mark.parametrize("column, cell", [
+    ("monthly_burn", "7600,50"),  # a decimal comma: not $760,050
+    ("monthly_burn", "20%"),  # a percent in a dollars column
+    ("email_open_rate", "$24"),  # dollars in a percent column
+    ("ota_listings", "1,5"),  # not 15
+    ("monthly_burn", "7,60"),
+])
+def test_a_figure_in_the_wrong_unit_is_refused_not_misread(run_script, column, cell):
+    write_figures(run_script.figures, [["2026-11-29", cell]], ["as_of", column])
+    result = run_script("--dry-run", "--cycle", "2026-11-29")
+    assert result.returncode == 65
+    assert f"{column}: {cell!r} is not" in result.stderr
+
+
+def test_figures_as_a_spreadsheet_formats_them_are_still_read(run_script):
+    write_figures(run_script.figures, [["2026-11-29", "$8,000", "24%", "1,234", "7,000-9,500"]],
+                  ["as_of", "cash_on_hand", "email_open_rate", "email_list_size",
+                   "monthly_burn"])
+    result = run_script("--dry-run", "--only", "cfo", "--cycle", "2026-11-29")
+    assert result.returncode == 0, result.stderr
+    assert "$7,000-9,500" in result.stdout and "$8,000" in result.stdout
