@@ -5072,6 +5072,7 @@ def check_sandbox_recipients(client, config, recipients):
 
 # How long SES's answer to the send in flight is awaited, once a stop is asked for.
 IN_FLIGHT_GRACE_SECONDS = 5
+MAX_DETAIL = 200  # characters of a record's detail in a summary or history row
 
 # What --check says for each kind of problem the preflight met (details above it).
 CHECK_VERDICTS = {
@@ -5436,7 +5437,16 @@ def failure_line(record, failure):
 
 
 def outcome_detail(record):
-    """The last column of the summary and history tables."""
+    """The last column of the summary and history tables: one line of what the record
+    says (SES's words were redacted when recorded), cut to fit a terminal."""
+    detail = record_detail(record)
+    clean = ses_text(detail)  # a line break would forge a row; U+202E reorder it
+    if len(clean) > MAX_DETAIL:
+        return f"{clean[:MAX_DETAIL]}... ({len(clean) - MAX_DETAIL} more characters in the log)"
+    return clean
+
+
+def record_detail(record):
     error = record.get("error") or {}
     if record.get("status") == "sent":
         dropped = record.get("suppressed") or []

@@ -565,3 +565,16 @@ def test_a_rejection_and_a_transient_failure_in_one_run_exit_1(run_via_proxy, pr
     assert result.returncode == 1  # a person must act before a re-run can help
     assert statuses(run_via_proxy.audit_records()) == [
         ("ceo", "failed"), ("cto", "failed"), ("cmo", "skipped")]
+
+
+def test_what_ses_said_is_one_clean_short_line_in_the_history(run_script):
+    forged = "Rejected\ncfo      sent   2026-12-01 00:00  forged row \u202eevil" + "x" * 5000
+    record = {"ts": "2026-12-01T07:00:00.000+00:00", "cycle": "2026-12-01", "variant": "a",
+              "report": "ceo", "status": "failed", "to": ["owner@example.com"], "bcc": [],
+              "error": {"code": "MessageRejected", "message": forged}}
+    run_script.audit_log.write_text(json.dumps(record) + "\n")
+    result = run_script("--history")
+    assert result.returncode == 0
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("ceo")]
+    assert "\u202e" not in result.stdout and "forged row" in row
+    assert len(row) < 400 and "more characters in the log" in row
