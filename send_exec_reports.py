@@ -4223,15 +4223,18 @@ def line_numbers(log, offsets):
 
 
 def read_recent_records(path, cycles):
-    """The records of the last `cycles` (cycle, variant) pairs, oldest first, and warnings.
+    """The records of the last `cycles` cycles, every variant of each, oldest first, and
+    warnings.
 
     The log is read backwards and reading stops at the first record of an older
-    pair, so --history costs the same however long the log has grown.
+    cycle, so --history costs the same however long the log has grown.  (Counting
+    (cycle, variant) pairs instead would stop inside a cycle whose variants were sent
+    in turns, and show its first sends as missing.)
     """
     log = open_audit_log_to_read(path)
     if log is None:
         return [], []
-    records, warnings, pairs = [], [], []
+    records, warnings, seen = [], [], []
     with log:
         for number, line in enumerate(lines_from_end(log), start=1):
             if not line.strip():
@@ -4241,11 +4244,10 @@ def read_recent_records(path, cycles):
                 warnings.append(f"warning: audit log {path} line {number} from the end is "
                                 f"{problem}; ignored, not rewritten")
                 continue
-            pair = (record["cycle"], record.get("variant", "a"))
-            if pair not in pairs:
-                if len(pairs) == cycles:
+            if record["cycle"] not in seen:
+                if len(seen) == cycles:
                     break
-                pairs.append(pair)
+                seen.append(record["cycle"])
             records.append(record)
     return records[::-1], warnings
 
@@ -5488,8 +5490,8 @@ def report_outcome(outcome, config, cycle, console):
                    f"audit log: {config.audit_log_path}")
 
 
-def history_tables(records, cycles):
-    """The last `cycles` cycles in the audit log, newest last, each as a table."""
+def history_tables(records):
+    """The cycles these records hold, newest last, each variant as a table."""
     latest = {}  # (cycle, variant) -> {report: its record that says the most}
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
@@ -5503,7 +5505,7 @@ def history_tables(records, cycles):
             shown[record["report"]] = record
         latest[key] = shown
     tables = []
-    for (cycle, variant), shown in list(latest.items())[-cycles:]:
+    for (cycle, variant), shown in latest.items():  # the records hold the last cycles
         rows = [["report", "status", "when (UTC)", "figures", "to", "SES message id / error"]]
         rows += [[r["report"], r["status"], r.get("ts", "")[:16].replace("T", " "),
                   r.get("data_as_of") or "-", short_list(r.get("to", [])),
@@ -5747,7 +5749,7 @@ def show_history(args, environ, console):
     records, warnings = read_recent_records(path, args.history)
     for warning in warnings:
         console.warn(warning)
-    tables = history_tables(records, args.history)
+    tables = history_tables(records)
     console.result("\n\n".join(tables) if tables else f"no records yet in {path}")
     return set()
 

@@ -4,6 +4,7 @@ import collections
 import contextlib
 import functools
 import json
+import re
 import os
 import signal
 import subprocess
@@ -578,3 +579,14 @@ def test_what_ses_said_is_one_clean_short_line_in_the_history(run_script):
     [row] = [line for line in result.stdout.splitlines() if line.startswith("ceo")]
     assert "\u202e" not in result.stdout and "forged row" in row
     assert len(row) < 400 and "more characters in the log" in row
+
+
+def test_history_shows_each_variant_of_a_cycle_sent_in_turns(run_script, ses):
+    ses.verify(SENDER)
+    run_script.settings(AWS_RECIPIENT_EMAIL_B="b@example.com")
+    for args in (["--only", "ceo,cto"], ["--variant", "b", "--only", "ceo"], ["--only", "cfo"]):
+        assert run_script(*args, "--cycle", "2026-12-01").returncode == 0
+    table = run_script("--history", "1").stdout
+    variant_a = table[table.index("variant a"):]
+    assert all(re.search(rf"(?m)^{report} +sent ", variant_a) for report in ("ceo", "cto", "cfo"))
+    assert "variant b" in table
