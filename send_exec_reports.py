@@ -5075,6 +5075,7 @@ def check_sandbox_recipients(client, config, recipients):
 # How long SES's answer to the send in flight is awaited, once a stop is asked for.
 IN_FLIGHT_GRACE_SECONDS = 5
 MAX_DETAIL = 200  # characters of a record's detail in a summary or history row
+GMAIL_CLIPS_AT = 100 * 1024  # bytes of HTML: Gmail clips a message past about 102 KB
 
 # What --check says for each kind of problem the preflight met (details above it).
 CHECK_VERDICTS = {
@@ -5792,6 +5793,12 @@ def run(args, *, environ, console, clock, connect, stop):
                              data=data, with_html=not args.dry_run,
                              **config.recipients(spec.report_id))
                for spec in selected]
+    for report in reports:
+        size = len(report.html.encode("utf-8"))
+        if size > GMAIL_CLIPS_AT:
+            console.warn(f"warning: the HTML of {report.report_id} is {size // 1024} KB: Gmail "
+                         f"shows only its first {GMAIL_CLIPS_AT // 1024} KB or so, behind a "
+                         "link; shorten what its sheets list")
     if args.dry_run:
         print_dry_run(reports, config, console)
         return set()

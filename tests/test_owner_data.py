@@ -663,3 +663,15 @@ def test_a_data_path_to_a_file_of_any_name_is_the_figures_alone(run_script, tmp_
     single.write_text(run_script.figures.read_text())
     result = run_script("--dry-run", "--only", "ceo", "--data", str(single), "--cycle", CYCLE)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_report_gmail_would_clip_is_said(run_script):
+    add_rows(run_script.items, [["2026-11-20", f"long-{n}", "open", "", "ceo", "action",
+                                 "An owner's long item & <text> " * 9, ""] for n in range(200)])
+    result = run_script("--preview-dir", str(run_script.tmp_path / "p"), "--only", "ceo",
+                        "--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"warning: the HTML of ceo is \d+ KB: Gmail shows only its first 100 KB",
+                     result.stderr)
+    quiet = run_script("--dry-run", "--only", "cto", "--cycle", CYCLE)
+    assert "Gmail" not in quiet.stderr
