@@ -1820,6 +1820,8 @@ def load_cycle_data(config, cycle, day, console):
                       records={sheet: read[sheet][0] for sheet in RECORD_SHEETS})
     for warning in data_warnings(config.data, snapshots, data, cycle):
         console.warn(warning)
+    for alert in unmeasured_alerts(config.data, snapshots, data, cycle):
+        console.alert(alert)  # eight reports of nothing must reach cron's mail
     snapshot = data.figures.snapshot
     console.step(f"data: {config.data.where}; figures "
                  f"{'as of ' + str(snapshot.as_of) if snapshot else 'none'}; "
@@ -1834,20 +1836,14 @@ def data_warnings(sheets, snapshots, data, cycle):
     overrule, an item marked done that its figures deny."""
     where = sheets.where
     if sheets.folder is not None and not sheets.folder.is_dir():
-        return [f"warning: no data folder at {where}: every figure reads 'not measured' "
-                f"and every item is open; start one with --new-data {where}"]
+        return []  # an alert says so
     warnings = [f"warning: no items.csv in {where}: every item of the catalogue is open "
                 f"(--new-data {where} writes its first line)"
                 for _ in [sheets.folder] if sheets.folder and "items.csv" not in data.sheets]
     warnings += far_ahead(sheets, snapshots or (), data)
     warnings += done_but_denied(data)
-    if snapshots is None:
-        return warnings + [f"warning: no figures file at {sheets.figures}: every figure reads "
-                           "'not measured'; start one with --new-data (or --metrics "
-                           "--csv-header)"]
     if data.figures.snapshot is None:
-        return warnings + [f"warning: figures file {sheets.figures} has no snapshot dated on "
-                           f"or before cycle {cycle}: every figure reads 'not measured'"]
+        return warnings
     original = data.figures.snapshot
     for metric in METRICS:
         written = original.figures.get(metric.metric_id)
@@ -1858,6 +1854,24 @@ def data_warnings(sheets, snapshots, data, cycle):
                             f"used: the items leave {figure_text(counted, metric.unit)} open, "
                             "and the items win (mark them done in items.csv)")
     return warnings
+
+
+def unmeasured_alerts(sheets, snapshots, data, cycle):
+    """The alert, said even with --quiet, when the cycle has no figures at all: no
+    figures file, one with no rows, or none dated on or before the cycle."""
+    if sheets.folder is not None and not sheets.folder.is_dir():
+        return [f"warning: no data folder at {sheets.where}: every figure reads 'not "
+                f"measured' and every item is open; start one with --new-data {sheets.where}"]
+    if snapshots is None:
+        return [f"warning: no figures file at {sheets.figures}: every figure reads 'not "
+                "measured'; start one with --new-data (or --metrics --csv-header)"]
+    if not snapshots:
+        return [f"warning: figures file {sheets.figures} has no rows yet: every figure "
+                "reads 'not measured'; add this cycle's row"]
+    if data.figures.snapshot is None:
+        return [f"warning: figures file {sheets.figures} has no snapshot dated on or before "
+                f"cycle {cycle}: every figure reads 'not measured'"]
+    return []
 
 
 def far_ahead(sheets, snapshots, data):

@@ -6,6 +6,7 @@ import hashlib
 import html
 import json
 import re
+import shutil
 from datetime import datetime, timezone
 
 import pytest
@@ -438,7 +439,7 @@ def test_new_data_writes_each_sheets_header_and_never_overwrites(run_script, tmp
     assert (folder / "items.csv").read_text() == kept
     empty = run_script("--dry-run", "--data", str(folder), "--cycle", CYCLE)
     assert empty.returncode == 0, empty.stderr  # a new folder is valid as it is
-    assert "no snapshot" in empty.stderr or "no figures" in empty.stderr
+    assert "has no rows yet" in empty.stderr
 
 
 def test_new_data_into_a_file_is_one_clear_error(run_script, tmp_path):
@@ -675,3 +676,20 @@ def test_a_report_gmail_would_clip_is_said(run_script):
                      result.stderr)
     quiet = run_script("--dry-run", "--only", "cto", "--cycle", CYCLE)
     assert "Gmail" not in quiet.stderr
+
+
+@pytest.mark.parametrize("case", ["no folder", "no figures file", "a header alone",
+                                  "no row for the cycle"])
+def test_a_cycle_with_no_figures_is_said_even_with_quiet(run_script, ses, case):
+    ses.verify(SENDER)
+    if case == "no folder":
+        shutil.rmtree(run_script.data)
+    elif case == "no figures file":
+        run_script.figures.unlink()
+    elif case == "a header alone":
+        run_script.figures.write_text(run_script.figures.read_text().splitlines()[0] + "\n")
+    result = run_script("--quiet", "--only", "ceo",
+                        "--cycle", "2026-09-01" if case == "no row for the cycle" else CYCLE)
+    assert result.returncode == 0
+    assert "every figure reads 'not measured'" in result.stderr
+    assert ("has no rows yet" in result.stderr) == (case == "a header alone")
