@@ -5623,8 +5623,8 @@ def build_parser():
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("--quiet", action="store_true",
                           help="print nothing if every report was sent; else only the "
-                               "problems (for cron); stale figures and an SES account on "
-                               "probation are always said")
+                               "problems (for cron); stale or missing figures and an SES "
+                               "account on probation are always said")
     loudness.add_argument("--verbose", action="store_true", help="show each step on stderr")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser
