@@ -1951,15 +1951,15 @@ def record_figures(data):
     """The figures the domain records give for the cycle, which win over the figures
     sheet's: {metric id: figure}, for the records that are there."""
     won = {}
-    if data.clients is not None:
+    if data.clients:  # a sheet with no rows leaves the figures sheet's in place
         active = active_clients(data.clients)
         won["dc_active_clients"] = (Decimal(len(active)),) * 2
         won["revenue_dc"] = (billed_revenue(active),) * 2
-    if data.deliveries is not None and data.day:
+    if data.deliveries and data.day:
         won["deliveries"] = (Decimal(len(dated_within(data.deliveries, data.day, 30))),) * 2
         costs = [d.cost for d in data.deliveries if d.cost is not None]
         won["cost_per_delivery"] = (mean(costs),) * 2 if costs else None  # none recorded
-    if data.rental is not None and data.day:
+    if data.rental and data.day:
         month = month_before(data.day)
         won["rental_net_income"] = (net_income(data.rental, month),) * 2
     return won
@@ -3295,7 +3295,9 @@ def tier_revenue(data):
         tier = tiers.setdefault(client.tier or "no tier", [0, Decimal(0)])
         tier[0] += 1
         tier[1] += client.monthly_value or 0
-    total = sum(value for _, value in tiers.values())
+    if not tiers:
+        return [Block("paragraph", ["No client is active."])]
+    total = sum((value for _, value in tiers.values()), Decimal(0))
     rows = [["Tier", "Clients", "Monthly value", "Share"]]
     for name, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
         share = f"{value / total * 100:.0f}%" if total else "-"

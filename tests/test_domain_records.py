@@ -221,3 +221,17 @@ def test_new_data_writes_the_record_sheets_too(run_script, tmp_path):
     assert run_script("--new-data", str(folder)).returncode == 0
     for sheet in ser.RECORD_SHEETS:
         assert (folder / sheet).read_text() == ",".join(ser.SHEET_COLUMNS[sheet]) + "\n"
+
+
+def test_no_active_client_is_said_not_a_traceback(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8],
+                [["A", "Gold", "1000", "monthly", "2025-01-01", "2026-12-10", "", "ended"]])
+    assert "No client is active." in send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+
+
+def test_a_record_sheet_with_no_rows_leaves_the_figures_in_place(run_script, ses):
+    for sheet, header in (("clients.csv", CLIENTS[:8]), ("rental.csv", RENTAL)):
+        write_sheet(run_script.data / sheet, header, [])
+    said = send(run_script, ses, "dc-portfolio", "rental-3028")
+    assert "DC active clients 5 " in said["dc-portfolio"]
+    assert "Net rent/month $1,850 " in said["rental-3028"]
