@@ -1047,7 +1047,6 @@ class Item(NamedTuple):
     once_measured: bool = False  # the metrics close it by being measured, whatever the target
     done_text: str | None = None  # what a report says once it is done
     with_item: str | None = None  # another item whose closing closes this one
-    sheet: str | None = None  # a record sheet whose rows close it (the list it asks for)
 
 
 # The sections items are listed in.  An owner's item is an action unless its row says.
@@ -1163,7 +1162,7 @@ ITEMS = (
          "Obtain a current valuation of the property.", metric="property_valuation",
          once_measured=True, done_text="A current valuation is on file."),
     Item("rental-rent-ledger", "state", ("rental-3028",), "Rent is not recorded in a ledger.",
-         "Record every rent payment under Revenue - Rent.", sheet="rental.csv",
+         "Record every rent payment under Revenue - Rent.",
          done_text="Rent is recorded in the ledger, under Revenue - Rent."),
     Item("rental-occupancy", "action", ("rental-3028",), "Track occupancy monthly.",
          metric="rental_occupancy", once_measured=True),
@@ -1180,7 +1179,7 @@ ITEMS = (
          done_text="The delivery service model (quoting, crewing, scheduling) is written down."),
     Item("dc-client-list", "state", ("dc-portfolio",), "No client list with start dates, terms "
          "and renewal dates is kept.", "List every client with start date, term and renewal "
-         "date in clients.csv.", sheet="clients.csv",
+         "date in clients.csv.",
          done_text="Every client is listed with start date, term and renewal date."),
 )
 ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
@@ -1219,6 +1218,13 @@ class Snapshot(NamedTuple):
     figures: dict  # {metric id: (low, high) Decimals}; a metric not measured is absent
     note: str
     counted: dict = {}  # {metric id: figure} counted from the items or given by the records
+    given: frozenset = frozenset()  # the metric ids the domain records gave
+
+    @property
+    def from_records_alone(self):
+        """True for the cycle's snapshot where the figures sheet has no row for it and
+        the domain records give what they can."""
+        return self.line == 0
 
     def figure(self, metric_id):
         """A column's figure, or what the items or records give in its place."""
@@ -1240,6 +1246,12 @@ class CycleFigures(NamedTuple):
     previous: Snapshot | None  # the one before it: "last time"
     history: tuple  # up to TREND_SNAPSHOTS snapshots, oldest first, ending with snapshot
     all: tuple = ()  # every snapshot dated on or before the cycle, oldest first
+
+    @property
+    def row(self):
+        """The cycle's snapshot where it is a row of the figures sheet, else None."""
+        return None if self.snapshot is None or self.snapshot.from_records_alone \
+            else self.snapshot
 
 
 NO_FIGURES = CycleFigures(None, None, ())
@@ -1517,6 +1529,10 @@ class CycleData(NamedTuple):
     deliveries: tuple | None = None  # dated on or before the cycle's day
     rental: tuple | None = None  # dated on or before the cycle's day
 
+    def records(self, sheet):
+        """A record sheet's rows for the cycle; None where there is no such sheet."""
+        return {"clients.csv": self.clients, "deliveries.csv": self.deliveries,
+                "rental.csv": self.rental}[sheet]
 
 
 class DataSheets(NamedTuple):
@@ -1585,7 +1601,7 @@ def columns_problems(header, name, first, known, required=(), others_allowed=Fal
     if not header:
         return [f"{name}:1: the file is empty: its first line names the columns "
                 "(--new-data writes it)"]
-    problems = [] if header[0] == first else [
+    problems = [] if first is None or header[0] == first else [
         f"{name}:1: {header[0] or '(empty)'}: the first column must be {first}"]
     for position, column in enumerate(header[1:], start=1):
         if column not in known and not (others_allowed and column):
@@ -1670,12 +1686,11 @@ AMOUNTS = {"dollars": "an amount of dollars, 0 or more, such as 1250.50",
 
 
 def record_rows(text, name, sheet):
-    """(header, body) of a record sheet, its first line checked: the owner may add
-    columns of their own, which are read past."""
+    """(header, body) of a record sheet, its first line checked: its columns come in
+    any order, and the owner may add columns of their own, which are read past."""
     header, body = sheet_rows(text, name)
-    columns = SHEET_COLUMNS[sheet]
-    problems = columns_problems(header, name, columns[0], columns, REQUIRED_COLUMNS[sheet],
-                                others_allowed=True)
+    problems = columns_problems(header, name, None, SHEET_COLUMNS[sheet],
+                                REQUIRED_COLUMNS[sheet], others_allowed=True)
     if problems:
         raise DataError(problems)
     return header, body
@@ -1692,6 +1707,7 @@ class Client(NamedTuple):
     renewal_date: date | None
     last_invoiced: date | None
     status: str  # a key of CLIENT_STATUSES
+    line: int  # in clients.csv, for messages
 
 
 def parse_records(text, name, sheet, read_row):
@@ -1710,15 +1726,25 @@ def parse_records(text, name, sheet, read_row):
 
 
 def parse_clients(text, name):
-    """The clients of clients.csv, in the sheet's order."""
-    return parse_records(text, name, "clients.csv", read_client)
+    """The clients of clients.csv, in the sheet's order: one row a client, so a name
+    (case aside) listed twice is a problem, not two clients."""
+    clients = parse_records(text, name, "clients.csv", read_client)
+    first = {}
+    problems = [f"{name}:{client.line}: client: {client.name!r} is listed already, on line "
+                f"{first[client.name.casefold()]}: one row a client"
+                for client in clients
+                if first.setdefault(client.name.casefold(), client.line) != client.line]
+    if problems:
+        raise DataError(problems)
+    return clients
 
 
 def read_client(row):
     client = Client(row.text("client", required=True), row.text("tier"),
                     row.amount("monthly_value"), row.text("billing_model"),
                     row.date("contract_start"), row.date("renewal_date"),
-                    row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES))
+                    row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES),
+                    row.line)
     if client.contract_start and client.renewal_date and \
             client.renewal_date < client.contract_start:
         row.problem("renewal_date", f"{client.renewal_date} is before the contract start, "
@@ -1737,6 +1763,7 @@ class Delivery(NamedTuple):
     days: Decimal | None
     price: Decimal | None
     costs: dict  # {category: dollars}; a cost left empty is not recorded, which is not 0
+    line: int  # in deliveries.csv, for messages
 
     @property
     def cost(self):
@@ -1755,7 +1782,8 @@ def read_delivery(row):
     return Delivery(row.date("date", required=True), row.text("vessel"), row.text("from"),
                     row.text("to"), row.amount("nautical_miles", "number"),
                     row.amount("days", "number"), row.amount("price"),
-                    {category: cost for category, cost in costs.items() if cost is not None})
+                    {category: cost for category, cost in costs.items() if cost is not None},
+                    row.line)
 
 
 class RentalEntry(NamedTuple):
@@ -1766,6 +1794,7 @@ class RentalEntry(NamedTuple):
     category: str  # the owner's word for an expense; grouped without regard to case
     amount: Decimal
     note: str
+    line: int  # in rental.csv, for messages
 
 
 def parse_rental(text, name):
@@ -1777,7 +1806,7 @@ def parse_rental(text, name):
 def read_rental_entry(row):
     return RentalEntry(row.date("date", required=True), row.choice("kind", RENTAL_KINDS),
                        row.text("category"), row.amount("amount", required=True),
-                       row.text("note"))
+                       row.text("note"), row.line)
 
 
 def read_sheet(path, parse):
@@ -1814,15 +1843,16 @@ def load_cycle_data(config, cycle, day, console):
     if problems:
         raise DataError(problems)
     snapshots, _ = read["figures.csv"]
+    records = {sheet: read[sheet][0] for sheet in RECORD_SHEETS}
     data = cycle_data(cycle, day, snapshots or (), read["items.csv"][0] or (),
                       read["targets.csv"][0] or {},
                       {sheet: digest for sheet, (_, digest) in read.items() if digest},
-                      records={sheet: read[sheet][0] for sheet in RECORD_SHEETS})
-    for warning in data_warnings(config.data, snapshots, data, cycle):
+                      records=records)
+    for warning in data_warnings(config.data, snapshots, data, records):
         console.warn(warning)
     for alert in unmeasured_alerts(config.data, snapshots, data, cycle):
         console.alert(alert)  # eight reports of nothing must reach cron's mail
-    snapshot = data.figures.snapshot
+    snapshot = data.figures.row
     console.step(f"data: {config.data.where}; figures "
                  f"{'as of ' + str(snapshot.as_of) if snapshot else 'none'}; "
                  f"{len(data.item_rows)} item row(s); sheets read: "
@@ -1830,7 +1860,7 @@ def load_cycle_data(config, cycle, day, console):
     return data
 
 
-def data_warnings(sheets, snapshots, data, cycle):
+def data_warnings(sheets, snapshots, data, records):
     """What the owner should hear about the sheets: a folder or figures that are not
     there, no snapshot for the cycle, rows dated far ahead (a typo), a count the items
     overrule, an item marked done that its figures deny."""
@@ -1840,7 +1870,7 @@ def data_warnings(sheets, snapshots, data, cycle):
     warnings = [f"warning: no items.csv in {where}: every item of the catalogue is open "
                 f"(--new-data {where} writes its first line)"
                 for _ in [sheets.folder] if sheets.folder and "items.csv" not in data.sheets]
-    warnings += far_ahead(sheets, snapshots or (), data)
+    warnings += far_ahead(sheets, snapshots or (), data, records)
     warnings += done_but_denied(data)
     if data.figures.snapshot is None:
         return warnings
@@ -1859,22 +1889,25 @@ def data_warnings(sheets, snapshots, data, cycle):
 def unmeasured_alerts(sheets, snapshots, data, cycle):
     """The alert, said even with --quiet, when the cycle has no figures at all: no
     figures file, one with no rows, or none dated on or before the cycle."""
+    snapshot = data.figures.snapshot
+    every = ("every figure the domain records do not give" if snapshot and snapshot.given
+             else "every figure")
     if sheets.folder is not None and not sheets.folder.is_dir():
         return [f"warning: no data folder at {sheets.where}: every figure reads 'not "
                 f"measured' and every item is open; start one with --new-data {sheets.where}"]
     if snapshots is None:
-        return [f"warning: no figures file at {sheets.figures}: every figure reads 'not "
+        return [f"warning: no figures file at {sheets.figures}: {every} reads 'not "
                 "measured'; start one with --new-data (or --metrics --csv-header)"]
     if not snapshots:
-        return [f"warning: figures file {sheets.figures} has no rows yet: every figure "
+        return [f"warning: figures file {sheets.figures} has no rows yet: {every} "
                 "reads 'not measured'; add this cycle's row"]
-    if data.figures.snapshot is None:
+    if snapshot is None or snapshot.from_records_alone:
         return [f"warning: figures file {sheets.figures} has no snapshot dated on or before "
-                f"cycle {cycle}: every figure reads 'not measured'"]
+                f"cycle {cycle}: {every} reads 'not measured'"]
     return []
 
 
-def far_ahead(sheets, snapshots, data):
+def far_ahead(sheets, snapshots, data, records):
     """A warning for each row dated more than a year after the cycle: a typo (2062 for
     2026) that would otherwise wait silently for its date."""
     if data.day is None:
@@ -1883,18 +1916,24 @@ def far_ahead(sheets, snapshots, data):
     rows = [(sheets.figures, s.line, s.as_of) for s in snapshots if s.as_of > limit]
     rows += [(sheets.path("items.csv"), r.line, r.as_of) for r in data.item_rows
              if r.as_of > limit]
+    rows += [(sheets.path(sheet), r.line, r.day) for sheet in ("deliveries.csv", "rental.csv")
+             for r in records.get(sheet) or () if r.day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
 
 
 def done_but_denied(data):
-    """A warning for each item items.csv marks done whose figures say otherwise."""
+    """A warning for each item items.csv marks done whose figures or records say
+    otherwise."""
     snapshot = data.figures.snapshot
     return [f"warning: items.csv marks {state.item.item_id} done, but the figures as of "
             f"{snapshot.as_of} do not show {state.item.metric} in order: one of them is out "
             "of date" for state in data.items.values()
             if state.status == "done" and state.closed_by is None and state.item.metric
-            and not state.item.once_measured and snapshot and denied(state.item, snapshot)]
+            and not state.item.once_measured and snapshot and denied(state.item, snapshot)
+            ] + [f"warning: items.csv marks {state.item.item_id} done, but {state.overruled}; "
+                 "the records win, so it stays open" for state in data.items.values()
+                 if state.overruled]
 
 
 def denied(item, snapshot):
@@ -1919,49 +1958,55 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
                      sheets or {}, clients=records.get("clients.csv"),
                      deliveries=records.get("deliveries.csv"),
                      rental=records.get("rental.csv"))
+    given = record_figures(data, day)
     figures = data.figures
+    if figures.snapshot is None and given:
+        alone = Snapshot(day, 0, {}, "")  # what the records give is measured all the same
+        figures = CycleFigures(alone, None, (alone,), (alone,))
     counted = {snapshot.as_of: with_counts(snapshot, item_states(data, snapshot.as_of,
-                                                                 snapshot))
+                                                                 snapshot),
+                                           record_figures(data, snapshot.as_of))
                for snapshot in (*figures.history, figures.previous) if snapshot}
-    given = record_figures(data)
     items = item_states(data, day, figures.snapshot and figures.snapshot._replace(
         counted=given))  # an item its record closes (or reopens) stands as the record says
     if figures.snapshot:
         counted[figures.snapshot.as_of] = with_counts(figures.snapshot, items, given)
 
     def recount(snapshot):
-        return snapshot and counted[snapshot.as_of]
+        return snapshot and counted.get(snapshot.as_of, snapshot)
 
     data = data._replace(figures=figures._replace(
         snapshot=recount(figures.snapshot), previous=recount(figures.previous),
-        history=tuple(map(recount, figures.history))), items=items)
+        history=tuple(map(recount, figures.history)), all=tuple(map(recount, figures.all))),
+        items=items)
     previous = data.figures.previous
     return data._replace(items_before=previous and item_states(data, previous.as_of,
                                                                 previous))
 
 
-def with_counts(snapshot, states, given=None):
-    """The snapshot with the figures these item states count, and any given."""
+def with_counts(snapshot, states, given):
+    """The snapshot with the figures these item states count, and those given."""
     return snapshot._replace(counted={
         **{metric.metric_id: open_count(states.values(), metric.counts)
-           for metric in METRICS if metric.counts}, **(given or {})})
+           for metric in METRICS if metric.counts}, **given}, given=frozenset(given))
 
 
-def record_figures(data):
-    """The figures the domain records give for the cycle, which win over the figures
-    sheet's: {metric id: figure}, for the records that are there."""
+def record_figures(data, day):
+    """The figures the domain records give as of day, which win over the figures
+    sheet's: {metric id: figure}, for the records there are.  clients.csv keeps no
+    history, so it gives the cycle's day alone its figures."""
     won = {}
-    if data.clients:  # a sheet with no rows leaves the figures sheet's in place
+    if data.clients and day == data.day:  # a sheet with no rows leaves the sheet's figures
         active = active_clients(data.clients)
         won["dc_active_clients"] = (Decimal(len(active)),) * 2
         won["revenue_dc"] = (billed_revenue(active),) * 2
-    if data.deliveries and data.day:
-        won["deliveries"] = (Decimal(len(dated_within(data.deliveries, data.day, 30))),) * 2
-        costs = [d.cost for d in data.deliveries if d.cost is not None]
+    deliveries = [d for d in data.deliveries or () if day and d.day <= day]
+    if deliveries:
+        won["deliveries"] = (Decimal(len(dated_within(deliveries, day, 30))),) * 2
+        costs = [d.cost for d in deliveries if d.cost is not None]
         won["cost_per_delivery"] = (mean(costs),) * 2 if costs else None  # none recorded
-    if data.rental and data.day:
-        month = month_before(data.day)
-        won["rental_net_income"] = (net_income(data.rental, month),) * 2
+    if any(day and e.day <= day for e in data.rental or ()):
+        won["rental_net_income"] = (net_income(data.rental, month_before(day)),) * 2
     return won
 
 
@@ -2015,7 +2060,8 @@ class ItemState(NamedTuple):
     note: str
     due: date | None
     dated: bool  # the due date is one somebody set, not the rolling plan's
-    closed_by: str | None = None  # "metric", or the id of the item that closed it
+    closed_by: str | None = None  # "metric", "sheet", or the id of the item that closed it
+    overruled: str | None = None  # why a record sheet keeps open what items.csv closed
 
 
 def item_states(data, day, snapshot):
@@ -2023,8 +2069,6 @@ def item_states(data, day, snapshot):
     owner's, each standing as its latest row dated on or before day leaves it; an open
     item whose metrics meet their targets in the snapshot is done."""
     items, latest, due = dict(ITEMS_BY_ID), {}, {}
-    records = {"clients.csv": data.clients, "rental.csv": data.rental,
-               "deliveries.csv": data.deliveries}
     for row in data.item_rows:  # oldest first: a later row wins
         if day is not None and row.as_of > day:
             break
@@ -2041,8 +2085,9 @@ def item_states(data, day, snapshot):
         state = ItemState(item, row.status if row else "open", row and row.as_of,
                           row.note if row else "", due.get(item_id) or planned_due(item, day),
                           item_id in due or isinstance(item.due, str))
-        if state.status == "open" and item.sheet and records.get(item.sheet):
-            state = state._replace(status="done", since=None, closed_by="sheet")
+        decided = state.status != "dropped" and record_decides(state, data)
+        if decided:
+            state = decided
         elif state.status == "open" and item.metric and all(
                 plan_met(METRICS_BY_ID[m], snapshot, item.once_measured)
                 for m in item.metric.split()):
@@ -2054,6 +2099,45 @@ def item_states(data, day, snapshot):
             states[item_id] = state._replace(status=other.status, since=other.since,
                                              closed_by=other.item.item_id)
     return states
+
+
+class RecordRule(NamedTuple):
+    """What a record sheet must show, once it has rows, for an item to be done."""
+
+    sheet: str
+    holds: object  # records -> bool
+    says: str  # what closes the item, as --items says it
+
+
+# The items a record sheet decides.  While the sheet has rows it wins over items.csv
+# both ways: the rule met closes the item, the rule failed keeps it open (a client
+# added with no renewal date reopens the client list).
+RECORD_RULES = {
+    "dc-client-list": RecordRule(
+        "clients.csv", lambda clients: all(c.contract_start and c.renewal_date
+                                           for c in active_clients(clients)),
+        "while clients.csv gives every active client a contract start and a renewal date"),
+    "dc-billing-model": RecordRule(
+        "clients.csv", lambda clients: all(c.billing_model for c in active_clients(clients)),
+        "while clients.csv gives every active client a billing model"),
+    "rental-rent-ledger": RecordRule(
+        "rental.csv", lambda entries: any(e.kind == "rent" for e in entries),
+        "once rental.csv records a rent payment"),
+}
+
+
+def record_decides(state, data):
+    """An item's state as its record sheet decides it, or None where no sheet does
+    (no rule, or a sheet with no rows)."""
+    rule = RECORD_RULES.get(state.item.item_id)
+    records = rule and data.records(rule.sheet)
+    if not records:
+        return None
+    if rule.holds(records):
+        return state._replace(status="done", since=None, closed_by="sheet")
+    return state._replace(status="open", since=None, overruled=(
+        f"{rule.sheet} does not show it (closed {rule.says})"
+        if state.status == "done" else None))
 
 
 def owner_item(item, row):
@@ -2076,7 +2160,7 @@ def check_freshness(figures, cycle, config, today, console, read_log):
     snapshot the last cycle sent.  Return the Refusal REPORT_DATA_REQUIRE_FRESH makes
     of that (StaleData), or None."""
     stale = []
-    snapshot = figures.snapshot
+    snapshot = figures.row
     if snapshot:
         age = ((parse_date(cycle) or today) - snapshot.as_of).days
         if age > config.data_max_age_days:
@@ -2618,8 +2702,8 @@ ${trends}
 ${expenses}
 
 ## Seasonal demand modelling
-San Diego demand is seasonal: summer and winter are modelled apart, from the
-occupancy recorded in each calendar month.
+San Diego demand is seasonal; its model is the mean occupancy of each calendar
+month over the years recorded.
 
 ${seasons}
 
@@ -2882,7 +2966,7 @@ def glance_table(report_id, data):
         now, before = figure_of(figures.snapshot, metric), figure_of(figures.previous, metric)
         target = target_of(metric, data, figures.snapshot)
         rows.append([metric.label, figure_text(now, metric.unit),
-                     change_text(metric, now, before, figures.previous is not None),
+                     change_text(metric, now, before, comparable(metric, figures)),
                      target_text(metric, target), status_of(metric, now, target)])
     return [Block("table", rows)] if len(rows) > 1 else []
 
@@ -2894,18 +2978,32 @@ def changes_since_last(report_id, data, items_now, items_before):
     if figures.snapshot is None:
         said = [Block("paragraph", ["No figures yet: nothing in this report is measured. "
                                     "Add this cycle's numbers to the figures sheet."])]
+    elif figures.snapshot.from_records_alone:
+        said = [Block("paragraph", ["No figures sheet row for this cycle: only what the "
+                                    "domain records give is measured. Add this cycle's "
+                                    "numbers to the figures sheet."])]
     elif figures.previous is None:
         said = [Block("paragraph", [f"The snapshot of {figures.snapshot.as_of} is the first: "
                                     "nothing to compare with yet."])]
     else:
         said = []
-    lines = [line for metric in metrics_of(report_id) if figures.previous
+    lines = [line for metric in metrics_of(report_id) if comparable(metric, figures)
              and (line := change_line(metric, data))]
     lines += item_changes(report_id, data.day, items_now, items_before)
     if lines:
         return said + [Block("bullets", lines)]
     return said or [Block("paragraph", [f"Nothing moved since the snapshot of "
                                         f"{figures.previous.as_of}."])]
+
+
+def comparable(metric, figures):
+    """Whether the cycle's figure of a metric can be set against the last snapshot's:
+    there is one, and both come from the same place (a count of clients.csv set
+    against the figures sheet's number is no change in the business)."""
+    if figures.previous is None:
+        return False
+    inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
+    return inputs & figures.snapshot.given == inputs & figures.previous.given
 
 
 def change_line(metric, data):
@@ -2963,7 +3061,7 @@ def closing_text(state):
     if state.closed_by == "metric":
         return "the figures show it"
     if state.closed_by == "sheet":
-        return f"{state.item.sheet} records it"
+        return f"{RECORD_RULES[state.item.item_id].sheet} records it"
     if state.closed_by:
         return f"closed with {state.closed_by}"
     return f"marked {state.status} {state.since}" + (f": {state.note}" if state.note else "")
@@ -3223,10 +3321,26 @@ def break_even_table(figures):
         Block("paragraph", ["Charters booked are not yet measured."])]
 
 
-def missing_record(sheet, row):
-    """The one line a report gives for a record sheet that is missing or empty."""
-    return [Block("paragraph", [f"No {sheet} rows yet: start the sheet with --new-data DIR "
-                                f"(its first line), then add a row {row}."])]
+# What a row of each record sheet is, for the line a report gives while it has none.
+RECORD_ROWS = {"clients.csv": "a row a client",
+               "deliveries.csv": "a row a delivery",
+               "rental.csv": "a row a rent payment or expense"}
+
+
+def missing_record(data, sheet, first=False):
+    """What a report says for a record sheet with no rows for the cycle: how to start
+    it, in the first section that needs it; in the others, that it has none."""
+    if not first:
+        return [Block("paragraph", [f"Nothing to show until {sheet} has rows (see above)."])]
+    if sheet not in data.sheets:
+        said = (f"No {sheet} yet: run --new-data on the data folder (it writes the first "
+                f"line of each sheet not there, and keeps the rest), then add "
+                f"{RECORD_ROWS[sheet]}.")
+    elif sheet == "clients.csv":
+        said = f"{sheet} has no rows yet: add {RECORD_ROWS[sheet]}."
+    else:
+        said = f"{sheet} has no rows dated on or before this cycle: add {RECORD_ROWS[sheet]}."
+    return [Block("paragraph", [said])]
 
 
 def money_text(value):
@@ -3236,12 +3350,13 @@ def money_text(value):
 def clients_book(data):
     """The DC portfolio's counts, from clients.csv, which wins over the figures sheet."""
     if not data.clients:
-        return missing_record("clients.csv", "a client")
+        return missing_record(data, "clients.csv", first=True)
     active = active_clients(data.clients)
     return [Block("paragraph", [
         f"Active clients: {len(active)} of {len(data.clients)}; billed "
         f"{money_text(billed_revenue(active))} a month (clients.csv, which wins over the "
-        "figures sheet's dc_active_clients and revenue_dc)."])]
+        "figures sheet's dc_active_clients and revenue_dc; it keeps no history, so their "
+        "change since the last report is not shown)."])]
 
 
 def billing_gap(client, day):
@@ -3264,7 +3379,7 @@ def days_until(day, today):
 def billing_gaps(data):
     """The active clients with a billing gap, named with it."""
     if not data.clients:
-        return missing_record("clients.csv", "a client")
+        return missing_record(data, "clients.csv")
     gaps = [f"{client.name}: {gap}." for client in active_clients(data.clients)
             if (gap := billing_gap(client, data.day))]
     return [Block("numbered", gaps)] if gaps else [
@@ -3274,7 +3389,7 @@ def billing_gaps(data):
 def renewal_calendar(data):
     """Active clients renewing in the next 90 days, by date; those within 60 flagged."""
     if not data.clients:
-        return missing_record("clients.csv", "a client")
+        return missing_record(data, "clients.csv")
     rows = [["Renewal", "Client", "Tier", "Monthly value", "In"]]
     for client in sorted(active_clients(data.clients), key=lambda c: c.renewal_date or date.max):
         days = days_until(client.renewal_date, data.day)
@@ -3289,30 +3404,31 @@ def renewal_calendar(data):
 def tier_revenue(data):
     """Active clients' monthly value by tier, and each tier's share."""
     if not data.clients:
-        return missing_record("clients.csv", "a client")
-    tiers = {}
+        return missing_record(data, "clients.csv")
+    tiers, names = {}, {}
     for client in active_clients(data.clients):
-        tier = tiers.setdefault(client.tier or "no tier", [0, Decimal(0)])
+        key = (client.tier or "no tier").casefold()  # Gold and gold are one tier
+        names.setdefault(key, client.tier or "no tier")
+        tier = tiers.setdefault(key, [0, Decimal(0)])
         tier[0] += 1
         tier[1] += client.monthly_value or 0
     if not tiers:
         return [Block("paragraph", ["No client is active."])]
     total = sum((value for _, value in tiers.values()), Decimal(0))
     rows = [["Tier", "Clients", "Monthly value", "Share"]]
-    for name, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
+    for key, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
         share = f"{value / total * 100:.0f}%" if total else "-"
-        rows.append([name, str(count), money_text(value), share])
+        rows.append([names[key], str(count), money_text(value), share])
     rows.append(["All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
                  "100%" if total else "-"])
-    return [Block("table", rows)] if tiers else [
-        Block("paragraph", ["No client is active."])]
+    return [Block("table", rows)]
 
 
 def churn_risks(data):
     """The clients at risk of leaving, each with its reason, by the rules stated below
     the list (and in docs/data.md)."""
     if not data.clients:
-        return missing_record("clients.csv", "a client")
+        return missing_record(data, "clients.csv")
     risks = []
     for client in data.clients:
         gap = billing_gap(client, data.day)
@@ -3334,7 +3450,7 @@ def delivery_figures(data):
     """The deliveries of the last 30 and 90 days, cost per delivery, per nautical mile,
     margin per delivery, and the latest delivery against the mean."""
     if not data.deliveries:
-        return missing_record("deliveries.csv", "a delivery")
+        return missing_record(data, "deliveries.csv", first=True)
     costed = [d for d in data.deliveries if d.cost is not None]
     said = Block("paragraph", ["Deliveries a month and the cost per delivery come from "
                                "deliveries.csv, which wins over the figures sheet's "
@@ -3351,7 +3467,7 @@ def delivery_figures(data):
         Decimal("0.01")) if sailed else None
     rows.append([f"Cost per nautical mile ({len(sailed)} with miles)", money_text(per_mile)])
     priced = [d for d in costed if d.price is not None]
-    rows.append([f"Margin per delivery (mean of {len(priced)} priced)",
+    rows.append([f"Margin per delivery (mean of {len(priced)} priced and costed)",
                  money_text(mean([d.price - d.cost for d in priced]) if priced else None)])
     if costed:
         latest, average = costed[-1], mean([d.cost for d in costed])
@@ -3365,7 +3481,7 @@ def delivery_figures(data):
 def cost_split(data):
     """Recorded delivery costs by category, with each one's share."""
     if not data.deliveries:
-        return missing_record("deliveries.csv", "a delivery")
+        return missing_record(data, "deliveries.csv")
     totals = {category: sum((d.costs[category] for d in data.deliveries
                              if category in d.costs), Decimal(0))
               for category in DELIVERY_COSTS}
@@ -3382,7 +3498,7 @@ def cost_split(data):
 def capacity_table(data):
     """Deliveries a month against the capacity the figures give (delivery_capacity)."""
     if not data.deliveries or data.day is None:
-        return missing_record("deliveries.csv", "a delivery")
+        return missing_record(data, "deliveries.csv")
     months = recent_months(data, (d.day for d in data.deliveries), 6)
     rows = [["Month", "Deliveries", "Capacity", "Used"]]
     for month in months:
@@ -3401,10 +3517,16 @@ def capacity_table(data):
 def recent_months(data, days, most=12):
     """The cycle's month and those before it, at most `most`, from the first month with
     a record."""
-    index = data.day.year * 12 + data.day.month - most  # the month before the first
-    earliest = f"{index // 12}-{index % 12 + 1:02d}"
-    first = max(min(map(month_of, days), default=month_of(data.day)), earliest)
+    first = max(min(map(month_of, days), default=month_of(data.day)),
+                first_month(data.day, most))
     return month_range(first, month_of(data.day))
+
+
+def first_month(day, months):
+    """The first of the `months` months that end with day's: "2025-12" for 12 months
+    to 2026-11-30."""
+    index = day.year * 12 + day.month - months  # the month before the first, from 0
+    return f"{index // 12}-{index % 12 + 1:02d}"
 
 
 def month_target(metric, data, month):
@@ -3420,23 +3542,29 @@ def month_target(metric, data, month):
 def rent_table(data):
     """Rent received, rent due, expenses and net income by month, for the last 12."""
     if not data.rental or data.day is None:
-        return missing_record("rental.csv", "a rent payment or expense")
+        return missing_record(data, "rental.csv", first=True)
     months = recent_months(data, (e.day for e in data.rental))
     said = Block("paragraph", ["Net rent a month (the last whole month's) comes from "
                                "rental.csv, which wins over the figures sheet's "
                                "rental_net_income."])
     rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
     for month in months:
-        rent = sum((e.amount for e in data.rental if e.kind == "rent"
-                    and month_of(e.day) == month), Decimal(0))
-        spent = sum((e.amount for e in data.rental if e.kind == "expense"
-                     and month_of(e.day) == month), Decimal(0))
+        entries = [e for e in data.rental if month_of(e.day) == month]
+        rent = sum((e.amount for e in entries if e.kind == "rent"), Decimal(0))
+        spent = sum((e.amount for e in entries if e.kind == "expense"), Decimal(0))
         due = figure_by_month(data, "rent_due", month)
-        rent_cell = money_text(rent) if due is None else Status(
-            money_text(rent), "good" if rent >= due else "bad")
-        rows.append([month, rent_cell, money_text(due), money_text(spent),
-                     money_text(rent - spent)])
+        rows.append([month, rent_cell(rent, due, month == month_of(data.day)),
+                     money_text(due), money_text(spent),
+                     money_text(rent - spent) if entries else "-"])
     return [Block("table", rows), said]
+
+
+def rent_cell(rent, due, in_progress):
+    """A month's rent against the rent due: short is flagged once the month is over
+    (rent due on the 1st is not late on the 1st)."""
+    if due is None or (in_progress and rent < due):
+        return money_text(rent) + (" so far" if in_progress and due else "")
+    return Status(money_text(rent), "good" if rent >= due else "bad")
 
 
 def figure_by_month(data, metric_id, month):
@@ -3452,8 +3580,8 @@ def figure_by_month(data, metric_id, month):
 def expense_table(data):
     """Expenses by category (the owner's words, case aside): this month and the last 12."""
     if not data.rental or data.day is None:
-        return missing_record("rental.csv", "a rent payment or expense")
-    first = month_of(data.day - timedelta(days=334))
+        return missing_record(data, "rental.csv")
+    first = first_month(data.day, 12)  # the rent table's twelve months
     names, sums = {}, {}
     for entry in data.rental:
         if entry.kind != "expense" or month_of(entry.day) < first:
@@ -3511,10 +3639,19 @@ def seasonal_table(data):
     rows += [[date(2000, int(number), 1).strftime("%B"),
               amount_text((sum(values) / len(values)).quantize(Decimal("0.1")), "percent"),
               str(len(values))] for number, values in sorted(by_month.items())]
-    said = [] if len(by_month) == 12 else [Block("paragraph", [
-        f"Not enough data for a seasonal model: {len(recorded)} month(s) of occupancy are "
-        f"recorded, since {min(recorded)}; the table fills in as a full year is measured."])]
-    return said + [Block("table", rows)]
+    span = len(month_range(min(recorded), max(recorded)))
+    unmeasured_months = [date(2000, number, 1).strftime("%B") for number in range(1, 13)
+                         if f"{number:02d}" not in by_month]
+    if span < 12:
+        said = [f"Not enough data for a seasonal model: {len(recorded)} month(s) of "
+                f"occupancy are recorded, since {min(recorded)}, less than a year; the table "
+                "fills in as a full year is measured."]
+    elif unmeasured_months:
+        said = [f"No occupancy is recorded for {', '.join(unmeasured_months)}: those "
+                "months have no mean yet."]
+    else:
+        said = []
+    return ([Block("paragraph", said)] if said else []) + [Block("table", rows)]
 
 
 def valuation_text(data):
@@ -3568,7 +3705,8 @@ def report_values(report_id, data, used=(), **given):
         **{name: (lambda value=value: value) for name, value in given.items()},
         "figures_line": lambda: (f"as of {snapshot.as_of}" + (
             f" ({snapshot.note})" if snapshot.note else "")
-            if snapshot else "none yet (no figures file)"),
+            if figures.row else "none for this cycle in the figures sheet" + (
+                "; the domain records give theirs" if snapshot else "")),
         "missing_count": lambda: str(len(unmeasured(figures))),
         "metric_count": lambda: str(len(MEASURED_METRICS)),
         "email_list": lambda: shown("email_list_size", "size not measured", " people"),
@@ -4007,7 +4145,7 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
                           body=render_text(blocks),
                           html=render_html(blocks, title) if with_html else "",
                           to=tuple(to), bcc=tuple(bcc), variant=variant,
-                          snapshot=data.figures.snapshot, sheets=data.sheets)
+                          snapshot=data.figures.row, sheets=data.sheets)
 
 
 def report_eml(report, config, now):
@@ -5696,7 +5834,7 @@ def item_catalogue():
                if isinstance(item.due, int) and item.due < AGENDA_DAYS
                else f"due {item.due} days into each cycle" if isinstance(item.due, int)
                else f"due {item.due}" if item.due else "")
-        closes = (f"closed once {item.sheet} has a row" if item.sheet
+        closes = (f"closed {RECORD_RULES[item.item_id].says}" if item.item_id in RECORD_RULES
                   else f"closed once {item.metric} is measured" if item.once_measured
                   else f"closed when {item.metric} meet(s) the target" if item.metric
                   else f"closed with {item.with_item}" if item.with_item else "")

@@ -3,12 +3,13 @@ DangerousCentaur portfolio), deliveries.csv (Expert Yacht Delivery) and rental.c
 (3028 51st St).  Asserted on what the SES server received."""
 
 import csv
+import json
 import re
 
 import pytest
 
 import send_exec_reports as ser
-from test_owner_data import CYCLE, add_rows, section, send, write_sheet
+from test_owner_data import CYCLE, SENDER, add_rows, received, section, send, write_sheet
 
 CLIENTS = ["client", "tier", "monthly_value", "billing_model", "contract_start",
            "renewal_date", "last_invoiced", "status", "owner's own column"]
@@ -86,7 +87,7 @@ def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
     # 3,280.50 of cost over 235.5 nautical miles.
     assert "Cost per nautical mile (3 with miles) $13.93" in figures
     # Margins: 1,000; 729.50; 690.
-    assert "Margin per delivery (mean of 3 priced) $806.50" in figures
+    assert "Margin per delivery (mean of 3 priced and costed) $806.50" in figures
     assert "Latest, 2026-11-20 Tern $1,210: $116.50 above the mean" in figures
     split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
     assert "fuel $920.50 28% 3 of 4" in split and "crew $1,950 59% 3 of 4" in split
@@ -156,9 +157,20 @@ def test_the_seasons_say_when_there_is_not_a_year_of_occupancy(run_script, ses):
 def test_a_missing_or_empty_record_sheet_is_one_line_in_its_report(run_script, ses):
     (run_script.data / "clients.csv").unlink()
     write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [])
-    said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
-    assert "No clients.csv rows yet: start the sheet with --new-data DIR" in said["dc-portfolio"]
-    assert "No deliveries.csv rows yet" in said["yacht-delivery"]
+    write_sheet(run_script.data / "rental.csv", RENTAL, [["2027-01-05", "rent", "", "2400", ""]])
+    said = send(run_script, ses, "dc-portfolio", "yacht-delivery", "rental-3028")
+    # Said once, in the first section that needs the sheet; the others point up to it.
+    for report, sheet, line, sections in (
+            ("dc-portfolio", "clients.csv", "No clients.csv yet: run --new-data on the data "
+             "folder", 4),
+            ("yacht-delivery", "deliveries.csv", "deliveries.csv has no rows dated on or "
+             "before this cycle: add a row a delivery.", 2),
+            ("rental-3028", "rental.csv", "rental.csv has no rows dated on or before this "
+             "cycle: add a row a rent payment or expense.", 1)):
+        assert said[report].count(line) == 1, report
+        assert said[report].count("--new-data") == (report == "dc-portfolio"), report
+        assert said[report].count(f"Nothing to show until {sheet} has rows (see above)."
+                                  ) == sections, report
 
 
 BAD_RECORDS = {
@@ -235,3 +247,150 @@ def test_a_record_sheet_with_no_rows_leaves_the_figures_in_place(run_script, ses
     said = send(run_script, ses, "dc-portfolio", "rental-3028")
     assert "DC active clients 5 " in said["dc-portfolio"]
     assert "Net rent/month $1,850 " in said["rental-3028"]
+
+
+# --- The records win, and say what they cannot compare ---------------------------------------
+
+
+def test_the_records_win_when_the_figures_sheet_has_no_row_for_the_cycle(run_script, ses):
+    write_clients(run_script)
+    header = run_script.figures.read_text().splitlines()[0]
+    run_script.figures.write_text(header + "\n")
+    text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+    assert "No figures sheet row for this cycle: only what the domain records give" in text
+    assert re.search(r"DC active clients 4 ", text)
+    assert re.search(r"DC billed/month \$3,300.50", text)
+    assert "figures none for this cycle in the figures sheet; the domain records give" in text
+    record = json.loads(run_script.audit_log.read_text().splitlines()[-1])
+    assert record["data_as_of"] is None  # no row of the figures sheet was sent
+
+
+def test_the_cfo_revenue_table_takes_the_dc_revenue_of_the_clients(run_script, ses):
+    write_clients(run_script)
+    text = send(run_script, ses, "cfo", cycle="2026-11-30")["cfo"]
+    # November's DC row: clients.csv bills $3,300.50, not the figures sheet's $3,400.
+    assert re.search(r"2026-11 DC \$3,400 \$3,300.50 ▼ behind, -\$99.50", text), text
+
+
+def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_script, ses):
+    write_clients(run_script)  # 4 active; the figures sheet said 5 last time
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-10", "Gull", "A", "B", "60", "1", "1800", "300", "600", "", ""],
+        ["2026-11-20", "Tern", "A", "B", "60", "1", "1800", "300", "600", "", ""],
+        ["2026-11-30", "Wren", "A", "B", "60", "1", "1800", "300", "600", "", ""],
+    ])
+    said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
+    changes = section(said["dc-portfolio"], "Since the last report", "At a glance")
+    assert "DC active clients" not in changes and "DC billed" not in changes
+    assert re.search(r"DC active clients 4 - ", said["dc-portfolio"])
+    # Deliveries are dated, so the last snapshot's date has its count from the sheet too:
+    # 1 in the 30 days to the last snapshot (2026-11-15), 3 in the 30 days to the cycle.
+    changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
+    assert "Deliveries/month: 1 to 3." in changes
+
+
+def test_the_expense_year_is_the_rent_tables_twelve_months(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-01-31", "expense", "Roof", "999", "the month before the twelve"],
+        ["2026-02-01", "expense", "HVAC", "100", "the first of the twelve"],
+        ["2027-01-05", "rent", "", "1000", ""],
+    ])
+    text = send(run_script, ses, "rental-3028", cycle="2027-01-31")["rental-3028"]
+    months = section(text, "Rental revenue visibility", "Trends over the last")
+    assert "2026-02 $0 - $100 -$100" in months and "2026-01" not in months
+    assert "2026-06 $0 - $0 -" in months  # no entry that month: no net income to show
+    expenses = section(text, "Expense tracking by maintenance category", "Seasonal demand")
+    assert "HVAC $0 $100" in expenses and "Roof" not in expenses
+
+
+def test_the_rent_of_a_month_not_over_is_not_yet_late(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-11-01", "rent", "", "2000", "paid short"],
+        ["2026-12-01", "rent", "", "1000", "due today, half paid so far"]])
+    months = section(send(run_script, ses, "rental-3028")["rental-3028"],
+                     "Rental revenue visibility", "Trends over the last")
+    assert "2026-11 ▼ $2,000 $2,400" in months  # November is over: short
+    assert "2026-12 $1,000 so far $2,400 $0 $1,000" in months
+
+
+def test_a_record_dated_far_past_the_cycle_is_warned_of(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-11-01", "rent", "", "2400", ""], ["2062-11-03", "expense", "HVAC", "80", ""]])
+    ses.verify(SENDER)
+    result = run_script("--only", "rental-3028", "--cycle", CYCLE)
+    assert result.returncode == 0
+    assert (f"warning: {run_script.data / 'rental.csv'} line 3: dated 2062-11-03, more than a "
+            "year after the cycle") in result.stderr
+
+
+def test_a_record_sheets_columns_come_in_any_order(run_script, ses):
+    order = [4, 0, 1, 2, 3]  # note first, date in the middle
+    write_sheet(run_script.data / "rental.csv", [RENTAL[i] for i in order],
+                [[row[i] for i in order] for row in [
+                    ["2026-11-01", "rent", "", "2400", "November"],
+                    ["2026-11-08", "expense", "HVAC", "80", ""]]])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    assert "2026-11 ✓ $2,400 $2,400 $80 $2,320" in text
+
+
+def test_a_client_listed_twice_is_a_bad_row(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["Alder", "Gold", "2000", "retainer", "", "", "2026-11-20", "active"],
+        ["alder ", "Gold", "2000", "retainer", "", "", "2026-11-20", "active"]])
+    result = run_script("--only", "dc-portfolio", "--cycle", CYCLE)
+    assert result.returncode == 65
+    assert (f"{run_script.data / 'clients.csv'}:3: client: 'alder' is listed already, on "
+            "line 2: one row a client") in result.stderr
+    assert not ses.messages()
+
+
+def test_tiers_are_grouped_without_regard_to_case(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["Alder", "Gold", "2000", "retainer", "", "", "2026-11-20", "active"],
+        ["Birch", "gold", "1000", "retainer", "", "", "2026-11-20", "active"]])
+    text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+    tiers = section(text, "Revenue recognition by client tier", "Contract renewal calendar")
+    assert "Gold 2 $3,000 100%" in tiers and "gold" not in tiers
+
+
+def test_the_records_decide_the_items_they_list(run_script, ses):
+    """The client list is done while every active client has its dates, the billing
+    model while every one has a model, the rent ledger once rent is recorded; a record
+    that denies what items.csv marks done keeps the item open, and says so."""
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["Alder", "Gold", "2000", "retainer", "2025-01-01", "2027-01-01", "2026-11-20",
+         "active"]])
+    write_sheet(run_script.data / "rental.csv", RENTAL, [["2026-11-08", "expense", "HVAC",
+                                                          "80", ""]])
+    said = send(run_script, ses, "dc-portfolio", "rental-3028")
+    assert "Every client is listed with start date, term and renewal date" in said[
+        "dc-portfolio"]
+    assert "DC has a billing model" in said["dc-portfolio"]
+    assert "Rent is not recorded in a ledger." in said["rental-3028"]  # an expense alone
+    add_rows(run_script.data / "clients.csv",
+             [["Birch", "Silver", "500", "", "", "", "", "active"]])
+    add_rows(run_script.items, [["2026-11-30", "dc-client-list", "done", "", "", "", "", ""]])
+    ses.verify(SENDER)
+    result = run_script("--only", "dc-portfolio", "--cycle", CYCLE, "--force")
+    assert result.returncode == 0
+    assert ("warning: items.csv marks dc-client-list done, but clients.csv does not show it "
+            "(closed while clients.csv gives every active client a contract start and a "
+            "renewal date); the records win, so it stays open") in result.stderr
+    text = received(ses, "dc-portfolio")
+    assert "No client list with start dates, terms and renewal dates is kept." in text
+    assert "client work is delivered without a rate card" in text  # Birch has no model
+
+
+def test_the_seasons_need_a_year_not_every_month(run_script, ses):
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    header, kept = rows[0], []
+    for month in [f"2025-{m:02d}" for m in range(9, 13)] + [f"2026-{m:02d}"
+                                                             for m in range(1, 11) if m != 3]:
+        row = [""] * len(header)
+        row[0], row[header.index("rental_occupancy")] = f"{month}-28", "70"
+        kept.append(row)
+    write_sheet(run_script.figures, header, kept + rows[2:])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    seasons = section(text, "Seasonal demand modelling", "Occupancy rate targets")
+    assert "Not enough data" not in seasons
+    assert "No occupancy is recorded for March: those months have no mean yet." in seasons

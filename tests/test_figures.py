@@ -132,7 +132,7 @@ def test_no_figures_file_is_a_warning_and_every_figure_reads_not_measured(run_sc
     assert result.returncode == 0
     assert result.stderr.count(f"no figures file at {run_script.figures}") == 1
     [message] = ses.messages()
-    assert "not measured" in message["body"] and "none yet (no figures file)" in message["body"]
+    assert "not measured" in message["body"] and "none for this cycle in the figures sheet" in message["body"]
 
 
 def test_a_figures_file_saved_as_excel_csv_utf8_is_read(run_script):
