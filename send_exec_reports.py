@@ -9,6 +9,7 @@ Usage:
     python3 send_exec_reports.py --preview-dir preview   # .eml and .html files
     python3 send_exec_reports.py --variant b     # the one-screen brief, to list B
     python3 send_exec_reports.py --history       # what the last cycles sent
+    python3 send_exec_reports.py --status        # the last cycle sent; is one overdue?
     python3 send_exec_reports.py --quiet         # for cron: silent unless a problem
     python3 send_exec_reports.py --list          # the report ids and titles
     python3 send_exec_reports.py --metrics       # the figures file's columns
@@ -28,6 +29,10 @@ at a time holds a lock beside the log.  A send SES confirmed is never repeated;
 one it had not yet confirmed when the run died may be (SES has no idempotency
 key), so delivery is at least once for that single in-flight report.
 
+With REPORT_SCHEDULE (the days a cycle falls due), run it hourly: each cycle is
+sent once; a failed run emails a notice to REPORT_ALERT_EMAIL, and
+REPORT_HEARTBEAT_URL hears from every run (docs/operations.md).
+
 Exit codes: EXIT_CODES below, which --help prints; docs/operations.md says what
 to do about each.
 
@@ -44,6 +49,7 @@ banner per section:
     the audit log       its records, the ledger it keeps, the run lock
     SES                 the clients, sending, and the preflight
     the run             pacing, stop signals, clock, console, one cycle's sends
+    the schedule        due cycles, missed ones, the alarms, --status
     command line        the parser, run() and main()
 Where a constant lives: shared policy (read by more than one section) at the
 top; a constant that one section uses at the head of that section.
@@ -111,7 +117,10 @@ EXIT_CODES = {
                     "list); stderr says what to fix"),
     "transient": (os.EX_TEMPFAIL, "SES unreachable, busy or out of quota, or another run "
                                   "holds the lock; safe to run again later"),
-    "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle"),
+    "overdue": (1, "--status: a cycle that fell due is not fully sent REPORT_OVERDUE_HOURS "
+                   "after it fell due"),
+    "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle (or, "
+                       "with REPORT_SCHEDULE, none was due)"),
 }
 
 # The signals that stop a run (Ctrl-C; a scheduler's time limit, logout or
@@ -421,6 +430,8 @@ DEFAULT_MAX_ATTEMPTS = 4
 RETRY_MODES = ("standard", "adaptive", "legacy")
 
 DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
+DEFAULT_OVERDUE_HOURS = 24  # --status: a due cycle not sent this long after is overdue
+NO_ALERT = "none"  # REPORT_ALERT_EMAIL=none: no failure notice by email
 
 # Redaction's rule: only values at least this long are taken out.  Real
 # credentials are long (an access key id is 16 to 128 characters, a secret key
@@ -428,7 +439,7 @@ DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
 # and taking it out would mangle every word that contains it.
 MIN_SECRET_LENGTH = 16
 
-SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token")
+SECRET_FIELDS = ("access_key_id", "secret_access_key", "session_token", "heartbeat_url")
 
 
 class Config(NamedTuple):
@@ -450,6 +461,12 @@ class Config(NamedTuple):
     data: "DataSheets | None" = None  # where the owner's sheets are
     data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
     data_require_fresh: bool = False
+    schedule: tuple = ()  # REPORT_SCHEDULE: the days of the month a cycle falls due
+    timezone: object = None  # REPORT_TIMEZONE, a ZoneInfo; None: the machine's own zone
+    overdue_hours: int = DEFAULT_OVERDUE_HOURS
+    alert_email: str | None = None  # where a failure notice goes (REPORT_ALERT_EMAIL, else
+    # the BCC); None: REPORT_ALERT_EMAIL=none, no notice
+    heartbeat_url: str | None = None  # REPORT_HEARTBEAT_URL: a secret, never shown
     credential_origin: str | None = None  # where explicit keys came from, never the keys
     access_key_id: str | None = None  # the three secrets: never shown, see __repr__
     secret_access_key: str | None = None
@@ -470,8 +487,10 @@ class Config(NamedTuple):
 
     @property
     def secrets(self):
+        """What redaction takes out: the keys, and the heartbeat URL with its path (a
+        dead-man's switch's URL is its password)."""
         return tuple(s for s in (self.access_key_id, self.secret_access_key,
-                                 self.session_token) if s)
+                                 self.session_token, *url_secrets(self.heartbeat_url)) if s)
 
     def recipients(self, report_id):
         """One report's To and BCC; the BCC is left out where it is a To already."""
@@ -582,10 +601,13 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
     routes = report_routes(settings, variant)
     retries, retry_problems = retry_setting(settings)
     (max_age, require_fresh), freshness_problems = freshness_settings(settings)
+    (schedule, zone, overdue), schedule_problems = schedule_settings(settings)
+    (alert_email, heartbeat_url), alarm_problems = alarm_settings(settings)
     problems = [*unreadable_values(settings), *required_problems(settings),
                 *routing_problems(settings, variant, routes),
                 *configuration_set_problems(settings), *endpoint_problems(settings),
-                *retry_problems, *freshness_problems, *credential_problems(settings)]
+                *retry_problems, *freshness_problems, *schedule_problems, *alarm_problems,
+                *credential_problems(settings)]
     problems = problems or recipient_limit_problems(routes, variant)
     if problems:
         raise ConfigError(problems)
@@ -613,6 +635,12 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         data=data,
         data_max_age_days=max_age,
         data_require_fresh=require_fresh,
+        schedule=schedule,
+        timezone=zone,
+        overdue_hours=overdue,
+        alert_email=None if (alert_email or "").lower() == NO_ALERT
+        else alert_email or value("AWS_BCC_EMAIL"),
+        heartbeat_url=heartbeat_url,
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -873,6 +901,88 @@ def freshness_settings(settings):
     if problems:
         return (None, None), problems
     return (int(age) if age else DEFAULT_MAX_AGE_DAYS, fresh in TRUE_WORDS), []
+
+
+def schedule_settings(settings):
+    """((due days, time zone, overdue hours), problems) from REPORT_SCHEDULE,
+    REPORT_TIMEZONE and REPORT_OVERDUE_HOURS; --status reads them too."""
+    problems = []
+    written = setting(settings, "REPORT_SCHEDULE")
+    days = [day.strip() for day in written.split(",")] if written else []
+    if not all(re.fullmatch(r"[0-9]{1,2}", day) and 1 <= int(day) <= 31 for day in days):
+        problems.append(f"REPORT_SCHEDULE {written[:40]!r} is not days of the month from 1 "
+                        "to 31, separated by commas (for example 1,15)")
+    zone, zone_problem = time_zone(setting(settings, "REPORT_TIMEZONE"))
+    problems += [zone_problem] if zone_problem else []
+    hours = setting(settings, "REPORT_OVERDUE_HOURS")
+    if hours and not (re.fullmatch(r"[0-9]{1,4}", hours) and 1 <= int(hours) <= 8784):
+        problems.append(f"REPORT_OVERDUE_HOURS {hours[:20]!r} is not a number of hours from "
+                        "1 to 8784")
+    if problems:
+        return (None, None, None), problems
+    return (tuple(sorted({int(day) for day in days})), zone,
+            int(hours) if hours else DEFAULT_OVERDUE_HOURS), []
+
+
+def time_zone(name):
+    """(ZoneInfo, None) for an IANA zone name, (None, None) for none, else (None, why)."""
+    if not name:
+        return None, None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name), None
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: a path such as ../x
+        return None, (f"REPORT_TIMEZONE {name[:40]!r} is not an IANA time zone (for example "
+                      "America/Los_Angeles; the machine's own zone where it is not set)")
+
+
+def alarm_settings(settings):
+    """((alert address, heartbeat URL), problems) from REPORT_ALERT_EMAIL and
+    REPORT_HEARTBEAT_URL.  The URL is a secret: no message quotes it."""
+    problems = []
+    alert = setting(settings, "REPORT_ALERT_EMAIL")
+    problem = alert and alert.lower() != NO_ALERT and address_problem(alert)
+    if problem:
+        problems.append(f"REPORT_ALERT_EMAIL {problem}")
+    url = setting(settings, "REPORT_HEARTBEAT_URL")
+    problem = url and (heartbeat_url_problem(url))
+    if problem:
+        problems.append(f"REPORT_HEARTBEAT_URL {problem} (the value is not shown)")
+    return (alert or None, url or None), problems
+
+
+def heartbeat_url_problem(url):
+    """Why a heartbeat URL cannot be used, or None: https only, but for a loopback
+    address (a local monitor, the tests), so that its secret never crosses a network
+    in clear."""
+    from urllib.parse import urlsplit
+
+    problem = url_problem(url)
+    if problem or url.lower().startswith("https://") or loopback_host(urlsplit(url).hostname):
+        return problem
+    return "must be an https:// URL (http only to a loopback address)"
+
+
+def loopback_host(host):
+    """True for localhost and a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def url_secrets(url):
+    """A secret URL and the parts of it that an error message may quote alone: its path
+    and each long part of it."""
+    if not url:
+        return ()
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.strip("/")
+    return (url, path, *(part for part in path.split("/") if part != path))
 
 
 def credential_problems(settings):
@@ -4187,7 +4297,9 @@ OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(No
                           "error": (dict, type(None)), "to": list, "bcc": list,
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
                           "suppressed": list, "sheets": dict}
-RECORD_STATUSES = ("sent", "failed", "skipped")
+# A report's record is sent, failed or skipped; a cycle's own records say it was
+# missed (its due date passed unsent) or that a failure notice went out for it.
+RECORD_STATUSES = ("sent", "failed", "skipped", "missed", "notice")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 # Below this much free space, the next record might not fit: send nothing more.
 AUDIT_LOG_MIN_FREE_BYTES = 64 * 1024
@@ -4301,22 +4413,29 @@ def read_ledger(path, cycle, variant):
     record, and a torn or foreign line in the log's last MiB (where a crash
     leaves one), is skipped with a warning naming its line.
     """
+    records, warnings = cycle_records(path, cycle)
+    return {record["report"]: record.get("message_id") for record in records
+            if record.get("variant", "a") == variant and record["status"] == "sent"}, warnings
+
+
+def cycle_records(path, cycle):
+    """(the records of one cycle, oldest first, and a warning for each line it had to
+    skip), as read_ledger reads them."""
     log = open_audit_log_to_read(path)
     if log is None:
-        return {}, []
+        return [], []
     needle = b'"' + cycle.encode()  # how JSON starts the cycle; cycles need no escapes
-    sent, skipped = {}, []  # skipped: (byte offset, why)
+    records, skipped = [], []  # skipped: (byte offset, why)
     with log:
         for offset, line in ledger_lines(log, needle):
             record, problem = parsed_record(line)
             if problem:
                 skipped.append((offset, problem))
-            elif (record["cycle"] == cycle and record.get("variant", "a") == variant
-                  and record["status"] == "sent"):
-                sent[record["report"]] = record.get("message_id")
+            elif record["cycle"] == cycle:
+                records.append(record)
         numbers = line_numbers(log, [offset for offset, _ in skipped])
-    return sent, [f"warning: audit log {path} line {number} is {problem}; ignored, not "
-                  "rewritten" for number, (_, problem) in zip(numbers, skipped)]
+    return records, [f"warning: audit log {path} line {number} is {problem}; ignored, not "
+                     "rewritten" for number, (_, problem) in zip(numbers, skipped)]
 
 
 def ledger_lines(log, needle):
@@ -4571,6 +4690,11 @@ SES_READ_TIMEOUT_SECONDS = 20
 PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
 PREFLIGHT_READ_TIMEOUT_SECONDS = 3
+
+# A failure notice is best effort: one try, and a short wait, after a run that failed.
+NOTICE_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+NOTICE_CONNECT_TIMEOUT_SECONDS = 5
+NOTICE_READ_TIMEOUT_SECONDS = 10
 # Its questions are asked at once, this many at a time (and as many connections);
 # however many recipients there are, what is still unanswered after the deadline
 # is given up on, and said.
@@ -4610,10 +4734,12 @@ class SesClients:
     (a client costs milliseconds, and a run makes the sending one while SES answers
     the preflight)."""
 
-    def __init__(self, preflight_v2, make_send, make_preflight_v1, credential_source):
+    def __init__(self, preflight_v2, make_send, make_preflight_v1, credential_source,
+                 make_notice=None):
         self.preflight_v2 = preflight_v2
         self.credential_source = credential_source
-        self._makers = {"send": make_send, "preflight": make_preflight_v1}
+        self._makers = {"send": make_send, "preflight": make_preflight_v1,
+                        "notice": make_notice}
         self._made = {}
 
     def _client(self, name):
@@ -4629,6 +4755,11 @@ class SesClients:
     def preflight(self):
         """The v1 preflight client: for where v2 cannot answer, and the sandbox."""
         return self._client("preflight")
+
+    @property
+    def notice(self):
+        """The failure notice's client: one try, short timeouts."""
+        return self._client("notice")
 
     def close(self):
         """Close the clients' connections (a run uses them once)."""
@@ -4698,7 +4829,10 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
                       PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
 
     return SesClients(preflight("sesv2", config.endpoint_url_v2), send,
-                      lambda: preflight("ses", config.endpoint_url), source)
+                      lambda: preflight("ses", config.endpoint_url), source,
+                      lambda: client("ses", config.endpoint_url, NOTICE_RETRIES,
+                                     NOTICE_CONNECT_TIMEOUT_SECONDS,
+                                     NOTICE_READ_TIMEOUT_SECONDS))
 
 
 def refuse_to_retry_daily_quota(response, **_):
@@ -5497,14 +5631,18 @@ class CycleRun:
         return None
 
 
-def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, refusal=None):
+def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, refusal=None,
+               scheduled=False):
     """Lock, read the ledger, check with SES, then send what this cycle still lacks.
 
     connect(config) makes the SES clients (connect_ses, unless main() was given
-    another); a Refusal stops the cycle before SES is asked.
+    another); a Refusal stops the cycle before SES is asked.  On a schedule, the due
+    dates that passed unsent since the last cycle sent are recorded as missed first.
     """
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
+        if scheduled:
+            record_missed(audit_log, config, cycle, clock, console)
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -5535,6 +5673,17 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                     cycle_run.send(to_send, clients.send,
                                    SendPacer(found.max_send_rate, clock), found.suppressed)
     return cycle_run.outcome
+
+
+def record_missed(audit_log, config, cycle, clock, console):
+    """Record, and say once, each due date that passed unsent before this cycle."""
+    run_id = os.urandom(16).hex()
+    for day in missed_cycles(config.audit_log_path, config.schedule, cycle):
+        audit_log.append(missed_record(config, run_id=run_id, day=day, cycle=cycle,
+                                       now=clock.now()))
+        console.alert(f"warning: cycle {day} was missed: it fell due and no run sent it "
+                      f"before cycle {cycle} fell due; only {cycle} is sent (the audit log "
+                      "records the miss)")
 
 
 def say_preflight(found, console, note):
@@ -5696,6 +5845,396 @@ def write_previews(reports, config, directory, now, console):
 
 
 ###############################################################################
+# The schedule and the alarms: cycles that fall due, missed ones, the failure
+# notice and the heartbeat
+###############################################################################
+
+# What the failure notice and the heartbeat wait for, at most, and how many of a
+# cycle's records --status and the missed-cycle check read back from the log's end.
+HEARTBEAT_TIMEOUT_SECONDS = 5
+SCHEDULE_LOOKBACK_RECORDS = 2000
+MISSED_REPORT = "(every report)"  # the report name of a missed cycle's record
+NOTICE_REPORT = "(failure notice)"  # the report name of a failure notice's record
+# The outcomes a notice is sent for: reports were due and did not go.  A run
+# stopped by a signal is left to the heartbeat; a run another one locked out
+# leaves the telling to that one.
+NOTICE_OUTCOMES = ("rejected", "data", "cant_create", "transient")
+
+
+def due_days(schedule, year, month):
+    """The days of a month that a schedule makes due; a day past the month's end is
+    its last day (31 is April's 30th, February's 28th or 29th)."""
+    import calendar
+
+    last = calendar.monthrange(year, month)[1]
+    return sorted({min(day, last) for day in schedule})
+
+
+def due_on_or_before(schedule, day):
+    """The latest due date on or before day: the cycle a run on day sends."""
+    year, month = day.year, day.month
+    while True:
+        passed = [d for d in due_days(schedule, year, month) if date(year, month, d) <= day]
+        if passed:
+            return date(year, month, passed[-1])
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+
+
+def due_after(schedule, day):
+    """The first due date after day."""
+    year, month = day.year, day.month
+    while True:
+        coming = [d for d in due_days(schedule, year, month) if date(year, month, d) > day]
+        if coming:
+            return date(year, month, coming[0])
+        year, month = (year, month + 1) if month < 12 else (year + 1, 1)
+
+
+def fell_due_at(day, zone):
+    """The moment a cycle falls due: the start of its day in the run's zone."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
+    return start if zone else start.astimezone()  # naive: the machine's zone
+
+
+def zone_name(zone):
+    return str(zone) if zone else "the machine's time zone"
+
+
+def schedule_records(path, before):
+    """{cycle date: the statuses and sent reports of its records} for the dated cycles
+    before `before`, from the log's last SCHEDULE_LOOKBACK_RECORDS records."""
+    log = open_audit_log_to_read(path)
+    cycles = {}
+    if log is None:
+        return cycles
+    with log:
+        lines = (line for line in lines_from_end(log) if line.strip())
+        for _, line in zip(range(SCHEDULE_LOOKBACK_RECORDS), lines):
+            record, problem = parsed_record(line)
+            day = record and parse_date(record["cycle"])
+            if problem or day is None or day >= before:
+                continue
+            seen = cycles.setdefault(day, {"statuses": set(), "sent": set()})
+            seen["statuses"].add(record["status"])
+            if record["status"] == "sent":
+                seen["sent"].add(record["report"])
+    return cycles
+
+
+def missed_cycles(path, schedule, cycle):
+    """The due dates before this cycle that passed with nothing sent and are not yet
+    recorded as missed: those after the latest cycle the log shows sent or missed
+    (none before the schedule's first cycle in the log)."""
+    current = date.fromisoformat(cycle)
+    cycles = schedule_records(path, current)
+    known = [day for day, seen in cycles.items() if seen["statuses"] & {"sent", "missed"}]
+    if not known:
+        return []
+    missed, day = [], max(known)
+    while (day := due_after(schedule, day)) < current:
+        if not cycles.get(day, {"sent": ()})["sent"]:
+            missed.append(day)
+    return missed
+
+
+def missed_record(config, *, run_id, day, cycle, now):
+    """The audit record of a cycle that fell due and was never sent."""
+    return {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+            "run_id": run_id, "cycle": day.isoformat(), "variant": config.variant,
+            "report": MISSED_REPORT, "status": "missed", "message_id": None,
+            "error": {"code": "Missed", "message": f"fell due on {day} and no run sent it "
+                      f"before cycle {cycle} fell due; only the latest cycle is sent"}}
+
+
+def cycle_is_sent(config, cycle, reports):
+    """True where the ledger shows every one of these reports sent in the cycle."""
+    sent, _ = read_ledger(config.audit_log_path, cycle, config.variant)
+    return all(spec.report_id in sent for spec in reports)
+
+
+class Heartbeat:
+    """A dead-man's switch's pings, healthchecks.io style: URL/start as a run begins,
+    URL when it ends with everything due sent, URL/<exit code> otherwise.
+
+    The URL is a secret: no line names it.  A ping is one request and one retry
+    within HEARTBEAT_TIMEOUT_SECONDS; it never changes the exit code, and once a
+    ping goes unanswered the run sends no more (each would wait as long again)."""
+
+    def __init__(self, url, console):
+        self.url = url
+        self.console = console
+        self.silent = not url
+
+    def ping(self, suffix=""):
+        if self.silent:
+            return
+        failures = []
+        worker = threading.Thread(target=self._ping, args=(self.url + suffix, failures),
+                                  daemon=True)  # a server that never answers holds no exit
+        worker.start()
+        worker.join(HEARTBEAT_TIMEOUT_SECONDS)
+        if worker.is_alive():
+            self.silent = True
+            self.console.warn(f"warning: the heartbeat (REPORT_HEARTBEAT_URL) did not "
+                              f"answer in {HEARTBEAT_TIMEOUT_SECONDS} s; no more pings "
+                              "this run")
+        elif failures:
+            self.console.warn(f"warning: the heartbeat (REPORT_HEARTBEAT_URL) could not be "
+                              f"reached: {failures[-1]}")
+
+    def _ping(self, url, failures):
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        # A monitor on this machine is reached directly, whatever proxy is set.
+        direct = [urllib.request.ProxyHandler({})] if loopback_host(urlsplit(url).hostname) \
+            else []
+        opener = urllib.request.build_opener(*direct)
+        deadline = time.monotonic() + HEARTBEAT_TIMEOUT_SECONDS
+        for _ in range(2):  # one try and one retry
+            request = urllib.request.Request(url, data=b"", method="POST", headers={
+                "User-Agent": f"send_exec_reports/{VERSION}"})
+            try:
+                with opener.open(request, timeout=max(deadline - time.monotonic(), 0.1)):
+                    del failures[:]
+                    return
+            except urllib.error.HTTPError as error:
+                failures.append(f"HTTP {error.code} from {urlsplit(url).hostname}")
+                if error.code < 500:
+                    return  # a wrong URL stays wrong
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                failures.append(str(getattr(error, "reason", error)))
+
+
+class Alarms:
+    """What a send run tells besides its exit code: the heartbeat as it begins and
+    ends, and, where due reports did not go, one failure notice by email to
+    REPORT_ALERT_EMAIL, at most one per cycle and reason (the audit log records it)."""
+
+    def __init__(self, config, *, cycle, selected, console, connect, clock):
+        self.config = config
+        self.cycle = cycle
+        self.selected = selected
+        self.console = console
+        self.connect = connect
+        self.clock = clock
+        self.heartbeat = Heartbeat(config.heartbeat_url, console)
+
+    def watch(self, sending):
+        """Run sending() (a RunOutcome, or None where nothing was due) between the
+        heartbeat's start and end; return its outcomes, as EXIT_CODES keys."""
+        self.heartbeat.ping("/start")
+        try:
+            outcome = sending()
+        except (ProblemsError, ReportRunError) as error:
+            self.ended({error.outcome}, *failure_reason(error), self.unsent_of_ledger())
+            raise
+        except (KeyboardInterrupt, RunStopped) as stopped:
+            signum = getattr(stopped, "signum", signal.SIGINT)
+            self.heartbeat.ping(f"/{exit_code({STOP_SIGNALS[signum]})}")
+            raise
+        outcomes = outcome.outcomes() if outcome else set()
+        if outcomes:
+            self.ended(outcomes, *outcome_reason(outcome), outcome_unsent(outcome))
+        else:
+            self.heartbeat.ping("")
+        return outcomes
+
+    def ended(self, outcomes, key, reason, unsent):
+        code = exit_code(outcomes)
+        if self.config.alert_email and key != "RunLockedError" and \
+                outcomes & set(NOTICE_OUTCOMES):
+            self.notify(code, key, reason, unsent)
+        self.heartbeat.ping(f"/{code}")
+
+    def unsent_of_ledger(self):
+        """The selected reports the ledger does not show sent in the cycle (all of them
+        where the log cannot be read)."""
+        try:
+            sent, _ = read_ledger(self.config.audit_log_path, self.cycle, self.config.variant)
+        except (OSError, ReportRunError):
+            sent = {}
+        return [spec.report_id for spec in self.selected if spec.report_id not in sent]
+
+    def notify(self, code, key, reason, unsent):
+        """Send the failure notice, unless this cycle's log shows one for this reason;
+        best effort: whatever stops it is a warning, never the run's outcome."""
+        config = self.config
+        log_path = real_audit_log_path(config.audit_log_path)
+        try:
+            with contextlib.ExitStack() as held:
+                audit_log = held.enter_context(notice_log(log_path))
+                if audit_log and any(
+                        r["status"] == "notice" and (r.get("error") or {}).get("code") == key
+                        for r in cycle_records(config.audit_log_path, self.cycle)[0]):
+                    self.console.step(f"a failure notice for cycle {self.cycle} ({key}) "
+                                      "went out already")
+                    return
+                with contextlib.closing(self.connect(config)) as clients:
+                    message_id = send_notice(clients.notice, config, self.cycle, code, reason,
+                                             unsent, len(self.selected))
+                if audit_log:
+                    audit_log.append(notice_record(config, cycle=self.cycle, key=key,
+                                                   reason=reason, message_id=message_id,
+                                                   now=self.clock.now()))
+                self.console.step(f"failure notice sent to {config.alert_email}: {message_id}")
+        except RunLockedError:
+            self.console.step("no failure notice: another run holds the lock, and tells")
+        except (ProblemsError, ReportRunError, OSError) as error:
+            self.console.warn(f"warning: the failure notice to {config.alert_email} could "
+                              f"not be sent: {ses_text(str(error))[:MAX_DETAIL]}")
+
+
+@contextlib.contextmanager
+def notice_log(log_path):
+    """The audit log, under the run lock, for a failure notice; None where the log
+    cannot be opened (the notice goes all the same: the log's failure may be the
+    news).  RunLockedError where another run holds the lock."""
+    try:
+        lock = RunLock(log_path.with_name(log_path.name + ".lock"))
+        lock.__enter__()
+    except RunLockedError:
+        raise
+    except ReportRunError:
+        yield None
+        return
+    try:
+        try:
+            audit_log = AuditLog(log_path)
+        except ReportRunError:
+            yield None
+            return
+        with audit_log:
+            yield audit_log
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def failure_reason(error):
+    """(reason key, the one line that says what went wrong and the fix) of an error
+    that ended a send run."""
+    if isinstance(error, ProblemsError):
+        more = len(error.problems) - 1
+        return (error.outcome, f"{error.label}: {error.problems[0]}"
+                + (f" (and {more} more problem(s): run it by hand to see them)" if more else ""))
+    return type(error).__name__, f"error: {error}"
+
+
+def outcome_reason(outcome):
+    """(reason key, the one line) of a send run whose reports did not all go."""
+    if outcome.failures:
+        record, failure = outcome.failures[0]
+        return failure.code, failure_line(record, failure)
+    if outcome.refusal:
+        return outcome.refusal.kind, refusal_line(outcome.refusal)
+    address, why = next(iter(outcome.suppressed.items()))
+    return "RecipientSuppressed", suppression_line(address, why)
+
+
+def outcome_unsent(outcome):
+    """The reports a run did not send (a report sent earlier in the cycle is not one)."""
+    return [r["report"] for r in outcome.records if r["status"] != "sent"
+            and (r.get("error") or {}).get("code") != "AlreadySent"]
+
+
+def send_notice(ses, config, cycle, code, reason, unsent, selected):
+    """Send the plain-text failure notice; return SES's message id or raise SendError."""
+    import botocore.exceptions
+
+    body = "\n".join([
+        f"The executive reports of cycle {cycle} did not all go out.", "",
+        f"Not sent ({len(unsent)} of {selected}): {', '.join(unsent) or 'none'}",
+        f"Why: {reason}",
+        f"Exit code: {code}", "",
+        "Fix what the line above says, then run send_exec_reports.py again: a report "
+        "already sent is never sent twice. --history shows the cycle.",
+        f"Audit log: {config.audit_log_path}"])
+    request = {"Source": config.sender, "Destination": {"ToAddresses": [config.alert_email]},
+               "Message": {"Subject": {"Data": f"Reports not sent: cycle {cycle} "
+                                               f"({len(unsent)} of {selected})",
+                                       "Charset": "UTF-8"},
+                           "Body": {"Text": {"Data": redact(body, config.secrets),
+                                             "Charset": "UTF-8"}}},
+               "Tags": [{"Name": "report", "Value": "failure-notice"},
+                        {"Name": "cycle", "Value": cycle}]}
+    if config.configuration_set:
+        request["ConfigurationSetName"] = config.configuration_set
+    try:
+        return ses.send_email(**request)["MessageId"]
+    except botocore.exceptions.ClientError as error:
+        raise ses_error(error.response, config.from_address) from None
+    except (botocore.exceptions.BotoCoreError, OSError) as error:
+        raise SendError(type(error).__name__, str(error), "Unreachable",
+                        from_ses=False) from None
+
+
+def notice_record(config, *, cycle, key, reason, message_id, now):
+    """The audit record of a failure notice sent: the cycle, the reason, the address."""
+    return {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+            "run_id": os.urandom(16).hex(), "cycle": cycle, "variant": config.variant,
+            "report": NOTICE_REPORT, "to": [config.alert_email], "status": "notice",
+            "message_id": message_id,
+            "error": {"code": key, "message": redact(reason, config.secrets)}}
+
+
+def show_status(args, environ, console, clock):
+    """--status: the last cycle sent, the cycle due and the next; the outcome "overdue"
+    where a due cycle is not fully sent REPORT_OVERDUE_HOURS after it fell due."""
+    settings = load_settings(args.env_file, environ, required=False)
+    (schedule, zone, overdue), problems = schedule_settings(settings)
+    if problems:
+        raise ConfigError(problems)
+    path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
+                        args.env_file)
+    now = clock.now()
+    console.result(last_sent_line(path, zone))
+    if not schedule:
+        console.result("schedule: none (REPORT_SCHEDULE is not set): no cycle falls due by "
+                       "itself, so none is overdue")
+        return set()
+    today = now.astimezone(zone).date()
+    due = due_on_or_before(schedule, today)
+    sent, _ = read_ledger(path, due.isoformat(), "a")
+    unsent = [spec.report_id for spec in REPORTS if spec.report_id not in sent]
+    since = now - fell_due_at(due, zone)
+    console.result(f"schedule: days {','.join(map(str, schedule))} of each month, in "
+                   f"{zone_name(zone)}; next due {due_after(schedule, today)}")
+    console.result(f"due: cycle {due}, {len(REPORTS) - len(unsent)} of {len(REPORTS)} "
+                   f"reports sent, {int(since.total_seconds() // 3600)} hour(s) after it "
+                   "fell due")
+    if unsent and since >= timedelta(hours=overdue):
+        console.problem(f"overdue: cycle {due} fell due {int(since.total_seconds() // 3600)} "
+                        f"hours ago and {len(unsent)} of {len(REPORTS)} reports are not sent "
+                        f"(REPORT_OVERDUE_HOURS is {overdue}): run send_exec_reports.py, "
+                        "and see --history for what stopped the last run")
+        return {"overdue"}
+    return set()
+
+
+def last_sent_line(path, zone):
+    """What --status says of the last report sent: its cycle, when, and how many of
+    that cycle's reports the log shows sent."""
+    log = open_audit_log_to_read(path)
+    last = None
+    if log is not None:
+        with log:
+            for line in lines_from_end(log):
+                record, problem = parsed_record(line) if line.strip() else (None, "blank")
+                if not problem and record["status"] == "sent":
+                    last = record
+                    break
+    if last is None:
+        return f"last sent: nothing yet (audit log {path})"
+    sent, _ = read_ledger(path, last["cycle"], last.get("variant", "a"))
+    when = last.get("ts", "")
+    with contextlib.suppress(ValueError):
+        when = f"{datetime.fromisoformat(when).astimezone(zone):%Y-%m-%d %H:%M %Z}"
+    return (f"last sent: cycle {last['cycle']}, variant {last.get('variant', 'a')}: "
+            f"{len(sent)} report(s), the last at {when}")
+
+
+###############################################################################
 # Command line
 ###############################################################################
 
@@ -5732,6 +6271,10 @@ def build_parser():
                              "recipients (quota, sandbox, suppression list); send nothing")
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
+    action.add_argument("--status", action="store_true",
+                        help="print the last cycle sent and, with REPORT_SCHEDULE, the "
+                             "cycle due and the next; exit 1 where a due cycle is overdue "
+                             "(for monitors)")
     action.add_argument("--metrics", action="store_true",
                         help="print the metric catalogue: the figures sheet's columns, and "
                              "where each target comes from")
@@ -5752,7 +6295,8 @@ def build_parser():
                              "one-screen brief to AWS_RECIPIENT_EMAIL_B")
     parser.add_argument("--cycle", metavar="LABEL",
                         help="the reporting cycle, in subjects and the audit log "
-                             "(default: today's local date)")
+                             "(default: with REPORT_SCHEDULE, the latest due date; else "
+                             "today's date in REPORT_TIMEZONE, or the machine's zone)")
     parser.add_argument("--force", action="store_true",
                         help="send the selected reports even if already sent this cycle")
     parser.add_argument("--env-file", metavar="PATH", type=Path, default=DEFAULT_ENV_FILE,
@@ -5787,10 +6331,10 @@ def exit_code_table():
                       subsequent_indent=" " * 7) for code, meaning in rows)
 
 
-def parse_cycle(label, today):
-    """The cycle label: --cycle as given, or today's date."""
+def parse_cycle(label):
+    """--cycle's label, checked; None where it is not given."""
     if label is None:
-        return today.isoformat()
+        return None
     if not CYCLE_PATTERN.fullmatch(label):
         raise UsageError(f"--cycle {label[:40]!r} must be 1-64 letters, digits, '_' or '-' "
                          "(for example 2026-11-29)")
@@ -5934,14 +6478,56 @@ def run(args, *, environ, console, clock, connect, stop):
     if args.new_data is not None:
         write_new_data(Path(args.new_data).expanduser(), console)
         return set()
+    if args.status:
+        return show_status(args, environ, console, clock)
     selected = select_reports(args.only)
-    now = clock.now()
-    cycle = parse_cycle(args.cycle, now.date())
+    label = parse_cycle(args.cycle)
     config = load_config(args, environ, console)
+    now = clock.now().astimezone(config.timezone)  # the cycle's date is the zone's
+    scheduled = label is None and bool(config.schedule)
+    cycle = label or (due_on_or_before(config.schedule, now.date()) if scheduled
+                      else now.date()).isoformat()
+    if args.dry_run or args.preview_dir or args.check:
+        reports, refusal = prepare_reports(selected, config, cycle, now, args, console)
+        if args.dry_run:
+            print_dry_run(reports, config, console)
+            return set()
+        if args.preview_dir:
+            write_previews(reports, config, args.preview_dir, now, console)
+            return set()
+        return check_only(reports, config, cycle=cycle, console=console, connect=connect,
+                          refusal=refusal)
+    alarms = Alarms(config, cycle=cycle, selected=selected, console=console,
+                    connect=connect, clock=clock)
+    return alarms.watch(lambda: send_run(selected, config, cycle, now, args, scheduled=scheduled,
+                                         clock=clock, console=console, connect=connect,
+                                         stop=stop))
+
+
+def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, connect,
+             stop):
+    """Send what the cycle still lacks; the RunOutcome, or None where, on a schedule,
+    the cycle due is sent already and nothing is due."""
+    if scheduled and not args.force and cycle_is_sent(config, cycle, selected):
+        today = now.date()
+        console.result(f"nothing due: cycle {cycle} is sent; the next falls due "
+                       f"{due_after(config.schedule, today)} ({zone_name(config.timezone)})")
+        return None
+    reports, refusal = prepare_reports(selected, config, cycle, now, args, console)
+    outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
+                         console=console, connect=connect, stop=stop, refusal=refusal,
+                         scheduled=scheduled)
+    report_outcome(outcome, config, cycle, console)
+    return outcome
+
+
+def prepare_reports(selected, config, cycle, now, args, console):
+    """(the selected reports rendered for the cycle, the Refusal stale figures make
+    where REPORT_DATA_REQUIRE_FRESH is set, or None)."""
     data = load_cycle_data(config, cycle, parse_date(cycle) or now.date(), console)
     sending = not (args.dry_run or args.preview_dir)  # these never read the audit log
     refusal = check_freshness(data.figures, cycle, config, now.date(), console, sending)
-    generated_at = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated_at = now.strftime("%Y-%m-%d %H:%M %Z")  # in the zone the cycle's date is
     reports = [render_report(spec, cycle=cycle, prepared_by=config.from_name,
                              generated_at=generated_at, variant=config.variant,
                              data=data, with_html=not args.dry_run,
@@ -5953,19 +6539,7 @@ def run(args, *, environ, console, clock, connect, stop):
             console.warn(f"warning: the HTML of {report.report_id} is {size // 1024} KB: Gmail "
                          f"shows only its first {GMAIL_CLIPS_AT // 1024} KB or so, behind a "
                          "link; shorten what its sheets list")
-    if args.dry_run:
-        print_dry_run(reports, config, console)
-        return set()
-    if args.preview_dir:
-        write_previews(reports, config, args.preview_dir, now, console)
-        return set()
-    if args.check:
-        return check_only(reports, config, cycle=cycle, console=console, connect=connect,
-                          refusal=refusal)
-    outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
-                         console=console, connect=connect, stop=stop, refusal=refusal)
-    report_outcome(outcome, config, cycle, console)
-    return outcome.outcomes()
+    return reports, refusal
 
 
 def parse_args(argv, console):

@@ -30,6 +30,13 @@ GOOD_SETTINGS = {
 }
 
 
+# What every run gets unless a test says otherwise: the date of a cycle is read in
+# one stated zone, never the machine's; and the failure notice, which would add a
+# message to what SES receives in every failing run, is off (tests/test_alarms.py
+# turns it on).
+RUN_DEFAULTS = {"REPORT_TIMEZONE": "UTC", "REPORT_ALERT_EMAIL": "none"}
+
+
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -184,7 +191,8 @@ class ScriptRunner:
         return ["--env-file", str(self.env_file), "--audit-log", str(self.audit_log), *args]
 
     def environment(self, env):
-        environment = script_environment(self.endpoint_url, self.tmp_path, self.v2_url)
+        environment = script_environment(self.endpoint_url, self.tmp_path, self.v2_url,
+                                         **RUN_DEFAULTS)
         if "AWS_ENDPOINT_URL_SES" in (env or {}) and "AWS_ENDPOINT_URL_SESV2" not in env:
             del environment["AWS_ENDPOINT_URL_SESV2"]  # v2 follows v1, as for a user
         for name, value in (env or {}).items():  # None removes a variable

@@ -1,0 +1,384 @@
+"""No silent failures: cycles that fall due on a schedule, missed ones, the failure
+notice by email, the heartbeat, and --status.  Dates are read through the injected
+clock in a stated zone; the notice is seen on the SES server; the heartbeat on a
+real HTTP server on loopback."""
+
+import http.server
+import json
+import socket
+import threading
+import time
+from datetime import date, datetime, timezone
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import BCC, SENDER, FakeClock
+from test_recover import wait_for
+
+LA = "America/Los_Angeles"
+SCHEDULED = {"REPORT_SCHEDULE": "1,15", "REPORT_TIMEZONE": LA}
+NOTICE_SUBJECT = "Reports not sent"
+
+
+def at(text):
+    """A clock stopped at a UTC moment, "2026-12-03 18:00"."""
+    return FakeClock(datetime.fromisoformat(text).replace(tzinfo=timezone.utc))
+
+
+def reports_received(ses):
+    return [m for m in ses.messages() if not m["subject"].startswith(NOTICE_SUBJECT)]
+
+
+def notices_received(ses):
+    return [m for m in ses.messages() if m["subject"].startswith(NOTICE_SUBJECT)]
+
+
+def cycles_sent(run_script):
+    return sorted({r["cycle"] for r in run_script.audit_records() if r["status"] == "sent"})
+
+
+# --- The arithmetic of due dates ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule, today, due", [
+    ((1, 15), date(2026, 12, 3), date(2026, 12, 1)),
+    ((1, 15), date(2026, 12, 15), date(2026, 12, 15)),
+    ((1, 15), date(2026, 12, 14), date(2026, 12, 1)),
+    ((1, 15), date(2027, 1, 1), date(2027, 1, 1)),
+    ((15,), date(2027, 1, 3), date(2026, 12, 15)),  # across the year's end
+    ((31,), date(2026, 4, 30), date(2026, 4, 30)),  # 31 in a 30-day month is the 30th
+    ((31,), date(2026, 4, 29), date(2026, 3, 31)),
+    ((30,), date(2027, 3, 1), date(2027, 2, 28)),  # February
+    ((29, 30), date(2028, 2, 29), date(2028, 2, 29)),  # a leap year: one due date, not two
+    ((30,), date(2028, 3, 29), date(2028, 2, 29)),
+])
+def test_the_cycle_due_is_the_latest_due_date_on_or_before_today(schedule, today, due):
+    assert ser.due_on_or_before(schedule, today) == due
+
+
+@pytest.mark.parametrize("schedule, today, following", [
+    ((1, 15), date(2026, 12, 1), date(2026, 12, 15)),
+    ((1, 15), date(2026, 12, 20), date(2027, 1, 1)),
+    ((31,), date(2027, 1, 31), date(2027, 2, 28)),
+    ((31,), date(2028, 1, 31), date(2028, 2, 29)),
+])
+def test_the_next_due_date(schedule, today, following):
+    assert ser.due_after(schedule, today) == following
+
+
+def cycle_of(run_script, clock, env):
+    result = run_script("--dry-run", "--only", "ceo", clock=clock, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("| cycle ")[1].split()[0]
+
+
+@pytest.mark.parametrize("moment, cycle", [
+    ("2026-12-15 07:59", "2026-12-14"),  # 23:59 on the 14th in Los Angeles
+    ("2026-12-15 08:00", "2026-12-15"),  # midnight there
+    ("2027-03-14 07:59", "2027-03-07"),  # the night daylight saving starts (PST, -8)
+    ("2027-03-14 08:00", "2027-03-14"),
+    ("2027-11-07 06:59", "2027-11-01"),  # the night it ends: midnight is still PDT (-7)
+    ("2027-11-07 07:00", "2027-11-07"),
+])
+def test_the_cycle_turns_at_midnight_in_the_schedules_zone(run_script, moment, cycle):
+    env = {"REPORT_SCHEDULE": "1,7,14,15", "REPORT_TIMEZONE": LA}
+    assert cycle_of(run_script, at(moment), env) == cycle
+
+
+def test_report_timezone_wins_over_the_machines_zone(run_script, monkeypatch):
+    """At one instant Kiritimati (+14) and Pago Pago (-11) are on different dates."""
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")
+    time.tzset()
+    try:
+        clock = at("2026-11-30 21:32")  # 2026-12-01 11:32 in Kiritimati
+        assert cycle_of(run_script, clock, {"REPORT_TIMEZONE": None}) == "2026-12-01"
+        assert cycle_of(run_script, clock, {"REPORT_TIMEZONE": "Pacific/Pago_Pago"}
+                        ) == "2026-11-30"
+        result = run_script("--dry-run", "--only", "ceo", clock=clock,
+                            env={"REPORT_TIMEZONE": "Pacific/Pago_Pago"})
+        # The cycle's date and the time it was generated are read in one zone.
+        assert "Cycle 2026-11-30 | prepared by" in result.stdout
+        assert "generated 2026-11-30 10:32 SST" in " ".join(result.stdout.split())
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize("name, value, said", [
+    ("REPORT_SCHEDULE", "1,32", "REPORT_SCHEDULE '1,32' is not days of the month"),
+    ("REPORT_SCHEDULE", "first", "REPORT_SCHEDULE 'first' is not days of the month"),
+    ("REPORT_TIMEZONE", "Pacific/Atlantis", "REPORT_TIMEZONE 'Pacific/Atlantis' is not an IANA"),
+    ("REPORT_TIMEZONE", "../../etc/passwd", "is not an IANA time zone"),
+    ("REPORT_OVERDUE_HOURS", "0", "REPORT_OVERDUE_HOURS '0' is not a number of hours"),
+    ("REPORT_ALERT_EMAIL", "owner-at-example.com", "REPORT_ALERT_EMAIL 'owner-at-example.com'"),
+    ("REPORT_HEARTBEAT_URL", "http://hc.example.com/ping/secret-uuid-1234567890",
+     "REPORT_HEARTBEAT_URL must be an https:// URL (http only to a loopback address)"),
+])
+def test_a_bad_schedule_or_alarm_setting_is_one_line_and_exit_78(run_script, name, value, said):
+    result = run_script("--dry-run", env={name: value})
+    assert result.returncode == 78
+    assert said in result.stderr and "Traceback" not in result.stderr
+    if name == "REPORT_HEARTBEAT_URL":
+        assert "secret-uuid" not in result.stderr
+
+
+# --- Cycles that fall due, sent once each -----------------------------------------------
+
+
+def test_each_due_cycle_is_sent_once_and_a_missed_one_is_recorded(run_script, ses):
+    ses.verify(SENDER)
+
+    def run(moment, *args):
+        return run_script("--quiet", *args, clock=at(moment), env=SCHEDULED)
+
+    first = run("2026-12-03 18:00")  # the 3rd: cycle 2026-12-01 falls due on the 1st
+    assert first.returncode == 0, first.stderr
+    assert cycles_sent(run_script) == ["2026-12-01"] and len(reports_received(ses)) == 8
+    records = len(run_script.audit_records())
+    again = run("2026-12-10 18:00")  # nothing falls due between the 1st and the 15th
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert len(run_script.audit_records()) == records  # nothing due writes nothing
+    assert len(reports_received(ses)) == 8
+    third = run("2026-12-16 18:00")
+    assert third.returncode == 0, third.stderr
+    assert cycles_sent(run_script) == ["2026-12-01", "2026-12-15"]
+    # A month asleep: 2027-01-01 and 2027-01-15 fell due; only the latest is sent.
+    late = run("2027-01-20 18:00")
+    assert late.returncode == 0
+    assert cycles_sent(run_script) == ["2026-12-01", "2026-12-15", "2027-01-15"]
+    assert late.stderr.count("cycle 2027-01-01 was missed") == 1
+    missed = [r for r in run_script.audit_records() if r["status"] == "missed"]
+    assert [(r["cycle"], r["report"]) for r in missed] == [("2027-01-01", ser.MISSED_REPORT)]
+    assert len(reports_received(ses)) == 24
+    # Said once: the next run knows the miss from the log.
+    later = run("2027-01-21 18:00")
+    assert (later.returncode, later.stdout, later.stderr) == (0, "", "")
+    history = run_script("--history", "2")
+    assert "(every report)  missed" in history.stdout
+
+
+def test_a_cycle_sent_in_part_is_finished_by_the_next_run(run_script, ses):
+    ses.verify(SENDER)
+    first = run_script("--only", "ceo,cto", clock=at("2026-12-03 18:00"), env=SCHEDULED)
+    assert first.returncode == 0
+    second = run_script(clock=at("2026-12-03 19:00"), env=SCHEDULED)
+    assert second.returncode == 0
+    assert len(reports_received(ses)) == 8
+    assert "nothing due: cycle 2026-12-01 is sent; the next falls due 2026-12-15" in \
+        run_script(clock=at("2026-12-04 19:00"), env=SCHEDULED).stdout
+
+
+def test_the_cycle_option_still_names_a_cycle_of_its_own(run_script, ses):
+    ses.verify(SENDER)
+    result = run_script("--only", "ceo", "--cycle", "2026-11-20", clock=at("2026-12-03 18:00"),
+                        env=SCHEDULED)
+    assert result.returncode == 0
+    assert cycles_sent(run_script) == ["2026-11-20"]
+
+
+# --- The failure notice ---------------------------------------------------------------------
+
+
+def rejecting(proxy):
+    proxy.plan("SendEmail", (400, "MessageRejected", "Email address is not verified."))
+
+
+def test_a_rejected_report_sends_one_notice_per_cycle_and_reason(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    env = {"REPORT_ALERT_EMAIL": None, "AWS_MAX_ATTEMPTS": "1"}  # the default: the BCC
+    rejecting(proxy)
+    first = run_via_proxy("--quiet", "--cycle", "2026-12-01", env=env)
+    assert first.returncode == 1
+    [notice] = notices_received(ses)
+    assert notice["destinations"]["ToAddresses"] == [BCC]
+    assert notice["subject"] == "Reports not sent: cycle 2026-12-01 (1 of 8)"
+    assert "Not sent (1 of 8): ceo" in notice["body"]
+    assert "Why: error: ceo not sent: SES said MessageRejected" in notice["body"]
+    assert "Exit code: 1" in notice["body"]
+    [record] = [r for r in run_via_proxy.audit_records() if r["status"] == "notice"]
+    assert record["report"] == ser.NOTICE_REPORT and record["to"] == [BCC]
+    assert record["error"]["code"] == "MessageRejected"
+    rejecting(proxy)
+    second = run_via_proxy("--quiet", "--cycle", "2026-12-01", env=env)
+    assert second.returncode == 1
+    assert len(notices_received(ses)) == 1  # the same cycle and reason: none again
+    assert second.stdout == "" and "failure notice" not in second.stderr
+
+
+def test_bad_data_sends_a_notice_to_the_alert_address(run_script, ses):
+    ses.verify(SENDER)
+    (run_script.data / "items.csv").write_text("as_of,id,status\n2026-11-30,waf,finished\n")
+    result = run_script("--quiet", "--cycle", "2026-12-01",
+                        env={"REPORT_ALERT_EMAIL": "alarm@example.net"})
+    assert result.returncode == 65
+    [notice] = notices_received(ses)
+    assert notice["destinations"]["ToAddresses"] == ["alarm@example.net"]
+    assert "Not sent (8 of 8)" in notice["body"]
+    assert "items.csv:2: status" in notice["body"]
+    assert not reports_received(ses)
+
+
+def test_a_notice_that_cannot_be_sent_changes_nothing(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.plan("SendEmail", then=(400, "MessageRejected", "rejected, every one"))
+    result = run_via_proxy("--only", "ceo", "--cycle", "2026-12-01",
+                           env={"REPORT_ALERT_EMAIL": None, "AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 1  # the report's failure, not the notice's
+    assert f"warning: the failure notice to {BCC} could not be sent" in result.stderr
+    assert "Traceback" not in result.stderr
+    statuses = [r["status"] for r in run_via_proxy.audit_records()]
+    assert statuses == ["failed"]  # no notice recorded: the next run tries again
+
+
+def test_a_run_locked_out_by_another_sends_no_notice(run_via_proxy, proxy, ses):
+    """The run that holds the lock is sending: it, not the one it kept out, tells."""
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.2
+    first = run_via_proxy.start("--cycle", "2026-12-01", "--only", "ceo,cto,cmo")
+    wait_for(lambda: run_via_proxy.audit_records())
+    second = run_via_proxy("--cycle", "2026-12-01", env={"REPORT_ALERT_EMAIL": None})
+    assert second.returncode == 75
+    assert first.wait(timeout=60) == 0
+    assert not notices_received(ses)
+
+
+# --- The heartbeat --------------------------------------------------------------------------
+
+
+class Monitor:
+    """A dead-man's switch on loopback: it records each ping's path."""
+
+    def __init__(self, answer=200):
+        self.paths = []
+        monitor = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                monitor.paths.append(self.path)
+                self.send_response(answer)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/ping/{SECRET}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SECRET = "0f8c2b4e-5d1a-4c7e-9b3f-2a6d8e1c4b7a"
+
+
+def test_the_heartbeat_pings_start_success_and_failure(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    with Monitor() as monitor:
+        env = {"REPORT_HEARTBEAT_URL": monitor.url, "AWS_MAX_ATTEMPTS": "1"}
+        ok = run_via_proxy("--only", "ceo", "--cycle", "2026-12-01", env=env)
+        rejecting(proxy)
+        failed = run_via_proxy("--only", "cto", "--cycle", "2026-12-01", env=env)
+        bad_data = run_via_proxy("--cycle", "2026-12-01", "--data", "no-such-folder", env=env)
+    assert (ok.returncode, failed.returncode, bad_data.returncode) == (0, 1, 65)
+    assert monitor.paths == [f"/ping/{SECRET}/start", f"/ping/{SECRET}",
+                             f"/ping/{SECRET}/start", f"/ping/{SECRET}/1",
+                             f"/ping/{SECRET}/start", f"/ping/{SECRET}/65"]
+
+
+def test_nothing_due_is_a_success_ping(run_script, ses):
+    ses.verify(SENDER)
+    with Monitor() as monitor:
+        env = {**SCHEDULED, "REPORT_HEARTBEAT_URL": monitor.url}
+        run_script("--quiet", clock=at("2026-12-03 18:00"), env=env)
+        result = run_script("--quiet", clock=at("2026-12-04 18:00"), env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert monitor.paths[-2:] == [f"/ping/{SECRET}/start", f"/ping/{SECRET}"]
+
+
+def test_the_heartbeats_secret_is_never_shown(run_via_proxy, proxy, ses):
+    """A monitor that answers 404 is warned of, without the URL; the audit log and the
+    summary never hold it."""
+    ses.verify(SENDER)
+    rejecting(proxy)
+    with Monitor(answer=404) as monitor:
+        result = run_via_proxy("--verbose", "--cycle", "2026-12-01", env={
+            "REPORT_HEARTBEAT_URL": monitor.url, "AWS_MAX_ATTEMPTS": "1",
+            "REPORT_ALERT_EMAIL": None})
+    assert result.returncode == 1
+    assert "warning: the heartbeat (REPORT_HEARTBEAT_URL) could not be reached: HTTP 404" in \
+        result.stderr
+    log = run_via_proxy.audit_log.read_text()
+    for said in (result.stdout, result.stderr, log, json.dumps(ses.messages())):
+        assert SECRET not in said and "/ping/" not in said
+
+
+def test_a_heartbeat_that_never_answers_costs_the_run_at_most_its_timeout(run_script, ses):
+    ses.verify(SENDER)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # connections are taken and never answered
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/ping/{SECRET}"
+    try:
+        started = time.monotonic()
+        result = run_script("--only", "ceo", "--cycle", "2026-12-01",
+                            env={"REPORT_HEARTBEAT_URL": url})
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert result.returncode == 0
+    assert len(reports_received(ses)) == 1
+    assert "did not answer in 5 s; no more pings this run" in result.stderr
+    # One timeout, then no more pings: the start's 5 s, not the end's too.
+    assert took < ser.HEARTBEAT_TIMEOUT_SECONDS + 4
+
+
+# --- --status ---------------------------------------------------------------------------------
+
+
+def status(run_script, moment, env=SCHEDULED):
+    return run_script("--status", clock=at(moment), env=env)
+
+
+def test_status_on_time_overdue_and_never_sent(run_script, ses):
+    ses.verify(SENDER)
+    never = status(run_script, "2026-12-02 07:59")  # the 1st fell due 23:59 hours ago
+    assert never.returncode == 0, never.stderr
+    assert "last sent: nothing yet" in never.stdout
+    assert "due: cycle 2026-12-01, 0 of 8 reports sent, 23 hour(s) after it fell due" in \
+        never.stdout
+    overdue = status(run_script, "2026-12-02 08:00")
+    assert overdue.returncode == 1
+    assert ("overdue: cycle 2026-12-01 fell due 24 hours ago and 8 of 8 reports are not "
+            "sent (REPORT_OVERDUE_HOURS is 24)") in overdue.stderr
+    assert run_script(clock=at("2026-12-02 09:00"), env=SCHEDULED).returncode == 0
+    on_time = status(run_script, "2026-12-10 09:00")
+    assert on_time.returncode == 0
+    assert "last sent: cycle 2026-12-01, variant a: 8 report(s), the last at 2026-12-02 01:00 " \
+           "PST" in on_time.stdout
+    assert "next due 2026-12-15" in on_time.stdout
+    assert status(run_script, "2026-12-16 09:00").returncode == 1  # the 15th, a day later
+
+
+def test_status_counts_real_hours_across_a_daylight_saving_change(run_script):
+    env = {"REPORT_SCHEDULE": "14", "REPORT_TIMEZONE": LA}
+    # The 14th fell due at 00:00 PST (08:00 UTC); the clocks went forward at 02:00.
+    assert status(run_script, "2027-03-15 07:59", env).returncode == 0  # 23 h 59 min
+    assert status(run_script, "2027-03-15 08:00", env).returncode == 1
+
+
+def test_status_without_a_schedule_is_never_overdue(run_script):
+    result = status(run_script, "2026-12-20 09:00", env={})
+    assert result.returncode == 0
+    assert "no cycle falls due by itself" in result.stdout
+
+
+def test_status_overdue_hours_are_a_setting(run_script):
+    env = {**SCHEDULED, "REPORT_OVERDUE_HOURS": "48"}
+    assert status(run_script, "2026-12-02 09:00", env).returncode == 0
+    assert status(run_script, "2026-12-03 08:00", env).returncode == 1
