@@ -75,7 +75,7 @@ import time
 import unicodedata
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -1639,10 +1639,14 @@ class CycleData(NamedTuple):
     deliveries: tuple | None = None  # dated on or before the cycle's day
     rental: tuple | None = None  # dated on or before the cycle's day
 
-    def records(self, sheet):
-        """A record sheet's rows for the cycle; None where there is no such sheet."""
-        return {"clients.csv": self.clients, "deliveries.csv": self.deliveries,
+    def records(self, sheet, day=None):
+        """A record sheet's rows for the cycle (dated rows up to day, where given); None
+        where there is no such sheet."""
+        rows = {"clients.csv": self.clients, "deliveries.csv": self.deliveries,
                 "rental.csv": self.rental}[sheet]
+        if rows is None or day is None or sheet == "clients.csv":  # clients keep no dates
+            return rows
+        return tuple(row for row in rows if row.day <= day)
 
 
 class DataSheets(NamedTuple):
@@ -1820,9 +1824,10 @@ class Client(NamedTuple):
     line: int  # in clients.csv, for messages
 
 
-def parse_records(text, name, sheet, read_row):
+def parse_records(text, name, sheet, read_row, across_rows=None):
     """The records of a record sheet, one read_row(RowReader) a row; DataError lists
-    every problem of every row."""
+    every problem of every row, and those across_rows(records, name) finds among the
+    good ones."""
     header, body = record_rows(text, name, sheet)
     records, problems = [], []
     for line, cells in body:
@@ -1830,23 +1835,24 @@ def parse_records(text, name, sheet, read_row):
         record = read_row(RowReader(header, cells, line, name, problems))
         if len(problems) == before:
             records.append(record)
+    problems += across_rows(records, name) if across_rows else []
     if problems:
         raise DataError(problems)
     return tuple(records)
 
 
 def parse_clients(text, name):
-    """The clients of clients.csv, in the sheet's order: one row a client, so a name
-    (case aside) listed twice is a problem, not two clients."""
-    clients = parse_records(text, name, "clients.csv", read_client)
+    """The clients of clients.csv, in the sheet's order."""
+    return parse_records(text, name, "clients.csv", read_client, listed_twice)
+
+
+def listed_twice(clients, name):
+    """One row a client: a name (case aside) on a second row is a problem, not a
+    second client."""
     first = {}
-    problems = [f"{name}:{client.line}: client: {client.name!r} is listed already, on line "
-                f"{first[client.name.casefold()]}: one row a client"
-                for client in clients
-                if first.setdefault(client.name.casefold(), client.line) != client.line]
-    if problems:
-        raise DataError(problems)
-    return clients
+    return [f"{name}:{client.line}: client: {client.name!r} is listed already, on line "
+            f"{first[client.name.casefold()]}: one row a client" for client in clients
+            if first.setdefault(client.name.casefold(), client.line) != client.line]
 
 
 def read_client(row):
@@ -2022,14 +2028,21 @@ def far_ahead(sheets, snapshots, data, records):
     2026) that would otherwise wait silently for its date."""
     if data.day is None:
         return []
-    limit = data.day + timedelta(days=366)
+    limit = a_year_after(data.day)
     rows = [(sheets.figures, s.line, s.as_of) for s in snapshots if s.as_of > limit]
     rows += [(sheets.path("items.csv"), r.line, r.as_of) for r in data.item_rows
              if r.as_of > limit]
     rows += [(sheets.path(sheet), r.line, r.day) for sheet in ("deliveries.csv", "rental.csv")
              for r in records.get(sheet) or () if r.day > limit]
+    rows += [(sheets.path("clients.csv"), c.line, day) for c in records.get("clients.csv") or ()
+             for day in (c.contract_start, c.last_invoiced) if day and day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
+
+
+def a_year_after(day):
+    """The same date a year on (February 29th: the 28th)."""
+    return day.replace(year=day.year + 1, day=min(day.day, 28 if day.month == 2 else 31))
 
 
 def done_but_denied(data):
@@ -2078,7 +2091,8 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
                                            record_figures(data, snapshot.as_of))
                for snapshot in (*figures.history, figures.previous) if snapshot}
     items = item_states(data, day, figures.snapshot and figures.snapshot._replace(
-        counted=given))  # an item its record closes (or reopens) stands as the record says
+        counted=given, given=frozenset(given)))  # an item its record closes stands so
+    own_dates = dict(counted)  # each snapshot as of its own date: the months' figures
     if figures.snapshot:
         counted[figures.snapshot.as_of] = with_counts(figures.snapshot, items, given)
 
@@ -2087,8 +2101,8 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
 
     data = data._replace(figures=figures._replace(
         snapshot=recount(figures.snapshot), previous=recount(figures.previous),
-        history=tuple(map(recount, figures.history)), all=tuple(map(recount, figures.all))),
-        items=items)
+        history=tuple(map(recount, figures.history)),
+        all=tuple(own_dates.get(s.as_of, s) for s in figures.all)), items=items)
     previous = data.figures.previous
     return data._replace(items_before=previous and item_states(data, previous.as_of,
                                                                 previous))
@@ -2099,6 +2113,12 @@ def with_counts(snapshot, states, given):
     return snapshot._replace(counted={
         **{metric.metric_id: open_count(states.values(), metric.counts)
            for metric in METRICS if metric.counts}, **given}, given=frozenset(given))
+
+
+# The figures the domain records give, and the sheet each comes from.
+RECORD_METRICS = {"dc_active_clients": "clients.csv", "revenue_dc": "clients.csv",
+                  "deliveries": "deliveries.csv", "cost_per_delivery": "deliveries.csv",
+                  "rental_net_income": "rental.csv"}
 
 
 def record_figures(data, day):
@@ -2115,8 +2135,9 @@ def record_figures(data, day):
         won["deliveries"] = (Decimal(len(dated_within(deliveries, day, 30))),) * 2
         costs = [d.cost for d in deliveries if d.cost is not None]
         won["cost_per_delivery"] = (mean(costs),) * 2 if costs else None  # none recorded
-    if any(day and e.day <= day for e in data.rental or ()):
-        won["rental_net_income"] = (net_income(data.rental, month_before(day)),) * 2
+    month = day and month_before(day)
+    if any(month_of(e.day) == month for e in data.rental or ()):  # none: not measured
+        won["rental_net_income"] = (net_income(data.rental, month),) * 2
     return won
 
 
@@ -2136,7 +2157,17 @@ def dated_within(records, day, days):
 
 
 def mean(values):
-    return (sum(values) / len(values)).quantize(Decimal("0.01"))
+    return cents(sum(values) / len(values))
+
+
+def cents(amount):
+    """Dollars to the cent, half a cent up, as a bookkeeper rounds (not to even)."""
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def percent_share(part, whole):
+    """A share as a whole percentage, half up: "13%"."""
+    return f"{(part / whole * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)}%"
 
 
 def month_of(day):
@@ -2170,7 +2201,7 @@ class ItemState(NamedTuple):
     note: str
     due: date | None
     dated: bool  # the due date is one somebody set, not the rolling plan's
-    closed_by: str | None = None  # "metric", "sheet", or the id of the item that closed it
+    closed_by: str | None = None  # "metric", a record sheet, or the item that closed it
     overruled: str | None = None  # why a record sheet keeps open what items.csv closed
 
 
@@ -2195,13 +2226,15 @@ def item_states(data, day, snapshot):
         state = ItemState(item, row.status if row else "open", row and row.as_of,
                           row.note if row else "", due.get(item_id) or planned_due(item, day),
                           item_id in due or isinstance(item.due, str))
-        decided = state.status != "dropped" and record_decides(state, data)
+        decided = state.status != "dropped" and record_decides(state, data, day)
         if decided:
             state = decided
         elif state.status == "open" and item.metric and all(
                 plan_met(METRICS_BY_ID[m], snapshot, item.once_measured)
                 for m in item.metric.split()):
-            state = state._replace(status="done", since=None, closed_by="metric")
+            sheets = [RECORD_METRICS[m] for m in item.metric.split() if m in snapshot.given]
+            state = state._replace(status="done", since=None,
+                                   closed_by=sheets[0] if sheets else "metric")
         states[item_id] = state
     for item_id, state in states.items():
         other = states.get(state.item.with_item)
@@ -2219,16 +2252,17 @@ class RecordRule(NamedTuple):
     says: str  # what closes the item, as --items says it
 
 
-# The items a record sheet decides.  While the sheet has rows it wins over items.csv
+# The items a record sheet decides.  While the sheet is there it wins over items.csv
 # both ways: the rule met closes the item, the rule failed keeps it open (a client
-# added with no renewal date reopens the client list).
+# added with no renewal date reopens the client list).  A rule with nothing to judge
+# (no active client) decides nothing: items.csv does.
 RECORD_RULES = {
     "dc-client-list": RecordRule(
-        "clients.csv", lambda clients: all(c.contract_start and c.renewal_date
-                                           for c in active_clients(clients)),
+        "clients.csv", lambda clients: every_active(
+            clients, lambda c: c.contract_start and c.renewal_date),
         "while clients.csv gives every active client a contract start and a renewal date"),
     "dc-billing-model": RecordRule(
-        "clients.csv", lambda clients: all(c.billing_model for c in active_clients(clients)),
+        "clients.csv", lambda clients: every_active(clients, lambda c: c.billing_model),
         "while clients.csv gives every active client a billing model"),
     "rental-rent-ledger": RecordRule(
         "rental.csv", lambda entries: any(e.kind == "rent" for e in entries),
@@ -2236,15 +2270,23 @@ RECORD_RULES = {
 }
 
 
-def record_decides(state, data):
-    """An item's state as its record sheet decides it, or None where no sheet does
-    (no rule, or a sheet with no rows)."""
+def every_active(clients, test):
+    """Whether every active client passes the test; None where none is active."""
+    active = active_clients(clients)
+    return all(map(test, active)) if active else None
+
+
+def record_decides(state, data, day):
+    """An item's state as its record sheet decides it as of day, or None where no sheet
+    does (no rule, no such sheet, or a rule with nothing to judge)."""
     rule = RECORD_RULES.get(state.item.item_id)
-    records = rule and data.records(rule.sheet)
-    if not records:
+    if rule is None or rule.sheet not in data.sheets:
         return None
-    if rule.holds(records):
-        return state._replace(status="done", since=None, closed_by="sheet")
+    holds = rule.holds(data.records(rule.sheet, day) or ())
+    if holds is None:
+        return None
+    if holds:
+        return state._replace(status="done", since=None, closed_by=rule.sheet)
     return state._replace(status="open", since=None, overruled=(
         f"{rule.sheet} does not show it (closed {rule.says})"
         if state.status == "done" else None))
@@ -2964,8 +3006,8 @@ def amount_text(value, unit, money_sign=True):
     if unit == "months":
         return "cash-flow positive" if value == CASH_FLOW_POSITIVE else f"{value:.1f} months"
     if unit == "dollars":  # whole dollars as $8,000; cents, where there are any, as $100.50
-        cents = value.quantize(Decimal("0.01"))
-        number = format(cents if cents % 1 else cents.quantize(Decimal(1)), ",f")
+        to_cent = cents(value)
+        number = format(to_cent if to_cent % 1 else to_cent.quantize(Decimal(1)), ",f")
         if not money_sign:
             return number
         return "-$" + number[1:] if number.startswith("-") else "$" + number
@@ -3078,7 +3120,25 @@ def glance_table(report_id, data):
         rows.append([metric.label, figure_text(now, metric.unit),
                      change_text(metric, now, before, comparable(metric, figures)),
                      target_text(metric, target), status_of(metric, now, target)])
-    return [Block("table", rows)] if len(rows) > 1 else []
+    return [Block("table", rows), *records_won(report_id, figures.snapshot)] \
+        if len(rows) > 1 else []
+
+
+def records_won(report_id, snapshot):
+    """The line under a glance that names the figures the domain records gave, which
+    win over the figures sheet's, and says why a count of clients shows no change."""
+    by_sheet = {}
+    for metric in metrics_of(report_id) if snapshot else ():
+        inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
+        for sheet in dict.fromkeys(RECORD_METRICS[m] for m in sorted(inputs & snapshot.given)):
+            by_sheet.setdefault(sheet, []).append(metric.label)
+    if not by_sheet:
+        return []
+    said = "; ".join(f"{', '.join(labels)} from {sheet}" for sheet, labels in by_sheet.items())
+    history = (" clients.csv keeps no history, so no change is shown for its figures."
+               if "clients.csv" in by_sheet else "")
+    return [Block("paragraph", [f"Taken from the domain records, which win over the figures "
+                                f"sheet: {said}.{history}"])]
 
 
 def changes_since_last(report_id, data, items_now, items_before):
@@ -3097,8 +3157,9 @@ def changes_since_last(report_id, data, items_now, items_before):
                                     "nothing to compare with yet."])]
     else:
         said = []
-    lines = [line for metric in metrics_of(report_id) if comparable(metric, figures)
-             and (line := change_line(metric, data))]
+    lines = [line for metric in metrics_of(report_id)
+             if (line := change_line(metric, data) if comparable(metric, figures)
+                 else source_change_line(metric, figures))]
     lines += item_changes(report_id, data.day, items_now, items_before)
     if lines:
         return said + [Block("bullets", lines)]
@@ -3110,10 +3171,29 @@ def comparable(metric, figures):
     """Whether the cycle's figure of a metric can be set against the last snapshot's:
     there is one, and both come from the same place (a count of clients.csv set
     against the figures sheet's number is no change in the business)."""
-    if figures.previous is None:
-        return False
+    return figures.previous is not None and same_source(metric, figures.previous,
+                                                        figures.snapshot)
+
+
+def same_source(metric, snapshot, other):
+    """Whether two snapshots take a metric (and what it is computed from) from the same
+    place: both from the domain records, or both from the figures sheet."""
     inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
-    return inputs & figures.snapshot.given == inputs & figures.previous.given
+    return inputs & snapshot.given == inputs & other.given
+
+
+def source_change_line(metric, figures):
+    """The line for a figure that now comes from another place than last time: both
+    figures, and no change computed between them."""
+    now, before = figure_of(figures.snapshot, metric), figure_of(figures.previous, metric)
+    if now is None or before is None:
+        return None
+    where = {True: "the domain records", False: "the figures sheet"}
+    inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
+    return (f"{metric.label}: {figure_text(now, metric.unit)}, from "
+            f"{where[bool(inputs & figures.snapshot.given)]}; the last snapshot's "
+            f"{figure_text(before, metric.unit)} came from "
+            f"{where[bool(inputs & figures.previous.given)]}, so no change is computed.")
 
 
 def change_line(metric, data):
@@ -3147,7 +3227,8 @@ def item_changes(report_id, day, items_now, items_before):
             if state.status == "open":
                 lines.append(f"Opened: {state.item.text}")
             elif before and before.status == "open":
-                lines.append(f"{state.status.capitalize()}: {item_label(state.item)} "
+                lines.append(f"{state.status.capitalize()}: "
+                             f"{item_label(state.item, state.status == 'done')} "
                              f"({closing_text(state)}).")
         if state.status == "open" and state.due and day and state.dated:
             if state.due < day:
@@ -3157,11 +3238,10 @@ def item_changes(report_id, day, items_now, items_before):
     return lines
 
 
-def item_label(item):
+def item_label(item, done=False):
     """An item in a few words: its text up to ": " where that is a phrase of its own
-    ("Sergio equity risk"), else all of it; a statement of state, what it says once
-    done."""
-    text = item.done_text or item.text
+    ("Sergio equity risk"), else all of it; once done, what it says then."""
+    text = item.done_text if done and item.done_text else item.text
     head = text.split(": ")[0]
     return (head if head != text and len(head.split()) >= 3 else text).rstrip(".")
 
@@ -3170,8 +3250,8 @@ def closing_text(state):
     """How an item was closed: by a row (its date and note), its metric, or another item."""
     if state.closed_by == "metric":
         return "the figures show it"
-    if state.closed_by == "sheet":
-        return f"{RECORD_RULES[state.item.item_id].sheet} records it"
+    if state.closed_by in RECORD_SHEETS:
+        return f"{state.closed_by} records it"
     if state.closed_by:
         return f"closed with {state.closed_by}"
     return f"marked {state.status} {state.since}" + (f": {state.note}" if state.note else "")
@@ -3330,17 +3410,28 @@ def revenue_table(data):
 
 
 def month_revenue(data, metric, months):
-    """(target, actual, whether every month is over) of a metric summed over months:
-    a month's actual is its latest snapshot's; None where a month lacks one."""
-    targets, actuals = [], []
-    for month in months:
-        targets.append(month_target(metric, data, month))
-        snapshot = next((s for s in reversed(data.figures.all)
-                         if f"{s.as_of:%Y-%m}" == month), None)
-        figure = figure_of(snapshot, metric)
-        actuals.append(figure and figure[0])
+    """(target, actual, whether every month is over) of a metric summed over months;
+    None where a month lacks an actual."""
+    targets = [month_target(metric, data, month) for month in months]
+    actuals = [month_actual(data, metric, month) for month in months]
     total = (lambda values: None if None in values else sum(values))
     return total(targets), total(actuals), months[-1] < f"{data.day:%Y-%m}"
+
+
+def month_actual(data, metric, month):
+    """A revenue's actual for a month: what the records give, in the cycle's month
+    (clients.csv bills as of the cycle's day), else the month's latest snapshot's; the
+    total, the sum of the businesses' where each has one."""
+    if metric.formula:
+        parts = [month_actual(data, METRICS_BY_ID[m], month) for m in REVENUE_METRICS]
+        return None if None in parts else sum(parts)
+    cycle = data.figures.snapshot
+    if cycle and month == month_of(data.day) and metric.metric_id in cycle.given:
+        figure = cycle.counted[metric.metric_id]
+    else:
+        figure = figure_of(next((s for s in reversed(data.figures.all)
+                                 if month_of(s.as_of) == month), None), metric)
+    return figure and figure[0]
 
 
 def revenue_part_target(data, metric, month):
@@ -3392,7 +3483,11 @@ def trend_table(report_id, figures):
     bars rise from zero, so a dip of 7% is a bar 7% shorter."""
     rows = [["Measure", f"Last {len(figures.history)}", "Oldest", "Newest"]]
     for metric in metrics_of(report_id):
-        values = [figure_of(snapshot, metric) for snapshot in figures.history]
+        # A point from another source than the newest's (the figures sheet's number
+        # before the records gave one) is left out: it would show a change of source.
+        values = [figure_of(snapshot, metric) if same_source(metric, snapshot,
+                                                             figures.snapshot) else None
+                  for snapshot in figures.history]
         known = [value for value in values if value is not None]
         middles = tuple(None if v is None or not v[0].is_finite() else sum(v) / 2
                         for v in values)
@@ -3464,9 +3559,7 @@ def clients_book(data):
     active = active_clients(data.clients)
     return [Block("paragraph", [
         f"Active clients: {len(active)} of {len(data.clients)}; billed "
-        f"{money_text(billed_revenue(active))} a month (clients.csv, which wins over the "
-        "figures sheet's dc_active_clients and revenue_dc; it keeps no history, so their "
-        "change since the last report is not shown)."])]
+        f"{money_text(billed_revenue(active))} a month."])]
 
 
 def billing_gap(client, day):
@@ -3527,7 +3620,7 @@ def tier_revenue(data):
     total = sum((value for _, value in tiers.values()), Decimal(0))
     rows = [["Tier", "Clients", "Monthly value", "Share"]]
     for key, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
-        share = f"{value / total * 100:.0f}%" if total else "-"
+        share = percent_share(value, total) if total else "-"
         rows.append([names[key], str(count), money_text(value), share])
     rows.append(["All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
                  "100%" if total else "-"])
@@ -3562,9 +3655,6 @@ def delivery_figures(data):
     if not data.deliveries:
         return missing_record(data, "deliveries.csv", first=True)
     costed = [d for d in data.deliveries if d.cost is not None]
-    said = Block("paragraph", ["Deliveries a month and the cost per delivery come from "
-                               "deliveries.csv, which wins over the figures sheet's "
-                               "deliveries and cost_per_delivery."])
     rows = [["Measure", "Figure"]]
     if data.day:
         for days in (30, 90):
@@ -3573,8 +3663,8 @@ def delivery_figures(data):
     rows.append([f"Cost per delivery (mean of {len(costed)} costed)",
                  money_text(mean([d.cost for d in costed]) if costed else None)])
     sailed = [d for d in costed if d.miles]
-    per_mile = (sum(d.cost for d in sailed) / sum(d.miles for d in sailed)).quantize(
-        Decimal("0.01")) if sailed else None
+    per_mile = cents(sum(d.cost for d in sailed) / sum(d.miles for d in sailed)) \
+        if sailed else None
     rows.append([f"Cost per nautical mile ({len(sailed)} with miles)", money_text(per_mile)])
     priced = [d for d in costed if d.price is not None]
     rows.append([f"Margin per delivery (mean of {len(priced)} priced and costed)",
@@ -3585,7 +3675,7 @@ def delivery_figures(data):
         rows.append([f"Latest, {latest.day} {latest.vessel}".strip(),
                      f"{money_text(latest.cost)}: {money_text(abs(above))} "
                      f"{'above' if above > 0 else 'below' if above < 0 else 'at'} the mean"])
-    return [said, Block("table", rows)]
+    return [Block("table", rows)]
 
 
 def cost_split(data):
@@ -3599,8 +3689,8 @@ def cost_split(data):
                 for category in DELIVERY_COSTS}
     total = sum(totals.values())
     rows = [["Cost", "Total", "Share", "Recorded on"]]
-    rows += [[category, money_text(totals[category]),
-              f"{totals[category] / total * 100:.0f}%" if total else "-",
+    rows += [[category, money_text(totals[category]) if recorded[category] else "-",
+              percent_share(totals[category], total) if total and recorded[category] else "-",
               f"{recorded[category]} of {len(data.deliveries)}"] for category in DELIVERY_COSTS]
     return [Block("table", rows)]
 
@@ -3615,13 +3705,21 @@ def capacity_table(data):
         count = sum(month_of(d.day) == month for d in data.deliveries)
         capacity = figure_by_month(data, "delivery_capacity", month)
         rows.append([month, str(count), "-" if capacity is None else amount_text(
-            capacity, "count"), Bar(min(count, int(capacity)), int(capacity))
-            if capacity else "-"])
+            capacity, "count"), capacity_used(count, capacity)])
     if all(row[2] == "-" for row in rows[1:]):
         return [Block("table", rows), Block("paragraph", [
             "No capacity is set: add delivery_capacity to the figures sheet, the most "
             "deliveries a month the crew and the calendar allow."])]
     return [Block("table", rows)]
+
+
+def capacity_used(count, capacity):
+    """A month's deliveries against its capacity: a bar, or a flag past it."""
+    if not capacity:
+        return "-"
+    if count > capacity:
+        return Status(f"{count}/{int(capacity)}, over capacity", "bad")
+    return Bar(count, int(capacity))
 
 
 def recent_months(data, days, most=12):
@@ -3654,9 +3752,6 @@ def rent_table(data):
     if not data.rental or data.day is None:
         return missing_record(data, "rental.csv", first=True)
     months = recent_months(data, (e.day for e in data.rental))
-    said = Block("paragraph", ["Net rent a month (the last whole month's) comes from "
-                               "rental.csv, which wins over the figures sheet's "
-                               "rental_net_income."])
     rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
     for month in months:
         entries = [e for e in data.rental if month_of(e.day) == month]
@@ -3666,7 +3761,7 @@ def rent_table(data):
         rows.append([month, rent_cell(rent, due, month == month_of(data.day)),
                      money_text(due), money_text(spent),
                      money_text(rent - spent) if entries else "-"])
-    return [Block("table", rows), said]
+    return [Block("table", rows)]
 
 
 def rent_cell(rent, due, in_progress):
@@ -3747,7 +3842,8 @@ def seasonal_table(data):
         by_month.setdefault(month[5:], []).append(occupancy)
     rows = [["Month", "Mean occupancy", "Years"]]
     rows += [[date(2000, int(number), 1).strftime("%B"),
-              amount_text((sum(values) / len(values)).quantize(Decimal("0.1")), "percent"),
+              amount_text((sum(values) / len(values)).quantize(Decimal("0.1"),
+                                                               rounding=ROUND_HALF_UP), "percent"),
               str(len(values))] for number, values in sorted(by_month.items())]
     span = len(month_range(min(recorded), max(recorded)))
     unmeasured_months = [date(2000, number, 1).strftime("%B") for number in range(1, 13)

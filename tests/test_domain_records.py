@@ -62,7 +62,7 @@ def test_the_dc_portfolio_is_written_from_its_clients(run_script, ses):
     assert "Elm: its renewal date, 2026-11-15, has passed with no new one recorded." in risks
     assert "Alder" not in risks
     # The sheet's counts win over the figures sheet's in the glance.
-    assert "Active clients: 4 of 6; billed $3,300.50 a month (clients.csv" in text
+    assert "Active clients: 4 of 6; billed $3,300.50 a month." in text
     assert re.search(r"DC active clients 4 ", text) and re.search(r"DC billed/month \$3,300.50",
                                                                    text)
 
@@ -281,7 +281,9 @@ def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_
     ])
     said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
     changes = section(said["dc-portfolio"], "Since the last report", "At a glance")
-    assert "DC active clients" not in changes and "DC billed" not in changes
+    assert "DC active clients: 5 to 4" not in changes  # no move: a change of source
+    assert ("DC active clients: 4, from the domain records; the last snapshot's 5 came from "
+            "the figures sheet, so no change is computed.") in changes
     assert re.search(r"DC active clients 4 - ", said["dc-portfolio"])
     # Deliveries are dated, so the last snapshot's date has its count from the sheet too:
     # 1 in the 30 days to the last snapshot (2026-11-15), 3 in the 30 days to the cycle.
@@ -394,3 +396,135 @@ def test_the_seasons_need_a_year_not_every_month(run_script, ses):
     seasons = section(text, "Seasonal demand modelling", "Occupancy rate targets")
     assert "Not enough data" not in seasons
     assert "No occupancy is recorded for March: those months have no mean yet." in seasons
+
+
+# --- From the hostile review of the records --------------------------------------------------
+
+
+def test_a_trend_never_joins_the_sheets_numbers_to_the_records(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-20", "A", "x", "y", "10", "1", "6000", "5000", "", "", ""]])
+    write_clients(run_script)
+    said = send(run_script, ses, "yacht-delivery", "dc-portfolio")
+    yacht = section(said["yacht-delivery"], "Trends over the last", "Capacity constraints")
+    # The records gave the cost as of each snapshot since 2026-11-20 only: the one
+    # before it, from the sheet, is left out rather than drawn as a change.
+    assert "Cost per delivery" not in yacht
+    changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
+    assert ("Cost per delivery: $5,000, from the domain records; the last snapshot's $1,250 "
+            "came from the figures sheet, so no change is computed.") in changes
+    dc = section(said["dc-portfolio"], "Trends over the last", "Revenue recognition")
+    assert "DC billed/month" not in dc and "DC active clients" not in dc
+
+
+def test_a_month_with_no_ledger_entry_is_not_a_net_rent_of_zero(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-10-01", "rent", "", "2400", ""]])  # nothing in November
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    assert re.search(r"Net rent/month \$1,850 ", text)  # the figures sheet's, not $0
+    assert "to $0" not in text
+
+
+def test_the_cfo_table_puts_the_clients_revenue_in_the_cycles_month(run_script, ses):
+    write_clients(run_script)  # bills $3,300.50 as of the cycle
+    text = send(run_script, ses, "cfo", cycle="2026-12-10")["cfo"]
+    assert re.search(r"2026-11 DC \$3,400 \$3,400 ", text)  # November: the sheet's
+    assert re.search(r"2026-12 DC \$3,400 \$3,300.50 ", text)
+
+
+def test_the_reports_that_show_a_record_figure_say_where_it_comes_from(run_script, ses):
+    write_clients(run_script)
+    said = send(run_script, ses, "ceo", "dc-portfolio")
+    assert ("Taken from the domain records, which win over the figures sheet: DC "
+            "billed/month, Revenue/month, total, Revenue minus burn, Runway from "
+            "clients.csv; deliveries") not in said["ceo"]
+    assert re.search(r"Taken from the domain records, which win over the figures sheet: "
+                     r"[^.]*DC billed/month[^.]*from clients.csv", said["ceo"])
+    assert "clients.csv keeps no history" in said["dc-portfolio"]
+
+
+def test_no_active_client_decides_no_item(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["A", "", "100", "", "", "", "", "ended"], ["B", "", "200", "", "", "", "", "paused"]])
+    text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
+    assert "clients.csv records it" not in text
+    assert "No client list with start dates, terms and renewal dates is kept." in text
+
+
+def test_a_client_dated_far_past_the_cycle_is_warned_of(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["A", "Gold", "100", "retainer", "2025-01-01", "2027-06-01", "2062-11-20", "active"]])
+    ses.verify(SENDER)
+    result = run_script("--only", "dc-portfolio", "--cycle", CYCLE)
+    assert (f"{run_script.data / 'clients.csv'} line 2: dated 2062-11-20, more than a year "
+            "after the cycle") in result.stderr
+
+
+def test_a_record_a_year_and_a_day_ahead_is_warned_of(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-20", "A", "x", "y", "10", "1", "1000", "100", "", "", ""],
+        ["2027-12-02", "B", "x", "y", "10", "1", "1000", "100", "", "", ""]])
+    ses.verify(SENDER)
+    result = run_script("--only", "yacht-delivery", "--cycle", CYCLE)
+    assert "line 3: dated 2027-12-02, more than a year after the cycle" in result.stderr
+
+
+def test_the_rent_ledger_closing_is_news_in_the_next_report(run_script, ses):
+    rows = [row for row in run_script.items.read_text().splitlines()
+            if "rental-rent-ledger" not in row]
+    run_script.items.write_text("\n".join(rows) + "\n")
+    write_sheet(run_script.data / "rental.csv", RENTAL, [
+        ["2026-10-05", "expense", "Plumbing", "100", ""], ["2026-11-20", "rent", "", "2400", ""]])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]  # last snapshot 2026-11-15
+    changes = section(text, "Since the last report", "At a glance")
+    assert "Done: Rent is recorded in the ledger, under Revenue - Rent (rental.csv records " \
+           "it)." in changes
+
+
+def test_money_rounds_half_a_cent_up(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-10", "A", "x", "y", "10", "1", "1000", "100.02", "", "", ""],
+        ["2026-11-20", "B", "x", "y", "10", "1", "1000", "100.03", "", "", ""]])
+    text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
+    assert "Cost per delivery (mean of 2 costed) $100.03" in text  # 100.025, half up
+
+
+def test_deliveries_past_capacity_are_flagged(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        [f"2026-11-{day:02d}", "A", "x", "y", "10", "1", "1000", "100", "", "", ""]
+        for day in (2, 6, 10, 14, 18)])
+    text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
+    assert "2026-11 5 3 ▼ 5/3, over capacity" in text
+
+
+def test_a_ledger_with_no_rows_for_the_cycle_keeps_the_ledger_item_open(run_script, ses):
+    write_sheet(run_script.data / "rental.csv", RENTAL, [["2026-12-05", "rent", "", "2400", ""]])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]  # items.csv marks it done
+    assert "Rent is not recorded in a ledger." in text
+    assert "Rent is recorded in the ledger" not in text
+
+
+def test_a_client_listed_twice_is_said_with_the_other_bad_rows(run_script, ses):
+    write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
+        ["Acme", "", "100", "", "", "", "", "active"], ["acme", "", "100", "", "", "", "", "active"],
+        ["Bravo", "", "100", "", "2025-13-01", "", "", "active"]])
+    result = run_script("--only", "dc-portfolio", "--cycle", CYCLE)
+    assert result.returncode == 65
+    assert "clients.csv:3: client: 'acme' is listed already" in result.stderr
+    assert "clients.csv:4: contract_start" in result.stderr
+
+
+def test_a_cost_never_recorded_is_not_a_cost_of_zero(run_script, ses):
+    write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
+        ["2026-11-20", "A", "x", "y", "10", "1", "1000", "100", "200", "", ""]])
+    text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
+    split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
+    assert "travel - - 0 of 1" in split and "fuel $100 33% 1 of 1" in split
+    assert "Delivery costs are recorded per delivery (deliveries.csv records it)" in text
+
+
+def test_an_open_shortfall_is_labelled_by_what_is_wrong(run_script, ses):
+    text = send(run_script, ses, "ceo")["ceo"]  # Old Town Tacos has no billing model
+    shortfalls = section(text, "Shortfalls by business", "30-day execution agenda")
+    assert "DC billing model absent" in shortfalls
+    assert "DC has a billing model" not in shortfalls
