@@ -959,8 +959,13 @@ def heartbeat_url_problem(url):
     from urllib.parse import urlsplit
 
     problem = url_problem(url)
-    if problem or url.lower().startswith("https://") or loopback_host(urlsplit(url).hostname):
+    if problem:
         return problem
+    if "@" in urlsplit(url).netloc:
+        return ("carries a user name or password: give the check's URL alone (its path "
+                "is the secret)")
+    if url.lower().startswith("https://") or loopback_host(urlsplit(url).hostname):
+        return None
     return "must be an https:// URL (http only to a loopback address)"
 
 
@@ -5738,7 +5743,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
         if scheduled:
-            record_missed(audit_log, config, cycle, clock, console)
+            record_missed(audit_log, config, cycle, reports, clock, console)
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -5771,15 +5776,21 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     return cycle_run.outcome
 
 
-def record_missed(audit_log, config, cycle, clock, console):
-    """Record, and say once, each due date that passed unsent before this cycle."""
+def record_missed(audit_log, config, cycle, reports, clock, console):
+    """Record each due date that passed unsent (in full or in part) before this cycle,
+    and say so once, in one line."""
     run_id = os.urandom(16).hex()
-    for day in missed_cycles(config.audit_log_path, config.schedule, cycle):
+    missed = missed_cycles(config.audit_log_path, config, cycle, reports)
+    for day, unsent in missed.items():
         audit_log.append(missed_record(config, run_id=run_id, day=day, cycle=cycle,
-                                       now=clock.now()))
-        console.alert(f"warning: cycle {day} was missed: it fell due and no run sent it "
-                      f"before cycle {cycle} fell due; only {cycle} is sent (the audit log "
-                      "records the miss)")
+                                       unsent=unsent, now=clock.now()))
+    if missed:
+        days = [str(day) for day in missed]
+        shown = ", ".join(days[:MISSED_SHOWN]) + (
+            f" and {len(days) - MISSED_SHOWN} more" if len(days) > MISSED_SHOWN else "")
+        console.alert(f"warning: missed cycle(s) {shown}: they fell due and were not "
+                      f"(fully) sent before cycle {cycle} fell due; only {cycle} is sent "
+                      "(the audit log records each miss; --history shows them)")
 
 
 def say_preflight(found, console, note):
@@ -5945,11 +5956,13 @@ def write_previews(reports, config, directory, now, console):
 # notice and the heartbeat
 ###############################################################################
 
-# What the failure notice and the heartbeat wait for, at most, and how many of a
-# cycle's records --status and the missed-cycle check read back from the log's end.
+# What the heartbeat waits for, at most.
 HEARTBEAT_TIMEOUT_SECONDS = 5
-SCHEDULE_LOOKBACK_RECORDS = 2000
-MISSED_REPORT = "(every report)"  # the report name of a missed cycle's record
+# A due date is called missed within this many days of the cycle sent: a stray old
+# record (a test run for 1926) must not make a thousand of them.
+MISSED_LOOKBACK_DAYS = 366
+MISSED_REPORT = "(cycle)"  # the report name of a missed cycle's record
+MISSED_SHOWN = 5  # missed cycles named in the one line that says them
 NOTICE_REPORT = "(failure notice)"  # the report name of a failure notice's record
 # The outcomes a notice is sent for: reports were due and did not go.  A run
 # stopped by a signal is left to the heartbeat; a run another one locked out
@@ -5987,59 +6000,70 @@ def due_after(schedule, day):
 
 
 def fell_due_at(day, zone):
-    """The moment a cycle falls due: the start of its day in the run's zone."""
-    start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
-    return start if zone else start.astimezone()  # naive: the machine's zone
+    """The moment a cycle falls due: the first moment of its day in the run's zone
+    (where a clock change skips midnight, the first that exists: 01:00)."""
+    if zone:  # zoneinfo reads a skipped 00:00 with the offset before the change
+        return datetime.combine(day, datetime.min.time(), tzinfo=zone)
+    start = datetime.combine(day, datetime.min.time()).astimezone()  # the machine's zone
+    while start.astimezone().date() < day:  # a skipped midnight read as the day before
+        start += timedelta(minutes=15)
+    return start.astimezone()
 
 
 def zone_name(zone):
     return str(zone) if zone else "the machine's time zone"
 
 
-def schedule_records(path, before):
-    """{cycle date: the statuses and sent reports of its records} for the dated cycles
-    before `before`, from the log's last SCHEDULE_LOOKBACK_RECORDS records."""
+def schedule_records(path, variant, before):
+    """{cycle date: {"sent": reports sent, "missed": bool}} of the variant's dated
+    cycles in the year before `before`, read back from the log's end as far as the
+    first record of an older cycle (records are appended in time order)."""
     log = open_audit_log_to_read(path)
     cycles = {}
     if log is None:
         return cycles
+    oldest = before - timedelta(days=MISSED_LOOKBACK_DAYS)
     with log:
-        lines = (line for line in lines_from_end(log) if line.strip())
-        for _, line in zip(range(SCHEDULE_LOOKBACK_RECORDS), lines):
-            record, problem = parsed_record(line)
-            day = record and parse_date(record["cycle"])
-            if problem or day is None or day >= before:
+        for line in lines_from_end(log):
+            record, problem = parsed_record(line) if line.strip() else (None, "blank")
+            day = None if problem else parse_date(record["cycle"])
+            if day is not None and day < oldest:
+                break
+            if day is None or day >= before or record.get("variant", "a") != variant:
                 continue
-            seen = cycles.setdefault(day, {"statuses": set(), "sent": set()})
-            seen["statuses"].add(record["status"])
+            seen = cycles.setdefault(day, {"sent": set(), "missed": False})
+            seen["missed"] |= record["status"] == "missed"
             if record["status"] == "sent":
                 seen["sent"].add(record["report"])
     return cycles
 
 
-def missed_cycles(path, schedule, cycle):
-    """The due dates before this cycle that passed with nothing sent and are not yet
-    recorded as missed: those after the latest cycle the log shows sent or missed
-    (none before the schedule's first cycle in the log)."""
+def missed_cycles(path, config, cycle, reports):
+    """{due date: the reports it never sent} for each due date before this cycle, in
+    the year before it, not fully sent and not yet recorded as missed.  None before
+    the first cycle the log shows: a new schedule has missed nothing."""
     current = date.fromisoformat(cycle)
-    cycles = schedule_records(path, current)
-    known = [day for day, seen in cycles.items() if seen["statuses"] & {"sent", "missed"}]
-    if not known:
-        return []
-    missed, day = [], max(known)
-    while (day := due_after(schedule, day)) < current:
-        if not cycles.get(day, {"sent": ()})["sent"]:
-            missed.append(day)
+    cycles = schedule_records(path, config.variant, current)
+    started = [day for day, seen in cycles.items() if seen["missed"] or seen["sent"]]
+    if not started:
+        return {}
+    wanted = [spec.report_id for spec in reports]
+    missed, day = {}, min(started) - timedelta(days=1)
+    while (day := due_after(config.schedule, day)) < current:
+        seen = cycles.get(day, {"sent": set(), "missed": False})
+        unsent = [r for r in wanted if r not in seen["sent"]]
+        if unsent and not seen["missed"]:
+            missed[day] = unsent
     return missed
 
 
-def missed_record(config, *, run_id, day, cycle, now):
-    """The audit record of a cycle that fell due and was never sent."""
+def missed_record(config, *, run_id, day, cycle, unsent, now):
+    """The audit record of a due cycle whose reports (all, or some) never went."""
     return {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
             "run_id": run_id, "cycle": day.isoformat(), "variant": config.variant,
             "report": MISSED_REPORT, "status": "missed", "message_id": None,
-            "error": {"code": "Missed", "message": f"fell due on {day} and no run sent it "
-                      f"before cycle {cycle} fell due; only the latest cycle is sent"}}
+            "error": {"code": "Missed", "message": f"fell due on {day}; not sent before "
+                      f"cycle {cycle} fell due: {', '.join(unsent)}"}}
 
 
 def cycle_is_sent(config, cycle, reports):
@@ -6052,9 +6076,10 @@ class Heartbeat:
     """A dead-man's switch's pings, healthchecks.io style: URL/start as a run begins,
     URL when it ends with everything due sent, URL/<exit code> otherwise.
 
-    The URL is a secret: no line names it.  A ping is one request and one retry
-    within HEARTBEAT_TIMEOUT_SECONDS; it never changes the exit code, and once a
-    ping goes unanswered the run sends no more (each would wait as long again)."""
+    The URL is a secret: no line names it, and no redirect is followed (it could
+    take the secret to another host, or to plain http).  A ping is one request and
+    one retry within HEARTBEAT_TIMEOUT_SECONDS; it never changes the exit code, and
+    once a ping goes unanswered the run sends no more (each would wait as long)."""
 
     def __init__(self, url, console):
         self.url = url
@@ -6065,7 +6090,8 @@ class Heartbeat:
         if self.silent:
             return
         failures = []
-        worker = threading.Thread(target=self._ping, args=(self.url + suffix, failures),
+        worker = threading.Thread(target=self._ping, args=(ping_url(self.url, suffix),
+                                                           failures),
                                   daemon=True)  # a server that never answers holds no exit
         worker.start()
         worker.join(HEARTBEAT_TIMEOUT_SECONDS)
@@ -6086,7 +6112,7 @@ class Heartbeat:
         # A monitor on this machine is reached directly, whatever proxy is set.
         direct = [urllib.request.ProxyHandler({})] if loopback_host(urlsplit(url).hostname) \
             else []
-        opener = urllib.request.build_opener(*direct)
+        opener = urllib.request.build_opener(*direct, _no_redirects())
         deadline = time.monotonic() + HEARTBEAT_TIMEOUT_SECONDS
         for _ in range(2):  # one try and one retry
             request = urllib.request.Request(url, data=b"", method="POST", headers={
@@ -6096,17 +6122,43 @@ class Heartbeat:
                     del failures[:]
                     return
             except urllib.error.HTTPError as error:
-                failures.append(f"HTTP {error.code} from {urlsplit(url).hostname}")
+                failures.append(f"HTTP {error.code}" + (" (a redirect, not followed: give "
+                                                        "the final URL)" if 300 <= error.code
+                                                        < 400 else ""))
                 if error.code < 500:
                     return  # a wrong URL stays wrong
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                failures.append(str(getattr(error, "reason", error)))
+            except Exception as error:  # whatever it is, this thread ends in a line, never a
+                # traceback on stderr (which redaction does not see): URLError, a
+                # malformed answer (http.client's), a TLS failure...
+                failures.append(f"{type(error).__name__}: {getattr(error, 'reason', error)}")
+
+
+def ping_url(url, suffix):
+    """The heartbeat URL with a suffix on its path: /start, /1 (a trailing slash or a
+    query string of the monitor's kept where they belong)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix)) if suffix else url
+
+
+def _no_redirects():
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        """A redirect is an answer to report, not a place to follow the secret to."""
+
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    return NoRedirects
 
 
 class Alarms:
     """What a send run tells besides its exit code: the heartbeat as it begins and
     ends, and, where due reports did not go, one failure notice by email to
-    REPORT_ALERT_EMAIL, at most one per cycle and reason (the audit log records it)."""
+    REPORT_ALERT_EMAIL, at most one per cycle, variant and reason (the audit log
+    records it)."""
 
     def __init__(self, config, *, cycle, selected, console, connect, clock):
         self.config = config
@@ -6120,9 +6172,11 @@ class Alarms:
     def watch(self, sending):
         """Run sending() (a RunOutcome, or None where nothing was due) between the
         heartbeat's start and end; return its outcomes, as EXIT_CODES keys."""
-        self.heartbeat.ping("/start")
         try:
+            self.heartbeat.ping("/start")
             outcome = sending()
+        except RunLockedError:
+            raise  # the run holding the lock is at work: it pings, and tells
         except (ProblemsError, ReportRunError) as error:
             self.ended({error.outcome}, *failure_reason(error), self.unsent_of_ledger())
             raise
@@ -6139,9 +6193,13 @@ class Alarms:
 
     def ended(self, outcomes, key, reason, unsent):
         code = exit_code(outcomes)
-        if self.config.alert_email and key != "RunLockedError" and \
-                outcomes & set(NOTICE_OUTCOMES):
-            self.notify(code, key, reason, unsent)
+        if self.config.alert_email and outcomes & set(NOTICE_OUTCOMES):
+            try:
+                self.notify(code, key, reason, unsent)
+            except Exception as error:  # best effort, and it says so: the notice must
+                # never change what the run ends in, or hide why it failed
+                self.console.warn(f"warning: the failure notice to {self.config.alert_email} "
+                                  f"could not be sent: {ses_text(str(error))[:MAX_DETAIL]}")
         self.heartbeat.ping(f"/{code}")
 
     def unsent_of_ledger(self):
@@ -6154,57 +6212,56 @@ class Alarms:
         return [spec.report_id for spec in self.selected if spec.report_id not in sent]
 
     def notify(self, code, key, reason, unsent):
-        """Send the failure notice, unless this cycle's log shows one for this reason;
-        best effort: whatever stops it is a warning, never the run's outcome."""
+        """Send the failure notice, unless the cycle's log shows one for this variant
+        and reason; record it where the log can be written."""
         config = self.config
-        log_path = real_audit_log_path(config.audit_log_path)
         try:
-            with contextlib.ExitStack() as held:
-                audit_log = held.enter_context(notice_log(log_path))
-                if audit_log and any(
-                        r["status"] == "notice" and (r.get("error") or {}).get("code") == key
-                        for r in cycle_records(config.audit_log_path, self.cycle)[0]):
+            with notice_log(config.audit_log_path) as audit_log:
+                if audit_log and self.noticed(key):
                     self.console.step(f"a failure notice for cycle {self.cycle} ({key}) "
                                       "went out already")
                     return
                 with contextlib.closing(self.connect(config)) as clients:
                     message_id = send_notice(clients.notice, config, self.cycle, code, reason,
                                              unsent, len(self.selected))
-                if audit_log:
-                    audit_log.append(notice_record(config, cycle=self.cycle, key=key,
-                                                   reason=reason, message_id=message_id,
-                                                   now=self.clock.now()))
                 self.console.step(f"failure notice sent to {config.alert_email}: {message_id}")
+                if audit_log:
+                    try:
+                        audit_log.append(notice_record(config, cycle=self.cycle, key=key,
+                                                       reason=reason, message_id=message_id,
+                                                       now=self.clock.now()))
+                    except ReportRunError as error:
+                        self.console.warn(f"warning: the failure notice went out but is not "
+                                          f"recorded ({error}); the next failing run sends "
+                                          "another")
         except RunLockedError:
             self.console.step("no failure notice: another run holds the lock, and tells")
-        except (ProblemsError, ReportRunError, OSError) as error:
-            self.console.warn(f"warning: the failure notice to {config.alert_email} could "
-                              f"not be sent: {ses_text(str(error))[:MAX_DETAIL]}")
+
+    def noticed(self, key):
+        """Whether the cycle's log shows a notice sent for this variant and reason."""
+        records, _ = cycle_records(self.config.audit_log_path, self.cycle)
+        return any(r["status"] == "notice" and r.get("variant", "a") == self.config.variant
+                   and (r.get("error") or {}).get("code") == key for r in records)
 
 
 @contextlib.contextmanager
-def notice_log(log_path):
-    """The audit log, under the run lock, for a failure notice; None where the log
-    cannot be opened (the notice goes all the same: the log's failure may be the
-    news).  RunLockedError where another run holds the lock."""
-    try:
-        lock = RunLock(log_path.with_name(log_path.name + ".lock"))
-        lock.__enter__()
-    except RunLockedError:
-        raise
-    except ReportRunError:
-        yield None
-        return
-    try:
+def notice_log(path):
+    """The audit log for a failure notice, under the run lock where the lock can be
+    taken; None where the log cannot be opened (the notice goes all the same: the
+    log's failure may be the news).  RunLockedError where another run holds the lock."""
+    with contextlib.ExitStack() as held:
         try:
-            audit_log = AuditLog(log_path)
+            log_path = real_audit_log_path(path)
+            held.enter_context(RunLock(log_path.with_name(log_path.name + ".lock")))
+        except RunLockedError:
+            raise
         except ReportRunError:
-            yield None
-            return
-        with audit_log:
-            yield audit_log
-    finally:
-        lock.__exit__(None, None, None)
+            pass  # a lock file that is not ours: the log may still be written
+        try:
+            audit_log = held.enter_context(AuditLog(real_audit_log_path(path)))
+        except ReportRunError:
+            audit_log = None
+        yield audit_log
 
 
 def failure_reason(error):
@@ -6291,19 +6348,20 @@ def show_status(args, environ, console, clock):
         return set()
     today = now.astimezone(zone).date()
     due = due_on_or_before(schedule, today)
-    sent, _ = read_ledger(path, due.isoformat(), "a")
-    unsent = [spec.report_id for spec in REPORTS if spec.report_id not in sent]
+    wanted = select_reports(args.only)  # as the scheduled job sends: --only, --variant
+    sent, _ = read_ledger(path, due.isoformat(), args.variant)
+    unsent = [spec.report_id for spec in wanted if spec.report_id not in sent]
     since = now - fell_due_at(due, zone)
+    hours = int(since.total_seconds() // 3600)
     console.result(f"schedule: days {','.join(map(str, schedule))} of each month, in "
                    f"{zone_name(zone)}; next due {due_after(schedule, today)}")
-    console.result(f"due: cycle {due}, {len(REPORTS) - len(unsent)} of {len(REPORTS)} "
-                   f"reports sent, {int(since.total_seconds() // 3600)} hour(s) after it "
-                   "fell due")
+    console.result(f"due: cycle {due}, variant {args.variant}: {len(wanted) - len(unsent)} "
+                   f"of {len(wanted)} reports sent, {hours} hour(s) after it fell due")
     if unsent and since >= timedelta(hours=overdue):
-        console.problem(f"overdue: cycle {due} fell due {int(since.total_seconds() // 3600)} "
-                        f"hours ago and {len(unsent)} of {len(REPORTS)} reports are not sent "
-                        f"(REPORT_OVERDUE_HOURS is {overdue}): run send_exec_reports.py, "
-                        "and see --history for what stopped the last run")
+        console.problem(f"overdue: cycle {due} fell due {hours} hours ago and {len(unsent)} "
+                        f"of {len(wanted)} reports are not sent (REPORT_OVERDUE_HOURS is "
+                        f"{overdue}): run send_exec_reports.py, and see --history for what "
+                        "stopped the last run")
         return {"overdue"}
     return set()
 
@@ -6324,7 +6382,7 @@ def last_sent_line(path, zone):
         return f"last sent: nothing yet (audit log {path})"
     sent, _ = read_ledger(path, last["cycle"], last.get("variant", "a"))
     when = last.get("ts", "")
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, OverflowError):  # a hand-edited or foreign ts
         when = f"{datetime.fromisoformat(when).astimezone(zone):%Y-%m-%d %H:%M %Z}"
     return (f"last sent: cycle {last['cycle']}, variant {last.get('variant', 'a')}: "
             f"{len(sent)} report(s), the last at {when}")

@@ -147,15 +147,17 @@ def test_each_due_cycle_is_sent_once_and_a_missed_one_is_recorded(run_script, se
     late = run("2027-01-20 18:00")
     assert late.returncode == 0
     assert cycles_sent(run_script) == ["2026-12-01", "2026-12-15", "2027-01-15"]
-    assert late.stderr.count("cycle 2027-01-01 was missed") == 1
+    assert late.stderr.count("warning: missed cycle(s) 2027-01-01: they fell due") == 1
     missed = [r for r in run_script.audit_records() if r["status"] == "missed"]
     assert [(r["cycle"], r["report"]) for r in missed] == [("2027-01-01", ser.MISSED_REPORT)]
+    assert missed[0]["error"]["message"].endswith("fell due: ceo, cto, accounting, cmo, cfo, "
+                                                  "rental-3028, yacht-delivery, dc-portfolio")
     assert len(reports_received(ses)) == 24
     # Said once: the next run knows the miss from the log.
     later = run("2027-01-21 18:00")
     assert (later.returncode, later.stdout, later.stderr) == (0, "", "")
     history = run_script("--history", "2")
-    assert "(every report)  missed" in history.stdout
+    assert "(cycle)  missed" in history.stdout
 
 
 def test_a_cycle_sent_in_part_is_finished_by_the_next_run(run_script, ses):
@@ -350,8 +352,8 @@ def test_status_on_time_overdue_and_never_sent(run_script, ses):
     never = status(run_script, "2026-12-02 07:59")  # the 1st fell due 23:59 hours ago
     assert never.returncode == 0, never.stderr
     assert "last sent: nothing yet" in never.stdout
-    assert "due: cycle 2026-12-01, 0 of 8 reports sent, 23 hour(s) after it fell due" in \
-        never.stdout
+    assert "due: cycle 2026-12-01, variant a: 0 of 8 reports sent, 23 hour(s) after it fell " \
+           "due" in never.stdout
     overdue = status(run_script, "2026-12-02 08:00")
     assert overdue.returncode == 1
     assert ("overdue: cycle 2026-12-01 fell due 24 hours ago and 8 of 8 reports are not "
@@ -382,3 +384,160 @@ def test_status_overdue_hours_are_a_setting(run_script):
     env = {**SCHEDULED, "REPORT_OVERDUE_HOURS": "48"}
     assert status(run_script, "2026-12-02 09:00", env).returncode == 0
     assert status(run_script, "2026-12-03 08:00", env).returncode == 1
+
+
+# --- From the hostile review of the alarms -------------------------------------------------
+
+
+def test_an_unusable_audit_log_does_not_hide_the_runs_own_failure(run_script, ses):
+    ses.verify(SENDER)
+    run_script.audit_log.mkdir()  # the log's path is a folder
+    (run_script.data / "items.csv").write_text("as_of,id,status\n2026-11-30,waf,finished\n")
+    with Monitor() as monitor:
+        result = run_script("--cycle", "2026-12-01", env={
+            "REPORT_ALERT_EMAIL": None, "REPORT_HEARTBEAT_URL": monitor.url})
+    assert result.returncode == 65  # the data's failure, not the log's
+    assert "items.csv:2: status" in result.stderr and "Traceback" not in result.stderr
+    assert len(notices_received(ses)) == 1  # nowhere to record it, so it goes all the same
+    assert monitor.paths[-1] == f"/ping/{SECRET}/65"
+
+
+def test_a_lock_file_that_is_not_ours_still_allows_one_notice_per_cycle(run_script, ses):
+    ses.verify(SENDER)
+    run_script.audit_log.with_name(run_script.audit_log.name + ".lock").write_text("not a pid")
+    for _ in range(3):
+        result = run_script("--quiet", clock=at("2026-12-03 18:00"),
+                            env={**SCHEDULED, "REPORT_ALERT_EMAIL": None})
+        assert result.returncode == 73
+    assert len(notices_received(ses)) == 1
+
+
+@pytest.mark.parametrize("url, said", [
+    ("https://monitor:Pa55w0rdPa55w0rd@hc.example.com/ping/abc", "carries a user name"),
+    ("https://monitor:Pa55w0rdPa55w0rd@hc.example.com:443/ping/abc", "carries a user name"),
+])
+def test_a_heartbeat_url_with_a_password_is_refused_without_showing_it(run_script, url, said):
+    result = run_script("--dry-run", env={"REPORT_HEARTBEAT_URL": url})
+    assert result.returncode == 78 and said in result.stderr
+    assert "Pa55w0rd" not in result.stderr + result.stdout
+
+
+class RawServer:
+    """A loopback server that answers every request with these bytes, then closes."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/ping/{SECRET}/"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(self.answer)
+
+
+@pytest.mark.parametrize("answer, said", [
+    (b"HELLO THERE\r\n\r\n", "BadStatusLine"),
+    (b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2/elsewhere\r\nContent-Length: 0"
+     b"\r\n\r\n", "HTTP 302 (a redirect, not followed"),
+])
+def test_a_strange_heartbeat_answer_is_one_warning_not_a_traceback(run_script, ses, capfd,
+                                                                   answer, said):
+    ses.verify(SENDER)
+    server = RawServer(answer)
+    try:
+        result = run_script("--only", "ceo", "--cycle", "2026-12-01",
+                            env={"REPORT_HEARTBEAT_URL": server.url})
+    finally:
+        server.socket.close()
+    assert result.returncode == 0
+    assert f"warning: the heartbeat (REPORT_HEARTBEAT_URL) could not be reached: " in \
+        result.stderr and said in result.stderr
+    thread_output = capfd.readouterr()  # what a dying thread would print past the Console
+    assert "Traceback" not in thread_output.err + result.stderr
+    assert SECRET not in thread_output.err + result.stderr
+
+
+def test_a_ping_keeps_the_monitors_trailing_slash_and_query_in_place(run_script, ses):
+    ses.verify(SENDER)
+    with Monitor() as monitor:
+        run_script("--only", "ceo", "--cycle", "2026-12-01",
+                   env={"REPORT_HEARTBEAT_URL": monitor.url + "/?rid=7"})
+    assert monitor.paths == [f"/ping/{SECRET}/start?rid=7", f"/ping/{SECRET}/?rid=7"]
+
+
+def test_a_run_locked_out_sends_no_failure_ping(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.2
+    with Monitor() as monitor:
+        first = run_via_proxy.start("--cycle", "2026-12-01", "--only", "ceo,cto,cmo")
+        wait_for(lambda: run_via_proxy.audit_records())
+        second = run_via_proxy("--cycle", "2026-12-01",
+                               env={"REPORT_HEARTBEAT_URL": monitor.url})
+        assert first.wait(timeout=60) == 0
+    assert second.returncode == 75
+    assert monitor.paths == [f"/ping/{SECRET}/start"]
+
+
+def test_a_stray_old_cycle_in_the_log_makes_no_flood_of_misses(run_script, ses):
+    ses.verify(SENDER)
+    assert run_script("--only", "ceo", "--cycle", "1926-12-01").returncode == 0
+    result = run_script("--quiet", clock=at("2026-12-03 18:00"), env=SCHEDULED)
+    assert result.returncode == 0
+    assert not [r for r in run_script.audit_records() if r["status"] == "missed"]
+
+
+def test_a_cycle_sent_in_part_is_recorded_missed_for_what_it_lacks(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    rejecting(proxy)  # ceo is rejected on the 1st; the other seven go
+    env = {**SCHEDULED, "AWS_MAX_ATTEMPTS": "1"}
+    assert run_via_proxy(clock=at("2026-12-03 18:00"), env=env).returncode == 1
+    later = run_via_proxy("--quiet", clock=at("2026-12-16 18:00"), env=env)
+    assert later.returncode == 0
+    [missed] = [r for r in run_via_proxy.audit_records() if r["status"] == "missed"]
+    assert missed["cycle"] == "2026-12-01" and missed["error"]["message"].endswith(": ceo")
+    assert "missed cycle(s) 2026-12-01" in later.stderr
+
+
+def test_status_follows_the_scheduled_jobs_variant_and_reports(run_script, ses):
+    ses.verify(SENDER)
+    env = {**SCHEDULED, "AWS_RECIPIENT_EMAIL_B": "brief@example.com"}
+    assert run_script("--variant", "b", "--only", "ceo,cfo", clock=at("2026-12-03 18:00"),
+                      env=env).returncode == 0
+    ok = run_script("--status", "--variant", "b", "--only", "ceo,cfo",
+                    clock=at("2026-12-10 18:00"), env=env)
+    assert ok.returncode == 0 and "variant b: 2 of 2 reports sent" in ok.stdout
+    assert run_script("--status", clock=at("2026-12-10 18:00"), env=env).returncode == 1
+
+
+def test_status_survives_a_timestamp_out_of_range(run_script):
+    run_script.audit_log.write_text(json.dumps({
+        "cycle": "2026-12-01", "report": "ceo", "status": "sent", "variant": "a",
+        "ts": "9999-12-31T23:00:00+00:00"}) + "\n")
+    result = status(run_script, "2026-12-03 18:00",
+                    env={"REPORT_SCHEDULE": "1", "REPORT_TIMEZONE": "Pacific/Kiritimati"})
+    assert "Traceback" not in result.stderr and result.returncode in (0, 1)
+    assert "last sent: cycle 2026-12-01" in result.stdout
+
+
+def test_a_skipped_midnight_in_the_machines_zone_is_the_first_moment_of_the_day(
+        run_script, monkeypatch):
+    """Santiago skips from 00:00 to 01:00 on 2026-09-06: the day starts at 01:00 -03."""
+    monkeypatch.setenv("TZ", "America/Santiago")
+    time.tzset()
+    try:
+        env = {"REPORT_SCHEDULE": "6", "REPORT_TIMEZONE": None}
+        # 2026-09-06 04:00 UTC is 01:00 there; 23 h 30 min later it is not overdue.
+        assert status(run_script, "2026-09-07 03:30", env).returncode == 0
+        assert status(run_script, "2026-09-07 04:00", env).returncode == 1
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
