@@ -10,6 +10,8 @@ Usage:
     python3 send_exec_reports.py --variant b     # the one-screen brief, to list B
     python3 send_exec_reports.py --history       # what the last cycles sent
     python3 send_exec_reports.py --status        # the last cycle sent; is one overdue?
+    python3 send_exec_reports.py --setup-events  # SES's delivery events, to a queue
+    python3 send_exec_reports.py --events        # read them into the audit log
     python3 send_exec_reports.py --quiet         # for cron: silent unless a problem
     python3 send_exec_reports.py --list          # the report ids and titles
     python3 send_exec_reports.py --metrics       # the figures file's columns
@@ -48,6 +50,7 @@ banner per section:
     rendering           the plain-text and HTML editions, the .eml message
     the audit log       its records, the ledger it keeps, the run lock
     SES                 the clients, sending, and the preflight
+    delivery events     SES's events via SNS to a queue: setting up, reading
     the run             pacing, stop signals, clock, console, one cycle's sends
     the schedule        due cycles, missed ones, the alarms, --status
     command line        the parser, run() and main()
@@ -308,6 +311,12 @@ class NewDataError(ReportRunError):
     outcome = "cant_create"
 
 
+class SetupError(ReportRunError):
+    """--setup-events or --test-events could not do what it was asked: AWS said no."""
+
+    outcome = "rejected"
+
+
 class RunLockedError(ReportRunError):
     """Another run holds the lock: this one must not send."""
 
@@ -404,7 +413,8 @@ REQUIRED_SETTINGS = (
 ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
 # These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
 ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
-ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL")
+ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL",
+                     "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "REPORT_EVENTS_QUEUE_URL")
 
 # Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
@@ -467,6 +477,9 @@ class Config(NamedTuple):
     alert_email: str | None = None  # where a failure notice goes (REPORT_ALERT_EMAIL, else
     # the BCC); None: REPORT_ALERT_EMAIL=none, no notice
     heartbeat_url: str | None = None  # REPORT_HEARTBEAT_URL: a secret, never shown
+    events_queue_url: str | None = None  # REPORT_EVENTS_QUEUE_URL: SES's events, via SNS
+    endpoint_url_sqs: str | None = None  # the queue's and the topic's endpoints, where
+    endpoint_url_sns: str | None = None  # a local server stands in for AWS
     credential_origin: str | None = None  # where explicit keys came from, never the keys
     access_key_id: str | None = None  # the three secrets: never shown, see __repr__
     secret_access_key: str | None = None
@@ -641,6 +654,9 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         alert_email=None if (alert_email or "").lower() == NO_ALERT
         else alert_email or value("AWS_BCC_EMAIL"),
         heartbeat_url=heartbeat_url,
+        events_queue_url=value("REPORT_EVENTS_QUEUE_URL"),
+        endpoint_url_sqs=value("AWS_ENDPOINT_URL_SQS") or value("AWS_ENDPOINT_URL"),
+        endpoint_url_sns=value("AWS_ENDPOINT_URL_SNS") or value("AWS_ENDPOINT_URL"),
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -4399,8 +4415,9 @@ OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(No
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
                           "suppressed": list, "sheets": dict}
 # A report's record is sent, failed or skipped; a cycle's own records say it was
-# missed (its due date passed unsent) or that a failure notice went out for it.
-RECORD_STATUSES = ("sent", "failed", "skipped", "missed", "notice")
+# missed (its due date passed unsent) or that a failure notice went out for it; an
+# event record is what SES said later of a message: delivered, bounced...
+RECORD_STATUSES = ("sent", "failed", "skipped", "missed", "notice", "event")
 LEDGER_CHUNK_BYTES = 1 << 20  # the log is read a chunk at a time: memory stays flat
 # Below this much free space, the next record might not fit: send nothing more.
 AUDIT_LOG_MIN_FREE_BYTES = 64 * 1024
@@ -4608,7 +4625,7 @@ def read_recent_records(path, cycles):
     log = open_audit_log_to_read(path)
     if log is None:
         return [], []
-    records, warnings, seen = [], [], []
+    records, warnings, seen, events = [], [], [], []
     with log:
         for number, line in enumerate(lines_from_end(log), start=1):
             if not line.strip():
@@ -4618,12 +4635,15 @@ def read_recent_records(path, cycles):
                 warnings.append(f"warning: audit log {path} line {number} from the end is "
                                 f"{problem}; ignored, not rewritten")
                 continue
+            if record["status"] == "event":  # written when read, often cycles later:
+                events.append(record)  # they belong to their cycle, not the log's order
+                continue
             if record["cycle"] not in seen:
                 if len(seen) == cycles:
                     break
                 seen.append(record["cycle"])
             records.append(record)
-    return records[::-1], warnings
+    return records[::-1] + [e for e in events[::-1] if e["cycle"] in seen], warnings
 
 
 def lines_from_end(file, block=1 << 16):
@@ -4792,6 +4812,11 @@ PREFLIGHT_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 PREFLIGHT_CONNECT_TIMEOUT_SECONDS = 2
 PREFLIGHT_READ_TIMEOUT_SECONDS = 3
 
+# The events queue is read before a run sends: one try a call, and a short wait.
+EVENTS_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+EVENTS_CONNECT_TIMEOUT_SECONDS = 2
+EVENTS_READ_TIMEOUT_SECONDS = 5
+
 # A failure notice is best effort: one try, and a short wait, after a run that failed.
 NOTICE_RETRIES = {"mode": "standard", "total_max_attempts": 1}
 NOTICE_CONNECT_TIMEOUT_SECONDS = 5
@@ -4836,11 +4861,10 @@ class SesClients:
     the preflight)."""
 
     def __init__(self, preflight_v2, make_send, make_preflight_v1, credential_source,
-                 make_notice=None):
+                 **makers):
         self.preflight_v2 = preflight_v2
         self.credential_source = credential_source
-        self._makers = {"send": make_send, "preflight": make_preflight_v1,
-                        "notice": make_notice}
+        self._makers = {"send": make_send, "preflight": make_preflight_v1, **makers}
         self._made = {}
 
     def _client(self, name):
@@ -4861,6 +4885,16 @@ class SesClients:
     def notice(self):
         """The failure notice's client: one try, short timeouts."""
         return self._client("notice")
+
+    @property
+    def sqs(self):
+        """The events queue's client: it must not hold a run up (EVENTS_RETRIES)."""
+        return self._client("sqs")
+
+    @property
+    def sns(self):
+        """The events topic's client, for --setup-events."""
+        return self._client("sns")
 
     def close(self):
         """Close the clients' connections (a run uses them once)."""
@@ -4929,11 +4963,15 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
         return client(service, endpoint_url, PREFLIGHT_RETRIES,
                       PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
 
-    return SesClients(preflight("sesv2", config.endpoint_url_v2), send,
-                      lambda: preflight("ses", config.endpoint_url), source,
-                      lambda: client("ses", config.endpoint_url, NOTICE_RETRIES,
-                                     NOTICE_CONNECT_TIMEOUT_SECONDS,
-                                     NOTICE_READ_TIMEOUT_SECONDS))
+    return SesClients(
+        preflight("sesv2", config.endpoint_url_v2), send,
+        lambda: preflight("ses", config.endpoint_url), source,
+        notice=lambda: client("ses", config.endpoint_url, NOTICE_RETRIES,
+                              NOTICE_CONNECT_TIMEOUT_SECONDS, NOTICE_READ_TIMEOUT_SECONDS),
+        sqs=lambda: client("sqs", config.endpoint_url_sqs, EVENTS_RETRIES,
+                           EVENTS_CONNECT_TIMEOUT_SECONDS, EVENTS_READ_TIMEOUT_SECONDS),
+        sns=lambda: client("sns", config.endpoint_url_sns, config.retries,
+                           SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS))
 
 
 def refuse_to_retry_daily_quota(response, **_):
@@ -5458,6 +5496,366 @@ def check_sandbox_recipients(client, config, recipients):
 
 
 ###############################################################################
+# Delivery events: SES's events through SNS to a queue, set up and read back
+###############################################################################
+
+# The names --setup-events gives what it creates, where the settings name none.
+EVENTS_NAME = "exec-reports-events"
+DEFAULT_CONFIGURATION_SET = "exec-reports"
+# The event types the configuration set publishes (SES's names for them).
+EVENT_TYPES = ("send", "reject", "bounce", "complaint", "delivery", "deliveryDelay",
+               "renderingFailure")
+# How a run reads the queue: at most this many messages and seconds, so that a
+# queue full of old events never holds the reports up; the rest wait for the next.
+EVENTS_MAX_MESSAGES = 500
+EVENTS_MAX_SECONDS = 10
+EVENTS_VISIBILITY_SECONDS = 60  # a message read and not yet deleted, hidden this long
+# SES's event names (eventType, or notificationType for identity notifications),
+# each as the audit log names it and the field of the event that lists recipients.
+EVENT_KINDS = {
+    "Send": ("send", None), "Delivery": ("delivery", "recipients"),
+    "Bounce": ("bounce", "bouncedRecipients"), "Complaint": ("complaint",
+                                                              "complainedRecipients"),
+    "DeliveryDelay": ("delay", "delayedRecipients"), "Reject": ("reject", None),
+    "Rendering Failure": ("rendering_failure", None), "RenderingFailure": (
+        "rendering_failure", None)}
+# What --history calls each kind, the latest per recipient.
+EVENT_STATES = {"send": "sent", "delivery": "delivered", "bounce": "bounced",
+                "complaint": "complained", "delay": "delayed", "reject": "rejected",
+                "rendering_failure": "not rendered"}
+UNMATCHED = "(unmatched)"  # the cycle and report of an event for a message the log lacks
+EVENT_TEST_REPORT = "(event test)"
+SIMULATOR = ("success@simulator.amazonses.com", "bounce@simulator.amazonses.com")
+
+
+def ses_events(body):
+    """The SES event in a queue message's body, wrapped in SNS's envelope or raw; None
+    where the body is not one (malformed, another sender's, an SNS confirmation)."""
+    try:
+        event = json.loads(body)
+        if isinstance(event, dict) and event.get("Type") == "Notification":
+            event = json.loads(event.get("Message") or "")
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("mail"), dict):
+        return None
+    kind = event.get("eventType") or event.get("notificationType")
+    message_id = event["mail"].get("messageId")
+    if kind not in EVENT_KINDS or not isinstance(message_id, str):
+        return None
+    return event
+
+
+def event_records(event, matched, now):
+    """The audit records of one SES event, one a recipient: what happened to the
+    message (matched: its send record, or None), when, and for a bounce why."""
+    kind, recipients_field = EVENT_KINDS[event.get("eventType") or event["notificationType"]]
+    detail = event.get(kind_field(event)) or {}
+    mail = event["mail"]
+    if recipients_field:
+        recipients = [r if isinstance(r, str) else (r or {}).get("emailAddress", "")
+                      for r in detail.get(recipients_field) or []]
+    else:
+        recipients = [r for r in mail.get("destination") or [] if isinstance(r, str)]
+    event_id = sha256_hex(json.dumps(event, sort_keys=True))  # the same event twice: once
+    records = []
+    for number, recipient in enumerate(recipients or [""]):
+        record = {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+                  "cycle": matched["cycle"] if matched else UNMATCHED,
+                  "variant": matched.get("variant", "a") if matched else "a",
+                  "report": matched["report"] if matched else UNMATCHED,
+                  "status": "event", "event": kind, "message_id": mail["messageId"],
+                  "recipient": ses_text(str(recipient))[:254],
+                  "event_time": str(detail.get("timestamp") or mail.get("timestamp") or ""),
+                  "event_id": f"{event_id}:{number}", "matched": bool(matched)}
+        if kind == "bounce":
+            bounced = (detail.get("bouncedRecipients") or [{}])[number] or {}
+            record["bounce"] = {"type": str(detail.get("bounceType", "")),
+                                "subtype": str(detail.get("bounceSubType", "")),
+                                "diagnostic": ses_text(str(bounced.get(
+                                    "diagnosticCode", "")))[:MAX_DETAIL]}
+        if kind in ("reject", "rendering_failure", "delay"):
+            record["error"] = {"code": kind, "message": ses_text(str(
+                detail.get("reason") or detail.get("errorMessage")
+                or detail.get("delayType") or ""))[:MAX_DETAIL]}
+        records.append(record)
+    return records
+
+
+def kind_field(event):
+    """The field of an event that holds its details: "bounce", "deliveryDelay"..."""
+    name = event.get("eventType") or event["notificationType"]
+    return {"DeliveryDelay": "deliveryDelay", "Rendering Failure": "failure",
+            "RenderingFailure": "failure"}.get(name, name[0].lower() + name[1:])
+
+
+def sent_records(path, message_ids):
+    """{SES message id: its sent record} for these ids, in one pass over the log
+    (only the lines that hold one of them are parsed)."""
+    wanted = {message_id.encode() for message_id in message_ids}
+    found = {}
+    log = open_audit_log_to_read(path)
+    if log is None or not wanted:
+        return found
+    with log:
+        for line in lines_from_end(log):
+            if not any(message_id in line for message_id in wanted):
+                continue
+            record, problem = parsed_record(line)
+            if not problem and record["status"] == "sent" and record.get("message_id"):
+                found.setdefault(record["message_id"], record)
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def recorded_event_ids(path, cycles):
+    """The event ids the log already holds for these cycles: a message SQS delivers
+    twice is recorded once."""
+    ids = set()
+    for cycle in cycles:
+        records, _ = cycle_records(path, cycle)
+        ids |= {r.get("event_id") for r in records if r["status"] == "event"}
+    return ids
+
+
+def drain_events(clients, config, audit_log, clock, console):
+    """Read the events queue into the audit log: each SES event recorded (fsynced)
+    before its message is deleted; a message that is not an SES event left on the
+    queue for its redrive policy.  Bounded in messages and time; a queue that cannot
+    be read is one warning, and the run goes on.  Returns how many were recorded."""
+    import botocore.exceptions
+
+    if not config.events_queue_url:
+        return 0
+    deadline, read, recorded, foreign = time.monotonic() + EVENTS_MAX_SECONDS, 0, 0, 0
+    try:
+        while read < EVENTS_MAX_MESSAGES and time.monotonic() < deadline:
+            messages = clients.sqs.receive_message(
+                QueueUrl=config.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                VisibilityTimeout=EVENTS_VISIBILITY_SECONDS).get("Messages", [])
+            if not messages:
+                break
+            read += len(messages)
+            events = [(message, ses_events(message.get("Body", ""))) for message in messages]
+            foreign += sum(event is None for _, event in events)
+            recorded += record_events([e for e in events if e[1]], clients, config,
+                                      audit_log, clock)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        console.alert(f"warning: the events queue (REPORT_EVENTS_QUEUE_URL) could not be "
+                      f"read: {events_error(error)}; the reports are sent all the same, and "
+                      "the events wait on the queue for the next run")
+    if foreign:
+        console.warn(f"warning: {foreign} message(s) on the events queue are not SES events "
+                     "(malformed, or another sender's): left on the queue, for its redrive "
+                     "policy")
+    console.step(f"events: {recorded} recorded from the queue")
+    return recorded
+
+
+def record_events(events, clients, config, audit_log, clock):
+    """Record these (message, event) pairs, then delete their messages; how many
+    records were written."""
+    sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
+    known = recorded_event_ids(config.audit_log_path, {
+        sends[e["mail"]["messageId"]]["cycle"] if e["mail"]["messageId"] in sends
+        else UNMATCHED for _, e in events})
+    written = 0
+    for _, event in events:
+        for record in event_records(event, sends.get(event["mail"]["messageId"]),
+                                    clock.now()):
+            if record["event_id"] not in known:
+                audit_log.append(record)  # on disk before its message leaves the queue
+                known.add(record["event_id"])
+                written += 1
+    entries = [{"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
+               for number, (message, _) in enumerate(events)]
+    for start in range(0, len(entries), 10):
+        clients.sqs.delete_message_batch(QueueUrl=config.events_queue_url,
+                                         Entries=entries[start:start + 10])
+    return written
+
+
+def events_error(error):
+    """One line for what the queue said: its error code, or why it could not be asked."""
+    response = getattr(error, "response", None)
+    if response:
+        said = response.get("Error") or {}
+        return ses_text(f"{said.get('Code', 'Unknown')}: {said.get('Message', '')}")[:MAX_DETAIL]
+    return ses_text(f"{type(error).__name__}: {error}")[:MAX_DETAIL]
+
+
+def delivery_problems(path, recipients):
+    """A line for each address among these recipients whose latest event is a
+    permanent bounce or a complaint: the owner must fix or replace it."""
+    latest = {}
+    log = open_audit_log_to_read(path)
+    if log is None:
+        return []
+    wanted = {address.casefold() for address in recipients}
+    with log:
+        for _, line in ledger_lines(log, b'"status": "event"'):
+            record, problem = parsed_record(line)
+            if problem or record.get("recipient", "").casefold() not in wanted:
+                continue
+            if record.get("event") in ("delivery", "bounce", "complaint"):
+                latest[record["recipient"].casefold()] = record
+    problems = []
+    for record in latest.values():
+        where = f"(report {record['report']}, cycle {record['cycle']}, {record.get('event_time')})"
+        if record["event"] == "complaint":
+            problems.append(f"{record['recipient']} marked a report as spam {where}: SES "
+                            "counts complaints against the account; ask them, or take the "
+                            "address out of repos.env")
+        elif record["event"] == "bounce" and record.get("bounce", {}).get("type") == "Permanent":
+            bounce = record["bounce"]
+            problems.append(f"{record['recipient']} bounced permanently ({bounce['subtype']}"
+                            f"{': ' + bounce['diagnostic'] if bounce['diagnostic'] else ''}) "
+                            f"{where}: fix or replace the address in repos.env")
+    return problems
+
+
+def setup_events(config, connect, console):
+    """--setup-events: the queue, the topic, the subscription, the configuration set and
+    its event destination, each made where missing and left alone where right."""
+    import botocore.exceptions
+
+    name = config.configuration_set or DEFAULT_CONFIGURATION_SET
+    try:
+        with contextlib.closing(connect(config)) as clients:
+            queue_url, queue_arn = events_queue(clients.sqs, console)
+            topic_arn = events_topic(clients.sns, queue_arn, name, config, console)
+            events_queue_policy(clients.sqs, queue_url, queue_arn, topic_arn, console)
+            events_subscription(clients.sns, topic_arn, queue_arn, console)
+            events_destination(clients.send, name, topic_arn, console)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise SetupError(f"--setup-events stopped: {events_error(error)}; the IAM policy for "
+                         "setting up is in docs/iam.md") from None
+    if not config.configuration_set:
+        console.result(f"AWS_SES_CONFIGURATION_SET={name}")
+    console.result(f"REPORT_EVENTS_QUEUE_URL={queue_url}")
+
+
+def events_queue(sqs, console):
+    """(URL, ARN) of the events queue, made where missing (CreateQueue returns the one
+    there when its attributes match)."""
+    url = sqs.create_queue(QueueName=EVENTS_NAME)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    console.result(f"queue: {arn}")
+    return url, arn
+
+
+def events_topic(sns, queue_arn, configuration_set, config, console):
+    """The events topic's ARN (CreateTopic returns the one there), with a policy that
+    lets SES publish this configuration set's events to it."""
+    topic_arn = sns.create_topic(Name=EVENTS_NAME)["TopicArn"]
+    account = topic_arn.split(":")[4]
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "SesPublishesEvents", "Effect": "Allow",
+        "Principal": {"Service": "ses.amazonaws.com"}, "Action": "SNS:Publish",
+        "Resource": topic_arn, "Condition": {
+            "StringEquals": {"AWS:SourceAccount": account},
+            "StringLike": {"AWS:SourceArn": f"arn:aws:ses:*:{account}:configuration-set/"
+                                            f"{configuration_set}"}}}]}, sort_keys=True)
+    current = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy")
+    if not same_policy(current, policy):
+        sns.set_topic_attributes(TopicArn=topic_arn, AttributeName="Policy",
+                                 AttributeValue=policy)
+        console.result(f"topic: {topic_arn} (SES may now publish to it)")
+    else:
+        console.result(f"topic: {topic_arn} (already right)")
+    return topic_arn
+
+
+def events_queue_policy(sqs, queue_url, queue_arn, topic_arn, console):
+    """The queue's policy: the topic, and only it, may write to the queue."""
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "TopicWritesEvents", "Effect": "Allow",
+        "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}]},
+        sort_keys=True)
+    current = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"]).get(
+        "Attributes", {}).get("Policy")
+    if same_policy(current, policy):
+        console.result("queue policy: already lets the topic write")
+        return
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    console.result("queue policy: set (the topic may write to the queue)")
+
+
+def same_policy(current, wanted):
+    try:
+        return json.loads(current or "null") == json.loads(wanted)
+    except ValueError:
+        return False
+
+
+def events_subscription(sns, topic_arn, queue_arn, console):
+    """The queue's subscription to the topic, made where missing."""
+    pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+    if any(s.get("Endpoint") == queue_arn and s.get("Protocol") == "sqs"
+           for page in pages for s in page.get("Subscriptions", [])):
+        console.result("subscription: the queue is subscribed (already)")
+        return
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    console.result("subscription: the queue is now subscribed to the topic")
+
+
+def events_destination(ses, name, topic_arn, console):
+    """The configuration set, made where missing, and its SNS event destination."""
+    import botocore.exceptions
+
+    try:
+        described = ses.describe_configuration_set(
+            ConfigurationSetName=name, ConfigurationSetAttributeNames=["eventDestinations"])
+        console.result(f"configuration set: {name} (already there)")
+    except botocore.exceptions.ClientError as error:
+        if (error.response.get("Error") or {}).get("Code") != "ConfigurationSetDoesNotExist":
+            raise
+        ses.create_configuration_set(ConfigurationSet={"Name": name})
+        console.result(f"configuration set: {name} (made)")
+        described = {}
+    destinations = [d for d in described.get("EventDestinations") or [] if d]
+    if any((d.get("SNSDestination") or {}).get("TopicARN") == topic_arn and d.get("Enabled")
+           for d in destinations):
+        console.result("event destination: the topic (already)")
+        return
+    ses.create_configuration_set_event_destination(
+        ConfigurationSetName=name, EventDestination={
+            "Name": EVENTS_NAME, "Enabled": True, "MatchingEventTypes": list(EVENT_TYPES),
+            "SNSDestination": {"TopicARN": topic_arn}})
+    console.result("event destination: the topic (made)")
+
+
+def send_event_test(config, connect, clock, console):
+    """--test-events: one message to SES's mailbox simulator, delivered to one address
+    and bounced by the other, so that --events shows the whole path work."""
+    log_path = real_audit_log_path(config.audit_log_path)
+    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as log, \
+            contextlib.closing(connect(config)) as clients:
+        request = {"Source": config.sender, "Destination": {"ToAddresses": list(SIMULATOR)},
+                   "Message": {"Subject": {"Data": "Delivery events test", "Charset": "UTF-8"},
+                               "Body": {"Text": {"Data": "A test of SES's delivery events: one "
+                                                 "address delivers, the other bounces.",
+                                                 "Charset": "UTF-8"}}},
+                   "Tags": [{"Name": "report", "Value": "event-test"}]}
+        if config.configuration_set:
+            request["ConfigurationSetName"] = config.configuration_set
+        try:
+            message_id = clients.send.send_email(**request)["MessageId"]
+        except Exception as error:  # botocore's, whatever the endpoint did: one line
+            raise SetupError(f"--test-events: SES did not take the test message: "
+                             f"{events_error(error)}") from None
+        log.append({"ts": clock.now().astimezone(timezone.utc).isoformat(
+            timespec="milliseconds"), "cycle": "event-test", "variant": "a",
+            "report": EVENT_TEST_REPORT, "status": "sent", "message_id": message_id,
+            "to": list(SIMULATOR), "bcc": []})
+    console.result(f"sent {message_id} to {' and '.join(SIMULATOR)}; in a minute, --events "
+                   "reads what SES said of it (--history shows cycle event-test)")
+
+
+###############################################################################
 # The run: pacing, stop signals, the clock, the console, and sending a cycle
 ###############################################################################
 
@@ -5471,7 +5869,8 @@ CHECK_VERDICTS = {
     "config": "AWS refused the credentials, or TLS to the endpoint cannot be verified "
               "(see above); a send would fail the same way",
     "rejected": "SES would refuse or drop reports: see above (the sender, the account, a "
-                "recipient on the suppression list, or in the sandbox an unverified one)",
+                "recipient on the suppression list or one that bounced or complained, or in "
+                "the sandbox an unverified one)",
     "transient": "SES could not be reached or did not answer as SES does (see above); "
                  "try again later",
 }
@@ -5744,6 +6143,11 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
+        if config.events_queue_url:
+            with contextlib.closing(connect(config)) as clients:
+                drain_events(clients, config, audit_log, clock, console)
+        for problem in delivery_problems(config.audit_log_path, recipients_of(reports)):
+            console.alert(f"warning: {problem}")
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -5831,6 +6235,9 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
             console.problem(refusal_line(refused))
     for address, why in found.suppressed.items() if to_send else ():
         console.problem(suppression_line(address, why))
+    for problem in delivery_problems(config.audit_log_path, recipients_of(reports)):
+        problems.add("rejected")  # SES will drop it, or count it against the account
+        console.problem(f"error: {problem}")
     for outcome, verdict in CHECK_VERDICTS.items():
         if outcome in problems:
             console.problem(f"error: {verdict}")
@@ -5902,10 +6309,15 @@ def report_outcome(outcome, config, cycle, console):
 
 
 def history_tables(records):
-    """The cycles these records hold, newest last, each variant as a table."""
+    """The cycles these records hold, newest last, each variant as a table; where SES's
+    events reached the log, each recipient's latest state."""
     latest = {}  # (cycle, variant) -> {report: its record that says the most}
+    delivered = {}  # (cycle, variant, report) -> {recipient: its latest event record}
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
+        if record["status"] == "event":
+            delivered.setdefault((*key, record["report"]), {})[record.get("recipient")] = record
+            continue
         shown = latest.pop(key, {})  # re-inserted: the dict keeps last-active order
         earlier = shown.get(record["report"])
         already = (record.get("error") or {}).get("code") == "AlreadySent"
@@ -5921,8 +6333,23 @@ def history_tables(records):
         rows += [[r["report"], r["status"], r.get("ts", "")[:16].replace("T", " "),
                   r.get("data_as_of") or "-", short_list(r.get("to", [])),
                   outcome_detail(r)] for r in shown.values()]
+        events = {report: states for (c, v, report), states in delivered.items()
+                  if (c, v) == (cycle, variant)}
+        if events:
+            rows[0].append("delivery (latest per recipient)")
+            for row in rows[1:]:
+                row.append("; ".join(delivery_state(e) for e in events.get(row[0], {}).values())
+                           or "-")
         tables.append(f"cycle {cycle}, variant {variant}\n{text_table(rows, wrap=False)}")
     return tables
+
+
+def delivery_state(record):
+    """One recipient's latest event, as --history shows it: "a@x bounced (Permanent)"."""
+    state = EVENT_STATES.get(record.get("event"), record.get("event", "?"))
+    bounce = record.get("bounce") or {}
+    why = f" ({bounce.get('type', '')}/{bounce.get('subtype', '')})" if bounce else ""
+    return ses_text(f"{record.get('recipient', '')} {state}{why}")[:MAX_DETAIL]
 
 
 def print_dry_run(reports, config, console):
@@ -6375,7 +6802,8 @@ def last_sent_line(path, zone):
         with log:
             for line in lines_from_end(log):
                 record, problem = parsed_record(line) if line.strip() else (None, "blank")
-                if not problem and record["status"] == "sent":
+                if not problem and record["status"] == "sent" and \
+                        record["report"] != EVENT_TEST_REPORT:
                     last = record
                     break
     if last is None:
@@ -6425,6 +6853,16 @@ def build_parser():
                              "recipients (quota, sandbox, suppression list); send nothing")
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
+    action.add_argument("--events", action="store_true",
+                        help="read SES's delivery events from REPORT_EVENTS_QUEUE_URL into "
+                             "the audit log (every send run does this first)")
+    action.add_argument("--setup-events", action="store_true",
+                        help="make what SES's events need (queue, topic, subscription, "
+                             "configuration set, event destination), keeping what is there; "
+                             "prints the REPORT_EVENTS_QUEUE_URL line for repos.env")
+    action.add_argument("--test-events", action="store_true",
+                        help="send one message to SES's mailbox simulator (one address "
+                             "delivers, one bounces), for --events to show")
     action.add_argument("--status", action="store_true",
                         help="print the last cycle sent and, with REPORT_SCHEDULE, the "
                              "cycle due and the next; exit 1 where a due cycle is overdue "
@@ -6637,6 +7075,8 @@ def run(args, *, environ, console, clock, connect, stop):
     selected = select_reports(args.only)
     label = parse_cycle(args.cycle)
     config = load_config(args, environ, console)
+    if args.events or args.setup_events or args.test_events:
+        return delivery_events(args, config, clock=clock, console=console, connect=connect)
     now = clock.now().astimezone(config.timezone)  # the cycle's date is the zone's
     scheduled = label is None and bool(config.schedule)
     cycle = label or (due_on_or_before(config.schedule, now.date()) if scheduled
@@ -6656,6 +7096,31 @@ def run(args, *, environ, console, clock, connect, stop):
     return alarms.watch(lambda: send_run(selected, config, cycle, now, args, scheduled=scheduled,
                                          clock=clock, console=console, connect=connect,
                                          stop=stop))
+
+
+def delivery_events(args, config, *, clock, console, connect):
+    """--events, --setup-events and --test-events."""
+    if args.setup_events:
+        setup_events(config, connect, console)
+        return set()
+    if args.test_events:
+        send_event_test(config, connect, clock, console)
+        return set()
+    if not config.events_queue_url:
+        raise UsageError("--events reads REPORT_EVENTS_QUEUE_URL, which is not set: "
+                         "--setup-events makes the queue and prints the line to add")
+    log_path = real_audit_log_path(config.audit_log_path)
+    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log, \
+            contextlib.closing(connect(config)) as clients:
+        recorded = drain_events(clients, config, audit_log, clock, console)
+    console.result(f"{recorded} event record(s) added to {config.audit_log_path}; "
+                   "--history shows each recipient's latest")
+    routes = [config.recipients(spec.report_id) for spec in select_reports(args.only)]
+    problems = delivery_problems(config.audit_log_path, {
+        address for route in routes for address in (*route["to"], *route["bcc"])})
+    for problem in problems:
+        console.problem(f"error: {problem}")
+    return {"rejected"} if problems else set()
 
 
 def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, connect,

@@ -117,6 +117,8 @@ LIST_LESS_COMPILE = "--list - compile"  # --list pays the same compile
 
 GOALS = [  # (label, numerator, denominator, at most; None: shown, no goal)
     ("1  full send / bare boto3 loop", "full send", "bare boto3 loop", 1.25),
+    ("1  full send, events queue / bare loop", "full send, events queue", "bare boto3 loop",
+     1.25),
     ("2  full send / AWS CLI loop", "full send", "aws cli loop", 0.15),
     ("3  (--dry-run - compile) / import dotenv", DRY_RUN_LESS_COMPILE, "import dotenv", 2.0),
     ("   --dry-run / import dotenv", "--dry-run", "import dotenv", None),
@@ -162,7 +164,7 @@ def rendered_messages(path):
     return path
 
 
-def commands(env_file, workdir, aws):
+def commands(env_file, workdir, aws, queue_url, endpoint):
     """name -> a function making the command line for one timed run."""
     python = sys.executable
     fresh = iter(range(10**6))
@@ -173,8 +175,13 @@ def commands(env_file, workdir, aws):
         return [python, str(SCRIPT), "--env-file", str(env_file), "--audit-log", str(log),
                 "--cycle", "bench"]
 
+    def with_events_queue():  # an empty queue configured: one more round trip a run
+        return ["env", f"REPORT_EVENTS_QUEUE_URL={queue_url}",
+                f"AWS_ENDPOINT_URL_SQS={endpoint}", *full_send()]
+
     return {
         "full send": full_send,
+        "full send, events queue": with_events_queue,
         "bare boto3 loop": lambda: [python, "-c", BARE_LOOP, str(messages)],
         "aws cli loop": lambda: ["sh", "-c", AWS_CLI_LOOP.replace('"$AWS"', f'"{aws}"')],
         "--dry-run": lambda: [python, str(SCRIPT), "--env-file", str(env_file), "--dry-run"],
@@ -193,11 +200,13 @@ def measure(rounds, aws, workdir):
     times = {}
     with LocalSES() as ses:
         env = script_environment(ses.url, workdir, ses.v2_url)
-        makers = commands(env_file, workdir, aws)
+        queue_url = f"{ses.url}/123456789012/bench-events"  # moto's URL for the queue
+        makers = commands(env_file, workdir, aws, queue_url, ses.url)
         names = list(makers)
         for number in range(rounds):
             ses.reset()  # the same server state for every round
             ses.verify(SENDER)
+            ses.client("sqs").create_queue(QueueName="bench-events")  # empty
             for name in names[number % len(names):] + names[:number % len(names)]:
                 clock = self_timed if name == "script compile" else timed
                 times.setdefault(name, []).append(clock(makers[name](), env))

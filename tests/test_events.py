@@ -1,0 +1,316 @@
+"""Know what was delivered: SES's events through SNS to an SQS queue, set up by
+--setup-events and read back into the audit log, against moto's SES, SNS and SQS
+on one loopback server (moto publishes no events itself: the tests put on the
+queue what SES would, through the topic as SES does, or raw)."""
+
+import http.server
+import json
+import re
+import socket
+import threading
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import BCC, RECIPIENT, SENDER
+
+CYCLE = "2026-12-01"
+
+
+@pytest.fixture
+def events(run_script, ses):
+    """The queue and topic --setup-events made, as the script reaches them; the
+    runner's environment points SQS and SNS at the local server."""
+    run_script.events_env = {"AWS_ENDPOINT_URL_SQS": ses.url, "AWS_ENDPOINT_URL_SNS": ses.url}
+    result = run_script("--setup-events", env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    queue_url = result.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    run_script.events_env["REPORT_EVENTS_QUEUE_URL"] = queue_url
+    run_script.events_env["AWS_SES_CONFIGURATION_SET"] = "exec-reports"
+    return Queue(ses, queue_url)
+
+
+class Queue:
+    """The events queue and topic, as SES (through SNS) and a stranger write to them."""
+
+    def __init__(self, ses, url):
+        self.url = url
+        self.sqs = ses.client("sqs")
+        self.sns = ses.client("sns")
+        self.topic = self.sns.create_topic(Name=ser.EVENTS_NAME)["TopicArn"]
+
+    def publish(self, event):
+        """As SES does: to the topic, which wraps it in its envelope for the queue."""
+        self.sns.publish(TopicArn=self.topic, Message=json.dumps(event))
+
+    def raw(self, body):
+        """Straight onto the queue: raw message delivery, or someone else's message."""
+        self.sqs.send_message(QueueUrl=self.url,
+                              MessageBody=body if isinstance(body, str) else json.dumps(body))
+
+    def waiting(self):
+        """Messages on the queue, visible or not (read and not deleted)."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(value) for value in attributes["Attributes"].values())
+
+
+def ses_event(kind, message_id, recipient, *, notification=False, **detail):
+    """An SES event as SES writes it: event publishing (eventType) or an identity
+    notification (notificationType)."""
+    field = {"DeliveryDelay": "deliveryDelay"}.get(kind, kind[0].lower() + kind[1:])
+    recipients = {"Delivery": ("recipients", recipient),
+                  "Bounce": ("bouncedRecipients", {"emailAddress": recipient,
+                                                   "diagnosticCode": detail.pop(
+                                                       "diagnostic", "")}),
+                  "Complaint": ("complainedRecipients", {"emailAddress": recipient}),
+                  "DeliveryDelay": ("delayedRecipients", {"emailAddress": recipient})}
+    body = dict(detail, timestamp="2026-12-01T08:00:00.000Z")
+    if kind in recipients:
+        name, value = recipients[kind]
+        body[name] = [value]
+    return {("notificationType" if notification else "eventType"): kind,
+            "mail": {"timestamp": "2026-12-01T07:59:00.000Z", "messageId": message_id,
+                     "source": SENDER, "destination": [recipient]},
+            field: body}
+
+
+def sent_ids(run_script):
+    return {r["report"]: r["message_id"] for r in run_script.audit_records()
+            if r["status"] == "sent"}
+
+
+def event_records(run_script):
+    return [r for r in run_script.audit_records() if r["status"] == "event"]
+
+
+def send_cycle(run_script, ses, *args):
+    ses.verify(SENDER)
+    result = run_script("--cycle", CYCLE, *args, env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    return sent_ids(run_script)
+
+
+# --- Setting up -----------------------------------------------------------------------------
+
+
+def test_setup_events_makes_what_is_missing_and_nothing_twice(run_script, ses):
+    env = {"AWS_ENDPOINT_URL_SQS": ses.url, "AWS_ENDPOINT_URL_SNS": ses.url}
+    first = run_script("--setup-events", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "configuration set: exec-reports (made)" in first.stdout
+    assert "event destination: the topic (made)" in first.stdout
+    assert "subscription: the queue is now subscribed to the topic" in first.stdout
+    assert "AWS_SES_CONFIGURATION_SET=exec-reports" in first.stdout
+    second = run_script("--setup-events", env={**env, "AWS_SES_CONFIGURATION_SET":
+                                                "exec-reports"})
+    assert second.returncode == 0, second.stderr
+    assert "(made)" not in second.stdout and "now subscribed" not in second.stdout
+    assert "queue policy: already lets the topic write" in second.stdout
+    assert "topic: " in second.stdout and "(already right)" in second.stdout
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
+    assert first.stdout.splitlines()[-1].startswith("REPORT_EVENTS_QUEUE_URL=http")
+    sqs, sns = ses.client("sqs"), ses.client("sns")
+    assert len(sqs.list_queues()["QueueUrls"]) == 1
+    assert len(sns.list_subscriptions()["Subscriptions"]) == 1
+
+
+def test_the_queue_setup_prints_carries_what_the_topic_publishes(run_script, ses, events):
+    events.publish({"hello": "from the topic"})
+    assert events.waiting() == 1
+
+
+# --- Reading the events ----------------------------------------------------------------------
+
+
+KINDS = [
+    ("Delivery", RECIPIENT, {}, f"{RECIPIENT} delivered"),
+    ("Bounce", RECIPIENT, {"bounceType": "Permanent", "bounceSubType": "General",
+                           "diagnostic": "smtp; 550 5.1.1 user unknown"},
+     f"{RECIPIENT} bounced (Permanent/General)"),
+    ("Bounce", BCC, {"bounceType": "Transient", "bounceSubType": "MailboxFull"},
+     f"{BCC} bounced (Transient/MailboxFull)"),
+    ("Complaint", RECIPIENT, {"complaintFeedbackType": "abuse"}, f"{RECIPIENT} complained"),
+    ("DeliveryDelay", BCC, {"delayType": "MailboxFull"}, f"{BCC} delayed"),
+    ("Reject", RECIPIENT, {"reason": "Bad content"}, f"{RECIPIENT} rejected"),
+]
+
+
+@pytest.mark.parametrize("kind, recipient, detail, shown", KINDS,
+                         ids=[f"{k[0]}-{k[2].get('bounceType', '')}" for k in KINDS])
+def test_each_event_in_each_format_is_recorded_once_and_shown(run_script, ses, events, kind,
+                                                               recipient, detail, shown):
+    ids = send_cycle(run_script, ses, "--only", "ceo,cto,cfo")
+    events.publish(ses_event(kind, ids["ceo"], recipient, **dict(detail)))  # SNS's envelope
+    events.raw(ses_event(kind, ids["cto"], recipient, **dict(detail)))  # raw delivery
+    if kind in ("Delivery", "Bounce", "Complaint"):  # identity notifications name these
+        events.raw(ses_event(kind, ids["cfo"], recipient, notification=True, **dict(detail)))
+    result = run_script("--events", "--only", "ceo,cto,cfo", env=run_script.events_env)
+    assert result.returncode in (0, 1), result.stderr
+    records = event_records(run_script)
+    wanted = 3 if kind in ("Delivery", "Bounce", "Complaint") else 2
+    assert len(records) == wanted and events.waiting() == 0
+    assert {r["report"] for r in records} == {"ceo", "cto", "cfo"} - (
+        set() if wanted == 3 else {"cfo"})
+    for record in records:
+        assert record["cycle"] == CYCLE and record["matched"] is True
+        assert record["recipient"] == recipient
+        assert record["message_id"] == ids[record["report"]]
+        assert record["event_time"] == "2026-12-01T08:00:00.000Z"
+    if kind == "Bounce":
+        assert records[0]["bounce"]["type"] == detail["bounceType"]
+        assert records[0]["bounce"]["subtype"] == detail["bounceSubType"]
+    if detail.get("diagnostic"):
+        assert records[0]["bounce"]["diagnostic"] == "smtp; 550 5.1.1 user unknown"
+    history = run_script("--history", "1")
+    assert "delivery (latest per recipient)" in history.stdout
+    assert shown in history.stdout
+    # The ledger still counts what was sent: a re-run sends nothing.
+    again = run_script("--cycle", CYCLE, "--only", "ceo,cto,cfo", env=run_script.events_env)
+    assert [m for m in ses.messages()][3:] == []
+    assert again.returncode in (0, 1)
+
+
+def test_history_shows_each_recipients_latest_state(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("DeliveryDelay", ids["ceo"], RECIPIENT, delayType="Throttled"))
+    events.publish(ses_event("Delivery", ids["ceo"], RECIPIENT))
+    events.publish(ses_event("Delivery", ids["ceo"], BCC))
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    history = run_script("--history", "1").stdout
+    assert f"{RECIPIENT} delivered; {BCC} delivered" in history
+
+
+def test_a_duplicate_an_unknown_id_and_strangers_messages(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    delivery = ses_event("Delivery", ids["ceo"], RECIPIENT)
+    events.publish(delivery)
+    events.raw(delivery)  # the same event, delivered twice
+    events.publish(ses_event("Delivery", "0100-no-such-message", RECIPIENT))
+    events.raw("{not json")
+    events.raw({"Records": [{"eventSource": "aws:s3"}]})  # another sender's message
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    records = event_records(run_script)
+    assert [(r["report"], r["matched"]) for r in records] == [
+        ("ceo", True), (ser.UNMATCHED, False)]
+    assert records[1]["cycle"] == ser.UNMATCHED
+    assert result.stderr.count("warning: 2 message(s) on the events queue are not SES "
+                               "events") == 1
+    assert events.waiting() == 2  # left for the queue's redrive policy
+    again = run_script("--events", env=run_script.events_env)
+    assert len(event_records(run_script)) == 2  # nothing recorded twice
+
+
+def test_a_send_run_reads_the_queue_before_it_sends(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Bounce", ids["ceo"], BCC, bounceType="Permanent",
+                             bounceSubType="NoEmail", diagnostic="smtp; 550 no such user"))
+    result = run_script("--quiet", "--cycle", "2026-12-15", env=run_script.events_env)
+    assert result.returncode == 0
+    # The audit inbox bounced: said even with --quiet, naming it and why.
+    assert (f"warning: {BCC} bounced permanently (NoEmail: smtp; 550 no such user) "
+            f"(report ceo, cycle {CYCLE}") in result.stderr
+    assert event_records(run_script)[0]["recipient"] == BCC
+    check = run_script("--check", "--cycle", "2026-12-15", env=run_script.events_env)
+    assert check.returncode == 1
+    assert f"error: {BCC} bounced permanently" in check.stderr
+    # A delivery since puts it right.
+    events.publish(ses_event("Delivery", ids["ceo"], BCC))
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    assert run_script("--check", "--cycle", "2026-12-15",
+                      env=run_script.events_env).returncode == 0
+
+
+def test_a_complaint_is_a_problem_to_see(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Complaint", ids["ceo"], RECIPIENT))
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 1
+    assert f"error: {RECIPIENT} marked a report as spam" in result.stderr
+
+
+# --- A queue that cannot be read ------------------------------------------------------------
+
+
+class DeniedQueue:
+    """An SQS endpoint that answers every call AccessDenied, as SQS's JSON API words it."""
+
+    def __init__(self):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.dumps({"__type": "com.amazonaws.sqs#AccessDenied",
+                                   "message": "Access to the resource is denied."}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("x-amzn-query-error", "AccessDenied;Sender")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("queue", ["unreachable", "denied"])
+def test_a_queue_that_cannot_be_read_does_not_stop_the_reports(run_script, ses, queue):
+    denied = DeniedQueue() if queue == "denied" else None
+    endpoint = denied.url if denied else f"http://127.0.0.1:{closed_port()}"
+    env = {"AWS_ENDPOINT_URL_SQS": endpoint,
+           "REPORT_EVENTS_QUEUE_URL": f"{endpoint}/123456789012/{ser.EVENTS_NAME}"}
+    ses.verify(SENDER)
+    try:
+        result = run_script("--quiet", "--cycle", CYCLE, env=env)
+    finally:
+        if denied:
+            denied.server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert len(ses.messages()) == 8, result.stderr
+    lines = [x for x in result.stderr.splitlines() if "events queue" in x]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("warning: the events queue (REPORT_EVENTS_QUEUE_URL) could not be "
+                           "read: ")
+    if denied:
+        assert "AccessDenied" in line
+
+
+def test_events_without_a_queue_setting_is_a_usage_line(run_script):
+    result = run_script("--events")
+    assert result.returncode == 64
+    assert "REPORT_EVENTS_QUEUE_URL" in result.stderr
+
+
+def test_test_events_sends_to_the_mailbox_simulator(run_script, ses):
+    ses.verify(SENDER)
+    result = run_script("--test-events")
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    assert message["destinations"]["ToAddresses"] == list(ser.SIMULATOR)
+    [record] = run_script.audit_records()
+    assert record["report"] == ser.EVENT_TEST_REPORT and record["cycle"] == "event-test"
+    assert re.search(r"sent \S+ to success@simulator", result.stdout)
+
+
+def test_events_of_an_older_cycle_do_not_push_the_newest_out_of_history(run_script, ses,
+                                                                         events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")  # cycle 2026-12-01
+    assert run_script("--cycle", "2026-12-15", "--only", "ceo",
+                      env=run_script.events_env).returncode == 0
+    events.publish(ses_event("Delivery", ids["ceo"], RECIPIENT))  # read after the 15th's
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    latest = run_script("--history", "1").stdout
+    assert "cycle 2026-12-15" in latest and "cycle 2026-12-01" not in latest
+    both = run_script("--history", "2").stdout
+    assert f"{RECIPIENT} delivered" in both.split("cycle 2026-12-15")[0]
