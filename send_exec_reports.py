@@ -4556,6 +4556,13 @@ def cycle_records(path, cycle):
                      "rewritten" for number, (_, problem) in zip(numbers, skipped)]
 
 
+def ledger_lines_of(audit_log, needle):
+    """The lines of an open AuditLog that hold needle."""
+    with open(os.dup(audit_log._fd), "rb") as log:
+        log.seek(0)
+        yield from ledger_lines(log, needle)
+
+
 def ledger_lines(log, needle):
     """(byte offset, line) of each line the ledger must parse, read a chunk at a time.
 
@@ -4740,10 +4747,19 @@ class AuditLog:
     Each record is written whole and fsynced before the next send.  If a write
     fails (a full disk, say), what was written of it is cut off again, so no
     torn record is left, and the error carries the record for the person to see.
+
+    The open log is locked (flock) for as long as it is open: the lock follows the
+    file, so a second name for it (a hard link) cannot admit a second run.  Before
+    each send and each record, the open file must still be the one at its path: an
+    editor's save, sed -i or a rotation that replaced it would otherwise take this
+    run's records out of view, and the next run would send those reports again.
     """
 
     def __init__(self, path):
+        import fcntl
+
         self.path = path
+        self.written = []  # this run's records, to carry over if the file is replaced
         try:
             self._fd = open_regular_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             size = os.fstat(self._fd).st_size
@@ -4751,12 +4767,52 @@ class AuditLog:
             raise AuditLogError(f"cannot open audit log {path} for appending: "
                                 f"{error.strerror}; fix the path or its permissions "
                                 "(AUDIT_LOG_PATH or --audit-log)") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise RunLockedError(f"another run is sending with audit log {path} (under "
+                                 "another name: a hard link); this run sent nothing: let it "
+                                 "finish") from None
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             # A run died mid-write: end its torn line so our records start clean.
             self._write(b"\n")
 
+    def in_place(self):
+        """True while the open file is the one at the log's path."""
+        try:
+            there = os.stat(self.path)
+        except OSError:
+            return False
+        mine = os.fstat(self._fd)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def check_in_place(self, record=None):
+        """Stop the run where the log was replaced or removed under it: this run's
+        records (and this one) go into the file now at the path, and the error says so."""
+        if self.in_place():
+            return
+        moved = [*self.written, *([record] if record else [])]
+        try:
+            with AuditLog(self.path) as now_there:
+                for earlier in moved:  # a copy (cp log t && mv t log) may hold some
+                    line = json.dumps(earlier, ensure_ascii=False).encode("utf-8")
+                    if not any(line in found for _, found in ledger_lines_of(now_there, line)):
+                        now_there.append(earlier)
+            where = (f"{len(moved)} record(s) of this run are now in the file at that path "
+                     "too" if moved else "this run had recorded nothing yet")
+        except ReportRunError as error:
+            where = (f"this run's {len(moved)} record(s) could not be put back ({error}); "
+                     "they are in the file that was replaced")
+        raise AuditLogError(f"audit log {self.path} was replaced or removed while this run "
+                            f"was sending (an editor's save, sed -i, a sync tool, a "
+                            f"rotation): {where}; nothing more was sent: run again to send "
+                            "the rest")
+
     def check_room(self):
-        """Refuse to send when the log's disk is too full to record the outcome."""
+        """Refuse to send when the log's disk is too full to record the outcome, or
+        when the log is no longer the file at its path."""
+        self.check_in_place()
         try:
             disk = os.fstatvfs(self._fd)
         except OSError:
@@ -4768,8 +4824,10 @@ class AuditLog:
 
     def append(self, record):
         """Write one record and force it to disk before the next send starts."""
+        self.check_in_place(record)
         line = json.dumps(record, ensure_ascii=False) + "\n"
         self._write(line.encode("utf-8"), line)
+        self.written.append(record)
 
     def _write(self, data, line=None):
         size = os.fstat(self._fd).st_size

@@ -590,3 +590,49 @@ def test_history_shows_each_variant_of_a_cycle_sent_in_turns(run_script, ses):
     variant_a = table[table.index("variant a"):]
     assert all(re.search(rf"(?m)^{report} +sent ", variant_a) for report in ("ceo", "cto", "cfo"))
     assert "variant b" in table
+
+
+# --- The log's file, whatever its names (issue 21) ----------------------------
+
+
+def test_two_names_for_one_log_do_not_admit_two_runs(run_via_proxy, proxy, ses, tmp_path):
+    """A hard link is the same file: the lock follows the file, not its name."""
+    ses.verify(SENDER)
+    run_via_proxy.audit_log.write_text("")
+    other_name = tmp_path / "same-log.jsonl"
+    os.link(run_via_proxy.audit_log, other_name)
+    proxy.delay["SendEmail"] = 0.2
+    first = run_via_proxy.start("--cycle", CYCLE)
+    wait_for(lambda: run_via_proxy.audit_records())
+    second = run_via_proxy("--cycle", CYCLE, "--audit-log", str(other_name))
+    assert second.returncode == 75, second.stderr
+    assert "another run" in second.stderr and "Traceback" not in second.stderr
+    assert first.wait(timeout=60) == 0
+    assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}
+
+
+@pytest.mark.parametrize("replace", ["copy and rename", "remove"])
+def test_a_log_replaced_while_sending_stops_the_run_and_keeps_its_records(
+        run_via_proxy, proxy, ses, replace):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.3
+    log = run_via_proxy.audit_log
+    first = run_via_proxy.start("--cycle", CYCLE)
+    wait_for(lambda: len(run_via_proxy.audit_records()) >= 2)
+    if replace == "remove":
+        log.unlink()
+    else:  # a rotation, or an editor's save: a new file with the old content
+        copy = log.with_name("copy.jsonl")
+        copy.write_bytes(log.read_bytes())
+        os.replace(copy, log)
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 73, stderr
+    assert f"audit log {log.resolve()} was replaced or removed while this run was sending" \
+        in stderr and "Traceback" not in stderr
+    records = run_via_proxy.audit_records()
+    sent = [r["report"] for r in records if r["status"] == "sent"]
+    assert len(sent) == len(set(sent)) >= 2  # every send SES confirmed, each once
+    assert len(ses.messages()) == len(sent)
+    rerun = run_via_proxy("--cycle", CYCLE)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}  # the rest, and nothing twice
