@@ -6423,17 +6423,31 @@ def print_dry_run(reports, config, console):
 
 
 def write_previews(reports, config, directory, now, console):
-    """Each report as an .eml (opens in any mail client) and its .html; sends nothing."""
+    """Each report as an .eml (opens in any mail client) and its .html; sends nothing.
+    The previews are the owner's financials: readable by their owner only (a folder
+    the script makes, 0700), and never written through a link planted in the folder."""
+    path = directory
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for report in reports:
             stem = report.report_id + ("" if report.variant == "a" else "-b")
-            (directory / f"{stem}.eml").write_bytes(report_eml(report, config, now))
-            (directory / f"{stem}.html").write_text(report.html, encoding="utf-8")
+            for path, content in ((directory / f"{stem}.eml", report_eml(report, config, now)),
+                                  (directory / f"{stem}.html", report.html.encode("utf-8"))):
+                write_private(path, content)
             console.result(f"wrote {directory / stem}.eml and .html")
     except OSError as error:
-        raise PreviewError(f"cannot write previews to {directory}: {error.strerror}; "
-                           "choose another --preview-dir") from None
+        reason = ("it is a symbolic link, and a preview is never written through one: "
+                  "remove it" if error.errno == errno.ELOOP else error.strerror)
+        raise PreviewError(f"cannot write preview {path}: {reason}; or choose another "
+                           "--preview-dir") from None
+
+
+def write_private(path, content):
+    """Write a regular file readable by its owner only; never through a symbolic link."""
+    fd = open_regular_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW)
+    with open(fd, "wb") as file:
+        os.fchmod(file.fileno(), 0o600)  # one left by an earlier run, or by someone else
+        file.write(content)
 
 
 ###############################################################################

@@ -7,6 +7,7 @@ damaged file; nothing SES confirmed is lost from view.
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -549,3 +550,32 @@ def test_a_secret_is_redacted_in_its_escaped_form_too():
     token = "IQoJb3JpZ2luX2Vj\nEFoaCXVzLWVhc3Qt"
     said = f"Invalid header value b'{token.encode('unicode_escape').decode()}'"
     assert ser.redact(said, (token,)) == "Invalid header value b'[redacted]'"
+
+
+# --- Previews are the owner's financials (issue 21, item 4) -------------------
+
+
+def test_a_preview_is_never_written_through_a_link_in_its_folder(run_script, tmp_path):
+    folder = tmp_path / "preview"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (folder / "ceo.html").symlink_to(victim)
+    result = run_script("--preview-dir", str(folder), "--only", "ceo")
+    assert result.returncode == 73
+    assert f"cannot write preview {folder / 'ceo.html'}: it is a symbolic link" in result.stderr
+    assert victim.read_text() == "keep me"
+
+
+def test_previews_are_readable_by_their_owner_only(run_script, tmp_path):
+    folder = tmp_path / "new" / "preview"
+    old = tmp_path / "new"
+    result = run_script("--preview-dir", str(folder), "--only", "ceo,cfo")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for made in folder.iterdir():
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    (folder / "ceo.eml").chmod(0o644)  # left readable by something else
+    assert run_script("--preview-dir", str(folder), "--only", "ceo").returncode == 0
+    assert stat.S_IMODE((folder / "ceo.eml").stat().st_mode) == 0o600
+    assert old.exists()
