@@ -5139,11 +5139,26 @@ class Quota(NamedTuple):
 
     @classmethod
     def from_answer(cls, answer):
-        return cls(*(answer[name] for name in QUOTA_FIELDS))
+        """The quota SES stated, or (where the numbers are none a real account has: NaN,
+        a rate under one a second) the slowest real account's, with a warning."""
+        quota = cls(*(answer.get(name) for name in QUOTA_FIELDS))
+        if all(map(is_number, quota)) and quota.max_send_rate >= MIN_SEND_RATE and \
+                quota.max_24_hour_send >= -1 and quota.sent_last_24_hours >= 0:
+            return quota, ()
+        said = ", ".join(f"{name} {answer.get(name)!r}"[:40] for name in QUOTA_FIELDS)
+        return FALLBACK_QUOTA, (f"warning: SES's quota answer ({said}) is not one a real "
+                                f"account gives: pacing at {MIN_SEND_RATE:g} message a "
+                                "second, the slowest an account has, and the 24-hour quota "
+                                "unchecked",)
 
     def note(self):
         return (f"quota: {self.sent_last_24_hours:g} of {self.max_24_hour_send:g} messages "
                 f"used in the last 24 hours; max send rate {self.max_send_rate:g} a second")
+
+
+# No SES account sends slower than one message a second (the sandbox's rate).
+MIN_SEND_RATE = 1.0
+FALLBACK_QUOTA = Quota(-1.0, 0.0, MIN_SEND_RATE)
 
 
 class Finding(NamedTuple):
@@ -5376,7 +5391,7 @@ def v2_fallback_warning(silent):
 
 def read_account(account, config):
     """account: production access or the sandbox, sending status, enforcement, quota."""
-    quota = Quota.from_answer(account["SendQuota"])
+    quota, odd_quota = Quota.from_answer(account["SendQuota"])
     sandbox = account.get("ProductionAccessEnabled") is not True
     sending = account.get("SendingEnabled") not in (False, "false")
     status = ses_text(account.get("EnforcementStatus", "not reported"))
@@ -5400,8 +5415,8 @@ def read_account(account, config):
                     f"in {config.region}, which this script does not know: see Reputation "
                     "metrics in the SES console",)
     problems = frozenset({FAILURE_POLICY[refusal.kind].outcome} if refusal else ())
-    return Finding(notes=notes, warnings=warnings, alerts=alerts, problems=problems,
-                   sandbox=sandbox, quota=quota, account_refusal=refusal)
+    return Finding(notes=notes, warnings=warnings + odd_quota, alerts=alerts,
+                   problems=problems, sandbox=sandbox, quota=quota, account_refusal=refusal)
 
 
 def read_sender(answers, address, domain):
@@ -5531,12 +5546,12 @@ def verified_identities(client, addresses):
 
 def check_quota(client, config, recipients):
     """The account's 24-hour quota and maximum send rate (v1: the sandbox guessed)."""
-    quota = Quota.from_answer(client.get_send_quota())
+    quota, odd_quota = Quota.from_answer(client.get_send_quota())
     sandbox = quota.max_24_hour_send == SANDBOX_MAX_24_HOUR_SEND
     notes = (quota.note(),) + (("sandbox: the quota is the SES sandbox's (200 a day), so "
                                 "the account looks like it is in the sandbox",) if sandbox
                                else ())
-    return Finding(notes=notes, sandbox=sandbox, quota=quota)
+    return Finding(notes=notes, sandbox=sandbox, quota=quota, warnings=odd_quota)
 
 
 def check_sandbox_recipients(client, config, recipients):
@@ -5934,6 +5949,9 @@ CHECK_VERDICTS = {
 }
 
 
+MAX_PACING_WAIT_SECONDS = SES_MAX_RECIPIENTS / MIN_SEND_RATE
+
+
 class SendPacer:
     """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded."""
 
@@ -5943,13 +5961,15 @@ class SendPacer:
         self.next_send = None
 
     def wait_to_send(self, recipients):
-        """Sleep until a message to this many recipients may go."""
+        """Sleep until a message to this many recipients may go; never longer than
+        MAX_PACING_WAIT_SECONDS (a whole message at the slowest rate an account has)."""
         if self.rate is None:
             return
         now = self.clock.monotonic()
         if self.next_send is not None and self.next_send > now:
-            self.clock.sleep(self.next_send - now)
-            now = self.next_send
+            wait = min(self.next_send - now, MAX_PACING_WAIT_SECONDS)
+            self.clock.sleep(wait)
+            now += wait
         self.next_send = now + recipients / self.rate
 
 

@@ -636,3 +636,46 @@ def test_a_log_replaced_while_sending_stops_the_run_and_keeps_its_records(
     rerun = run_via_proxy("--cycle", CYCLE)
     assert rerun.returncode == 0, rerun.stderr
     assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}  # the rest, and nothing twice
+
+
+# --- A quota no real account has (issue 21, items 12 and 13) ------------------
+
+
+@pytest.mark.parametrize("api", ["v2", "v1"])
+@pytest.mark.parametrize("rate", [1e-300, 1e-9, 0.01])
+def test_a_send_rate_no_account_has_is_paced_at_one_a_second(run_via_proxy, proxy, ses,
+                                                              api, rate):
+    ses.verify(SENDER)
+    proxy.account_quota(max_send_rate=rate)
+    for action in PREFLIGHT_V2_ACTIONS if api == "v1" else ():
+        proxy.plan(action, then="unimplemented")
+    clock = FakeClock()
+    result = run_via_proxy("--cycle", CYCLE, clock=clock)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("is not one a real account gives: pacing at 1 message a "
+                               "second") == 1
+    assert "Traceback" not in result.stderr
+    # Seven waits for a report of two recipients at one a second: no days of sleep.
+    assert max(clock.sleeps) <= 2.0 and sum(clock.sleeps) <= 14.0 + 1e-6
+    assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}
+
+
+@pytest.mark.parametrize("field", ["max_24_hour_send", "sent_last_24_hours", "max_send_rate"])
+def test_a_nan_quota_from_v1_is_not_a_quota(run_via_proxy, proxy, ses, field):
+    ses.verify(SENDER)
+    proxy.account_quota(**{field: float("nan")})
+    for action in PREFLIGHT_V2_ACTIONS:
+        proxy.plan(action, then="unimplemented")
+    result = run_via_proxy("--cycle", CYCLE, clock=FakeClock())
+    assert result.returncode == 0, result.stderr
+    assert "messages left" not in result.stderr
+    assert "is not one a real account gives" in result.stderr
+    assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}
+
+
+def test_the_pacers_wait_is_bounded_whatever_it_is_given():
+    clock = FakeClock()
+    pacer = ser.SendPacer(1e-300, clock)
+    pacer.wait_to_send(2)
+    pacer.wait_to_send(2)
+    assert clock.sleeps == [ser.MAX_PACING_WAIT_SECONDS]
