@@ -609,14 +609,14 @@ def resolve_data(option, settings, env_file):
 
 
 def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
-                 data=None):
+                 data=None, environment_names=frozenset()):
     """Turn merged settings into a Config, or raise ConfigError listing every problem."""
     routes = report_routes(settings, variant)
     retries, retry_problems = retry_setting(settings)
     (max_age, require_fresh), freshness_problems = freshness_settings(settings)
     (schedule, zone, overdue), schedule_problems = schedule_settings(settings)
     (alert_email, heartbeat_url), alarm_problems = alarm_settings(settings)
-    problems = [*unreadable_values(settings), *required_problems(settings),
+    problems = [*unreadable_values(settings), *required_problems(settings, environment_names),
                 *routing_problems(settings, variant, routes),
                 *configuration_set_problems(settings), *endpoint_problems(settings),
                 *retry_problems, *freshness_problems, *schedule_problems, *alarm_problems,
@@ -691,10 +691,18 @@ def unreadable(value):
     return None
 
 
-def required_problems(settings):
-    """A line for each required setting that is missing or wrong, naming it."""
-    return [f"{name} {problem}" for name in REQUIRED_SETTINGS
-            if (problem := required_setting_problem(name, settings.get(name)))]
+def required_problems(settings, environment_names=frozenset()):
+    """A line for each required setting that is missing or wrong, naming it (and, for
+    an empty one, where it came from: the environment wins over repos.env)."""
+    problems = []
+    for name in REQUIRED_SETTINGS:
+        problem = required_setting_problem(name, settings.get(name))
+        if problem and name in environment_names and problem.startswith("is empty"):
+            problem = (f"is empty in the environment, which wins over repos.env: unset it "
+                       f"(unset {name}) or give it a value there")
+        if problem:
+            problems.append(f"{name} {problem}")
+    return problems
 
 
 def required_setting_problem(name, raw):
@@ -739,6 +747,12 @@ def address_problem(value):
     labels = domain.split(".")
     if len(labels) < 2 or not all(DOMAIN_LABEL_PATTERN.fullmatch(x) for x in labels):
         return f"{value!r} does not have a valid domain"
+    local = value[:-len(domain) - 1]
+    for part, length, most in (("local part", len(local), 64), ("domain", len(domain), 253),
+                               ("address", len(value), 254)):
+        if length > most:  # RFC 5321's limits, which SES enforces when it is too late
+            return f"{value[:40]!r}... is too long: its {part} has {length} characters, " \
+                   f"at most {most}"
     return None
 
 
@@ -1042,7 +1056,8 @@ def load_config(args, environ, console):
                                   DEFAULT_AUDIT_LOG, args.env_file)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
                           variant=args.variant,
-                          data=resolve_data(args.data, settings, args.env_file))
+                          data=resolve_data(args.data, settings, args.env_file),
+                          environment_names=frozenset(environ))
     console.secrets = config.secrets  # from here on, nothing printed shows them
     for warning in repeated_recipient_warnings(settings, args.variant):
         console.warn(warning)
@@ -4985,6 +5000,8 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
             session.set_credentials(config.access_key_id, config.secret_access_key,
                                     config.session_token)
         credentials = session.get_credentials()
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError([no_such_profile(config.aws_profile)]) from None
     except botocore.exceptions.BotoCoreError as error:
         raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
     if credentials is None:
@@ -5004,6 +5021,8 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
             return session.create_client(service, region_name=config.region,
                                          verify=config.ca_bundle,
                                          endpoint_url=endpoint_url, config=settings)
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError([no_such_profile(config.aws_profile)]) from None
         except (ValueError, botocore.exceptions.BotoCoreError) as error:
             # A region or endpoint botocore will not use, past our own checks.
             raise ConfigError([f"SES cannot be reached as configured (AWS_SES_REGION "
@@ -5030,6 +5049,13 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
                            EVENTS_CONNECT_TIMEOUT_SECONDS, EVENTS_READ_TIMEOUT_SECONDS),
         sns=lambda: client("sns", config.endpoint_url_sns, config.retries,
                            SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS))
+
+
+def no_such_profile(name):
+    """The line for an AWS_PROFILE botocore cannot find."""
+    return (f"AWS_PROFILE {name[:40]!r} is not a profile in the AWS config or credentials "
+            "file (~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE and "
+            "AWS_SHARED_CREDENTIALS_FILE): fix the name, or unset it")
 
 
 def refuse_to_retry_daily_quota(response, **_):

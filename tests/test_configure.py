@@ -218,3 +218,34 @@ def test_one_route_named_twice_in_two_spellings_is_refused(run_script):
     run_script.settings(REPORT_TO_CFO="a@example.com", report_to_cfo="b@example.com")
     result = run_script("--dry-run")
     assert result.returncode == 78 and "both name REPORT_TO_CFO" in result.stderr
+
+
+# --- Settings messages that say the truth (issue 21, item 18) -----------------
+
+
+def test_an_empty_setting_from_the_environment_says_so(run_script):
+    result = run_script("--dry-run", env={"AWS_SES_FROM_NAME": ""})
+    assert result.returncode == 78
+    assert ("AWS_SES_FROM_NAME is empty in the environment, which wins over repos.env: "
+            "unset it (unset AWS_SES_FROM_NAME)") in result.stderr
+
+
+def test_a_profile_that_is_not_there_is_named_not_called_unreachable(run_script, ses):
+    ses.verify(SENDER)
+    result = run_script("--cycle", "2026-11-29", env={"AWS_PROFILE": "nosuch"})
+    assert result.returncode == 78
+    assert "AWS_PROFILE 'nosuch' is not a profile in the AWS config" in result.stderr
+    assert "cannot be reached" not in result.stderr and not ses.messages()
+
+
+@pytest.mark.parametrize("address, part", [
+    ("a" * 65 + "@example.com", "its local part has 65 characters, at most 64"),
+    ("owner@" + ".".join(["d" * 60] * 5) + ".com", "its domain has 308 characters, at "
+                                                    "most 253"),
+    ("a" * 64 + "@" + ".".join(["d" * 60] * 3) + ".example.com",
+     "its address has 259 characters, at most 254"),
+])
+def test_an_address_past_rfc_5321s_lengths_is_refused(run_script, address, part):
+    result = run_script("--dry-run", env={"AWS_RECIPIENT_EMAIL": address})
+    assert result.returncode == 78
+    assert f"AWS_RECIPIENT_EMAIL {address[:40]!r}... is too long: {part}" in result.stderr
