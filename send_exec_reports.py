@@ -4691,7 +4691,8 @@ def last_sent_figures(path, cycle):
     with log:
         for line in lines_from_end(log):
             record, problem = parsed_record(line) if line.strip() else (None, "blank")
-            if record and record["status"] == "sent" and record["cycle"] != cycle:
+            if record and record["status"] == "sent" and record["cycle"] != cycle and \
+                    record["report"] != EVENT_TEST_REPORT:
                 digest = record.get("data_sha256")
                 return (record["cycle"], digest, record.get("data_as_of")) if digest else None
     return None
@@ -5618,6 +5619,9 @@ EVENT_KINDS = {
     "DeliveryDelay": ("delay", "delayedRecipients"), "Reject": ("reject", None),
     "Rendering Failure": ("rendering_failure", None), "RenderingFailure": (
         "rendering_failure", None)}
+# How many event records, from the log's end, decide a recipient's latest state:
+# the check costs the same however many events the log has gathered.
+EVENTS_LOOKBACK_RECORDS = 5000
 # What --history calls each kind, the latest per recipient.
 EVENT_STATES = {"send": "sent", "delivery": "delivered", "bounce": "bounced",
                 "complaint": "complained", "delay": "delayed", "reject": "rejected",
@@ -5640,38 +5644,58 @@ def ses_events(body):
         return None
     kind = event.get("eventType") or event.get("notificationType")
     message_id = event["mail"].get("messageId")
-    if kind not in EVENT_KINDS or not isinstance(message_id, str):
+    if kind not in EVENT_KINDS or not isinstance(message_id, str) or not message_id:
+        return None
+    try:  # the shape the records are made from: lists where SES writes lists
+        event_recipients(event)
+    except (AttributeError, TypeError, KeyError, IndexError):
         return None
     return event
+
+
+def event_recipients(event):
+    """The recipients an event names, and each one's own details ({} where none)."""
+    kind, recipients_field = EVENT_KINDS[event.get("eventType") or event["notificationType"]]
+    detail = event.get(kind_field(event), {})
+    if not isinstance(detail, dict):
+        raise TypeError("details that are not an object")
+    named = detail.get(recipients_field) if recipients_field else event["mail"].get(
+        "destination")
+    if not isinstance(named or [], list):
+        raise TypeError("recipients that are not a list")
+    recipients = []
+    for entry in named or []:
+        entry = {"emailAddress": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("emailAddress"), str):
+            raise TypeError("a recipient that is not an address")
+        recipients.append(entry)
+    return recipients
 
 
 def event_records(event, matched, now):
     """The audit records of one SES event, one a recipient: what happened to the
     message (matched: its send record, or None), when, and for a bounce why."""
-    kind, recipients_field = EVENT_KINDS[event.get("eventType") or event["notificationType"]]
+    kind, _ = EVENT_KINDS[event.get("eventType") or event["notificationType"]]
     detail = event.get(kind_field(event)) or {}
     mail = event["mail"]
-    if recipients_field:
-        recipients = [r if isinstance(r, str) else (r or {}).get("emailAddress", "")
-                      for r in detail.get(recipients_field) or []]
-    else:
-        recipients = [r for r in mail.get("destination") or [] if isinstance(r, str)]
+    named = event_recipients(event)
     event_id = sha256_hex(json.dumps(event, sort_keys=True))  # the same event twice: once
     records = []
-    for number, recipient in enumerate(recipients or [""]):
+    for number, entry in enumerate(named or [{"emailAddress": ""}]):
+        recipient = entry["emailAddress"]
         record = {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
                   "cycle": matched["cycle"] if matched else UNMATCHED,
                   "variant": matched.get("variant", "a") if matched else "a",
                   "report": matched["report"] if matched else UNMATCHED,
                   "status": "event", "event": kind, "message_id": mail["messageId"],
-                  "recipient": ses_text(str(recipient))[:254],
-                  "event_time": str(detail.get("timestamp") or mail.get("timestamp") or ""),
+                  "recipient": ses_text(recipient)[:254],
+                  "event_time": ses_text(str(detail.get("timestamp") or mail.get("timestamp")
+                                             or ""))[:40],
                   "event_id": f"{event_id}:{number}", "matched": bool(matched)}
         if kind == "bounce":
-            bounced = (detail.get("bouncedRecipients") or [{}])[number] or {}
-            record["bounce"] = {"type": str(detail.get("bounceType", "")),
-                                "subtype": str(detail.get("bounceSubType", "")),
-                                "diagnostic": ses_text(str(bounced.get(
+            record["bounce"] = {"type": ses_text(str(detail.get("bounceType", "")))[:40],
+                                "subtype": ses_text(str(detail.get("bounceSubType", "")))[:40],
+                                "diagnostic": ses_text(str(entry.get(
                                     "diagnosticCode", "")))[:MAX_DETAIL]}
         if kind in ("reject", "rendering_failure", "delay"):
             record["error"] = {"code": kind, "message": ses_text(str(
@@ -5691,17 +5715,19 @@ def kind_field(event):
 def sent_records(path, message_ids):
     """{SES message id: its sent record} for these ids, in one pass over the log
     (only the lines that hold one of them are parsed)."""
-    wanted = {message_id.encode() for message_id in message_ids}
+    wanted = set(message_ids)
+    needles = [json.dumps(message_id).encode() for message_id in wanted]  # as the log has it
     found = {}
     log = open_audit_log_to_read(path)
     if log is None or not wanted:
         return found
     with log:
         for line in lines_from_end(log):
-            if not any(message_id in line for message_id in wanted):
+            if not any(needle in line for needle in needles):
                 continue
             record, problem = parsed_record(line)
-            if not problem and record["status"] == "sent" and record.get("message_id"):
+            if not problem and record["status"] == "sent" and \
+                    record.get("message_id") in wanted:
                 found.setdefault(record["message_id"], record)
             if len(found) == len(wanted):
                 break
@@ -5718,15 +5744,21 @@ def recorded_event_ids(path, cycles):
     return ids
 
 
-def drain_events(clients, config, audit_log, clock, console):
+class Drained(NamedTuple):
+    """What one read of the events queue did."""
+
+    recorded: int = 0
+    read_all: bool = True  # False: the queue could not be read (the line said why)
+
+
+def drain_events(clients, config, audit_log, clock, console, sending=True):
     """Read the events queue into the audit log: each SES event recorded (fsynced)
     before its message is deleted; a message that is not an SES event left on the
-    queue for its redrive policy.  Bounded in messages and time; a queue that cannot
-    be read is one warning, and the run goes on.  Returns how many were recorded."""
+    queue for its redrive policy.  Bounded in messages and time (a call started just
+    before the deadline may take its timeout); a queue that cannot be read is one
+    warning."""
     import botocore.exceptions
 
-    if not config.events_queue_url:
-        return 0
     deadline, read, recorded, foreign = time.monotonic() + EVENTS_MAX_SECONDS, 0, 0, 0
     try:
         while read < EVENTS_MAX_MESSAGES and time.monotonic() < deadline:
@@ -5739,20 +5771,23 @@ def drain_events(clients, config, audit_log, clock, console):
             events = [(message, ses_events(message.get("Body", ""))) for message in messages]
             foreign += sum(event is None for _, event in events)
             recorded += record_events([e for e in events if e[1]], clients, config,
-                                      audit_log, clock)
+                                      audit_log, clock, console)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        then = ("the reports are sent all the same, and the events wait on the queue for the "
+                "next run" if sending else "the events wait on the queue")
         console.alert(f"warning: the events queue (REPORT_EVENTS_QUEUE_URL) could not be "
-                      f"read: {events_error(error)}; the reports are sent all the same, and "
-                      "the events wait on the queue for the next run")
-    if foreign:
-        console.warn(f"warning: {foreign} message(s) on the events queue are not SES events "
-                     "(malformed, or another sender's): left on the queue, for its redrive "
-                     "policy")
+                      f"read: {events_error(error)}; {then}")
+        return Drained(recorded, read_all=False)
+    finally:
+        if foreign:
+            console.warn(f"warning: {foreign} message(s) on the events queue are not SES "
+                         "events (malformed, or another sender's): left on the queue, for its "
+                         "redrive policy")
     console.step(f"events: {recorded} recorded from the queue")
-    return recorded
+    return Drained(recorded)
 
 
-def record_events(events, clients, config, audit_log, clock):
+def record_events(events, clients, config, audit_log, clock, console):
     """Record these (message, event) pairs, then delete their messages; how many
     records were written."""
     sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
@@ -5768,10 +5803,15 @@ def record_events(events, clients, config, audit_log, clock):
                 known.add(record["event_id"])
                 written += 1
     entries = [{"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
-               for number, (message, _) in enumerate(events)]
+               for number, (message, _) in enumerate(events) if message.get("ReceiptHandle")]
+    failed = 0
     for start in range(0, len(entries), 10):
-        clients.sqs.delete_message_batch(QueueUrl=config.events_queue_url,
-                                         Entries=entries[start:start + 10])
+        answer = clients.sqs.delete_message_batch(QueueUrl=config.events_queue_url,
+                                                  Entries=entries[start:start + 10])
+        failed += len(answer.get("Failed") or [])
+    if failed:
+        console.warn(f"warning: {failed} event message(s) could not be deleted from the queue: "
+                     "they come back, and are recorded once")
     return written
 
 
@@ -5784,6 +5824,20 @@ def events_error(error):
     return ses_text(f"{type(error).__name__}: {error}")[:MAX_DETAIL]
 
 
+def read_events(config, audit_log, clock, console, connect, recipients, sending=True):
+    """Read the events queue, where there is one, then warn of each recipient whose
+    latest event is a permanent bounce or a complaint (even with --quiet).  Returns
+    the Drained and the problems."""
+    drained = Drained()
+    if config.events_queue_url:
+        with contextlib.closing(connect(config)) as clients:
+            drained = drain_events(clients, config, audit_log, clock, console, sending)
+    problems = delivery_problems(config.audit_log_path, recipients)
+    for problem in problems if sending else ():
+        console.alert(f"warning: {problem}")
+    return drained, problems
+
+
 def delivery_problems(path, recipients):
     """A line for each address among these recipients whose latest event is a
     permanent bounce or a complaint: the owner must fix or replace it."""
@@ -5793,12 +5847,13 @@ def delivery_problems(path, recipients):
         return []
     wanted = {address.casefold() for address in recipients}
     with log:
-        for _, line in ledger_lines(log, b'"status": "event"'):
+        events = (line for line in lines_from_end(log) if b'"status": "event"' in line)
+        for _, line in zip(range(EVENTS_LOOKBACK_RECORDS), events):
             record, problem = parsed_record(line)
-            if problem or record.get("recipient", "").casefold() not in wanted:
+            if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
+                    str(record.get("recipient", "")).casefold() not in wanted:
                 continue
-            if record.get("event") in ("delivery", "bounce", "complaint"):
-                latest[record["recipient"].casefold()] = record
+            later_than(latest, record["recipient"].casefold(), record)
     problems = []
     for record in latest.values():
         where = f"(report {record['report']}, cycle {record['cycle']}, {record.get('event_time')})"
@@ -5814,80 +5869,132 @@ def delivery_problems(path, recipients):
     return problems
 
 
+def later_than(latest, key, record, oldest_first=False):
+    """Keep in latest[key] whichever event SES dated later (SQS keeps no order); of
+    two at one moment, the one written later to the log."""
+    now, kept = str(record.get("event_time", "")), latest.get(key)
+    if kept is None or now > str(kept.get("event_time", "")) or (
+            oldest_first and now == str(kept.get("event_time", ""))):
+        latest[key] = record
+
+
 def setup_events(config, connect, console):
-    """--setup-events: the queue, the topic, the subscription, the configuration set and
-    its event destination, each made where missing and left alone where right."""
+    """--setup-events: the queue (and its dead-letter queue), the topic, the
+    subscription, the configuration set and its event destination, each made where
+    missing, put right where wrong, and left alone where right."""
     import botocore.exceptions
 
     name = config.configuration_set or DEFAULT_CONFIGURATION_SET
     try:
         with contextlib.closing(connect(config)) as clients:
             queue_url, queue_arn = events_queue(clients.sqs, console)
-            topic_arn = events_topic(clients.sns, queue_arn, name, config, console)
+            topic_arn = events_topic(clients.sns, name, console)
             events_queue_policy(clients.sqs, queue_url, queue_arn, topic_arn, console)
             events_subscription(clients.sns, topic_arn, queue_arn, console)
             events_destination(clients.send, name, topic_arn, console)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise SetupError(f"--setup-events stopped: {events_error(error)}; the IAM policy for "
-                         "setting up is in docs/iam.md") from None
+        said = events_error(error)
+        hint = ("; the IAM policy for setting up is in docs/iam.md" if "AccessDenied" in said
+                or "AuthorizationError" in said else "")
+        raise SetupError(f"--setup-events stopped: {said}{hint}") from None
     if not config.configuration_set:
         console.result(f"AWS_SES_CONFIGURATION_SET={name}")
     console.result(f"REPORT_EVENTS_QUEUE_URL={queue_url}")
 
 
 def events_queue(sqs, console):
-    """(URL, ARN) of the events queue, made where missing (CreateQueue returns the one
-    there when its attributes match)."""
+    """(URL, ARN) of the events queue, made where missing, keeping its messages for
+    SQS's longest, 14 days (a laptop may be away a while), and handing a message no
+    run can read to a dead-letter queue after EVENTS_MAX_RECEIVES tries."""
+    dead_url = sqs.create_queue(QueueName=EVENTS_NAME + "-dead", Attributes=KEEP_LONGEST)[
+        "QueueUrl"]
+    dead_arn = queue_attributes(sqs, dead_url, "QueueArn")["QueueArn"]
     url = sqs.create_queue(QueueName=EVENTS_NAME)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    console.result(f"queue: {arn}")
-    return url, arn
+    have = queue_attributes(sqs, url, "QueueArn", "MessageRetentionPeriod", "RedrivePolicy")
+    wanted = {**KEEP_LONGEST, "RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(EVENTS_MAX_RECEIVES)})}
+    wrong = {k: v for k, v in wanted.items() if not same_setting(have.get(k), v)}
+    if wrong:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=wrong)
+    console.result(f"queue: {have['QueueArn']} (messages kept 14 days; after "
+                   f"{EVENTS_MAX_RECEIVES} failed reads, to {EVENTS_NAME}-dead)"
+                   + (" (put right)" if wrong else ""))
+    return url, have["QueueArn"]
 
 
-def events_topic(sns, queue_arn, configuration_set, config, console):
-    """The events topic's ARN (CreateTopic returns the one there), with a policy that
-    lets SES publish this configuration set's events to it."""
+KEEP_LONGEST = {"MessageRetentionPeriod": "1209600"}  # 14 days: SQS's longest
+EVENTS_MAX_RECEIVES = 5
+
+
+def queue_attributes(sqs, url, *names):
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(names)).get(
+        "Attributes", {})
+
+
+def same_setting(have, wanted):
+    """Whether a queue attribute is as wanted: JSON compared as JSON, numbers as text."""
+    try:  # SQS writes maxReceiveCount as a number, and takes it as text
+        have, wanted = json.loads(have), json.loads(wanted)
+    except (TypeError, ValueError):
+        return have == wanted
+    if isinstance(have, dict) and isinstance(wanted, dict):
+        return {k: str(v) for k, v in have.items()} == {k: str(v) for k, v in wanted.items()}
+    return str(have) == str(wanted)
+
+
+def events_topic(sns, configuration_set, console):
+    """The events topic's ARN (CreateTopic returns the one there), its policy letting
+    SES publish this configuration set's events to it (the others' statements kept)."""
     topic_arn = sns.create_topic(Name=EVENTS_NAME)["TopicArn"]
     account = topic_arn.split(":")[4]
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+    statement = {
         "Sid": "SesPublishesEvents", "Effect": "Allow",
         "Principal": {"Service": "ses.amazonaws.com"}, "Action": "SNS:Publish",
         "Resource": topic_arn, "Condition": {
             "StringEquals": {"AWS:SourceAccount": account},
             "StringLike": {"AWS:SourceArn": f"arn:aws:ses:*:{account}:configuration-set/"
-                                            f"{configuration_set}"}}}]}, sort_keys=True)
+                                            f"{configuration_set}"}}}
     current = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("Policy")
-    if not same_policy(current, policy):
-        sns.set_topic_attributes(TopicArn=topic_arn, AttributeName="Policy",
-                                 AttributeValue=policy)
-        console.result(f"topic: {topic_arn} (SES may now publish to it)")
-    else:
+    merged = with_statement(current, statement)
+    if merged is None:
         console.result(f"topic: {topic_arn} (already right)")
+    else:
+        sns.set_topic_attributes(TopicArn=topic_arn, AttributeName="Policy",
+                                 AttributeValue=merged)
+        console.result(f"topic: {topic_arn} (SES may now publish to it)")
     return topic_arn
 
 
 def events_queue_policy(sqs, queue_url, queue_arn, topic_arn, console):
-    """The queue's policy: the topic, and only it, may write to the queue."""
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [{
+    """The queue's policy: the topic may write to the queue (the others' statements
+    kept)."""
+    statement = {
         "Sid": "TopicWritesEvents", "Effect": "Allow",
         "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
-        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}]},
-        sort_keys=True)
-    current = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"]).get(
-        "Attributes", {}).get("Policy")
-    if same_policy(current, policy):
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}}
+    merged = with_statement(queue_attributes(sqs, queue_url, "Policy").get("Policy"), statement)
+    if merged is None:
         console.result("queue policy: already lets the topic write")
         return
-    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": merged})
     console.result("queue policy: set (the topic may write to the queue)")
 
 
-def same_policy(current, wanted):
+def with_statement(current, statement):
+    """A policy's JSON with this statement in it (in place of one with its Sid), every
+    other statement kept; None where it is there already, as it is."""
     try:
-        return json.loads(current or "null") == json.loads(wanted)
+        policy = json.loads(current) if current else {}
     except ValueError:
-        return False
+        policy = {}
+    policy = policy if isinstance(policy, dict) else {}
+    statements = policy.get("Statement") or []
+    statements = statements if isinstance(statements, list) else [statements]
+    if statement in statements:
+        return None
+    kept = [s for s in statements if not (isinstance(s, dict) and s.get("Sid") == statement["Sid"])]
+    return json.dumps({"Version": "2012-10-17", **policy, "Statement": [*kept, statement]},
+                      sort_keys=True)
 
 
 def events_subscription(sns, topic_arn, queue_arn, console):
@@ -5902,7 +6009,10 @@ def events_subscription(sns, topic_arn, queue_arn, console):
 
 
 def events_destination(ses, name, topic_arn, console):
-    """The configuration set, made where missing, and its SNS event destination."""
+    """The configuration set, made where missing, and its SNS event destination for
+    every type of EVENT_TYPES.  One of that name that is not right (another topic,
+    disabled, types missing) is said, not changed: SES's v1 API cannot be trusted to
+    update it everywhere, and the console can."""
     import botocore.exceptions
 
     try:
@@ -5915,16 +6025,28 @@ def events_destination(ses, name, topic_arn, console):
         ses.create_configuration_set(ConfigurationSet={"Name": name})
         console.result(f"configuration set: {name} (made)")
         described = {}
-    destinations = [d for d in described.get("EventDestinations") or [] if d]
-    if any((d.get("SNSDestination") or {}).get("TopicARN") == topic_arn and d.get("Enabled")
-           for d in destinations):
-        console.result("event destination: the topic (already)")
+    ours = [d for d in described.get("EventDestinations") or []
+            if d and d.get("Name") == EVENTS_NAME]
+    if not ours:
+        ses.create_configuration_set_event_destination(
+            ConfigurationSetName=name, EventDestination={
+                "Name": EVENTS_NAME, "Enabled": True, "MatchingEventTypes": list(EVENT_TYPES),
+                "SNSDestination": {"TopicARN": topic_arn}})
+        console.result("event destination: the topic (made)")
         return
-    ses.create_configuration_set_event_destination(
-        ConfigurationSetName=name, EventDestination={
-            "Name": EVENTS_NAME, "Enabled": True, "MatchingEventTypes": list(EVENT_TYPES),
-            "SNSDestination": {"TopicARN": topic_arn}})
-    console.result("event destination: the topic (made)")
+    destination = ours[0]
+    types = {str(t).casefold() for t in destination.get("MatchingEventTypes") or []}
+    wrong = [why for why, bad in (
+        (f"it sends to {(destination.get('SNSDestination') or {}).get('TopicARN')}",
+         (destination.get("SNSDestination") or {}).get("TopicARN") != topic_arn),
+        ("it is disabled", str(destination.get("Enabled")).lower() not in ("true", "none")),
+        ("it lacks event types " + ", ".join(t for t in EVENT_TYPES if t.casefold() not in types),
+         not {t.casefold() for t in EVENT_TYPES} <= types)) if bad]
+    if wrong:
+        raise SetupError(f"configuration set {name} has an event destination named "
+                         f"{EVENTS_NAME} that is not right ({'; '.join(wrong)}): fix it in "
+                         "the SES console (or delete it), then run --setup-events again")
+    console.result("event destination: the topic (already)")
 
 
 def send_event_test(config, connect, clock, console):
@@ -5952,6 +6074,9 @@ def send_event_test(config, connect, clock, console):
             "to": list(SIMULATOR), "bcc": []})
     console.result(f"sent {message_id} to {' and '.join(SIMULATOR)}; in a minute, --events "
                    "reads what SES said of it (--history shows cycle event-test)")
+    if not config.configuration_set:
+        console.warn("warning: AWS_SES_CONFIGURATION_SET is not set, so SES publishes no "
+                     "events for this message: run --setup-events and add the lines it prints")
 
 
 ###############################################################################
@@ -6247,11 +6372,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
-        if config.events_queue_url:
-            with contextlib.closing(connect(config)) as clients:
-                drain_events(clients, config, audit_log, clock, console)
-        for problem in delivery_problems(config.audit_log_path, recipients_of(reports)):
-            console.alert(f"warning: {problem}")
+        read_events(config, audit_log, clock, console, connect, recipients_of(reports))
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -6420,7 +6541,8 @@ def history_tables(records):
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
         if record["status"] == "event":
-            delivered.setdefault((*key, record["report"]), {})[record.get("recipient")] = record
+            later_than(delivered.setdefault((*key, record["report"]), {}),
+                       str(record.get("recipient", "")).casefold(), record, oldest_first=True)
             continue
         shown = latest.pop(key, {})  # re-inserted: the dict keeps last-active order
         earlier = shown.get(record["report"])
@@ -7227,18 +7349,18 @@ def delivery_events(args, config, *, clock, console, connect):
     if not config.events_queue_url:
         raise UsageError("--events reads REPORT_EVENTS_QUEUE_URL, which is not set: "
                          "--setup-events makes the queue and prints the line to add")
-    log_path = real_audit_log_path(config.audit_log_path)
-    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log, \
-            contextlib.closing(connect(config)) as clients:
-        recorded = drain_events(clients, config, audit_log, clock, console)
-    console.result(f"{recorded} event record(s) added to {config.audit_log_path}; "
-                   "--history shows each recipient's latest")
     routes = [config.recipients(spec.report_id) for spec in select_reports(args.only)]
-    problems = delivery_problems(config.audit_log_path, {
-        address for route in routes for address in (*route["to"], *route["bcc"])})
+    recipients = {address for route in routes for address in (*route["to"], *route["bcc"])}
+    log_path = real_audit_log_path(config.audit_log_path)
+    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
+        drained, problems = read_events(config, audit_log, clock, console, connect,
+                                        recipients, sending=False)
+    console.result(f"{drained.recorded} event record(s) added to {config.audit_log_path}; "
+                   "--history shows each recipient's latest")
     for problem in problems:
         console.problem(f"error: {problem}")
-    return {"rejected"} if problems else set()
+    return ({"rejected"} if problems else set()) | (set() if drained.read_all
+                                                    else {"transient"})
 
 
 def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, connect,
@@ -7249,6 +7371,7 @@ def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, c
         today = now.date()
         console.result(f"nothing due: cycle {cycle} is sent; the next falls due "
                        f"{due_after(config.schedule, today)} ({zone_name(config.timezone)})")
+        read_events_between_cycles(config, selected, clock, console, connect)
         return None
     reports, refusal = prepare_reports(selected, config, cycle, now, args, console)
     outcome = send_cycle(reports, config, cycle=cycle, force=args.force, clock=clock,
@@ -7256,6 +7379,25 @@ def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, c
                          scheduled=scheduled)
     report_outcome(outcome, config, cycle, console)
     return outcome
+
+
+def read_events_between_cycles(config, selected, clock, console, connect):
+    """On a run with nothing due: read the events queue all the same (a queue keeps
+    its messages for days, not for ever) and warn of a bounced or complaining
+    recipient; where another run holds the lock, it reads them."""
+    routes = [config.recipients(spec.report_id) for spec in selected]
+    recipients = {address for route in routes for address in (*route["to"], *route["bcc"])}
+    if not config.events_queue_url:
+        for problem in delivery_problems(config.audit_log_path, recipients):
+            console.alert(f"warning: {problem}")
+        return
+    log_path = real_audit_log_path(config.audit_log_path)
+    try:
+        with RunLock(log_path.with_name(log_path.name + ".lock")), \
+                AuditLog(log_path) as audit_log:
+            read_events(config, audit_log, clock, console, connect, recipients)
+    except RunLockedError:
+        console.step("events: another run holds the lock, and reads them")
 
 
 def prepare_reports(selected, config, cycle, now, args, console):

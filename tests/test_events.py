@@ -111,7 +111,11 @@ def test_setup_events_makes_what_is_missing_and_nothing_twice(run_script, ses):
     assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
     assert first.stdout.splitlines()[-1].startswith("REPORT_EVENTS_QUEUE_URL=http")
     sqs, sns = ses.client("sqs"), ses.client("sns")
-    assert len(sqs.list_queues()["QueueUrls"]) == 1
+    assert len(sqs.list_queues()["QueueUrls"]) == 2  # the queue and its dead letters
+    attributes = sqs.get_queue_attributes(QueueUrl=first.stdout.splitlines()[-1].split("=")[1],
+                                          AttributeNames=["All"])["Attributes"]
+    assert attributes["MessageRetentionPeriod"] == "1209600"
+    assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith("-dead")
     assert len(sns.list_subscriptions()["Subscriptions"]) == 1
 
 
@@ -314,3 +318,148 @@ def test_events_of_an_older_cycle_do_not_push_the_newest_out_of_history(run_scri
     assert "cycle 2026-12-15" in latest and "cycle 2026-12-01" not in latest
     both = run_script("--history", "2").stdout
     assert f"{RECIPIENT} delivered" in both.split("cycle 2026-12-15")[0]
+
+
+# --- From the hostile review of the events ------------------------------------------------
+
+
+def test_a_run_with_nothing_due_still_reads_the_queue(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Bounce", ids["ceo"], RECIPIENT, bounceType="Permanent",
+                             bounceSubType="General"))
+    from test_alarms import at
+    env = {**run_script.events_env, "REPORT_SCHEDULE": "1,15",
+           "REPORT_TIMEZONE": "America/Los_Angeles"}
+    assert run_script("--quiet", "--only", "ceo", clock=at("2026-12-02 18:00"),
+                      env=env).returncode == 0
+    quiet = run_script("--quiet", "--only", "ceo", clock=at("2026-12-03 18:00"), env=env)
+    assert quiet.returncode == 0 and "nothing due" not in quiet.stdout
+    assert len(event_records(run_script)) == 1 and events.waiting() == 0
+    assert f"warning: {RECIPIENT} bounced permanently" in quiet.stderr
+
+
+@pytest.mark.parametrize("poison", [
+    {"bounce": {"bounceType": "Permanent", "bouncedRecipients": [5]}},
+    {"bounce": "oops"},
+    {"bounce": {"bouncedRecipients": "ab@example.com"}},
+    {"mail_destination": 5, "kind": "Send"},
+    {"mail_destination": "abc@example.com", "kind": "Reject"},
+])
+def test_an_event_of_the_wrong_shape_is_no_event_and_the_run_sends(run_script, ses, events,
+                                                                    poison):
+    kind = poison.pop("kind", "Bounce")
+    event = ses_event(kind, "0100-some-id", RECIPIENT)
+    if "mail_destination" in poison:
+        event["mail"]["destination"] = poison.pop("mail_destination")
+    event.update(poison)
+    events.raw(event)
+    ses.verify(SENDER)
+    result = run_script("--cycle", CYCLE, env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    assert len(ses.messages()) == 8 and "Traceback" not in result.stderr
+    assert "1 message(s) on the events queue are not SES events" in result.stderr
+    assert not event_records(run_script)
+
+
+def test_the_latest_state_is_the_latest_ses_dated_not_the_last_read(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    delivered = ses_event("Delivery", ids["ceo"], BCC)
+    bounced = ses_event("Bounce", ids["ceo"], BCC, bounceType="Permanent",
+                        bounceSubType="General")
+    bounced["bounce"]["timestamp"] = "2026-12-01T07:00:00.000Z"  # before the delivery
+    events.raw(delivered)
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    events.raw(bounced)  # read later, dated earlier
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    assert f"{BCC} delivered" in run_script("--history", "1").stdout
+
+
+def test_what_an_event_says_is_cleaned_before_it_is_shown(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    event = ses_event("Bounce", ids["ceo"], RECIPIENT, bounceType="Permanent",
+                      bounceSubType="Gen\x1b[2J\neral\u202e" + "x" * 5000)
+    event["bounce"]["timestamp"] = "2026\n\x1b[31mFAKE: all good\u202e"
+    events.raw(event)
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 1
+    [line] = [x for x in result.stderr.splitlines() if "bounced permanently" in x]
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert len(line) < 500 and "FAKE" in line  # on the same line: no forged one
+
+
+def test_setup_keeps_the_statements_others_put_in_the_policies(run_script, ses, events):
+    topic = json.loads(events.sns.get_topic_attributes(TopicArn=events.topic)[
+        "Attributes"]["Policy"])
+    assert {s["Sid"] for s in topic["Statement"]} == {"__default_statement_ID",
+                                                      "SesPublishesEvents"}
+    other = {"Sid": "Other", "Effect": "Allow", "Principal": {"AWS": "123456789012"},
+             "Action": "sqs:ReceiveMessage", "Resource": "*"}
+    policy = json.loads(events.sqs.get_queue_attributes(
+        QueueUrl=events.url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    policy["Statement"].append(other)
+    events.sqs.set_queue_attributes(QueueUrl=events.url,
+                                    Attributes={"Policy": json.dumps(policy)})
+    again = run_script("--setup-events", env=run_script.events_env)
+    assert again.returncode == 0 and "queue policy: already lets the topic write" in again.stdout
+    kept = json.loads(events.sqs.get_queue_attributes(
+        QueueUrl=events.url, AttributeNames=["Policy"])["Attributes"]["Policy"])
+    assert {s["Sid"] for s in kept["Statement"]} == {"TopicWritesEvents", "Other"}
+
+
+def test_setup_says_what_is_wrong_with_a_destination_it_did_not_make(run_script, ses):
+    env = {"AWS_ENDPOINT_URL_SQS": ses.url, "AWS_ENDPOINT_URL_SNS": ses.url,
+           "AWS_SES_CONFIGURATION_SET": "exec-reports"}
+    client = ses.client("ses")
+    client.create_configuration_set(ConfigurationSet={"Name": "exec-reports"})
+    client.create_configuration_set_event_destination(
+        ConfigurationSetName="exec-reports", EventDestination={
+            "Name": ser.EVENTS_NAME, "Enabled": True, "MatchingEventTypes": ["bounce"],
+            "SNSDestination": {"TopicARN": "arn:aws:sns:us-east-1:123456789012:elsewhere"}})
+    result = run_script("--setup-events", env=env)
+    assert result.returncode == 1
+    assert (f"configuration set exec-reports has an event destination named "
+            f"{ser.EVENTS_NAME} that is not right (it sends to "
+            "arn:aws:sns:us-east-1:123456789012:elsewhere; it lacks event types send") \
+        in result.stderr
+    assert "iam.md" not in result.stderr
+
+
+def test_events_exits_75_when_the_queue_cannot_be_read(run_script):
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    result = run_script("--events", env={
+        "AWS_ENDPOINT_URL_SQS": endpoint,
+        "REPORT_EVENTS_QUEUE_URL": f"{endpoint}/123456789012/{ser.EVENTS_NAME}"})
+    assert result.returncode == 75
+    assert "could not be read" in result.stderr and "sent all the same" not in result.stderr
+
+
+def test_the_event_test_is_no_report_for_the_stale_figures_check(run_script, ses):
+    ses.verify(SENDER)
+    for cycle in ("2026-12-01", "2026-12-15"):
+        assert run_script("--only", "ceo", "--cycle", cycle).returncode == 0
+    assert run_script("--test-events").returncode == 0
+    result = run_script("--only", "ceo", "--cycle", "2026-12-29")
+    assert "is the one cycle 2026-12-15 already reported" in result.stderr
+
+
+def test_an_empty_or_partial_message_id_matches_no_send(run_script, ses, events):
+    ids = send_cycle(run_script, ses)
+    events.raw(ses_event("Delivery", "", RECIPIENT))
+    events.raw(ses_event("Delivery", ids["ceo"][:8], RECIPIENT))
+    events.raw(ses_event("Delivery", ids["cto"], RECIPIENT))
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    matched = [(r["report"], r["matched"]) for r in event_records(run_script)]
+    assert ("cto", True) in matched and (ser.UNMATCHED, False) in matched
+    assert len(matched) == 2  # the empty id is no SES event
+
+
+def test_history_takes_an_address_in_any_case_as_one(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.raw(ses_event("DeliveryDelay", ids["ceo"], BCC.upper(), delayType="Throttled"))
+    later = ses_event("Delivery", ids["ceo"], BCC)
+    later["delivery"]["timestamp"] = "2026-12-01T09:00:00.000Z"
+    events.raw(later)
+    assert run_script("--events", env=run_script.events_env).returncode == 0
+    history = run_script("--history", "1").stdout
+    assert f"{BCC} delivered" in history and "DELAYED" not in history.upper().replace(
+        "DELIVERED", "")
