@@ -5291,7 +5291,11 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
         v1_answered = ask_v1(clients, config, recipients, found,
                              [("sandbox", check_sandbox_recipients)])
     if silent and v1_answered:  # else v1's own warning says SES did not answer
-        found.add(Finding(warnings=(v2_fallback_warning(silent),)))
+        unseen = [key for key, failure in silent.items()
+                  if key[0] == "suppressed" and not failure.from_ses]
+        # Questions that met no answer in time were not seen: --check cannot say "go".
+        found.add(Finding(warnings=(v2_fallback_warning(silent),),
+                          problems=frozenset({"transient"} if unseen else ())))
     return found
 
 
@@ -5411,9 +5415,13 @@ def v2_fallback_warning(silent):
         more = f" and {len(unchecked) - 5} more" if len(unchecked) > 5 else ""
         parts.append(f"the suppression list was not checked for {len(unchecked)} "
                      f"address(es): {', '.join(unchecked[:5])}{more}")
+    refused = any(failure.code in OPTIONAL_PERMISSION_CODES for failure in silent.values())
+    why = ("the IAM policy in docs/iam.md lists the optional ses:GetAccount, "
+           "ses:GetEmailIdentity and ses:GetSuppressedDestination" if refused else
+           f"no answer in time, within the preflight's {PREFLIGHT_DEADLINE_SECONDS} s, or "
+           "none that SES would give: a slow network or endpoint; --check again sees more")
     return (f"warning: preflight: SES API v2 did not answer ({said}); {'; '.join(parts)}; "
-            f"going on (the IAM policy in docs/iam.md lists the optional ses:GetAccount, "
-            f"ses:GetEmailIdentity and ses:GetSuppressedDestination)")
+            f"going on ({why})")
 
 
 def read_account(account, config):
@@ -6095,8 +6103,10 @@ CHECK_VERDICTS = {
     "rejected": "SES would refuse or drop reports: see above (the sender, the account, a "
                 "recipient on the suppression list or one that bounced or complained, or in "
                 "the sandbox an unverified one)",
-    "transient": "SES could not be reached or did not answer as SES does (see above); "
-                 "try again later",
+    "transient": "SES could not be reached, did not answer every question in time, or did "
+                 "not answer as SES does (see above); try again later",
+    "cant_create": "the audit log could not be written (see above): a send would stop "
+                   "before the first report",
 }
 
 
@@ -6463,10 +6473,35 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
     for problem in delivery_problems(config.audit_log_path, recipients_of(reports)):
         problems.add("rejected")  # SES will drop it, or count it against the account
         console.problem(f"error: {problem}")
+    unwritable = audit_log_problem(config.audit_log_path) if to_send else None
+    if unwritable:
+        problems.add("cant_create")
+        console.problem(f"error: {unwritable}")
+    explained = {FAILURE_POLICY[r.kind].outcome for r in (refusal, found.refusal(to_send))
+                 if r and to_send}  # its own line said why; a verdict would blur it
     for outcome, verdict in CHECK_VERDICTS.items():
-        if outcome in problems:
+        if outcome in problems and outcome not in explained:
             console.problem(f"error: {verdict}")
     return problems
+
+
+def audit_log_problem(path):
+    """Why a send could not write the audit log, asked without writing it: the line
+    a send would stop with, or None."""
+    try:
+        real = real_audit_log_path(path)
+    except ReportRunError as error:
+        return str(error)
+    if real.exists():
+        if not real.is_file():
+            return f"audit log {real} is not a regular file: a send would stop at once"
+        if not os.access(real, os.W_OK):
+            return (f"cannot write audit log {real} (permission denied): a send would stop "
+                    "at once; fix its permissions")
+    elif not real.parent.is_dir() or not os.access(real.parent, os.W_OK | os.X_OK):
+        return (f"cannot create audit log {real}: its folder {real.parent} is missing or "
+                "not writable; a send would stop at once")
+    return None
 
 
 def refusal_line(refusal):

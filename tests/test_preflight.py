@@ -5,6 +5,7 @@ them (moto's server lacks both); GetEmailIdentity is moto's own answer.
 """
 
 import functools
+import os
 import signal
 import threading
 import time
@@ -378,3 +379,55 @@ def test_a_stop_during_a_long_preflight_exits_at_once(run_via_proxy, proxy, ses)
     assert "Traceback" not in stderr
     assert proxy.count("GetSuppressedDestination") < 30
     assert ses.messages() == []
+
+
+# --- --check says go only where a send would go (issue 21, item 17) -----------
+
+
+def test_check_is_not_go_where_suppressions_went_unanswered(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.plan("GetSuppressedDestination", then="drop")  # no answer at all
+    result = run_via_proxy("--check")
+    assert result.returncode == 75, result.stderr
+    [warning] = warning_lines(result)
+    assert "the suppression list was not checked for 2 address(es)" in warning
+    assert "iam.md" not in warning and "no answer in time" in warning
+    assert "did not answer every question in time" in result.stderr
+    assert proxy.count("SendEmail") == 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="running as root: a read-only folder is "
+                                                "still writable")
+def test_check_is_not_go_where_the_audit_log_cannot_be_written(run_via_proxy, ses, tmp_path):
+    ses.verify(SENDER)
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    log = folder / "audit.jsonl"
+    try:
+        result = run_via_proxy("--check", "--audit-log", str(log))
+        send = run_via_proxy("--audit-log", str(log))
+    finally:
+        folder.chmod(0o700)
+    assert result.returncode == 73
+    assert f"cannot create audit log {log}: its folder" in result.stderr
+    assert "the audit log could not be written" in result.stderr
+    assert send.returncode == 73  # as --check said
+
+
+def test_check_and_a_send_agree_on_a_log_folder_that_is_not_there(run_via_proxy, ses,
+                                                                  tmp_path):
+    ses.verify(SENDER)
+    missing = tmp_path / "no-such-folder" / "audit.jsonl"
+    for args in (("--check",), ()):
+        result = run_via_proxy(*args, "--audit-log", str(missing))
+        assert result.returncode == 73 and "no-such-folder does not exist" in result.stderr
+
+
+def test_checks_verdict_names_the_quota_not_the_network(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.account_quota(50000, 50000)  # today's quota used up
+    result = run_via_proxy("--check")
+    assert result.returncode == 75
+    assert "QuotaInsufficient" in result.stderr or "quota has 0 messages left" in result.stderr
+    assert "could not be reached" not in result.stderr
