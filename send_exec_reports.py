@@ -61,6 +61,7 @@ top; a constant that one section uses at the head of that section.
 import argparse
 import contextlib
 import errno
+import functools
 import html
 import io
 import json
@@ -1482,6 +1483,7 @@ def parse_date(text):
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # one object for each value a sheet repeats: memory
 def parse_figure(text, unit):
     """(low, high) Decimals for one cell in its unit, or ValueError.
 
@@ -1709,31 +1711,46 @@ class DataSheets(NamedTuple):
 
 
 def sheet_rows(text, name):
-    """(header, [(line, cells)]) of a sheet as a spreadsheet exports it: the header is
-    the first line that is not blank, trailing empty columns dropped; blank rows are
-    skipped; a row's line is where it starts (a quoted cell may span lines).  A file
-    that is not CSV raises DataError."""
+    """(header, the (line, cells) of each row) of a sheet as a spreadsheet exports it:
+    the header is the first line that is not blank, trailing empty columns dropped;
+    blank rows are skipped; a row's line is where it starts (a quoted cell may span
+    lines).  The rows are read as they are asked for, so a long sheet is never held
+    twice.  A file that is not CSV raises DataError."""
     import csv
 
     reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
     rows = iter(lambda: next(reader, None), None)
-    try:
+    with not_csv(name, reader):
         header = next((row for row in rows if any(c.strip() for c in row)), [])
-        header = [column.strip().lower() for column in header]  # "As_Of " is as_of
-        while header and not header[-1]:  # a spreadsheet's trailing comma
-            header.pop()
-        if len(header) == 1 and ";" in header[0]:
-            raise DataError([f"{name}:1: the columns are separated by semicolons: export the "
-                             "sheet as comma-separated CSV"])
-        body, line = [], reader.line_num
-        for row in rows:
-            start, line = line + 1, reader.line_num
-            if any(cell.strip() for cell in row):
-                body.append((start, row))
+    header = [column.strip().lower() for column in header]  # "As_Of " is as_of
+    while header and not header[-1]:  # a spreadsheet's trailing comma
+        header.pop()
+    if len(header) == 1 and ";" in header[0]:
+        raise DataError([f"{name}:1: the columns are separated by semicolons: export the "
+                         "sheet as comma-separated CSV"])
+
+    def body():
+        line = reader.line_num
+        with not_csv(name, reader):
+            for row in rows:
+                start, line = line + 1, reader.line_num
+                if any(cell.strip() for cell in row):
+                    yield start, row
+
+    return header, body()
+
+
+@contextlib.contextmanager
+def not_csv(name, reader):
+    """A csv.Error, as the DataError that says where."""
+    import csv
+
+    try:
+        yield
     except csv.Error as error:
         raise DataError([f"{name}:{reader.line_num}: not CSV as a spreadsheet writes it "
                          f"({error})"]) from None
-    return header, body
+
 
 
 def row_cells(header, row, line, name):
