@@ -197,6 +197,7 @@ SES_CODE_POLICY = {
     "ServiceUnavailable": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "Throttling": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "ThrottlingException": FailurePolicy("transient", True, TRANSIENT_ADVICE),
+    "TooManyRequestsException": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # v2
     "MessageRejected": FailurePolicy("rejected", False, SENDER_ADVICE),
     "AccessDenied": FailurePolicy("rejected", True, IAM_ADVICE),
     "AccessDeniedException": FailurePolicy("rejected", True, IAM_ADVICE),
@@ -4715,6 +4716,13 @@ def last_sent_figures(path, cycle):
     return None
 
 
+def cannot_lock(path, error):
+    """The line for a file this filesystem cannot lock (NFS without lockd: ENOLCK)."""
+    return (f"cannot lock {path}: {error.strerror or error}; this filesystem cannot hold "
+            "the lock that keeps two runs from sending twice: put the audit log on a local "
+            "disk (AUDIT_LOG_PATH or --audit-log); nothing was sent")
+
+
 class RunLock:
     """One sending run at a time per audit log file, whatever name reaches it.
 
@@ -4748,6 +4756,9 @@ class RunLock:
             raise RunLockedError(f"another run (pid {holder}) is sending with this audit "
                                  f"log (lock {path}); this run sent nothing: let it "
                                  "finish") from None
+        except OSError as error:  # ENOLCK: a network filesystem without locking
+            os.close(self._fd)
+            raise AuditLogError(cannot_lock(path, error)) from None
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
@@ -4788,10 +4799,11 @@ class AuditLog:
     run's records out of view, and the next run would send those reports again.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, named=None):
         import fcntl
 
         self.path = path
+        self.named = named or path  # as the settings name it: a symlink is followed anew
         self.written = []  # this run's records, to carry over if the file is replaced
         try:
             self._fd = open_regular_file(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
@@ -4802,19 +4814,23 @@ class AuditLog:
                                 "(AUDIT_LOG_PATH or --audit-log)") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(self._fd)
             raise RunLockedError(f"another run is sending with audit log {path} (under "
                                  "another name: a hard link); this run sent nothing: let it "
                                  "finish") from None
+        except OSError as error:  # ENOLCK: a network filesystem without locking
+            os.close(self._fd)
+            raise AuditLogError(cannot_lock(path, error)) from None
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             # A run died mid-write: end its torn line so our records start clean.
             self._write(b"\n")
 
     def in_place(self):
-        """True while the open file is the one at the log's path."""
+        """True while the open file is the one at the log's path (as the settings name
+        it: a symlink retargeted, or replaced by a file, is another file)."""
         try:
-            there = os.stat(self.path)
+            there = os.stat(self.named)
         except OSError:
             return False
         mine = os.fstat(self._fd)
@@ -4827,16 +4843,21 @@ class AuditLog:
             return
         moved = [*self.written, *([record] if record else [])]
         try:
-            with AuditLog(self.path) as now_there:
+            with AuditLog(real_audit_log_path(self.named), self.named) as now_there:
                 for earlier in moved:  # a copy (cp log t && mv t log) may hold some
                     line = json.dumps(earlier, ensure_ascii=False).encode("utf-8")
                     if not any(line in found for _, found in ledger_lines_of(now_there, line)):
                         now_there.append(earlier)
             where = (f"{len(moved)} record(s) of this run are now in the file at that path "
                      "too" if moved else "this run had recorded nothing yet")
+        except RunLockedError:
+            where = (f"another run holds the file now at that path, so this run's "
+                     f"{len(moved)} record(s) could not be put into it: add these lines by "
+                     f"hand: {' '.join(json.dumps(r, ensure_ascii=False) for r in moved)}")
         except ReportRunError as error:
-            where = (f"this run's {len(moved)} record(s) could not be put back ({error}); "
-                     "they are in the file that was replaced")
+            where = (f"this run's {len(moved)} record(s) could not be put back "
+                     f"({str(error).split(';')[0]}): add these lines to the log by hand: "
+                     f"{' '.join(json.dumps(r, ensure_ascii=False) for r in moved)}")
         raise AuditLogError(f"audit log {self.path} was replaced or removed while this run "
                             f"was sending (an editor's save, sed -i, a sync tool, a "
                             f"rotation): {where}; nothing more was sent: run again to send "
@@ -5070,8 +5091,10 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
 
 
 def no_such_profile(name):
-    """The line for an AWS_PROFILE botocore cannot find."""
-    return (f"AWS_PROFILE {name[:40]!r} is not a profile in the AWS config or credentials "
+    """The line for an AWS_PROFILE (or botocore's own AWS_DEFAULT_PROFILE, where the
+    settings name none) that botocore cannot find."""
+    named = f"AWS_PROFILE {name[:40]!r}" if name else "AWS_DEFAULT_PROFILE"
+    return (f"{named} is not a profile in the AWS config or credentials "
             "file (~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE and "
             "AWS_SHARED_CREDENTIALS_FILE): fix the name, or unset it")
 
@@ -5186,14 +5209,23 @@ class Quota(NamedTuple):
         """The quota SES stated, or (where the numbers are none a real account has: NaN,
         a rate under one a second) the slowest real account's, with a warning."""
         quota = cls(*(answer.get(name) for name in QUOTA_FIELDS))
-        if all(map(is_number, quota)) and quota.max_send_rate >= MIN_SEND_RATE and \
-                quota.max_24_hour_send >= -1 and quota.sent_last_24_hours >= 0:
+        odd = [name for name, value, least in zip(QUOTA_FIELDS, quota, (-1, 0, MIN_SEND_RATE))
+               if not is_number(value) or value < least]
+        if not odd:
             return quota, ()
-        said = ", ".join(f"{name} {answer.get(name)!r}"[:40] for name in QUOTA_FIELDS)
-        return FALLBACK_QUOTA, (f"warning: SES's quota answer ({said}) is not one a real "
-                                f"account gives: pacing at {MIN_SEND_RATE:g} message a "
-                                "second, the slowest an account has, and the 24-hour quota "
-                                "unchecked",)
+        # Each number no account has is replaced alone; the others still count.
+        kept = cls(*(fallback if name in odd else value for name, value, fallback
+                     in zip(QUOTA_FIELDS, quota, FALLBACK_QUOTA)))
+        if {"Max24HourSend", "SentLast24Hours"} & set(odd):  # one without the other is no
+            kept = kept._replace(max_24_hour_send=-1.0, sent_last_24_hours=0.0)  # quota
+        said = ", ".join(f"{name} {answer.get(name)!r}"[:40] for name in odd)
+        what = "; ".join(filter(None, [
+            f"pacing at {MIN_SEND_RATE:g} message a second, the slowest an account has"
+            if "MaxSendRate" in odd else "",
+            "the 24-hour quota unchecked" if {"Max24HourSend", "SentLast24Hours"} & set(odd)
+            else ""]))
+        return kept, (f"warning: SES's quota answer ({said}) is not one a real account "
+                      f"gives: {what}",)
 
     def note(self):
         return (f"quota: {self.sent_last_24_hours:g} of {self.max_24_hour_send:g} messages "
@@ -5308,8 +5340,8 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
         v1_answered = ask_v1(clients, config, recipients, found,
                              [("sandbox", check_sandbox_recipients)])
     if silent and v1_answered:  # else v1's own warning says SES did not answer
-        unseen = [key for key, failure in silent.items()
-                  if key[0] == "suppressed" and not failure.from_ses]
+        unseen = [key for key, failure in silent.items()  # busy, failing or silent SES
+                  if key[0] == "suppressed" and failure.policy.outcome == "transient"]
         # Questions that met no answer in time were not seen: --check cannot say "go".
         found.add(Finding(warnings=(v2_fallback_warning(silent),),
                           problems=frozenset({"transient"} if unseen else ())))
@@ -5435,8 +5467,9 @@ def v2_fallback_warning(silent):
     refused = any(failure.code in OPTIONAL_PERMISSION_CODES for failure in silent.values())
     why = ("the IAM policy in docs/iam.md lists the optional ses:GetAccount, "
            "ses:GetEmailIdentity and ses:GetSuppressedDestination" if refused else
-           f"no answer in time, within the preflight's {PREFLIGHT_DEADLINE_SECONDS} s, or "
-           "none that SES would give: a slow network or endpoint; --check again sees more")
+           f"SES was busy or failing, or gave no answer within the preflight's "
+           f"{PREFLIGHT_DEADLINE_SECONDS} s, or none that SES would give: --check again "
+           "sees more")
     return (f"warning: preflight: SES API v2 did not answer ({said}); {'; '.join(parts)}; "
             f"going on ({why})")
 
@@ -6396,7 +6429,8 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     dates that passed unsent since the last cycle sent are recorded as missed first.
     """
     log_path = real_audit_log_path(config.audit_log_path)
-    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
+    with RunLock(log_path.with_name(log_path.name + ".lock")), \
+            AuditLog(log_path, config.audit_log_path) as audit_log:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
         read_events(config, audit_log, clock, console, connect, recipients_of(reports))
@@ -6507,6 +6541,10 @@ def audit_log_problem(path):
     a send would stop with, or None."""
     try:
         real = real_audit_log_path(path)
+        with RunLock(real.with_name(real.name + ".lock")):
+            pass  # a lock file a send would refuse, refused now
+    except RunLockedError:
+        real = real_audit_log_path(path)  # a run is sending now: its lock is fine
     except ReportRunError as error:
         return str(error)
     if real.exists():
@@ -6657,16 +6695,22 @@ def write_previews(reports, config, directory, now, console):
             console.result(f"wrote {directory / stem}.eml and .html")
     except OSError as error:
         reason = ("it is a symbolic link, and a preview is never written through one: "
-                  "remove it" if error.errno == errno.ELOOP else error.strerror)
+                  "remove it" if error.errno == errno.ELOOP else
+                  "it is not a regular file (a FIFO?)" if error.errno == errno.ENXIO
+                  else error.strerror)
         raise PreviewError(f"cannot write preview {path}: {reason}; or choose another "
                            "--preview-dir") from None
 
 
 def write_private(path, content):
     """Write a regular file readable by its owner only; never through a symbolic link."""
-    fd = open_regular_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW)
+    fd = open_regular_file(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW)
     with open(fd, "wb") as file:
-        os.fchmod(file.fileno(), 0o600)  # one left by an earlier run, or by someone else
+        if os.fstat(fd).st_nlink > 1:  # another name of it may be a file the owner keeps
+            raise OSError(errno.EMLINK, "it has other names (hard links), and a preview "
+                                        "never overwrites a file kept elsewhere: remove it")
+        os.ftruncate(fd, 0)
+        os.fchmod(fd, 0o600)  # one left by an earlier run, or by someone else
         file.write(content)
 
 

@@ -249,3 +249,14 @@ def test_an_address_past_rfc_5321s_lengths_is_refused(run_script, address, part)
     result = run_script("--dry-run", env={"AWS_RECIPIENT_EMAIL": address})
     assert result.returncode == 78
     assert f"AWS_RECIPIENT_EMAIL {address[:40]!r}... is too long: {part}" in result.stderr
+
+
+def test_botocores_own_default_profile_missing_is_one_line(run_script, ses, monkeypatch):
+    """botocore reads AWS_DEFAULT_PROFILE from the process itself."""
+    ses.verify(SENDER)
+    monkeypatch.setenv("AWS_DEFAULT_PROFILE", "nosuch")
+    result = run_script("--check", env={"AWS_ACCESS_KEY_ID": None,
+                                        "AWS_SECRET_ACCESS_KEY": None})
+    assert result.returncode == 78, result.stderr
+    assert "AWS_DEFAULT_PROFILE is not a profile" in result.stderr
+    assert "Traceback" not in result.stderr

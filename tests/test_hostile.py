@@ -4,6 +4,7 @@ Each case ends in one clear line, its documented exit code, no traceback and no
 damaged file; nothing SES confirmed is lost from view.
 """
 
+import collections
 import csv
 import datetime
 import json
@@ -619,3 +620,48 @@ def test_a_figures_sheet_of_80000_rows_stays_in_a_modest_memory(run_script):
     assert result.returncode == 0, result.stderr[-500:]
     peak = int(result.stderr.strip().splitlines()[-1])
     assert peak < 250 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_a_preview_never_overwrites_a_file_with_other_names(run_script, tmp_path):
+    folder = tmp_path / "preview"
+    folder.mkdir()
+    kept = tmp_path / "keep.txt"
+    kept.write_text("keep me")
+    os.link(kept, folder / "ceo.eml")
+    result = run_script("--preview-dir", str(folder), "--only", "ceo")
+    assert result.returncode == 73 and "has other names (hard links)" in result.stderr
+    assert kept.read_text() == "keep me"
+
+
+def test_check_refuses_a_lock_file_a_send_would_refuse(run_script, ses):
+    ses.verify(SENDER)
+    run_script.audit_log.with_name(run_script.audit_log.name + ".lock").write_text("not a pid")
+    check = run_script("--check")
+    send = run_script("--cycle", CYCLE)
+    assert (check.returncode, send.returncode) == (73, 73)
+    assert "holds something other than a process id" in check.stderr
+
+
+def test_a_symlinked_log_replaced_by_a_file_still_stops_the_run(run_via_proxy, proxy, ses,
+                                                                tmp_path):
+    """sed -i on a symlink replaces the link by a file: the log the settings name is
+    then another file, and the run's records must reach it."""
+    ses.verify(SENDER)
+    real = tmp_path / "real.jsonl"
+    real.write_text("")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    proxy.delay["SendEmail"] = 0.3
+    first = run_via_proxy.start("--cycle", CYCLE, "--audit-log", str(link))
+    deadline = time.monotonic() + 30
+    while len(real.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(real.read_bytes())
+    os.replace(copy, link)  # the link is now a file of its own
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 73, stderr
+    rerun = run_via_proxy("--cycle", CYCLE, "--audit-log", str(link))
+    assert rerun.returncode == 0, rerun.stderr
+    sent = collections.Counter(m["subject"].split(" | ")[0] for m in ses.messages())
+    assert set(sent.values()) == {1} and len(sent) == 8

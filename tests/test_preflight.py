@@ -391,7 +391,7 @@ def test_check_is_not_go_where_suppressions_went_unanswered(run_via_proxy, proxy
     assert result.returncode == 75, result.stderr
     [warning] = warning_lines(result)
     assert "the suppression list was not checked for 2 address(es)" in warning
-    assert "iam.md" not in warning and "no answer in time" in warning
+    assert "iam.md" not in warning and "gave no answer within" in warning
     assert "did not answer every question in time" in result.stderr
     assert proxy.count("SendEmail") == 0
 
@@ -431,3 +431,13 @@ def test_checks_verdict_names_the_quota_not_the_network(run_via_proxy, proxy, se
     assert result.returncode == 75
     assert "QuotaInsufficient" in result.stderr or "quota has 0 messages left" in result.stderr
     assert "could not be reached" not in result.stderr
+
+
+@pytest.mark.parametrize("fault", ["throttle", "503"])
+def test_check_is_not_go_where_suppressions_were_throttled_or_failed(run_via_proxy, proxy,
+                                                                    ses, fault):
+    ses.verify(SENDER)
+    proxy.plan("GetSuppressedDestination", then=fault)
+    result = run_via_proxy("--check", env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 75, result.stderr
+    assert "SES was busy or failing" in result.stderr

@@ -483,7 +483,8 @@ def test_a_secret_that_ses_echoes_back_is_redacted_everywhere(run_via_proxy, pro
 EXPECTED_HANDLING = {
     "InternalFailure": (75, True), "RequestTimeout": (75, True),
     "ServiceUnavailable": (75, True), "Throttling": (75, True),
-    "ThrottlingException": (75, True), "MessageRejected": (1, False),
+    "ThrottlingException": (75, True), "TooManyRequestsException": (75, True),
+    "MessageRejected": (1, False),
     "AccessDenied": (1, True), "AccessDeniedException": (1, True),
     "AccountSendingPausedException": (1, True), "ConfigurationSetDoesNotExist": (1, True),
     "ConfigurationSetSendingPausedException": (1, True),
@@ -679,3 +680,32 @@ def test_the_pacers_wait_is_bounded_whatever_it_is_given():
     pacer.wait_to_send(2)
     pacer.wait_to_send(2)
     assert clock.sleeps == [ser.MAX_PACING_WAIT_SECONDS]
+
+
+def test_an_odd_rate_keeps_the_rest_of_the_quota(run_via_proxy, proxy, ses):
+    """A sandbox account with 5 messages left and a rate of 0.5: the rate is floored,
+    the quota still refuses a cycle of 16."""
+    ses.verify(SENDER)
+    proxy.account_status(production=False)
+    proxy.account_quota(200, 195, 0.5)
+    result = run_via_proxy("--check")
+    assert result.returncode != 0
+    assert "quota has 5 messages left" in result.stderr
+    assert "MaxSendRate 0.5" in result.stderr and "24-hour quota unchecked" not in result.stderr
+
+
+def test_records_that_cannot_be_put_back_are_printed_to_add_by_hand(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    proxy.delay["SendEmail"] = 0.3
+    log = run_via_proxy.audit_log
+    first = run_via_proxy.start("--cycle", CYCLE)
+    wait_for(lambda: len(run_via_proxy.audit_records()) >= 2)
+    os.replace(log, log.with_name("old.jsonl"))
+    log.mkdir()  # nowhere to put them back
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode == 73, stderr
+    assert "could not be put back" in stderr and "add these lines to the log by hand" in stderr
+    printed = [json.loads(chunk) for chunk in re.findall(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}",
+                                                         stderr.split("by hand: ")[1])]
+    sent = {m["subject"].split(" | ")[0] for m in ses.messages()}
+    assert len([r for r in printed if r["status"] == "sent"]) == len(sent)  # every send
