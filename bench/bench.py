@@ -164,7 +164,7 @@ def rendered_messages(path):
     return path
 
 
-def commands(env_file, workdir, aws, queue_url, endpoint):
+def commands(env_file, workdir, aws, queue_url=None, endpoint=None):
     """name -> a function making the command line for one timed run."""
     python = sys.executable
     fresh = iter(range(10**6))
@@ -181,7 +181,7 @@ def commands(env_file, workdir, aws, queue_url, endpoint):
 
     return {
         "full send": full_send,
-        "full send, events queue": with_events_queue,
+        **({"full send, events queue": with_events_queue} if queue_url else {}),
         "bare boto3 loop": lambda: [python, "-c", BARE_LOOP, str(messages)],
         "aws cli loop": lambda: ["sh", "-c", AWS_CLI_LOOP.replace('"$AWS"', f'"{aws}"')],
         "--dry-run": lambda: [python, str(SCRIPT), "--env-file", str(env_file), "--dry-run"],
