@@ -5882,14 +5882,32 @@ def events_error(error):
     return ses_text(f"{type(error).__name__}: {error}")[:MAX_DETAIL]
 
 
-def read_events(config, audit_log, clock, console, connect, recipients, sending=True):
-    """Read the events queue, where there is one, then warn of each recipient whose
-    latest event is a permanent bounce or a complaint (even with --quiet).  Returns
-    the Drained and the problems."""
+class OnDemand:
+    """The run's SES clients, made the first time they are asked for (a run that reads
+    the events queue and then sends makes them once), closed once."""
+
+    def __init__(self, connect, config):
+        self.connect = connect
+        self.config = config
+        self.clients = None
+
+    def __call__(self):
+        if self.clients is None:
+            self.clients = self.connect(self.config)
+        return self.clients
+
+    def close(self):
+        if self.clients is not None:
+            self.clients.close()
+
+
+def read_events(config, audit_log, clock, console, clients, recipients, sending=True):
+    """Read the events queue, where there is one (clients(): the run's SES clients),
+    then warn of each recipient whose latest event is a permanent bounce or a
+    complaint (even with --quiet).  Returns the Drained and the problems."""
     drained = Drained()
     if config.events_queue_url:
-        with contextlib.closing(connect(config)) as clients:
-            drained = drain_events(clients, config, audit_log, clock, console, sending)
+        drained = drain_events(clients(), config, audit_log, clock, console, sending)
     problems = delivery_problems(config.audit_log_path, recipients)
     for problem in problems if sending else ():
         console.alert(f"warning: {problem}")
@@ -6430,10 +6448,11 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     """
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), \
-            AuditLog(log_path, config.audit_log_path) as audit_log:
+            AuditLog(log_path, config.audit_log_path) as audit_log, \
+            contextlib.closing(OnDemand(connect, config)) as on_demand:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
-        read_events(config, audit_log, clock, console, connect, recipients_of(reports))
+        read_events(config, audit_log, clock, console, on_demand, recipients_of(reports))
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -6452,17 +6471,17 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             cycle_run.outcome.refusal = refusal
             cycle_run.skip(to_send, *refusal)
         elif to_send:
-            with contextlib.closing(connect(config)) as clients:
-                # The sending client is made while SES answers the preflight.
-                found = run_preflight(clients, config, recipients_of(to_send),
-                                      meanwhile=lambda: clients.send)
-                say_preflight(found, console, console.step)
-                cycle_run.outcome.refusal = found.refusal(to_send)
-                if cycle_run.outcome.refusal:
-                    cycle_run.skip(to_send, *cycle_run.outcome.refusal)
-                else:
-                    cycle_run.send(to_send, clients.send,
-                                   SendPacer(found.max_send_rate, clock), found.suppressed)
+            clients = on_demand()
+            # The sending client is made while SES answers the preflight.
+            found = run_preflight(clients, config, recipients_of(to_send),
+                                  meanwhile=lambda: clients.send)
+            say_preflight(found, console, console.step)
+            cycle_run.outcome.refusal = found.refusal(to_send)
+            if cycle_run.outcome.refusal:
+                cycle_run.skip(to_send, *cycle_run.outcome.refusal)
+            else:
+                cycle_run.send(to_send, clients.send,
+                               SendPacer(found.max_send_rate, clock), found.suppressed)
     return cycle_run.outcome
 
 
@@ -7449,8 +7468,9 @@ def delivery_events(args, config, *, clock, console, connect):
     recipients = {address for route in routes for address in (*route["to"], *route["bcc"])}
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
-        drained, problems = read_events(config, audit_log, clock, console, connect,
-                                        recipients, sending=False)
+        with contextlib.closing(OnDemand(connect, config)) as on_demand:
+            drained, problems = read_events(config, audit_log, clock, console, on_demand,
+                                            recipients, sending=False)
     console.result(f"{drained.recorded} event record(s) added to {config.audit_log_path}; "
                    "--history shows each recipient's latest")
     for problem in problems:
@@ -7491,7 +7511,8 @@ def read_events_between_cycles(config, selected, clock, console, connect):
     try:
         with RunLock(log_path.with_name(log_path.name + ".lock")), \
                 AuditLog(log_path) as audit_log:
-            read_events(config, audit_log, clock, console, connect, recipients)
+            with contextlib.closing(OnDemand(connect, config)) as on_demand:
+                read_events(config, audit_log, clock, console, on_demand, recipients)
     except RunLockedError:
         console.step("events: another run holds the lock, and reads them")
 
