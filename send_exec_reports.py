@@ -3613,7 +3613,9 @@ def clients_book(data):
     active = active_clients(data.clients)
     return [Block("paragraph", [
         f"Active clients: {len(active)} of {len(data.clients)}; billed "
-        f"{money_text(billed_revenue(active))} a month."])]
+        f"{money_text(billed_revenue(active))} a month, of their "
+        f"{money_text(sum((c.monthly_value or 0 for c in active), Decimal(0)))} monthly "
+        "value (a client on no billing model is not billed)."])]
 
 
 def billing_gap(client, day):

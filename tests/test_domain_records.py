@@ -62,7 +62,8 @@ def test_the_dc_portfolio_is_written_from_its_clients(run_script, ses):
     assert "Elm: its renewal date, 2026-11-15, has passed with no new one recorded." in risks
     assert "Alder" not in risks
     # The sheet's counts win over the figures sheet's in the glance.
-    assert "Active clients: 4 of 6; billed $3,300.50 a month." in text
+    assert ("Active clients: 4 of 6; billed $3,300.50 a month, of their $3,800.50 monthly "
+            "value (a client on no billing model is not billed).") in text
     assert re.search(r"DC active clients 4 ", text) and re.search(r"DC billed/month \$3,300.50",
                                                                    text)
 
