@@ -179,6 +179,7 @@ def demo():
     env_file = workdir / "repos.env"  # a private copy, as the README says to make
     shutil.copyfile(EXAMPLE_ENV, env_file)
     env_file.chmod(0o600)
+    shutil.rmtree(workdir / "report_data", ignore_errors=True)  # a demo run again: afresh
     shutil.copytree(EXAMPLE_DATA, workdir / "report_data")  # the owner's sheets, beside it
     audit_log = workdir / "exec_reports_audit.jsonl"
     audit_log.unlink(missing_ok=True)  # a fresh log: the demo always sends all eight
