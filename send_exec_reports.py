@@ -118,9 +118,10 @@ EXIT_CODES = {
     "rejected": (1, "SES rejected or would drop at least one report, or --check found what "
                     "would make it (an unverified sender, a quota too small for the cycle, "
                     "sending paused or shut down by AWS, a recipient on the suppression "
-                    "list); stderr says what to fix"),
-    "transient": (os.EX_TEMPFAIL, "SES unreachable, busy or out of quota, or another run "
-                                  "holds the lock; safe to run again later"),
+                    "list or one that bounced or complained); stderr says what to fix"),
+    "transient": (os.EX_TEMPFAIL, "SES (or, for --events, the events queue) unreachable, "
+                                  "busy or out of quota, or another run holds the lock; "
+                                  "safe to run again later"),
     "overdue": (1, "--status: a cycle that fell due is not fully sent REPORT_OVERDUE_HOURS "
                    "after it fell due"),
     "sent": (os.EX_OK, "every selected report was sent, now or earlier in the cycle (or, "
