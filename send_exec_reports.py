@@ -4706,17 +4706,28 @@ def lines_from_end(file, block=1 << 16):
 def last_sent_figures(path, cycle):
     """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
     from the audit log's end; None if there is none, or it recorded no figures."""
+    record = next((r for r in records_from_end(path)
+                   if report_sent(r) and r["cycle"] != cycle), None)
+    digest = record and record.get("data_sha256")
+    return (record["cycle"], digest, record.get("data_as_of")) if digest else None
+
+
+def records_from_end(path):
+    """The audit log's good records, newest first (a line that is none is passed
+    over: --history is where such lines are warned of)."""
     log = open_audit_log_to_read(path)
     if log is None:
-        return None
+        return
     with log:
         for line in lines_from_end(log):
             record, problem = parsed_record(line) if line.strip() else (None, "blank")
-            if record and record["status"] == "sent" and record["cycle"] != cycle and \
-                    record["report"] != EVENT_TEST_REPORT:
-                digest = record.get("data_sha256")
-                return (record["cycle"], digest, record.get("data_as_of")) if digest else None
-    return None
+            if not problem:
+                yield record
+
+
+def report_sent(record):
+    """True for the record of a report SES accepted (the event test is no report)."""
+    return record["status"] == "sent" and record["report"] != EVENT_TEST_REPORT
 
 
 def cannot_lock(path, error):
@@ -6521,6 +6532,12 @@ def recipients_of(reports):
     return list(dict.fromkeys(a for r in reports for a in (*r.to, *r.bcc)))
 
 
+def configured_recipients(config, specs):
+    """recipients_of for reports not rendered: To and BCC as the settings route them."""
+    routes = [config.recipients(spec.report_id) for spec in specs]
+    return list(dict.fromkeys(a for route in routes for a in (*route["to"], *route["bcc"])))
+
+
 def check_only(reports, config, *, cycle, console, connect, refusal=None):
     """--check: say what SES can tell and what a run would send; send nothing.
 
@@ -6803,23 +6820,18 @@ def schedule_records(path, variant, before):
     """{cycle date: {"sent": reports sent, "missed": bool}} of the variant's dated
     cycles in the year before `before`, read back from the log's end as far as the
     first record of an older cycle (records are appended in time order)."""
-    log = open_audit_log_to_read(path)
     cycles = {}
-    if log is None:
-        return cycles
     oldest = before - timedelta(days=MISSED_LOOKBACK_DAYS)
-    with log:
-        for line in lines_from_end(log):
-            record, problem = parsed_record(line) if line.strip() else (None, "blank")
-            day = None if problem else parse_date(record["cycle"])
-            if day is not None and day < oldest:
-                break
-            if day is None or day >= before or record.get("variant", "a") != variant:
-                continue
-            seen = cycles.setdefault(day, {"sent": set(), "missed": False})
-            seen["missed"] |= record["status"] == "missed"
-            if record["status"] == "sent":
-                seen["sent"].add(record["report"])
+    for record in records_from_end(path):
+        day = parse_date(record["cycle"])
+        if day is not None and day < oldest:
+            break
+        if day is None or day >= before or record.get("variant", "a") != variant:
+            continue
+        seen = cycles.setdefault(day, {"sent": set(), "missed": False})
+        seen["missed"] |= record["status"] == "missed"
+        if record["status"] == "sent":
+            seen["sent"].add(record["report"])
     return cycles
 
 
@@ -7154,16 +7166,7 @@ def show_status(args, environ, console, clock):
 def last_sent_line(path, zone):
     """What --status says of the last report sent: its cycle, when, and how many of
     that cycle's reports the log shows sent."""
-    log = open_audit_log_to_read(path)
-    last = None
-    if log is not None:
-        with log:
-            for line in lines_from_end(log):
-                record, problem = parsed_record(line) if line.strip() else (None, "blank")
-                if not problem and record["status"] == "sent" and \
-                        record["report"] != EVENT_TEST_REPORT:
-                    last = record
-                    break
+    last = next(filter(report_sent, records_from_end(path)), None)
     if last is None:
         return f"last sent: nothing yet (audit log {path})"
     sent, _ = read_ledger(path, last["cycle"], last.get("variant", "a"))
@@ -7467,8 +7470,7 @@ def delivery_events(args, config, *, clock, console, connect):
     if not config.events_queue_url:
         raise UsageError("--events reads REPORT_EVENTS_QUEUE_URL, which is not set: "
                          "--setup-events makes the queue and prints the line to add")
-    routes = [config.recipients(spec.report_id) for spec in select_reports(args.only)]
-    recipients = {address for route in routes for address in (*route["to"], *route["bcc"])}
+    recipients = configured_recipients(config, select_reports(args.only))
     log_path = real_audit_log_path(config.audit_log_path)
     with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
         with contextlib.closing(OnDemand(connect, config)) as on_demand:
@@ -7504,8 +7506,7 @@ def read_events_between_cycles(config, selected, clock, console, connect):
     """On a run with nothing due: read the events queue all the same (a queue keeps
     its messages for days, not for ever) and warn of a bounced or complaining
     recipient; where another run holds the lock, it reads them."""
-    routes = [config.recipients(spec.report_id) for spec in selected]
-    recipients = {address for route in routes for address in (*route["to"], *route["bcc"])}
+    recipients = configured_recipients(config, selected)
     if not config.events_queue_url:
         for problem in delivery_problems(config.audit_log_path, recipients):
             console.alert(f"warning: {problem}")
