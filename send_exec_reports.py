@@ -60,6 +60,7 @@ top; a constant that one section uses at the head of that section.
 
 import argparse
 import contextlib
+import csv
 import errno
 import functools
 import html
@@ -1142,10 +1143,10 @@ METRICS = (
     Metric("revenue_total", "Revenue/month, total", "dollars", ("ceo", "cfo"),
            formula=total_revenue),
     Metric("monthly_burn", "Monthly burn", "dollars", ("ceo", "cfo"), "9000", "down"),
-    Metric("net_cash_flow", "Revenue minus burn", "dollars", ("ceo", "cfo"),
+    Metric("net_cash_flow", "Revenue minus burn", "dollars", ("ceo", "cfo"), "0",
            formula=net_cash_flow),
     Metric("cash_on_hand", "Cash on hand", "dollars", ("cfo",)),
-    Metric("runway_months", "Runway", "months", ("ceo", "cfo"), formula=runway),
+    Metric("runway_months", "Runway", "months", ("ceo", "cfo"), "3", formula=runway),
     Metric("pipeline_value", "Pipeline value", "dollars", ("ceo", "cmo", "cfo"), "0",
            "above"),
     Metric("ota_listings", "OTA listings", "count", ("ceo", "cmo"), "2"),
@@ -1171,6 +1172,32 @@ METRICS = (
            ("ceo", "accounting"), "yes"),
 )
 METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
+
+
+class RuleLevel(NamedTuple):
+    """A level an attention rule judges the records by, where no metric's target does:
+    targets.csv sets it like a target (its id in the metric column; a month, or no
+    month for every month)."""
+
+    unit: str  # a key of UNITS
+    default: str
+    means: str  # what it is, for --rules
+
+
+# The attention rules' levels besides the metrics' targets (the runway's, revenue
+# minus burn's and each revenue's), and their defaults.
+RULE_LEVELS = {
+    "delivery_margin": RuleLevel("dollars", "0", "a delivery priced at less than its cost "
+                                 "plus this, or a mean margin under it"),
+    "rent_late_days": RuleLevel("count", "0", "days after a month's end before its rent, "
+                                "short of the rent due, is unpaid"),
+    "client_ended_days": RuleLevel("count", "90", "days a client's end stays in the list"),
+    "invoice_gap_days": RuleLevel("count", "35", "days an active client may go without an "
+                                  "invoice"),
+    "renewal_days": RuleLevel("count", "30", "days ahead a renewal needs attention"),
+    "overdue_days": RuleLevel("count", "0", "days past its due date before an open item is "
+                              "listed"),
+}
 # The columns of the figures file; a counted one is overruled by the items.
 MEASURED_METRICS = tuple(metric for metric in METRICS if metric.formula is None)
 FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
@@ -1213,8 +1240,11 @@ ITEM_KINDS = {
 ITEM_STATUSES = ("open", "done", "dropped")
 ACTION_KINDS = ("action", "seo_step")  # items that are to-dos themselves
 
-# The source document's items, most pressing first: each report lists its open
-# ones in this order, then the owner's own in the order items.csv adds them.
+# The source document's items, most pressing first.  They are no fact about the
+# business: --new-data writes them into a new items.csv as rows to confirm or close,
+# and an item stands in a report only where items.csv has a row for it.  A row names
+# one by its id and may leave its text, kind and reports to this table; an int due is
+# days after the item's first row (its plan keeps its dates from cycle to cycle).
 ITEMS = (
     Item("stripe-keys", "security_gap", ("ceo", "cto"), "Hardcoded Stripe keys in the codebase.",
          "Rotate the Stripe keys and move them out of the code.", "All", due=0),
@@ -1343,7 +1373,7 @@ SHEET_COLUMNS = {
     # The domain records: lists the owner keeps, to which a column of their own may
     # be added (it is read past).
     "clients.csv": ("client", "tier", "monthly_value", "billing_model", "contract_start",
-                    "renewal_date", "last_invoiced", "status"),
+                    "renewal_date", "last_invoiced", "status", "ended"),
     "deliveries.csv": ("date", "vessel", "from", "to", "nautical_miles", "days", "price",
                        "fuel", "crew", "travel", "other"),
     "rental.csv": ("date", "kind", "category", "amount", "note"),
@@ -1565,9 +1595,9 @@ def parse_items(text, name):
     seen = set(ITEMS_BY_ID)
     for row in rows:  # an item of the owner's own is defined by its first row, by date
         if row.item_id not in seen and not row.text:
-            problems.append(f"{name}:{row.line}: id: {row.item_id!r} is no item of the "
-                            "catalogue (--items lists them); an item of your own needs its "
-                            "text on its first row, the earliest by as_of")
+            problems.append(f"{name}:{row.line}: id: {row.item_id!r} is none of the source "
+                            "document's items (--items lists them); an item of your own "
+                            "needs its text on its first row, the earliest by as_of")
         seen.add(row.item_id)
     if problems:
         raise DataError(problems)
@@ -1608,12 +1638,6 @@ def parse_item_row(header, cells, line, name):
     due = parse_date(cells.get("due", "")) if cells.get("due") else None
     if cells.get("due") and due is None:
         problems.append(f"{where}: due: {cells['due'][:20]!r} is not a date (YYYY-MM-DD)")
-    if item_id in ITEMS_BY_ID and (reports or kind or text):
-        fixed_columns = ", ".join(c for c, v in (("reports", reports), ("kind", kind),
-                                                 ("text", text)) if v)
-        problems.append(f"{where}: {fixed_columns}: {item_id} is an item of the catalogue, "
-                        "whose reports, kind and text are fixed: leave them empty, or give "
-                        "your own item an id of its own")
     if problems:
         return None, problems
     return ItemRow(as_of, line, item_id, status, note, reports, kind, text, due), []
@@ -1631,13 +1655,16 @@ def parse_targets(text, name):
     for line, cells in body:
         cells, row_problems = row_cells(header, cells, line, name)
         where = f"{name}:{line}"
-        metric = METRICS_BY_ID.get(cells.get("metric", ""))
-        if metric is None:
-            row_problems.append(f"{where}: metric: {cells.get('metric', '')[:30]!r} is no "
-                                "metric; --metrics lists them")
-        month = cells.get("month", "")
-        if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
-            row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM)")
+        named = cells.get("metric", "")
+        metric = METRICS_BY_ID.get(named) or (named in RULE_LEVELS and Metric(
+            named, named, RULE_LEVELS[named].unit, ()))
+        if not metric:
+            row_problems.append(f"{where}: metric: {named[:30]!r} is no metric or rule "
+                                "level; --metrics and --rules list them")
+        month = cells.get("month", "")  # empty: every month without a row of its own
+        if month and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
+            row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM), "
+                                "nor empty for every month")
         value = None
         if metric and metric.unit == "yes_no":
             row_problems.append(f"{where}: metric: {metric.metric_id} is yes or no: its "
@@ -1655,7 +1682,7 @@ def parse_targets(text, name):
         key = (metric and metric.metric_id, month)
         if not row_problems and key in lines:
             row_problems.append(f"{where}: month: {metric.metric_id} has a target for "
-                                f"{month} already, on line {lines[key]}")
+                                f"{month or 'every month'} already, on line {lines[key]}")
         problems += row_problems
         if not row_problems:
             lines[key] = line
@@ -1718,8 +1745,6 @@ def sheet_rows(text, name):
     blank rows are skipped; a row's line is where it starts (a quoted cell may span
     lines).  The rows are read as they are asked for, so a long sheet is never held
     twice.  A file that is not CSV raises DataError."""
-    import csv
-
     reader = csv.reader(io.StringIO(text), strict=True)  # a stray quote is an error
     rows = iter(lambda: next(reader, None), None)
     with not_csv(name, reader):
@@ -1745,8 +1770,6 @@ def sheet_rows(text, name):
 @contextlib.contextmanager
 def not_csv(name, reader):
     """A csv.Error, as the DataError that says where."""
-    import csv
-
     try:
         yield
     except csv.Error as error:
@@ -1877,6 +1900,7 @@ class Client(NamedTuple):
     last_invoiced: date | None
     status: str  # a key of CLIENT_STATUSES
     line: int  # in clients.csv, for messages
+    ended: date | None = None  # the day an ended client left
 
 
 def parse_records(text, name, sheet, read_row, across_rows=None):
@@ -1915,7 +1939,7 @@ def read_client(row):
                     row.amount("monthly_value"), row.text("billing_model"),
                     row.date("contract_start"), row.date("renewal_date"),
                     row.date("last_invoiced"), row.choice("status", CLIENT_STATUSES),
-                    row.line)
+                    row.line, row.date("ended"))
     if client.contract_start and client.renewal_date and \
             client.renewal_date < client.contract_start:
         row.problem("renewal_date", f"{client.renewal_date} is before the contract start, "
@@ -2038,8 +2062,8 @@ def data_warnings(sheets, snapshots, data, records):
     where = sheets.where
     if sheets.folder is not None and not sheets.folder.is_dir():
         return []  # an alert says so
-    warnings = [f"warning: no items.csv in {where}: every item of the catalogue is open "
-                f"(--new-data {where} writes its first line)"
+    warnings = [f"warning: no items.csv in {where}: the reports list no items (--new-data "
+                f"{where} writes one with the source document's items, to confirm or close)"
                 for _ in [sheets.folder] if sheets.folder and "items.csv" not in data.sheets]
     warnings += far_ahead(sheets, snapshots or (), data, records)
     warnings += done_but_denied(data)
@@ -2065,7 +2089,7 @@ def unmeasured_alerts(sheets, snapshots, data, cycle):
              else "every figure")
     if sheets.folder is not None and not sheets.folder.is_dir():
         return [f"warning: no data folder at {sheets.where}: every figure reads 'not "
-                f"measured' and every item is open; start one with --new-data {sheets.where}"]
+                f"measured' and no item is listed; start one with --new-data {sheets.where}"]
     if snapshots is None:
         return [f"warning: no figures file at {sheets.figures}: {every} reads 'not "
                 "measured'; start one with --new-data (or --metrics --csv-header)"]
@@ -2090,7 +2114,7 @@ def far_ahead(sheets, snapshots, data, records):
     rows += [(sheets.path(sheet), r.line, r.day) for sheet in ("deliveries.csv", "rental.csv")
              for r in records.get(sheet) or () if r.day > limit]
     rows += [(sheets.path("clients.csv"), c.line, day) for c in records.get("clients.csv") or ()
-             for day in (c.contract_start, c.last_invoiced) if day and day > limit]
+             for day in (c.contract_start, c.last_invoiced, c.ended) if day and day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
 
@@ -2164,10 +2188,12 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
 
 
 def with_counts(snapshot, states, given):
-    """The snapshot with the figures these item states count, and those given."""
+    """The snapshot with the figures these item states count, and those given.  A count
+    of a kind items.csv has no row of is not measured: no row is no news."""
+    kinds = {state.item.kind for state in states.values()}
     return snapshot._replace(counted={
         **{metric.metric_id: open_count(states.values(), metric.counts)
-           for metric in METRICS if metric.counts}, **given}, given=frozenset(given))
+           for metric in METRICS if metric.counts in kinds}, **given}, given=frozenset(given))
 
 
 # The figures the domain records give, and the sheet each comes from.
@@ -2261,26 +2287,30 @@ class ItemState(NamedTuple):
 
 
 def item_states(data, day, snapshot):
-    """{item id: ItemState} as of day (None: every row): the catalogue's items, then the
-    owner's, each standing as its latest row dated on or before day leaves it; an open
-    item whose metrics meet their targets in the snapshot is done."""
-    items, latest, due = dict(ITEMS_BY_ID), {}, {}
+    """{item id: ItemState} as of day (None: every row): the items items.csv has a row
+    for, dated on or before day, the source document's in their order, then the
+    owner's; each stands as its latest row leaves it.  An item with no row is in no
+    report: the code states nothing of its own.  An open item whose metrics meet their
+    targets in the snapshot is done."""
+    items, latest, due, first = {}, {}, {}, {}
     for row in data.item_rows:  # oldest first: a later row wins
         if day is not None and row.as_of > day:
             break
-        if row.item_id not in ITEMS_BY_ID:
-            if row.item_id not in items and not row.text:
-                continue  # the owner's item is defined on a later row
-            items[row.item_id] = owner_item(items.get(row.item_id), row)
+        known = items.get(row.item_id) or ITEMS_BY_ID.get(row.item_id)
+        if known is None and not row.text:
+            continue  # the owner's item is defined on a later row
+        items[row.item_id] = row_item(known, row)
+        first.setdefault(row.item_id, row.as_of)
         latest[row.item_id] = row
         if row.due:
             due[row.item_id] = row.due
+    order = {item_id: rank for rank, item_id in enumerate(ITEMS_BY_ID)}
     states = {}
-    for item_id, item in items.items():
-        row = latest.get(item_id)
-        state = ItemState(item, row.status if row else "open", row and row.as_of,
-                          row.note if row else "", due.get(item_id) or planned_due(item, day),
-                          item_id in due or isinstance(item.due, str))
+    for item_id, item in sorted(items.items(), key=lambda pair: order.get(pair[0], len(order))):
+        row = latest[item_id]
+        state = ItemState(item, row.status, row.as_of, row.note,
+                          due.get(item_id) or planned_due(item, first[item_id]),
+                          item_id in due or item.due is not None)
         decided = state.status != "dropped" and record_decides(state, data, day)
         if decided:
             state = decided
@@ -2316,9 +2346,6 @@ RECORD_RULES = {
         "clients.csv", lambda clients: every_active(
             clients, lambda c: c.contract_start and c.renewal_date),
         "while clients.csv gives every active client a contract start and a renewal date"),
-    "dc-billing-model": RecordRule(
-        "clients.csv", lambda clients: every_active(clients, lambda c: c.billing_model),
-        "while clients.csv gives every active client a billing model"),
     "rental-rent-ledger": RecordRule(
         "rental.csv", lambda entries: any(e.kind == "rent" for e in entries),
         "once rental.csv records a rent payment"),
@@ -2337,7 +2364,8 @@ def record_decides(state, data, day):
     rule = RECORD_RULES.get(state.item.item_id)
     if rule is None or rule.sheet not in data.sheets:
         return None
-    holds = rule.holds(data.records(rule.sheet, day) or ())
+    records = data.records(rule.sheet, day)
+    holds = rule.holds(records) if records else None  # no rows: nothing to judge
     if holds is None:
         return None
     if holds:
@@ -2347,17 +2375,20 @@ def record_decides(state, data, day):
         if state.status == "done" else None))
 
 
-def owner_item(item, row):
-    """The owner's item as this row leaves it: what the row says, else what it was."""
-    return Item(row.item_id, row.kind or (item and item.kind) or "action",
-                row.reports or (item and item.reports) or ("ceo",),
-                row.text or item.text)
+def row_item(item, row):
+    """An item as this row leaves it: what the row says, else what it was (the source
+    document's, or the owner's from an earlier row)."""
+    if item is None:
+        return Item(row.item_id, row.kind or "action", row.reports or ("ceo",), row.text)
+    return item._replace(kind=row.kind or item.kind, reports=row.reports or item.reports,
+                         text=row.text or item.text)
 
 
-def planned_due(item, day):
-    """The catalogue's due date of an item for a cycle on day: days after it, or a date."""
+def planned_due(item, first_row):
+    """The source document's due date of an item: days after its first row in items.csv
+    (so a plan keeps its dates from cycle to cycle), or a date."""
     if isinstance(item.due, int):
-        return day + timedelta(days=item.due) if day else None
+        return first_row + timedelta(days=item.due)
     return date.fromisoformat(item.due) if item.due else None
 
 
@@ -2636,7 +2667,6 @@ TOP_ACTIONS = 3  # how many of its open actions a report leads with
 AGENDA_DAYS = 30  # the CEO's agenda: what falls due in these days, by week
 DUE_SOON_DAYS = 7  # "Since the last report" names an item due within these days
 STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
-INVOICE_GAP_DAYS = 35  # an active client not invoiced in this many days has a billing gap
 RENEWAL_DAYS = 90  # the renewal calendar's horizon
 RENEWAL_SOON_DAYS = 60  # a renewal this close is flagged, and with a billing gap, a risk
 REVENUE_TABLE_MONTHS = 12  # the CFO's revenue table: a year from the quarter's start
@@ -2655,36 +2685,26 @@ of every report goes to the audit inbox; the audit log records this message's id
 """)
 
 CEO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
 
-Critical shortfalls open: ${count_shortfall}. Metrics not measured: ${missing_count} of
-${metric_count}. Break-even: ${break_even_charters} charters a month.
-
 ## Top actions [brief]
 ${top_actions}
 
 ## Executive summary
-The portfolio has real assets and too little operating rhythm around them:
-${count_shortfall} critical shortfalls are open, and ${missing_count} of the
-${metric_count} metrics have no figure in this snapshot. The next 30 days are about turning
-on revenue visibility and the zero-cost channels before anything is spent.
+${summary}
 
 ## Trends over the last snapshots
 ${trends}
 
-## Asset inventory
-| Business | Assets |
-| JADA | Charter operation; the revenue engine (break-even at ${break_even_charters}
-  charters/month)
-| QueenofSanDiego | Brand and booking site for San Diego charters and events |
-| QuickDumpNow | Local service business, booked through a lead funnel |
-| DangerousCentaur | Client-services business with a client portfolio |
-| Supporting | 3028 51st St rental; Expert Yacht Delivery; an email list
-  (${email_list}); AWS with SES on a verified domain
+## P&L by business
+${pnl}
 
 ## Critical shortfalls (#)
 ${items_shortfall}
@@ -2698,21 +2718,18 @@ ${missing_kpis}
 ## 30-day execution agenda, from ${cycle}
 ${agenda}
 
-## P&L impact
-The source document's agenda is zero- or low-cost. The email blast alone is
-modelled at $10K-50K of concert booking potential (CMO report).
-
 ${other_items}
 """)
 
 CTO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
-
-Security gaps open: ${count_security_gap}. Dev cycle gaps open: ${count_dev_gap}.
 
 ## Top actions [brief]
 ${top_actions}
@@ -2726,9 +2743,8 @@ ${items_security_gap}
 ## AWS cost analysis
 | Item | Monthly cost |
 | AWS, this snapshot | ${aws_cost} |
-| AWS baseline, source document | ~$50-84/month |
-| Target, with ~$25/month of savings taken | ${aws_target} |
-| SES, $0.10 per 1,000 emails | cents (8 reports x 2-3 cycles a month) |
+| Target | ${aws_target} |
+| SES, $0.10 per 1,000 emails | cents at eight reports a cycle |
 
 SES's free tier (62,000 emails a month) is only for mail sent from an
 application on EC2, which a laptop is not; at this volume SES costs cents a month.
@@ -2749,13 +2765,14 @@ ${other_items}
 """)
 
 ACCOUNTING_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
-
-Roadmap milestones open: ${count_milestone}, through Q1 2027.
 
 ## Top actions [brief]
 ${top_actions}
@@ -2776,18 +2793,13 @@ the 3028 51st St rental and Expert Yacht Delivery:
 | Range | Type | Accounts |
 | 1000-1999 | Assets | Operating bank per business, Stripe clearing, deposits held |
 | 2000-2999 | Liabilities | Customer deposits, owner loans, credit cards |
-| 3000-3999 | Equity | Owner capital; partner equity, including Sergio's stake |
+| 3000-3999 | Equity | Owner capital; partner equity |
 | 4000-4999 | Revenue | Charters, events, deliveries, QDN jobs, DC services, rent |
 | 5000-5999 | Direct costs | Crew, fuel, dockage, disposal fees, contractors |
 | 6000-6999 | Operating expenses | Software, AWS, insurance, marketing |
 
 ## Expense categorisation by function
-| Function | Expenses |
-| Operations | Crew, fuel, dockage, maintenance, disposal fees |
-| Technology | AWS (~$50-84/month in the source document), software subscriptions |
-| Marketing | OTA commissions, email platform, advertising |
-| Administration | Insurance (certificates of insurance), legal, accounting |
-| Property | 3028 51st St maintenance by category |
+${expense_functions}
 
 ## Four-milestone roadmap to profitability, through Q1 2027: open (#)
 ${items_milestone}
@@ -2796,13 +2808,14 @@ ${other_items}
 """)
 
 CMO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
-
-Modelled return of an email blast: $10K-50K of concert booking potential.
 
 ## Top actions [brief]
 ${top_actions}
@@ -2811,15 +2824,13 @@ ${top_actions}
 ${channel_matrix}
 
 ## Business case: an email blast
-The list (${email_list}) costs nothing to reach through SES. Modelled return:
-$10K-50K of concert booking potential. It comes first because it is the only
-channel that is both free and already built.
+${email_blast}
 
 ## OTA sequencing
 1. Sailo first.
 2. GetMyBoat second.
-3. Viator and GetYourGuide only after certificate of insurance hardening (COI
-   verification before any charter is accepted).
+3. Viator and GetYourGuide only after certificate of insurance hardening (the
+   CFO report's third control rule).
 
 ## Trends over the last snapshots
 ${trends}
@@ -2827,7 +2838,7 @@ ${trends}
 ## QDN local SEO roadmap: steps open (#)
 ${items_seo_step}
 
-## 30/60/90-day milestones, from ${cycle}: open (#)
+## 30/60/90-day milestones: open (#)
 ${items_milestone}
 
 ## Attribution tracking requirements
@@ -2838,14 +2849,14 @@ ${other_items}
 """)
 
 CFO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
-
-Break-even: ${break_even_charters} charters a month. Financial control rules: 3,
-non-negotiable.
 
 ## Top actions [brief]
 ${top_actions}
@@ -2854,10 +2865,7 @@ ${top_actions}
 ${revenue_months}
 
 ## Burn rate model
-| Item | Figure |
-| Monthly burn | ${burn} |
-| Break-even | ${break_even_charters} charters/month |
-| Implied contribution per charter | ${contribution} (the burn / ${break_even_charters}) |
+${burn_model}
 
 ## Tiered capital deployment framework
 1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
@@ -2865,7 +2873,7 @@ ${revenue_months}
 3. Revenue-producing features: availability calendar, booking flow.
 4. No-deploy guardrails: nothing ships that breaks the control rules.
 
-## Charters booked against break-even
+## Charters booked against their target
 ${break_even}
 
 ## Trends over the last snapshots
@@ -2881,13 +2889,14 @@ ${other_items}
 """)
 
 RENTAL_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
-
-${valuation}
 
 ## Top actions [brief]
 ${top_actions}
@@ -2897,8 +2906,8 @@ ${valuation} A current valuation carries the property in the chart of accounts
 (Assets) at a known figure.
 
 ## Rental revenue visibility
-${state_rental_rent_ledger} Rent received against rent due, the expenses and the
-net income, month by month (rental.csv, and rent_due in the figures):
+${rent_ledger} Rent received against rent due, the expenses and the net income,
+month by month (rental.csv, and rent_due in the figures):
 
 ${rent_months}
 
@@ -2909,8 +2918,7 @@ ${trends}
 ${expenses}
 
 ## Seasonal demand modelling
-San Diego demand is seasonal; its model is the mean occupancy of each calendar
-month over the years recorded.
+The model: the mean occupancy of each calendar month over the years recorded.
 
 ${seasons}
 
@@ -2924,46 +2932,53 @@ ${other_items}
 """)
 
 YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
 ## At a glance [brief]
 ${glance}
 
-${state_yacht_shared_calendar}
-
 ## Top actions [brief]
 ${top_actions}
 
 ## Current service delivery model
-${state_yacht_service_model}
+${items_state}
 
 ## Deliveries and what they cost
 ${delivery_figures}
+
+${delivery_list}
 
 ## Trends over the last snapshots
 ${trends}
 
 ## Capacity constraints
-Crew availability and the captain's calendar limit how many deliveries can run
-in a month; charters (JADA) compete for the same people.
+The most deliveries a month the crew and the calendar allow (delivery_capacity in
+the figures sheet), against the deliveries recorded:
 
 ${capacity}
 
 ## Cost-per-delivery analysis
-${state_yacht_costs} Every quote must cover crew, fuel, travel and the rest, so each
-cost is recorded per delivery.
+Every quote must cover crew, fuel, travel and the rest, so each cost is recorded
+per delivery. The recorded costs by category:
 
 ${cost_split}
 
 ## Integration with the JADA charter workflow
-One calendar shared with JADA lets deliveries fill the gaps between charters;
-deliveries reuse JADA's COI verification and booking records.
+The plan: one calendar shared with JADA, so that deliveries fill the gaps between
+charters, and JADA's COI verification and booking records used for deliveries
+too. Where it stands is in the service model's items above.
 
 ${other_items}
 """)
 
 DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
 ## Since the last report [brief]
 ${changes}
 
@@ -2976,10 +2991,13 @@ ${clients_book}
 ${top_actions}
 
 ## Billing gap identification
-${state_dc_billing_model} An active client with no billing model, or not invoiced in
-the 35 days before the cycle, has a billing gap:
+${billing_models} An active client on no billing model, never invoiced, or not
+invoiced for ${invoice_gap_days} days or more has a billing gap:
 
 ${billing_gaps}
+
+## Ended clients
+${ended_clients}
 
 ## Trends over the last snapshots
 ${trends}
@@ -2990,7 +3008,7 @@ Active clients' monthly value, by tier, recognised as work is delivered:
 ${tier_revenue}
 
 ## Contract renewal calendar
-${state_dc_client_list} Active clients renewing in the next 90 days; those within 60
+${client_dates} Active clients renewing in the next 90 days; those within 60
 are flagged:
 
 ${renewal_calendar}
@@ -3040,6 +3058,275 @@ def select_reports(only):
 
 
 REPORT_IDS = tuple(spec.report_id for spec in REPORTS)
+
+
+# What needs the owner: the attention rules.  Each reads the sheets alone and gives
+# one line per thing wrong, with the dollars at stake (a monthly figure as itself, a
+# one-off as itself) and since when; every report opens with its own, the CEO's
+# with every business's, the most money first, then the longest overdue.  The
+# levels: the metrics' targets (runway, revenue minus burn, each revenue) and
+# RULE_LEVELS, each of which targets.csv may set; --rules lists them.
+RECENT_DAYS = 90  # the deliveries whose margins are judged: the last 90 days'
+ATTENTION_SHOWN = 10  # a list longer than this ends with how many more, and their dollars
+
+
+class Attention(NamedTuple):
+    """One line of "Needs attention": what is wrong, from the sheets."""
+
+    text: str  # what is wrong, in dollars where there are dollars, and since when
+    label: str  # the same in a few words, for the executive summary
+    money: Decimal  # dollars at stake
+    days: int  # days overdue, or since it began
+    reports: tuple  # the reports that list it besides the CEO's
+
+
+class AttentionRule(NamedTuple):
+    rule_id: str
+    level: str  # a metric id (its target is the level) or a key of RULE_LEVELS
+    says: str  # the rule, for --rules: {} is where its level goes
+    find: object  # (data) -> [Attention]
+
+
+def rule_level(data, level_id):
+    """A rule's level for the cycle's month: targets.csv's row for the month, else its
+    row for every month, else the default."""
+    if level_id in METRICS_BY_ID:
+        return target_of(METRICS_BY_ID[level_id], data, data.figures.snapshot)
+    rows = data.targets.get(level_id, {})
+    value = rows.get(data.day and month_of(data.day), rows.get(""))
+    return Decimal(RULE_LEVELS[level_id].default) if value is None else value
+
+
+def needs_attention(data, report_id):
+    """The attention lines of one report, most money first, then the longest overdue."""
+    found = [entry for rule in ATTENTION_RULES for entry in rule.find(data)
+             if report_id == "ceo" or report_id in entry.reports]
+    return sorted(found, key=lambda entry: (-entry.money, -entry.days, entry.text))
+
+
+def attention_list(data, report_id):
+    """The "Needs attention" section: a line per thing wrong, or one line saying that
+    nothing is, and on what."""
+    entries = needs_attention(data, report_id)
+    if not entries:
+        judged = data.figures.snapshot or any(
+            data.records(sheet) for sheet in RECORD_SHEETS) or data.items
+        return [Block("paragraph", [
+            "Nothing needs attention by the rules (--rules lists them)." if judged else
+            "Nothing can be judged yet: the sheets have no rows for this cycle."])]
+    shown, rest = entries[:ATTENTION_SHOWN], entries[ATTENTION_SHOWN:]
+    lines = [entry.text for entry in shown]
+    if rest:
+        lines.append(f"And {len(rest)} more, {money_text(sum(e.money for e in rest))} at "
+                     "stake: the sections below list them.")
+    return [Block("numbered", lines)]
+
+
+def as_of_text(data):
+    snapshot = data.figures.snapshot
+    return f"figures as of {snapshot.as_of}" if snapshot and snapshot.line else "records"
+
+
+def runway_short(data):
+    """The runway under its level: cash against the monthly loss."""
+    metric = METRICS_BY_ID["runway_months"]
+    snapshot = data.figures.snapshot
+    figure, level = figure_of(snapshot, metric), rule_level(data, "runway_months")
+    if figure is None or level is None or on_target(metric, figure, level):
+        return []
+    net = net_cash_flow(snapshot)
+    cash = snapshot.figure("cash_on_hand")
+    return [Attention(
+        f"Runway {figure_text(figure, 'months')}, under {amount_text(level, 'months')}: "
+        f"cash {figure_text(cash, 'dollars')} and {money_text(-net[0])} a month more going "
+        f"out than coming in ({as_of_text(data)}).",
+        f"runway {figure_text(figure, 'months')}", -net[0], 0, ("cfo",))]
+
+
+def losing_money(data):
+    """Revenue minus burn under its level (0: a month that spends more than it earns)."""
+    metric = METRICS_BY_ID["net_cash_flow"]
+    snapshot = data.figures.snapshot
+    net, level = figure_of(snapshot, metric), rule_level(data, "net_cash_flow")
+    if net is None or level is None or on_target(metric, net, level):
+        return []
+    return [Attention(
+        f"Revenue minus burn {figure_text(net, 'dollars')} a month: revenue "
+        f"{figure_text(total_revenue(snapshot), 'dollars')}, burn "
+        f"{figure_text(snapshot.figure('monthly_burn'), 'dollars')} ({as_of_text(data)}).",
+        f"revenue minus burn {figure_text(net, 'dollars')} a month", level - net[0], 0,
+        ("cfo",))]
+
+
+def revenue_short(data):
+    """Each business's revenue under the month's target: the shortfall."""
+    snapshot, found = data.figures.snapshot, []
+    for metric_id in REVENUE_METRICS:
+        metric = METRICS_BY_ID[metric_id]
+        figure, target = figure_of(snapshot, metric), rule_level(data, metric_id)
+        if figure is None or target is None or on_target(metric, figure, target):
+            continue
+        short = target - figure[0]
+        found.append(Attention(
+            f"{metric.label} {figure_text(figure, 'dollars')}, {money_text(short)} under its "
+            f"target of {money_text(target)} for {month_of(snapshot.as_of)} "
+            f"({as_of_text(data)}).", f"{metric.label.split()[0]} {money_text(short)} under "
+            "target", short, 0, metric.reports))
+    return found
+
+
+def recent_deliveries(data):
+    """The deliveries of the last RECENT_DAYS days with a price and a cost, oldest first."""
+    return [d for d in dated_within(data.deliveries or (), data.day, RECENT_DAYS)
+            if d.price is not None and d.cost is not None] if data.day else []
+
+
+def deliveries_at_a_loss(data):
+    """Each recent delivery priced under its cost (plus the level), with the loss."""
+    level = rule_level(data, "delivery_margin")
+    return [Attention(
+        f"Delivery at a loss: {delivery_name(d)}, priced {money_text(d.price)}, cost "
+        f"{money_text(d.cost)}: {money_text(d.cost - d.price)} lost "
+        f"(deliveries.csv line {d.line}).", f"a delivery {money_text(d.cost - d.price)} "
+        "at a loss", max(d.cost - d.price, Decimal(0)), (data.day - d.day).days,
+        ("yacht-delivery", "cfo")) for d in recent_deliveries(data) if d.price - d.cost < level]
+
+
+def delivery_name(delivery):
+    route = " to ".join(filter(None, (delivery.origin, delivery.destination)))
+    return ", ".join(filter(None, (str(delivery.day), delivery.vessel, route)))
+
+
+def margin_below(data):
+    """The recent deliveries' mean margin under the level."""
+    recent = recent_deliveries(data)
+    if not recent:
+        return []
+    margin = mean([d.price - d.cost for d in recent])
+    if margin >= rule_level(data, "delivery_margin"):
+        return []
+    return [Attention(
+        f"Deliveries' mean margin {money_text(margin)} over the last {RECENT_DAYS} days "
+        f"({len(recent)} priced and costed, deliveries.csv).",
+        f"deliveries' mean margin {money_text(margin)}", -margin * len(recent), 0,
+        ("yacht-delivery", "cfo"))]
+
+
+def rent_unpaid(data):
+    """The months whose rent fell short of the rent due, once past the level's days
+    after the month's end: what is owed, and for which months."""
+    if not data.rental or data.day is None:
+        return []
+    late = int(rule_level(data, "rent_late_days"))
+    owed = {}
+    for month in recent_months(data, (e.day for e in data.rental)):
+        due = figure_by_month(data, "rent_due", month)
+        end = month_end(month)
+        if due is None or (data.day - end).days <= late:
+            continue
+        paid = sum((e.amount for e in data.rental
+                    if e.kind == "rent" and month_of(e.day) == month), Decimal(0))
+        if paid < due:
+            owed[month] = due - paid
+    if not owed:
+        return []
+    total, first = sum(owed.values()), min(owed)
+    months = ", ".join(f"{month} ({money_text(amount)})" for month, amount in owed.items())
+    return [Attention(
+        f"Rent unpaid: {money_text(total)} owed for {months} (rental.csv against "
+        "rent_due).", f"rent unpaid, {money_text(total)}", total,
+        (data.day - month_end(first)).days, ("rental-3028", "accounting"))]
+
+
+def month_end(month):
+    """The last day of a month, YYYY-MM."""
+    year, number = map(int, month.split("-"))
+    return date(year + number // 12, number % 12 + 1, 1) - timedelta(days=1)
+
+
+def clients_ended(data):
+    """Each client ended within the level's days: the monthly value lost."""
+    if data.day is None:
+        return []
+    within = int(rule_level(data, "client_ended_days"))
+    return [Attention(
+        f"Client ended: {c.name}" + (f" ({c.tier})" if c.tier else "") + f", "
+        f"{money_text(c.monthly_value or Decimal(0))} a month lost, ended {c.ended} "
+        "(clients.csv).", f"{c.name} ended", c.monthly_value or Decimal(0),
+        (data.day - c.ended).days, ("dc-portfolio",))
+        for c in data.clients or () if c.status == "ended" and c.ended
+        and 0 <= (data.day - c.ended).days <= within]
+
+
+def clients_unbilled(data):
+    """Each active client with a billing gap: its monthly value is at stake."""
+    found = []
+    for client in active_clients(data.clients or ()):
+        gap = billing_gap(client, data)
+        if gap:
+            since = client.last_invoiced or client.contract_start
+            found.append(Attention(
+                f"Billing gap: {client.name}, {money_text(client.monthly_value or 0)} a "
+                f"month, {gap} (clients.csv).", f"{client.name} {gap.split(' (')[0]}",
+                client.monthly_value or Decimal(0),
+                (data.day - since).days if since and data.day else 0,
+                ("dc-portfolio", "accounting")))
+    return found
+
+
+def renewals_due(data):
+    """Each active client renewing within the level's days, or whose renewal date has
+    passed with no new one."""
+    within, found = int(rule_level(data, "renewal_days")), []
+    for client in active_clients(data.clients or ()):
+        days = days_until(client.renewal_date, data.day)
+        if days is None or days > within:
+            continue
+        when = (f"renews in {days} days, on {client.renewal_date}" if days >= 0 else
+                f"its renewal date, {client.renewal_date}, passed {-days} days ago with no "
+                "new one")
+        found.append(Attention(
+            f"Renewal: {client.name}, {money_text(client.monthly_value or 0)} a month, "
+            f"{when} (clients.csv).", f"{client.name} renewal", client.monthly_value
+            or Decimal(0), max(-days, 0), ("dc-portfolio",)))
+    return found
+
+
+def items_overdue(data):
+    """Each open item past its due date by more than the level's days."""
+    if data.day is None:
+        return []
+    grace = int(rule_level(data, "overdue_days"))
+    return [Attention(
+        f"Overdue {(data.day - s.due).days} days: {item_todo(s.item)} (due {s.due}, "
+        "items.csv).", f"{item_label(s.item)} overdue", Decimal(0), (data.day - s.due).days,
+        s.item.reports) for s in data.items.values()
+        if s.status == "open" and s.due and (data.day - s.due).days > grace]
+
+
+ATTENTION_RULES = (
+    AttentionRule("runway", "runway_months", "the runway under {} (cash against the monthly "
+                  "loss)", runway_short),
+    AttentionRule("losing-money", "net_cash_flow", "revenue minus burn under {} a month",
+                  losing_money),
+    AttentionRule("revenue-short", "revenue_jada_qos revenue_qdn revenue_dc",
+                  "a business's revenue under its month's target (targets.csv)",
+                  revenue_short),
+    AttentionRule("delivery-loss", "delivery_margin", "a delivery of the last 90 days priced "
+                  "under its cost plus {}", deliveries_at_a_loss),
+    AttentionRule("delivery-margin", "delivery_margin", "the last 90 days' mean delivery "
+                  "margin under {}", margin_below),
+    AttentionRule("rent-unpaid", "rent_late_days", "rent short of rent_due, {} days after "
+                  "its month's end", rent_unpaid),
+    AttentionRule("client-ended", "client_ended_days", "a client ended in the last {} days "
+                  "(clients.csv's ended column)", clients_ended),
+    AttentionRule("billing-gap", "invoice_gap_days", "an active client on no billing model, "
+                  "never invoiced, or not invoiced for {} days or more", clients_unbilled),
+    AttentionRule("renewal", "renewal_days", "an active client renewing within {} days, or "
+                  "past its renewal date", renewals_due),
+    AttentionRule("overdue", "overdue_days", "an open item more than {} days past its due "
+                  "date (items.csv)", items_overdue),
+)
 
 
 def figure_of(snapshot, metric):
@@ -3212,9 +3499,13 @@ def changes_since_last(report_id, data, items_now, items_before):
                                     "nothing to compare with yet."])]
     else:
         said = []
-    lines = [line for metric in metrics_of(report_id)
-             if (line := change_line(metric, data) if comparable(metric, figures)
-                 else source_change_line(metric, figures))]
+    lines = [line for metric in metrics_of(report_id) if comparable(metric, figures)
+             and (line := change_line(metric, data))]
+    moved = [line for metric in metrics_of(report_id) if not comparable(metric, figures)
+             and (line := source_change_line(metric, figures))]
+    if moved:  # said once for all of them: a change of sheet is no change in the business
+        lines.append(f"From another sheet than last time, so no change is computed: "
+                     f"{'; '.join(moved)}.")
     lines += item_changes(report_id, data.day, items_now, items_before)
     if lines:
         return said + [Block("bullets", lines)]
@@ -3245,10 +3536,10 @@ def source_change_line(metric, figures):
         return None
     where = {True: "the domain records", False: "the figures sheet"}
     inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
-    return (f"{metric.label}: {figure_text(now, metric.unit)}, from "
-            f"{where[bool(inputs & figures.snapshot.given)]}; the last snapshot's "
-            f"{figure_text(before, metric.unit)} came from "
-            f"{where[bool(inputs & figures.previous.given)]}, so no change is computed.")
+    return (f"{metric.label} {figure_text(now, metric.unit)} from "
+            f"{where[bool(inputs & figures.snapshot.given)]}, "
+            f"{figure_text(before, metric.unit)} from "
+            f"{where[bool(inputs & figures.previous.given)]}")
 
 
 def change_line(metric, data):
@@ -3285,11 +3576,9 @@ def item_changes(report_id, day, items_now, items_before):
                 lines.append(f"{state.status.capitalize()}: "
                              f"{item_label(state.item, state.status == 'done')} "
                              f"({closing_text(state)}).")
-        if state.status == "open" and state.due and day and state.dated:
-            if state.due < day:
-                lines.append(f"Overdue: {item_label(state.item)} (due {state.due}).")
-            elif (state.due - day).days < DUE_SOON_DAYS:
-                lines.append(f"Due: {item_label(state.item)} (due {state.due}).")
+        if state.status == "open" and state.due and day and state.dated and \
+                0 <= (state.due - day).days < DUE_SOON_DAYS:  # overdue: Needs attention
+            lines.append(f"Due: {item_label(state.item)} (due {state.due}).")
     return lines
 
 
@@ -3327,8 +3616,13 @@ def item_list(states, report_id, kind):
     """The report's open items of a kind, as a numbered list; its dates where it has one."""
     lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated
                                 else "") for state in open_items(states, report_id, kind)]
-    return [Block("numbered", lines)] if lines else [
-        Block("paragraph", ["Nothing open here."])]
+    if lines:
+        return [Block("numbered", lines)]
+    if any(s.item.kind == kind for s in report_items(states, report_id).values()):
+        return [Block("paragraph", ["Every one items.csv lists here is closed."])]
+    return [Block("paragraph", [f"items.csv has no row of this kind ({kind}) for this "
+                                "report: --items lists the source document's, and a row of "
+                                "your own adds one."])]
 
 
 def is_action(state):
@@ -3363,14 +3657,14 @@ def action_list(states, report_id, most=None):
     actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
                if is_action(state)][:most]
     return [Block("numbered", actions)] if actions else [
-        Block("paragraph", ["No action is open."])]
+        Block("paragraph", ["items.csv has no open action for this report."])]
 
 
 def state_text(state):
     """A statement of state from an item: what is true while it is open, else once done."""
     if state.status == "open":
         return state.item.text
-    said = state.item.done_text if state.status == "done" else state.item.text
+    said = (state.item.done_text if state.status == "done" else None) or state.item.text
     return f"{said.rstrip('.')} ({closing_text(state)})."
 
 
@@ -3406,16 +3700,19 @@ def shortfall_split(states):
         rows.append([business, Bar(len(mine), len(shortfalls)),
                      "; ".join(item_label(s.item) for s in mine)])
     return [Block("table", rows)] if shortfalls else [
-        Block("paragraph", ["No critical shortfall is open."])]
+        Block("paragraph", ["items.csv has no open critical shortfall."])]
 
 
 def stack_audit(states):
     """The CTO's open findings, stack by stack."""
+    if not any(s.item.kind != "action" for s in report_items(states, "cto").values()):
+        return [Block("paragraph", ["items.csv has no finding for the CTO yet: --items "
+                                    "lists the source document's."])]
     rows = [["Stack", "Open findings"]]
     for stack in STACKS:
         found = [item_label(s.item) for s in open_items(states, "cto")
                  if s.item.kind != "action" and (s.item.business or "All") == stack]
-        rows.append([stack, "; ".join(found) or "nothing open"])
+        rows.append([stack, "; ".join(found) or "none open in items.csv"])
     return [Block("table", rows)]
 
 
@@ -3444,7 +3741,8 @@ def revenue_table(data):
     the last month with a revenue target: target, actual, status and difference; and
     each quarter's total."""
     metrics = [METRICS_BY_ID[m] for m in (*REVENUE_METRICS, "revenue_total")]
-    targeted = [month for metric in metrics for month in data.targets.get(metric.metric_id, {})]
+    targeted = [month or month_of(data.day) for metric in metrics if data.day
+                for month in data.targets.get(metric.metric_id, {})]
     if data.day is None or not targeted:
         return [Block("paragraph", ["No monthly revenue targets yet: add them to targets.csv "
                                     "(metric,month,target), a row per business and month."])]
@@ -3494,7 +3792,8 @@ def revenue_part_target(data, metric, month):
     businesses' targets, once each has one."""
     if metric.metric_id != "revenue_total":
         return None
-    parts = [data.targets.get(m, {}).get(month) for m in REVENUE_METRICS]
+    parts = [data.targets.get(m, {}).get(month, data.targets.get(m, {}).get(""))
+             for m in REVENUE_METRICS]
     return None if None in parts else sum(parts)
 
 
@@ -3571,7 +3870,7 @@ def break_even_table(figures):
     catalogue)."""
     metric = METRICS_BY_ID["charters_booked"]
     target = int(catalogue_target(metric))
-    rows = [["As of", "Charters", f"Against break-even ({target})"]]
+    rows = [["As of", "Charters", f"Against the target ({target})"]]
     for snapshot in figures.history:
         figure = figure_of(snapshot, metric)
         if figure is not None:
@@ -3619,15 +3918,15 @@ def clients_book(data):
         "value (a client on no billing model is not billed)."])]
 
 
-def billing_gap(client, day):
+def billing_gap(client, data):
     """Why an active client is not billed as it should be, or None."""
     if not client.billing_model:
         return "on no billing model"
     if client.last_invoiced is None:
         return "never invoiced"
-    if day and (day - client.last_invoiced).days > INVOICE_GAP_DAYS:
-        return (f"not invoiced since {client.last_invoiced} "
-                f"({(day - client.last_invoiced).days} days)")
+    days = data.day and (data.day - client.last_invoiced).days
+    if days and days >= rule_level(data, "invoice_gap_days"):
+        return f"not invoiced since {client.last_invoiced} ({days} days)"
     return None
 
 
@@ -3641,7 +3940,7 @@ def billing_gaps(data):
     if not data.clients:
         return missing_record(data, "clients.csv")
     gaps = [f"{client.name}: {gap}." for client in active_clients(data.clients)
-            if (gap := billing_gap(client, data.day))]
+            if (gap := billing_gap(client, data))]
     return [Block("numbered", gaps)] if gaps else [
         Block("paragraph", ["No active client has a billing gap."])]
 
@@ -3691,7 +3990,7 @@ def churn_risks(data):
         return missing_record(data, "clients.csv")
     risks = []
     for client in data.clients:
-        gap = billing_gap(client, data.day)
+        gap = billing_gap(client, data)
         days = days_until(client.renewal_date, data.day)
         if client.status == "paused":
             risks.append(f"{client.name}: paused.")
@@ -3798,8 +4097,9 @@ def month_target(metric, data, month):
     """A metric's target for a month: targets.csv's, else (for the revenue total) the
     sum of the businesses' targets, else the catalogue's."""
     monthly = data.targets.get(metric.metric_id, {})
-    if month in monthly:
-        return monthly[month]
+    for key in (month, ""):  # the month's own row, then the row for every month
+        if key in monthly:
+            return monthly[key]
     summed = revenue_part_target(data, metric, month)
     return catalogue_target(metric) if summed is None else summed
 
@@ -3918,15 +4218,278 @@ def seasonal_table(data):
 
 
 def valuation_text(data):
-    """The property's valuation and its date, from the figures; else what the item
-    rental-valuation says."""
+    """The property's valuation and its date, from the figures."""
     valued = [s for s in data.figures.all if "property_valuation" in s.figures]
     if valued:
         latest = valued[-1]
         return (f"Valuation: {figure_text(latest.figures['property_valuation'], 'dollars')}, "
                 f"as of {latest.as_of}.")
-    said = state_text(data.items["rental-valuation"])
-    return f"{said} Its amount goes in the figures sheet, as property_valuation."
+    return "No valuation in the figures sheet: add property_valuation."
+
+
+def accounting_finding(data):
+    """Whether an accounting system is live, as the figures sheet says."""
+    snapshot = data.figures.snapshot
+    live = figure_of(snapshot, METRICS_BY_ID["accounting_system_live"])
+    if live is None:
+        return ("Not measured: whether an accounting system is live goes in the figures "
+                "sheet, as accounting_system_live (yes or no).")
+    if live[0]:
+        return (f"An accounting system is live ({as_of_text(data)}): keep the books to the "
+                "chart of accounts below and close them monthly.")
+    return (f"No accounting system is live ({as_of_text(data)}): until one is, no financial "
+            "statement of this cycle can be produced from books.")
+
+
+def executive_summary(data):
+    """The CEO's summary, computed: what needs attention most, then what improved and
+    what worsened since the last snapshot."""
+    entries = needs_attention(data, "ceo")
+    said = [f"{len(entries)} thing(s) need attention, {money_text(sum(e.money for e in entries))} "
+            f"at stake; the biggest: {'; '.join(e.label for e in entries[:3])}."
+            if entries else "Nothing needs attention by the rules."]
+    better, worse = movements(data)
+    if data.figures.previous is not None:
+        said.append(f"Better since {data.figures.previous.as_of}: {'; '.join(better)}."
+                    if better else f"Nothing got better since {data.figures.previous.as_of}.")
+        said.append(f"Worse: {'; '.join(worse)}." if worse else "Nothing got worse.")
+    return [Block("paragraph", [" ".join(said)])]
+
+
+def movements(data):
+    """([better], [worse]): the CEO's figures that moved since the last snapshot, each
+    judged by which way is good for it."""
+    better, worse = [], []
+    figures = data.figures
+    for metric in metrics_of("ceo"):
+        if not comparable(metric, figures):
+            continue
+        now, before = figure_of(figures.snapshot, metric), figure_of(figures.previous, metric)
+        if now is None or before is None or now == before or \
+                not all(v.is_finite() for v in (*now, *before)):
+            continue
+        rose = sum(now) > sum(before)
+        moved = f"{metric.label} {figure_text(before, metric.unit)} to " \
+                f"{figure_text(now, metric.unit)}"
+        (better if rose == (metric.good != "down") else worse).append(moved)
+    return better, worse
+
+
+def pnl_table(data):
+    """The CEO's P&L: revenue, cost and net a month for each business the sheets give,
+    the rental and the deliveries included, with a total."""
+    snapshot = data.figures.snapshot
+    lines, notes = [], []  # (business, revenue, cost), and where each comes from
+    for metric_id, name in (("revenue_jada_qos", "JADA / QOS"), ("revenue_qdn", "QDN"),
+                            ("revenue_dc", "DC")):
+        figure = figure_of(snapshot, METRICS_BY_ID[metric_id])
+        if figure is not None:
+            lines.append((name, figure, None))
+    if lines:
+        notes.append(f"the businesses' revenue a month: {as_of_text(data)}; their costs are "
+                     "not split by business in the sheets")
+    month = data.day and month_before(data.day)
+    entries = [e for e in data.rental or () if month and month_of(e.day) == month]
+    if entries:
+        rent = sum((e.amount for e in entries if e.kind == "rent"), Decimal(0))
+        lines.append(("Rental, 3028 51st St", (rent,) * 2,
+                      (rent - net_income(entries, month),) * 2))
+        notes.append(f"the rental: rental.csv, {month}")
+    recent = [d for d in dated_within(data.deliveries or (), data.day, 30)
+              if d.price is not None and d.cost is not None] if data.day else []
+    if recent:
+        lines.append(("Yacht deliveries", (sum(d.price for d in recent),) * 2,
+                      (sum(d.cost for d in recent),) * 2))
+        notes.append(f"the deliveries: the {len(recent)} priced and costed in deliveries.csv "
+                     "in the last 30 days")
+    burn = figure_of(snapshot, METRICS_BY_ID["monthly_burn"])
+    if burn is not None:
+        lines.append(("Portfolio burn", None, burn))
+        notes.append("the burn: the figures sheet's monthly burn (if it already holds the "
+                     "rental's expenses or the deliveries' costs, the total counts them twice)")
+    if not lines:
+        return [Block("paragraph", ["Nothing to show until the figures sheet gives a revenue "
+                                    "or the burn, or rental.csv or deliveries.csv has rows."])]
+    lines.append(("Total", sum_ranges(line[1] for line in lines),
+                  sum_ranges(line[2] for line in lines)))
+    rows = [["Business", "Revenue", "Cost", "Net"]] + [pnl_row(*line) for line in lines]
+    return [Block("table", rows), Block("paragraph", [
+        "Where each row comes from: " + "; ".join(notes) + "."])]
+
+
+def pnl_row(name, revenue, cost):
+    """A row of the P&L; its net, where it has both sides, marked when it is negative."""
+    if revenue is None or cost is None:
+        net = "-"
+    else:
+        low, high = revenue[0] - cost[1], revenue[1] - cost[0]
+        net = Status(figure_text((low, high), "dollars"), "good" if low >= 0 else "bad")
+    return [name, figure_text(revenue, "dollars"), figure_text(cost, "dollars"), net]
+
+
+def sum_ranges(figures):
+    """The sum of (low, high) figures, None where there are none."""
+    known = [figure for figure in figures if figure is not None]
+    if not known:
+        return None
+    return sum(low for low, _ in known), sum(high for _, high in known)
+
+
+def burn_model(data):
+    """The burn, what a charter brings in, and how many charters a month would cover
+    the burn with the other businesses' revenue: computed, never assumed."""
+    snapshot = data.figures.snapshot
+    burn = figure_of(snapshot, METRICS_BY_ID["monthly_burn"])
+    charters = figure_of(snapshot, METRICS_BY_ID["charters_booked"])
+    charter_revenue = figure_of(snapshot, METRICS_BY_ID["revenue_jada_qos"])
+    per_charter = (cents(charter_revenue[0] / charters[0]) if charters and charters[0]
+                   and charter_revenue else None)
+    others = [figure_of(snapshot, METRICS_BY_ID[m]) for m in ("revenue_qdn", "revenue_dc")]
+    needed = None
+    if burn and per_charter and None not in others:
+        uncovered = burn[1] - sum(o[0] for o in others)
+        needed = max(0, math.ceil(uncovered / per_charter))
+    target = target_of(METRICS_BY_ID["charters_booked"], data, snapshot)
+    rows = [["Item", "Figure"],
+            ["Monthly burn", figure_text(burn, "dollars")],
+            ["JADA/QOS revenue per charter", money_text(per_charter)],
+            ["Charters a month that cover the burn", "-" if needed is None else str(needed)],
+            ["Charters booked, target", target_text(METRICS_BY_ID["charters_booked"], target)]]
+    how = ("How: revenue per charter is JADA/QOS revenue over charters booked; the charters "
+           "that cover the burn are what the burn's upper end leaves after QDN's and DC's "
+           "revenue, over that.")
+    if needed is None:
+        how += (" It needs the burn, charters booked, and JADA/QOS, QDN and DC revenue in "
+                "the figures sheet.")
+    return [Block("table", rows), Block("paragraph", [how])]
+
+
+def expense_functions(data):
+    """Expenses by function, in dollars, where the records hold them: the cycle's month
+    and the last 12."""
+    if data.day is None:
+        return [Block("paragraph", ["Nothing to show: the cycle has no date."])]
+    first, this = first_month(data.day, 12), month_of(data.day)
+    rows = [["Function", "From", "This month", "Last 12 months"]]
+    delivery = [d for d in data.deliveries or () if d.cost is not None
+                and month_of(d.day) >= first]
+    if delivery:
+        rows.append(["Operations (deliveries)", "deliveries.csv",
+                     money_text(sum((d.cost for d in delivery if month_of(d.day) == this),
+                                    Decimal(0))),
+                     money_text(sum(d.cost for d in delivery))])
+    aws = {month: figure[0] for month, figure in latest_by_month(data, "aws_monthly_cost")
+           .items() if month >= first}
+    if aws:
+        rows.append(["Technology (AWS)", "figures sheet", money_text(aws.get(this)),
+                     money_text(sum(aws.values())) + f" ({len(aws)} month(s) measured)"])
+    spent = [e for e in data.rental or () if e.kind == "expense" and month_of(e.day) >= first]
+    if spent:
+        rows.append(["Property (3028 51st St)", "rental.csv",
+                     money_text(sum((e.amount for e in spent if month_of(e.day) == this),
+                                    Decimal(0))),
+                     money_text(sum(e.amount for e in spent))])
+    policy = ("How expenses are categorised: Operations (crew, fuel, dockage, maintenance, "
+              "disposal fees), Technology (AWS, software), Marketing (OTA commissions, email "
+              "platform, advertising), Administration (insurance, legal, accounting), "
+              "Property (3028 51st St by category).")
+    if len(rows) == 1:
+        return [Block("paragraph", ["No expense is in the sheets yet: deliveries.csv's "
+                                    "costs, the figures sheet's aws_monthly_cost and "
+                                    "rental.csv's expenses fill this table.", policy])]
+    return [Block("table", rows), Block("paragraph", [
+        "Marketing and Administration have no sheet of their own yet. " + policy])]
+
+
+def latest_by_month(data, metric_id):
+    """{YYYY-MM: figure}: each month's latest snapshot that measured the metric."""
+    months = {}
+    for snapshot in data.figures.all:
+        if metric_id in snapshot.figures:
+            months[month_of(snapshot.as_of)] = snapshot.figures[metric_id]
+    return months
+
+
+def email_blast(data, states):
+    """The email blast's case: the list as measured, the source document's model (named
+    as a model), and where the blast stands in items.csv."""
+    snapshot = data.figures.snapshot
+    size = figure_of(snapshot, METRICS_BY_ID["email_list_size"])
+    said = [f"The list: {figure_text(size, 'count')} people ({as_of_text(data)})."
+            if size else "The list's size is not measured: add email_list_size to the "
+                         "figures sheet."]
+    said.append("The source document models a blast to it at $10K-50K of concert booking "
+                "potential: a model, not a measured return. The reasoning: a list that "
+                "exists costs nothing to reach through SES, so it comes before paid "
+                "channels.")
+    state = states.get("email-blast")
+    said.append("items.csv has no row for the blast (id email-blast)." if state is None
+                else f"items.csv: {state_text(state)}" if state.status != "open"
+                else f"items.csv: open" + (f", due {state.due}." if state.due else "."))
+    return [Block("paragraph", [" ".join(said)])]
+
+
+def rent_ledger(data):
+    """What rental.csv records of rent, as a sentence."""
+    if not data.rental:
+        return "rental.csv records no rent payment up to this cycle."
+    paid = [e for e in data.rental if e.kind == "rent"]
+    if not paid:
+        return "rental.csv records expenses but no rent payment up to this cycle."
+    return f"rental.csv records {len(paid)} rent payment(s), the last on {paid[-1].day}."
+
+
+def delivery_list(data):
+    """The latest deliveries, each with its price, cost and margin; losses marked."""
+    if not data.deliveries:
+        return []
+    latest = data.deliveries[-ATTENTION_SHOWN:]
+    rows = [["Date", "Vessel", "Price", "Cost", "Margin"]]
+    for d in reversed(latest):
+        margin = d.price - d.cost if d.price is not None and d.cost is not None else None
+        rows.append([str(d.day), d.vessel or "-", money_text(d.price), money_text(d.cost),
+                     "-" if margin is None else Status(f"{money_text(margin)} loss", "bad")
+                     if margin < 0 else money_text(margin)])
+    more = len(data.deliveries) - len(latest)
+    return [Block("table", rows)] + ([Block("paragraph", [
+        f"The {len(latest)} latest of {len(data.deliveries)} deliveries."])] if more else [])
+
+
+def billing_models(data):
+    """How many active clients are on a billing model, as a sentence."""
+    active = active_clients(data.clients or ())
+    if not active:
+        return "clients.csv has no active client."
+    on = [c for c in active if c.billing_model]
+    return f"clients.csv: {len(on)} of {len(active)} active clients are on a billing model."
+
+
+def client_dates(data):
+    """How many active clients have their contract start and renewal dates."""
+    active = active_clients(data.clients or ())
+    if not active:
+        return "clients.csv has no active client."
+    dated = [c for c in active if c.contract_start and c.renewal_date]
+    return (f"clients.csv: {len(dated)} of {len(active)} active clients have a contract "
+            "start and a renewal date.")
+
+
+def ended_clients(data):
+    """The clients that ended, latest first, with the monthly value each took."""
+    if not data.clients:
+        return missing_record(data, "clients.csv")
+    ended = sorted((c for c in data.clients if c.status == "ended"),
+                   key=lambda c: c.ended or date.min, reverse=True)
+    if not ended:
+        return [Block("paragraph", ["No client is marked ended in clients.csv."])]
+    rows = [["Ended", "Client", "Tier", "Monthly value lost"]]
+    rows += [[str(c.ended or "-"), c.name, c.tier or "-", money_text(c.monthly_value)]
+             for c in ended[:ATTENTION_SHOWN]]
+    total = sum((c.monthly_value or 0 for c in ended), Decimal(0))
+    said = f"{len(ended)} ended client(s), {money_text(total)} a month in all."
+    if any(c.ended is None for c in ended):
+        said += " A client with no date in the ended column is not in Needs attention."
+    return [Block("table", rows), Block("paragraph", [said])]
 
 
 class Placeholders(Mapping):
@@ -3957,8 +4520,6 @@ def report_values(report_id, data, used=(), **given):
     snapshot = figures.snapshot
     states = data.items
     by_id = METRICS_BY_ID
-    burn = figure_of(snapshot, by_id["monthly_burn"])
-    break_even = catalogue_target(by_id["charters_booked"])
 
     def shown(metric_id, otherwise, after=""):
         figure = figure_of(snapshot, by_id[metric_id])
@@ -3970,23 +4531,22 @@ def report_values(report_id, data, used=(), **given):
             f" ({snapshot.note})" if snapshot.note else "")
             if figures.row else "none for this cycle in the figures sheet" + (
                 "; the domain records give theirs" if snapshot else "")),
-        "missing_count": lambda: str(len(unmeasured(figures))),
-        "metric_count": lambda: str(len(MEASURED_METRICS)),
-        "email_list": lambda: shown("email_list_size", "size not measured", " people"),
+        "attention": lambda: attention_list(data, report_id),
+        "summary": lambda: executive_summary(data),
+        "pnl": lambda: pnl_table(data),
+        "burn_model": lambda: burn_model(data),
+        "expense_functions": lambda: expense_functions(data),
+        "email_blast": lambda: email_blast(data, states),
+        "rent_ledger": lambda: rent_ledger(data),
+        "delivery_list": lambda: delivery_list(data),
+        "billing_models": lambda: billing_models(data),
+        "client_dates": lambda: client_dates(data),
+        "ended_clients": lambda: ended_clients(data),
+        "invoice_gap_days": lambda: amount_text(rule_level(data, "invoice_gap_days"), "count"),
         "aws_cost": lambda: shown("aws_monthly_cost", "not measured"),
         "aws_target": lambda: target_text(by_id["aws_monthly_cost"],
                                           target_of(by_id["aws_monthly_cost"], data, snapshot)),
-        "accounting_finding": lambda: (
-            f"An accounting system is live (as of {snapshot.as_of}): keep the books to the "
-            "chart of accounts below and close them monthly."
-            if metric_met(by_id["accounting_system_live"], data, snapshot) else
-            "No accounting system is currently deployed. Revenue, expenses and owner "
-            "transactions for the four businesses are not recorded in a ledger, so no "
-            "financial statement in this cycle can be produced from books."),
-        "burn": lambda: figure_text(burn, "dollars"),
-        "break_even_charters": lambda: amount_text(break_even, "count"),
-        "contribution": lambda: figure_text(burn and tuple(
-            (end / break_even).quantize(Decimal(1)) for end in burn), "dollars"),
+        "accounting_finding": lambda: accounting_finding(data),
         "glance": lambda: glance_table(report_id, data),
         "changes": lambda: changes_since_last(report_id, data, states, data.items_before),
         "trends": lambda: trend_table(report_id, figures),
@@ -4016,14 +4576,12 @@ def report_values(report_id, data, used=(), **given):
            for kind in ITEM_KINDS},
         **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
            for kind in ITEM_KINDS},
-        **{state_name(state.item): (lambda state=state: state_text(state))
-           for state in states.values() if state.item.done_text},
         "other_items": lambda: other_items(states, report_id, used),
     }
     return Placeholders(makers)
 
 
-# A report with no sheets at all: nothing measured, every item of the catalogue open.
+# A report with no sheets at all: nothing measured, no item listed.
 NO_DATA = cycle_data("", None)
 
 
@@ -7305,8 +7863,10 @@ def metric_catalogue(targets, targets_path):
               target_text(m, catalogue_target(m)), ",".join(m.reports), m.label]
              for m in METRICS]
     units = "\n".join(f"  {unit:<8} {meaning}" for unit, meaning in UNITS.items())
-    monthly = [f"  {metric_id:<22} {month}  {target_text(METRICS_BY_ID[metric_id], value)}"
-               for metric_id, months in targets.items() for month, value in sorted(months.items())]
+    monthly = [f"  {metric_id:<22} {month or 'every':<7}  "
+               f"{target_text(METRICS_BY_ID[metric_id], value)}"
+               for metric_id, months in targets.items() if metric_id in METRICS_BY_ID
+               for month, value in sorted(months.items())]
     source = (f"targets from {targets_path}, each for its month instead of the catalogue's:\n"
               + "\n".join(monthly)) if monthly else \
         f"targets: the catalogue's (no month's target in {targets_path or 'a targets.csv'})"
@@ -7324,12 +7884,10 @@ def csv_header():
 
 
 def item_catalogue():
-    """--items: each item of the catalogue, its id first, then what closes it."""
+    """--items: the source document's items, each its id first, then what closes it."""
     entries = []
     for item in ITEMS:
-        due = (f"due in week {item.due // 7 + 1} of each cycle's agenda"
-               if isinstance(item.due, int) and item.due < AGENDA_DAYS
-               else f"due {item.due} days into each cycle" if isinstance(item.due, int)
+        due = (f"due {item.due} days after its first row" if isinstance(item.due, int)
                else f"due {item.due}" if item.due else "")
         closes = (f"closed {RECORD_RULES[item.item_id].says}" if item.item_id in RECORD_RULES
                   else f"closed once {item.metric} is measured" if item.once_measured
@@ -7340,24 +7898,41 @@ def item_catalogue():
             text, TEXT_WIDTH, initial_indent="    ", subsequent_indent="      ")
             for text in (facts, item.text + (f" Action: {item.todo}" if item.todo else "")))]))
     kinds = "\n".join(f"  {kind:<16} {meaning}" for kind, meaning in ITEM_KINDS.items())
-    return ("\n".join(entries) + f"\n\nkinds:\n{kinds}\n\nitems.csv: "
+    return ("The source document's items. None is in a report until items.csv has a row "
+            "for it: --new-data writes them all, open, to confirm or close.\n\n"
+            + "\n".join(entries) + f"\n\nkinds:\n{kinds}\n\nitems.csv: "
             f"{','.join(SHEET_COLUMNS['items.csv'])}; status is "
             f"{', '.join(ITEM_STATUSES)}. An item of your own: a new id, with its text "
             "(and reports, kind, due) on its first row.")
 
 
-def sheet_headers():
-    """The first line of each sheet of a new data folder."""
-    return {sheet: ",".join(columns) if columns else csv_header()
-            for sheet, columns in SHEET_COLUMNS.items()}
+# The note on each item --new-data writes: the source document said it, no sheet did.
+NEW_ITEM_NOTE = "from the source document: confirm or close"
 
 
-def write_new_data(folder, console):
-    """--new-data: a data folder with every sheet's header and no rows; a sheet that is
-    there already is kept as it is, never overwritten."""
+def new_sheets(day):
+    """What a new data folder's sheets hold: each sheet's first line; items.csv also
+    the source document's items, open as of day, each to be confirmed or closed."""
+    sheets = {sheet: ",".join(columns) if columns else csv_header()
+              for sheet, columns in SHEET_COLUMNS.items()}
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    for item in ITEMS:
+        due = planned_due(item, day)
+        writer.writerow([day.isoformat(), item.item_id, "open", NEW_ITEM_NOTE,
+                         " ".join(item.reports), item.kind, item.text,
+                         due.isoformat() if due else ""])
+    sheets["items.csv"] += "\n" + rows.getvalue().rstrip("\n")
+    return sheets
+
+
+def write_new_data(folder, day, console):
+    """--new-data: a data folder with every sheet's first line, and in items.csv the
+    source document's items dated day; a sheet that is there already is kept as it
+    is, never overwritten."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for sheet, header in sheet_headers().items():
+        for sheet, header in new_sheets(day).items():
             path = folder / sheet
             if path.is_symlink():
                 console.result(f"left {path} alone: it is a symbolic link, and a sheet is "
@@ -7375,6 +7950,14 @@ def write_new_data(folder, console):
     except OSError as error:
         raise NewDataError(f"cannot write the data folder {folder}: {error.strerror}; "
                            "choose another --new-data folder") from None
+
+
+def local_today(args, environ, clock):
+    """Today in REPORT_TIMEZONE where the settings (not required here) set it, else
+    in the machine's zone."""
+    settings = load_settings(args.env_file, environ, required=False)
+    zone, _ = time_zone(setting(settings, "REPORT_TIMEZONE"))
+    return clock.now().astimezone(zone).date()
 
 
 def show_metrics(args, environ, console):
@@ -7429,7 +8012,8 @@ def run(args, *, environ, console, clock, connect, stop):
     if "" in (args.new_data, args.data):
         raise UsageError("--new-data and --data take a path, not an empty one")
     if args.new_data is not None:
-        write_new_data(Path(args.new_data).expanduser(), console)
+        write_new_data(Path(args.new_data).expanduser(), local_today(args, environ, clock),
+                       console)
         return set()
     if args.status:
         return show_status(args, environ, console, clock)
