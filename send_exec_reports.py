@@ -15,6 +15,7 @@ Usage:
     python3 send_exec_reports.py --quiet         # for cron: silent unless a problem
     python3 send_exec_reports.py --list          # the report ids and titles
     python3 send_exec_reports.py --metrics       # the figures file's columns
+    python3 send_exec_reports.py --rules         # what puts a line in "Needs attention"
 
 Settings come from repos.env beside this script (or --env-file PATH); variables
 already set in the environment win over the file.  Every setting is checked
@@ -3117,14 +3118,17 @@ def attention_list(data, report_id):
     shown, rest = entries[:ATTENTION_SHOWN], entries[ATTENTION_SHOWN:]
     lines = [entry.text for entry in shown]
     if rest:
-        lines.append(f"And {len(rest)} more, {money_text(sum(e.money for e in rest))} at "
-                     "stake: the sections below list them.")
+        stake = sum(entry.money for entry in rest)
+        lines.append(f"And {len(rest)} more" + (f", {money_text(stake)} at stake" if stake
+                                                 else "") + ": the sections below list them.")
     return [Block("numbered", lines)]
 
 
 def as_of_text(data):
+    """Where the cycle's figures come from, in a few words."""
     snapshot = data.figures.snapshot
-    return f"figures as of {snapshot.as_of}" if snapshot and snapshot.line else "records"
+    return f"figures as of {snapshot.as_of}" if snapshot and snapshot.line else \
+        "the domain records"
 
 
 def runway_short(data):
@@ -3138,8 +3142,8 @@ def runway_short(data):
     cash = snapshot.figure("cash_on_hand")
     return [Attention(
         f"Runway {figure_text(figure, 'months')}, under {amount_text(level, 'months')}: "
-        f"cash {figure_text(cash, 'dollars')} and {money_text(-net[0])} a month more going "
-        f"out than coming in ({as_of_text(data)}).",
+        f"cash {figure_text(cash, 'dollars')}, {money_text(-net[0])} a month more out than "
+        f"in ({as_of_text(data)}).",
         f"runway {figure_text(figure, 'months')}", -net[0], 0, ("cfo",))]
 
 
@@ -3168,10 +3172,10 @@ def revenue_short(data):
             continue
         short = target - figure[0]
         found.append(Attention(
-            f"{metric.label} {figure_text(figure, 'dollars')}, {money_text(short)} under its "
-            f"target of {money_text(target)} for {month_of(snapshot.as_of)} "
-            f"({as_of_text(data)}).", f"{metric.label.split()[0]} {money_text(short)} under "
-            "target", short, 0, metric.reports))
+            f"{metric.label} {figure_text(figure, 'dollars')}: {money_text(short)} under the "
+            f"{month_of(snapshot.as_of)} target of {money_text(target)} "
+            f"({as_of_text(data)}).", f"{metric.label.split()[0]} revenue {money_text(short)} "
+            "under target", short, 0, metric.reports))
     return found
 
 
@@ -3185,10 +3189,9 @@ def deliveries_at_a_loss(data):
     """Each recent delivery priced under its cost (plus the level), with the loss."""
     level = rule_level(data, "delivery_margin")
     return [Attention(
-        f"Delivery at a loss: {delivery_name(d)}, priced {money_text(d.price)}, cost "
-        f"{money_text(d.cost)}: {money_text(d.cost - d.price)} lost "
-        f"(deliveries.csv line {d.line}).", f"a delivery {money_text(d.cost - d.price)} "
-        "at a loss", max(d.cost - d.price, Decimal(0)), (data.day - d.day).days,
+        f"Delivery at a loss, {money_text(d.cost - d.price)}: {delivery_name(d)}, priced "
+        f"{money_text(d.price)}, cost {money_text(d.cost)}.", f"a delivery at a loss "
+        f"({d.vessel or d.day})", max(d.cost - d.price, Decimal(0)), (data.day - d.day).days,
         ("yacht-delivery", "cfo")) for d in recent_deliveries(data) if d.price - d.cost < level]
 
 
@@ -3207,7 +3210,7 @@ def margin_below(data):
         return []
     return [Attention(
         f"Deliveries' mean margin {money_text(margin)} over the last {RECENT_DAYS} days "
-        f"({len(recent)} priced and costed, deliveries.csv).",
+        f"({len(recent)} priced and costed).",
         f"deliveries' mean margin {money_text(margin)}", -margin * len(recent), 0,
         ("yacht-delivery", "cfo"))]
 
@@ -3231,11 +3234,11 @@ def rent_unpaid(data):
     if not owed:
         return []
     total, first = sum(owed.values()), min(owed)
-    months = ", ".join(f"{month} ({money_text(amount)})" for month, amount in owed.items())
+    months = "; ".join(f"{month} {money_text(amount)}" for month, amount in owed.items())
     return [Attention(
-        f"Rent unpaid: {money_text(total)} owed for {months} (rental.csv against "
-        "rent_due).", f"rent unpaid, {money_text(total)}", total,
-        (data.day - month_end(first)).days, ("rental-3028", "accounting"))]
+        f"Rent unpaid since {first}: {money_text(total)} owed ({months}).",
+        f"rent unpaid, {money_text(total)}", total, (data.day - month_end(first)).days,
+        ("rental-3028", "accounting"))]
 
 
 def month_end(month):
@@ -3250,9 +3253,9 @@ def clients_ended(data):
         return []
     within = int(rule_level(data, "client_ended_days"))
     return [Attention(
-        f"Client ended: {c.name}" + (f" ({c.tier})" if c.tier else "") + f", "
-        f"{money_text(c.monthly_value or Decimal(0))} a month lost, ended {c.ended} "
-        "(clients.csv).", f"{c.name} ended", c.monthly_value or Decimal(0),
+        f"Client ended {c.ended}: {c.name}" + (f" ({c.tier})" if c.tier else "") + f", "
+        f"{money_text(c.monthly_value or Decimal(0))} a month lost.", f"{c.name} ended",
+        c.monthly_value or Decimal(0),
         (data.day - c.ended).days, ("dc-portfolio",))
         for c in data.clients or () if c.status == "ended" and c.ended
         and 0 <= (data.day - c.ended).days <= within]
@@ -3267,7 +3270,7 @@ def clients_unbilled(data):
             since = client.last_invoiced or client.contract_start
             found.append(Attention(
                 f"Billing gap: {client.name}, {money_text(client.monthly_value or 0)} a "
-                f"month, {gap} (clients.csv).", f"{client.name} {gap.split(' (')[0]}",
+                f"month, {gap}.", f"{client.name} {gap.split(' (')[0]}",
                 client.monthly_value or Decimal(0),
                 (data.day - since).days if since and data.day else 0,
                 ("dc-portfolio", "accounting")))
@@ -3282,12 +3285,12 @@ def renewals_due(data):
         days = days_until(client.renewal_date, data.day)
         if days is None or days > within:
             continue
-        when = (f"renews in {days} days, on {client.renewal_date}" if days >= 0 else
-                f"its renewal date, {client.renewal_date}, passed {-days} days ago with no "
+        when = (f"Renewal in {days} days, on {client.renewal_date}" if days >= 0 else
+                f"Renewal date passed {-days} days ago, on {client.renewal_date}, with no "
                 "new one")
         found.append(Attention(
-            f"Renewal: {client.name}, {money_text(client.monthly_value or 0)} a month, "
-            f"{when} (clients.csv).", f"{client.name} renewal", client.monthly_value
+            f"{when}: {client.name}, {money_text(client.monthly_value or 0)} a month.",
+            f"{client.name} renewal", client.monthly_value
             or Decimal(0), max(-days, 0), ("dc-portfolio",)))
     return found
 
@@ -3298,8 +3301,8 @@ def items_overdue(data):
         return []
     grace = int(rule_level(data, "overdue_days"))
     return [Attention(
-        f"Overdue {(data.day - s.due).days} days: {item_todo(s.item)} (due {s.due}, "
-        "items.csv).", f"{item_label(s.item)} overdue", Decimal(0), (data.day - s.due).days,
+        f"Overdue {(data.day - s.due).days} days: {item_todo(s.item)} (due {s.due}).",
+        f"{item_label(s.item)} overdue", Decimal(0), (data.day - s.due).days,
         s.item.reports) for s in data.items.values()
         if s.status == "open" and s.due and (data.day - s.due).days > grace]
 
@@ -3889,8 +3892,8 @@ RECORD_ROWS = {"clients.csv": "a row a client",
 def missing_record(data, sheet, first=False):
     """What a report says for a record sheet with no rows for the cycle: how to start
     it, in the first section that needs it; in the others, that it has none."""
-    if not first:
-        return [Block("paragraph", [f"Nothing to show until {sheet} has rows (see above)."])]
+    if not first:  # said once, in the first section: nothing here until then
+        return []
     if sheet not in data.sheets:
         said = (f"No {sheet} yet: run --new-data on the data folder (it writes the first "
                 f"line of each sheet not there, and keeps the rest), then add "
@@ -3899,6 +3902,7 @@ def missing_record(data, sheet, first=False):
         said = f"{sheet} has no rows yet: add {RECORD_ROWS[sheet]}."
     else:
         said = f"{sheet} has no rows dated on or before this cycle: add {RECORD_ROWS[sheet]}."
+    said += " The sections below that it fills stay empty until then."
     return [Block("paragraph", [said])]
 
 
@@ -4245,8 +4249,8 @@ def executive_summary(data):
     """The CEO's summary, computed: what needs attention most, then what improved and
     what worsened since the last snapshot."""
     entries = needs_attention(data, "ceo")
-    said = [f"{len(entries)} thing(s) need attention, {money_text(sum(e.money for e in entries))} "
-            f"at stake; the biggest: {'; '.join(e.label for e in entries[:3])}."
+    said = [f"{len(entries)} thing(s) need attention; the biggest: "
+            f"{'; '.join(e.label for e in entries[:3])}."
             if entries else "Nothing needs attention by the rules."]
     better, worse = movements(data)
     if data.figures.previous is not None:
@@ -7790,7 +7794,10 @@ def build_parser():
                         help="print the metric catalogue: the figures sheet's columns, and "
                              "where each target comes from")
     action.add_argument("--items", action="store_true",
-                        help="print the item catalogue: the ids items.csv names")
+                        help="print the source document's items: the ids items.csv names")
+    action.add_argument("--rules", action="store_true",
+                        help="print the attention rules every report opens with, and "
+                             "their levels: the defaults, and targets.csv's")
     action.add_argument("--new-data", metavar="DIR",
                         help="start a data folder: each sheet with its first line and no "
                              "rows; a sheet already there is kept")
@@ -7963,6 +7970,12 @@ def local_today(args, environ, clock):
 def show_metrics(args, environ, console):
     """--metrics: the catalogue, and the monthly targets of the data folder's targets.csv
     where the settings (not required here) lead to one; its problems are warnings here."""
+    return metric_catalogue(*owners_targets(args, environ, console))
+
+
+def owners_targets(args, environ, console):
+    """(targets.csv's targets, its path) where the settings (not required here) lead to
+    one; its problems are warnings here."""
     settings = load_settings(args.env_file, environ, required=False)
     path = resolve_data(args.data, settings, args.env_file).path("targets.csv")
     try:
@@ -7971,7 +7984,35 @@ def show_metrics(args, environ, console):
         for problem in error.problems:
             console.warn(f"warning: {problem}")
         targets = {}
-    return metric_catalogue(targets, path)
+    return targets, path
+
+
+def rule_catalogue(targets, targets_path):
+    """--rules: each attention rule, the level it judges by, and where targets.csv
+    sets that level."""
+    entries = []
+    for rule in ATTENTION_RULES:
+        levels = []
+        for level_id in rule.level.split():
+            metric = METRICS_BY_ID.get(level_id)
+            default = (target_text(metric, catalogue_target(metric)) if metric else
+                       amount_text(Decimal(RULE_LEVELS[level_id].default),
+                                   RULE_LEVELS[level_id].unit))
+            unit = metric.unit if metric else RULE_LEVELS[level_id].unit
+            set_by_owner = "; ".join(f"{month or 'every month'} {amount_text(value, unit)}"
+                                     for month, value in sorted(targets.get(level_id, {})
+                                                                .items()))
+            levels.append(f"{level_id}: {default} by default"
+                          + (f"; targets.csv: {set_by_owner}" if set_by_owner else ""))
+        says = rule.says.format(rule.level)
+        entries.append("\n".join([rule.rule_id, *(textwrap.fill(
+            text, TEXT_WIDTH, initial_indent="    ", subsequent_indent="      ")
+            for text in (says, *levels))]))
+    return ("Every report opens with Needs attention: a line for each of these the sheets "
+            "meet, the most dollars first, then the longest overdue. The CEO's lists every "
+            "business's.\n\n" + "\n".join(entries) + "\n\nA level is set in "
+            f"{targets_path or 'targets.csv'} like a target: metric,month,target, with the "
+            "level's name as the metric and an empty month for every month.")
 
 
 def show_history(args, environ, console):
@@ -8008,6 +8049,9 @@ def run(args, *, environ, console, clock, connect, stop):
         raise UsageError("--csv-header goes with --metrics")
     if args.items:
         console.result(item_catalogue())
+        return set()
+    if args.rules:
+        console.result(rule_catalogue(*owners_targets(args, environ, console)))
         return set()
     if "" in (args.new_data, args.data):
         raise UsageError("--new-data and --data take a path, not an empty one")
