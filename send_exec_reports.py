@@ -47,7 +47,7 @@ banner per section:
     settings            repos.env and the environment, checked into a Config
     the owner's data    the metric catalogue and the figures file
     report markup       the template language both editions come from
-    report content      the eight templates, the shortfalls, figure blocks
+    report content      the eight templates, what needs attention, figure blocks
     rendering           the plain-text and HTML editions, the .eml message
     the audit log       its records, the ledger it keeps, the run lock
     SES                 the clients, sending, and the preflight
@@ -3110,11 +3110,7 @@ def attention_list(data, report_id):
     nothing is, and on what."""
     entries = needs_attention(data, report_id)
     if not entries:
-        judged = data.figures.snapshot or any(
-            data.records(sheet) for sheet in RECORD_SHEETS) or data.items
-        return [Block("paragraph", [
-            "Nothing needs attention by the rules (--rules lists them)." if judged else
-            "Nothing can be judged yet: the sheets have no rows for this cycle."])]
+        return [Block("paragraph", [calm_line(data)])]
     shown, rest = entries[:ATTENTION_SHOWN], entries[ATTENTION_SHOWN:]
     lines = [entry.text for entry in shown]
     if rest:
@@ -3122,6 +3118,14 @@ def attention_list(data, report_id):
         lines.append(f"And {len(rest)} more" + (f", {money_text(stake)} at stake" if stake
                                                  else "") + ": the sections below list them.")
     return [Block("numbered", lines)]
+
+
+def calm_line(data):
+    """What a report says when no rule finds anything: on what it judged."""
+    judged = data.figures.snapshot or data.items or any(
+        data.records(sheet) for sheet in RECORD_SHEETS)
+    return ("Nothing needs attention by the rules (--rules lists them)." if judged else
+            "Nothing can be judged yet: the sheets have no rows for this cycle.")
 
 
 def as_of_text(data):
@@ -3733,7 +3737,9 @@ def channel_matrix(data, states):
             ["Email list", "JADA / QOS", f"{shown('email_list_size', ' people')}; open rate "
                                          f"{shown('email_open_rate')}"],
             ["OTA marketplaces", "JADA / QOS", shown("ota_listings", " listed")],
-            ["Local search / SEO", "QDN", f"{seo} roadmap step(s) open"],
+            ["Local search / SEO", "QDN", f"{seo} roadmap step(s) open" if any(
+                s.item.kind == "seo_step" for s in states.values())
+                else "no roadmap step in items.csv"],
             ["Enquiries", "QDN", shown("qdn_enquiries", " a week")],
             ["Analytics", "every site", shown("sites_with_analytics", " site(s) measured")]]
     return [Block("table", rows)]
@@ -4251,7 +4257,7 @@ def executive_summary(data):
     entries = needs_attention(data, "ceo")
     said = [f"{len(entries)} thing(s) need attention; the biggest: "
             f"{'; '.join(e.label for e in entries[:3])}."
-            if entries else "Nothing needs attention by the rules."]
+            if entries else calm_line(data)]
     better, worse = movements(data)
     if data.figures.previous is not None:
         said.append(f"Better since {data.figures.previous.as_of}: {'; '.join(better)}."
