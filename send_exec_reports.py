@@ -2381,8 +2381,9 @@ def row_item(item, row):
     document's, or the owner's from an earlier row)."""
     if item is None:
         return Item(row.item_id, row.kind or "action", row.reports or ("ceo",), row.text)
-    return item._replace(kind=row.kind or item.kind, reports=row.reports or item.reports,
-                         text=row.text or item.text)
+    if row.text and row.text != item.text:  # the owner's words: the script's action and
+        item = item._replace(text=row.text, todo=None, done_text=None)  # outcome no longer fit
+    return item._replace(kind=row.kind or item.kind, reports=row.reports or item.reports)
 
 
 def planned_due(item, first_row):
@@ -3572,7 +3573,7 @@ def change_line(metric, data):
 
 def item_changes(report_id, day, items_now, items_before):
     """Since the last report: the report's items closed and opened, then those due within
-    a week or overdue."""
+    a week (an overdue one is in Needs attention)."""
     lines = []
     for item_id, state in report_items(items_now, report_id).items():
         before = items_before.get(item_id) if items_before is not None else None
@@ -4469,7 +4470,7 @@ def billing_models(data):
     """How many active clients are on a billing model, as a sentence."""
     active = active_clients(data.clients or ())
     if not active:
-        return "clients.csv has no active client."
+        return "clients.csv has no active client to judge."
     on = [c for c in active if c.billing_model]
     return f"clients.csv: {len(on)} of {len(active)} active clients are on a billing model."
 
@@ -4478,7 +4479,7 @@ def client_dates(data):
     """How many active clients have their contract start and renewal dates."""
     active = active_clients(data.clients or ())
     if not active:
-        return "clients.csv has no active client."
+        return "clients.csv has no active client to judge."
     dated = [c for c in active if c.contract_start and c.renewal_date]
     return (f"clients.csv: {len(dated)} of {len(active)} active clients have a contract "
             "start and a renewal date.")

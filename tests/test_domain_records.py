@@ -93,7 +93,14 @@ def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
     split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
     assert "fuel $920.50 28% 3 of 4" in split and "crew $1,950 59% 3 of 4" in split
     assert "travel $330 10% 2 of 4" in split and "other $80 2% 1 of 4" in split
-    assert "Delivery costs are recorded per delivery" in split  # the item, closed by them
+    model = section(text, "Current service delivery model", "Deliveries and what they cost")
+    assert "Delivery costs are not recorded" not in model  # the item, closed by them
+    assert "Deliveries and JADA charters do not share a calendar." in model  # items.csv's
+    # Each delivery, latest first: its price, cost and margin; none where not recorded.
+    assert re.search(r"Date Vessel Price Cost Margin 2026-11-28 Kite - - - "
+                     r"2026-11-20 Tern \$1,900 \$1,210 \$690 "
+                     r"2026-10-15 Gull \$1,800 \$1,070.50 \$729.50 "
+                     r"2026-08-20 Old \$2,000 \$1,000 \$1,000 ", figures)
     capacity = section(text, "Capacity constraints", "Cost-per-delivery analysis")
     assert re.search(r"2026-11 2 3 .*2/3", capacity)  # the example figures: 3 a month
 
@@ -160,18 +167,21 @@ def test_a_missing_or_empty_record_sheet_is_one_line_in_its_report(run_script, s
     write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [])
     write_sheet(run_script.data / "rental.csv", RENTAL, [["2027-01-05", "rent", "", "2400", ""]])
     said = send(run_script, ses, "dc-portfolio", "yacht-delivery", "rental-3028")
-    # Said once, in the first section that needs the sheet; the others point up to it.
-    for report, sheet, line, sections in (
+    # Said once, in the first section that needs the sheet, with what it means for the
+    # sections below; they say nothing of it again.
+    for report, sheet, line in (
             ("dc-portfolio", "clients.csv", "No clients.csv yet: run --new-data on the data "
-             "folder", 4),
+             "folder (it writes the first line of each sheet not there, and keeps the rest), "
+             "then add a row a client."),
             ("yacht-delivery", "deliveries.csv", "deliveries.csv has no rows dated on or "
-             "before this cycle: add a row a delivery.", 2),
+             "before this cycle: add a row a delivery."),
             ("rental-3028", "rental.csv", "rental.csv has no rows dated on or before this "
-             "cycle: add a row a rent payment or expense.", 1)):
+             "cycle: add a row a rent payment or expense.")):
         assert said[report].count(line) == 1, report
+        assert f"{line} The sections below that it fills stay empty until then." in \
+            said[report], report
         assert said[report].count("--new-data") == (report == "dc-portfolio"), report
-        assert said[report].count(f"Nothing to show until {sheet} has rows (see above)."
-                                  ) == sections, report
+        assert f"Nothing to show until {sheet}" not in said[report], report
 
 
 BAD_RECORDS = {
@@ -283,8 +293,9 @@ def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_
     said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
     changes = section(said["dc-portfolio"], "Since the last report", "At a glance")
     assert "DC active clients: 5 to 4" not in changes  # no move: a change of source
-    assert ("DC active clients: 4, from the domain records; the last snapshot's 5 came from "
-            "the figures sheet, so no change is computed.") in changes
+    assert ("From another sheet than last time, so no change is computed: DC billed/month "
+            "$3,300.50 from the domain records, $3,400 from the figures sheet; DC active "
+            "clients 4 from the domain records, 5 from the figures sheet.") in changes
     assert re.search(r"DC active clients 4 - ", said["dc-portfolio"])
     # Deliveries are dated, so the last snapshot's date has its count from the sheet too:
     # 1 in the 30 days to the last snapshot (2026-11-15), 3 in the 30 days to the cycle.
@@ -357,19 +368,25 @@ def test_tiers_are_grouped_without_regard_to_case(run_script, ses):
 
 
 def test_the_records_decide_the_items_they_list(run_script, ses):
-    """The client list is done while every active client has its dates, the billing
-    model while every one has a model, the rent ledger once rent is recorded; a record
-    that denies what items.csv marks done keeps the item open, and says so."""
+    """The client list is done while every active client has its dates, the rent ledger
+    once rent is recorded (each an item items.csv has a row for); a record that denies
+    what items.csv marks done keeps the item open, and says so.  The billing model is no
+    longer the records' to decide: a client on none is a billing gap, and the item
+    stays as items.csv leaves it."""
     write_sheet(run_script.data / "clients.csv", CLIENTS[:8], [
         ["Alder", "Gold", "2000", "retainer", "2025-01-01", "2027-01-01", "2026-11-20",
          "active"]])
     write_sheet(run_script.data / "rental.csv", RENTAL, [["2026-11-08", "expense", "HVAC",
                                                           "80", ""]])
-    said = send(run_script, ses, "dc-portfolio", "rental-3028")
-    assert "Every client is listed with start date, term and renewal date" in said[
-        "dc-portfolio"]
-    assert "DC has a billing model" in said["dc-portfolio"]
-    assert "Rent is not recorded in a ledger." in said["rental-3028"]  # an expense alone
+    said = send(run_script, ses, "dc-portfolio", "rental-3028")  # items.csv: the list open
+    assert "List every client with start date, term and renewal date" not in said[
+        "dc-portfolio"]  # done: clients.csv shows it
+    assert "clients.csv: 1 of 1 active clients have a contract start and a renewal date." \
+        in said["dc-portfolio"]
+    # items.csv marks the ledger done; an expense alone denies it.
+    assert "Record every rent payment under Revenue - Rent." in said["rental-3028"]
+    assert "rental.csv records expenses but no rent payment up to this cycle." in said[
+        "rental-3028"]
     add_rows(run_script.data / "clients.csv",
              [["Birch", "Silver", "500", "", "", "", "", "active"]])
     add_rows(run_script.items, [["2026-11-30", "dc-client-list", "done", "", "", "", "", ""]])
@@ -379,9 +396,14 @@ def test_the_records_decide_the_items_they_list(run_script, ses):
     assert ("warning: items.csv marks dc-client-list done, but clients.csv does not show it "
             "(closed while clients.csv gives every active client a contract start and a "
             "renewal date); the records win, so it stays open") in result.stderr
+    assert "dc-billing-model" not in result.stderr
     text = received(ses, "dc-portfolio")
-    assert "No client list with start dates, terms and renewal dates is kept." in text
-    assert "client work is delivered without a rate card" in text  # Birch has no model
+    assert "List every client with start date, term and renewal date in clients.csv" in text
+    assert "clients.csv: 1 of 2 active clients have a contract start and a renewal date." \
+        in text
+    # Birch has no model: a billing gap; the billing model, done in items.csv, stays done.
+    assert "Birch: on no billing model." in text
+    assert "Set a DC billing model" not in text and "goes unbilled" not in text
 
 
 def test_the_seasons_need_a_year_not_every_month(run_script, ses):
@@ -412,8 +434,11 @@ def test_a_trend_never_joins_the_sheets_numbers_to_the_records(run_script, ses):
     # before it, from the sheet, is left out rather than drawn as a change.
     assert "Cost per delivery" not in yacht
     changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
-    assert ("Cost per delivery: $5,000, from the domain records; the last snapshot's $1,250 "
-            "came from the figures sheet, so no change is computed.") in changes
+    assert ("From another sheet than last time, so no change is computed: Deliveries/month 1 "
+            "from the domain records, 2 from the figures sheet; Cost per delivery $5,000 "
+            "from the domain records, $1,250 from the figures sheet.") in changes
+    assert "Cost per delivery: $1,250 to $5,000" not in changes
+    assert changes.count("From another sheet") == 1  # one line for all of them
     dc = section(said["dc-portfolio"], "Trends over the last", "Revenue recognition")
     assert "DC billed/month" not in dc and "DC active clients" not in dc
 
@@ -449,7 +474,8 @@ def test_no_active_client_decides_no_item(run_script, ses):
         ["A", "", "100", "", "", "", "", "ended"], ["B", "", "200", "", "", "", "", "paused"]])
     text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
     assert "clients.csv records it" not in text
-    assert "No client list with start dates, terms and renewal dates is kept." in text
+    # The list stays open, as items.csv leaves it.
+    assert "List every client with start date, term and renewal date in clients.csv" in text
 
 
 def test_a_client_dated_far_past_the_cycle_is_warned_of(run_script, ses):
@@ -476,7 +502,13 @@ def test_the_rent_ledger_closing_is_news_in_the_next_report(run_script, ses):
     run_script.items.write_text("\n".join(rows) + "\n")
     write_sheet(run_script.data / "rental.csv", RENTAL, [
         ["2026-10-05", "expense", "Plumbing", "100", ""], ["2026-11-20", "rent", "", "2400", ""]])
+    # An item with no row in items.csv is in no report: rental.csv decides nothing of it.
     text = send(run_script, ses, "rental-3028")["rental-3028"]  # last snapshot 2026-11-15
+    assert "Rent is recorded in the ledger" not in text
+    assert "Record every rent payment" not in text
+    add_rows(run_script.items, [["2026-11-01", "rental-rent-ledger", "open", "", "", "", "",
+                                 ""]])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
     changes = section(text, "Since the last report", "At a glance")
     assert "Done: Rent is recorded in the ledger, under Revenue - Rent (rental.csv records " \
            "it)." in changes
@@ -498,11 +530,21 @@ def test_deliveries_past_capacity_are_flagged(run_script, ses):
     assert "2026-11 5 3 ▼ 5/3, over capacity" in text
 
 
-def test_a_ledger_with_no_rows_for_the_cycle_keeps_the_ledger_item_open(run_script, ses):
+def test_a_ledger_with_no_rows_for_the_cycle_decides_nothing(run_script, ses):
+    """Was: ...keeps the ledger item open.  A record sheet with no rows for the cycle
+    has nothing to judge: the item stands as items.csv leaves it, done or open."""
     write_sheet(run_script.data / "rental.csv", RENTAL, [["2026-12-05", "rent", "", "2400", ""]])
-    text = send(run_script, ses, "rental-3028")["rental-3028"]  # items.csv marks it done
-    assert "Rent is not recorded in a ledger." in text
-    assert "Rent is recorded in the ledger" not in text
+    ses.verify(SENDER)
+    result = run_script("--only", "rental-3028", "--cycle", CYCLE)  # items.csv: done
+    assert result.returncode == 0, result.stderr
+    assert "rental-rent-ledger" not in result.stderr  # no record denies it
+    text = received(ses, "rental-3028")
+    assert "rental.csv records no rent payment up to this cycle." in text
+    assert "Record every rent payment under Revenue - Rent." not in text
+    add_rows(run_script.items, [["2026-11-30", "rental-rent-ledger", "open", "", "", "", "",
+                                 ""]])
+    text = send(run_script, ses, "rental-3028")["rental-3028"]
+    assert "Record every rent payment under Revenue - Rent." in text
 
 
 def test_a_client_listed_twice_is_said_with_the_other_bad_rows(run_script, ses):
@@ -521,11 +563,14 @@ def test_a_cost_never_recorded_is_not_a_cost_of_zero(run_script, ses):
     text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
     split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
     assert "travel - - 0 of 1" in split and "fuel $100 33% 1 of 1" in split
-    assert "Delivery costs are recorded per delivery (deliveries.csv records it)" in text
+    assert "2026-11-20 A $1,000 $300 $700" in text  # its cost: what was recorded
+    assert "Delivery costs are not recorded" not in text  # closed by deliveries.csv
 
 
 def test_an_open_shortfall_is_labelled_by_what_is_wrong(run_script, ses):
-    text = send(run_script, ses, "ceo")["ceo"]  # Old Town Tacos has no billing model
+    add_rows(run_script.items, [["2026-11-30", "dc-billing-model", "open",
+                                 "the rate card is not used yet", "", "", "", ""]])
+    text = send(run_script, ses, "ceo")["ceo"]  # reopened after its done row
     shortfalls = section(text, "Shortfalls by business", "30-day execution agenda")
     assert "DC billing model absent" in shortfalls
     assert "DC has a billing model" not in shortfalls

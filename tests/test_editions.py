@@ -93,10 +93,17 @@ def test_the_brief_is_one_screen_of_headline_numbers_and_top_actions():
     for spec in ser.REPORTS:
         full = ser.render_report(spec, data=example_data(CYCLE), **CONTEXT)
         brief = ser.render_report(spec, variant="b", data=example_data(CYCLE), **CONTEXT)
-        assert text_headings(brief.body) == ["SINCE THE LAST REPORT", "AT A GLANCE",
-                                             "TOP ACTIONS"]
-        # What changed, the figures (the CEO's with its cash figures), the top actions.
-        assert len(brief.body.splitlines()) <= 70
+        assert text_headings(brief.body) == ["NEEDS ATTENTION", "SINCE THE LAST REPORT",
+                                             "AT A GLANCE", "TOP ACTIONS"]
+        # What needs attention, a bounded list: at most ATTENTION_SHOWN lines and one
+        # that says how many more.
+        lines = brief.body.splitlines()
+        start, end = lines.index("NEEDS ATTENTION"), lines.index("SINCE THE LAST REPORT")
+        attention = "\n".join(lines[start + 2:end])
+        assert len(re.findall(r"(?m)^ *\d+\. ", attention)) <= ser.ATTENTION_SHOWN + 1
+        # What changed, the figures (the CEO's with its cash figures), the top actions:
+        # one screen besides what needs attention.
+        assert len(lines) - (end - start) <= 70
         assert len(brief.body) < len(full.body)
         assert brief.subject.startswith("Brief: ")
 

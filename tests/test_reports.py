@@ -2,6 +2,7 @@
 
 import io
 import string
+from datetime import date
 
 import pytest
 
@@ -11,25 +12,29 @@ from local_ses import EXAMPLE_FIGURES
 CONTEXT = {"cycle": "2026-11-29", "prepared_by": "Reports Desk",
            "generated_at": "2026-11-29 03:00 UTC"}
 
-# The figures and findings each report must carry, from shared/seed.
+# The figures and findings each report must carry, from shared/seed: its figures, and
+# its items as --new-data writes them into items.csv (the source document's, open).
 SEED_FACTS = {
-    "ceo": ["ASSET INVENTORY", "CRITICAL SHORTFALLS (8)", "Sales pipeline below target",
+    "ceo": ["NEEDS ATTENTION", "EXECUTIVE SUMMARY", "P&L BY BUSINESS",
+            "CRITICAL SHORTFALLS (8)", "Sales pipeline below target",
             "Revenue tracking gaps", "Sergio equity risk", "OTA listings below target",
             "DC billing model absent", "QDN funnel breakage", "Carole transition risk",
-            "30-DAY EXECUTION AGENDA, FROM 2026-11-29", "3,676 people", "$7,000-9,000"],
+            "30-DAY EXECUTION AGENDA, FROM 2026-11-29", "Portfolio burn - $7,000-9,000"],
     "cto": ["Hardcoded Stripe keys", "Plaintext repos.env", "Google Apps Script",
             "Web Application Firewall", "SECURITY GAPS FOUND IN THE AUDIT (6)",
-            "~$50-84/month", "~$25/month", "$50-84",
+            "AWS, this snapshot $50-84", "Target at most $59", "~$25/month",
             "availability calendar", "No CI/CD pipeline", "No staging environment",
             "automated rollback", "ENGINEERING ACTIONS, RANKED BY SECURITY IMPACT", "10. "],
-    "accounting": ["No accounting system is currently deployed", "REVENUE RECOGNITION",
-                   "CHART OF ACCOUNTS AUDIT", "EXPENSE CATEGORISATION BY FUNCTION",
-                   "FOUR-MILESTONE ROADMAP", "Q1 2027", "M4"],
+    "accounting": ["No accounting system is live (figures as of 2026-10-01)",
+                   "REVENUE RECOGNITION", "CHART OF ACCOUNTS AUDIT",
+                   "EXPENSE CATEGORISATION BY FUNCTION", "FOUR-MILESTONE ROADMAP", "Q1 2027",
+                   "M4"],
     "cmo": ["VISIBILITY MATRIX", "3,676", "$10K-50K", "Sailo first", "GetMyBoat second",
             "certificate of insurance", "QDN LOCAL SEO ROADMAP", "30/60/90-DAY MILESTONES",
             "ATTRIBUTION TRACKING"],
-    "cfo": ["$7,000-9,000", "6 charters/month", "Zero-cost initiatives",
-            "Low-cost infrastructure", "$1,167-1,500 (the burn / 6)",
+    "cfo": ["$7,000-9,000", "BURN RATE MODEL", "Monthly burn $7,000-9,000",
+            "Charters booked, target at least 6", "CHARTERS BOOKED AGAINST THEIR TARGET",
+            "Zero-cost initiatives", "Low-cost infrastructure",
             "Revenue-producing features", "No-deploy guardrails",
             "No hardcoded keys", "Audit trail on all expenses",
             "COI verification before charter acceptance"],
@@ -48,11 +53,14 @@ def test_there_are_eight_reports_in_the_agreed_order():
         "dc-portfolio"]
 
 
-def seed_figures():
-    """The example figures file's first snapshot: the source document's own figures."""
+def seed_figures(items=True):
+    """The example figures file's first snapshot: the source document's own figures; and
+    unless items is False, the source document's items as --new-data writes them into
+    a new items.csv (open, to confirm or close)."""
     snapshots = ser.parse_figures(EXAMPLE_FIGURES.read_text(), "example")
     assert snapshots[0].note == "figures from the source document"
-    return ser.cycle_data("2026-11-29", None, snapshots[:1])
+    rows = ser.parse_items(ser.new_sheets(date(2026, 11, 29))["items.csv"], "items.csv")
+    return ser.cycle_data("2026-11-29", None, snapshots[:1], rows if items else ())
 
 
 @pytest.mark.parametrize("report_id", SEED_FACTS)
@@ -65,6 +73,11 @@ def test_every_report_renders_with_its_seed_figures(report_id):
     text = " ".join(report.body.split())  # facts may be wrapped across lines
     for fact in SEED_FACTS[report_id]:
         assert fact in text, fact
+    # The items are no fact of the code's own: without items.csv's rows, none stands.
+    bare = ser.render_report(spec, data=seed_figures(items=False), **CONTEXT)
+    for item in ser.ITEMS:
+        if report_id in item.reports:
+            assert item.text not in " ".join(bare.body.split()), item.item_id
 
 
 @pytest.mark.parametrize("template", [ser.HEADER_TEMPLATE, ser.FOOTER_TEMPLATE,
