@@ -1945,6 +1945,9 @@ def read_client(row):
             client.renewal_date < client.contract_start:
         row.problem("renewal_date", f"{client.renewal_date} is before the contract start, "
                                     f"{client.contract_start}")
+    if client.contract_start and client.ended and client.ended < client.contract_start:
+        row.problem("ended", f"{client.ended} is before the contract start, "
+                             f"{client.contract_start}")
     return client
 
 
@@ -2382,7 +2385,8 @@ def row_item(item, row):
     if item is None:
         return Item(row.item_id, row.kind or "action", row.reports or ("ceo",), row.text)
     if row.text and row.text != item.text:  # the owner's words: the script's action and
-        item = item._replace(text=row.text, todo=None, done_text=None)  # outcome no longer fit
+        item = item._replace(text=row.text, todo=None, done_text=None, metric=None,
+                             with_item=None)  # its action, outcome and closing no longer fit
     return item._replace(kind=row.kind or item.kind, reports=row.reports or item.reports)
 
 
@@ -2749,7 +2753,7 @@ ${items_security_gap}
 | SES, $0.10 per 1,000 emails | cents at eight reports a cycle |
 
 SES's free tier (62,000 emails a month) is only for mail sent from an
-application on EC2, which a laptop is not; at this volume SES costs cents a month.
+application on EC2; at eight reports a cycle SES costs cents a month.
 
 ## Trends over the last snapshots
 ${trends}
@@ -3117,7 +3121,8 @@ def attention_list(data, report_id):
     if rest:
         stake = sum(entry.money for entry in rest)
         lines.append(f"And {len(rest)} more" + (f", {money_text(stake)} at stake" if stake
-                                                 else "") + ": the sections below list them.")
+                                                 else "") + ", each in the full report it "
+                     "belongs to (--rules lists what they are).")
     return [Block("numbered", lines)]
 
 
@@ -3160,7 +3165,8 @@ def losing_money(data):
     if net is None or level is None or on_target(metric, net, level):
         return []
     return [Attention(
-        f"Revenue minus burn {figure_text(net, 'dollars')} a month: revenue "
+        f"Revenue minus burn {figure_text(net, 'dollars')} a month"
+        + (f", under the {money_text(level)} level" if level else "") + ": revenue "
         f"{figure_text(total_revenue(snapshot), 'dollars')}, burn "
         f"{figure_text(snapshot.figure('monthly_burn'), 'dollars')} ({as_of_text(data)}).",
         f"revenue minus burn {figure_text(net, 'dollars')} a month", level - net[0], 0,
@@ -3194,10 +3200,12 @@ def deliveries_at_a_loss(data):
     """Each recent delivery priced under its cost (plus the level), with the loss."""
     level = rule_level(data, "delivery_margin")
     return [Attention(
-        f"Delivery at a loss, {money_text(d.cost - d.price)}: {delivery_name(d)}, priced "
-        f"{money_text(d.price)}, cost {money_text(d.cost)}.", f"a delivery at a loss "
-        f"({d.vessel or d.day})", max(d.cost - d.price, Decimal(0)), (data.day - d.day).days,
-        ("yacht-delivery", "cfo")) for d in recent_deliveries(data) if d.price - d.cost < level]
+        (f"Delivery at a loss, {money_text(d.cost - d.price)}: " if d.price < d.cost else
+         f"Delivery margin {money_text(d.price - d.cost)}, under the {money_text(level)} "
+         "level: ") + f"{delivery_name(d)}, priced {money_text(d.price)}, cost "
+        f"{money_text(d.cost)}.", f"a delivery under its margin ({d.vessel or d.day})",
+        level - (d.price - d.cost), (data.day - d.day).days, ("yacht-delivery", "cfo"))
+        for d in recent_deliveries(data) if d.price - d.cost < level]
 
 
 def delivery_name(delivery):
@@ -3210,13 +3218,14 @@ def margin_below(data):
     recent = recent_deliveries(data)
     if not recent:
         return []
-    margin = mean([d.price - d.cost for d in recent])
-    if margin >= rule_level(data, "delivery_margin"):
+    margin, level = mean([d.price - d.cost for d in recent]), rule_level(data, "delivery_margin")
+    if margin >= level:
         return []
     return [Attention(
         f"Deliveries' mean margin {money_text(margin)} over the last {RECENT_DAYS} days "
-        f"({len(recent)} priced and costed).",
-        f"deliveries' mean margin {money_text(margin)}", -margin * len(recent), 0,
+        f"({len(recent)} priced and costed)" + (f", under the {money_text(level)} level"
+                                                if level else "") + ".",
+        f"deliveries' mean margin {money_text(margin)}", (level - margin) * len(recent), 0,
         ("yacht-delivery", "cfo"))]
 
 
@@ -3244,6 +3253,10 @@ def rent_unpaid(data):
         f"Rent unpaid since {first}: {money_text(total)} owed ({months}).",
         f"rent unpaid, {money_text(total)}", total, (data.day - month_end(first)).days,
         ("rental-3028", "accounting"))]
+
+
+def days_text(days):
+    return f"{days} day" + ("" if days == 1 else "s")
 
 
 def month_end(month):
@@ -3306,7 +3319,7 @@ def items_overdue(data):
         return []
     grace = int(rule_level(data, "overdue_days"))
     return [Attention(
-        f"Overdue {(data.day - s.due).days} days: {item_todo(s.item)} (due {s.due}).",
+        f"Overdue {days_text((data.day - s.due).days)}: {item_todo(s.item)} (due {s.due}).",
         f"{item_label(s.item)} overdue", Decimal(0), (data.day - s.due).days,
         s.item.reports) for s in data.items.values()
         if s.status == "open" and s.due and (data.day - s.due).days > grace]
@@ -3544,9 +3557,9 @@ def source_change_line(metric, figures):
         return None
     where = {True: "the domain records", False: "the figures sheet"}
     inputs = {metric.metric_id, *(REVENUE_METRICS if metric.formula else ())}
-    return (f"{metric.label} {figure_text(now, metric.unit)} from "
+    return (f"{metric.label} {figure_text(now, metric.unit)} now, from "
             f"{where[bool(inputs & figures.snapshot.given)]}, "
-            f"{figure_text(before, metric.unit)} from "
+            f"{figure_text(before, metric.unit)} last time, from "
             f"{where[bool(inputs & figures.previous.given)]}")
 
 
@@ -3622,10 +3635,14 @@ def open_items(states, report_id, kind=None):
 
 def item_list(states, report_id, kind):
     """The report's open items of a kind, as a numbered list; its dates where it has one."""
-    lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated
-                                else "") for state in open_items(states, report_id, kind)]
+    listed = open_items(states, report_id, kind)
+    unconfirmed = [state for state in listed if state.note.endswith(NEW_ITEM_NOTE)]
+    lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated else "")
+             + (" (unconfirmed)" if state in unconfirmed else "") for state in listed]
     if lines:
-        return [Block("numbered", lines)]
+        return [Block("numbered", lines)] + ([Block("paragraph", [
+            "Unconfirmed: --new-data wrote it from the source document; a row in items.csv "
+            "confirms or closes it."])] if unconfirmed else [])
     if any(s.item.kind == kind for s in report_items(states, report_id).values()):
         return [Block("paragraph", ["Every one items.csv lists here is closed."])]
     return [Block("paragraph", [f"items.csv has no row of this kind ({kind}) for this "
@@ -4279,6 +4296,8 @@ def movements(data):
         if now is None or before is None or now == before or \
                 not all(v.is_finite() for v in (*now, *before)):
             continue
+        if sum(now) == sum(before):
+            continue  # a range moved about the same middle: neither better nor worse
         rose = sum(now) > sum(before)
         moved = f"{metric.label} {figure_text(before, metric.unit)} to " \
                 f"{figure_text(now, metric.unit)}"
@@ -4357,21 +4376,23 @@ def burn_model(data):
                    and charter_revenue else None)
     others = [figure_of(snapshot, METRICS_BY_ID[m]) for m in ("revenue_qdn", "revenue_dc")]
     needed = None
-    if burn and per_charter and None not in others:
+    if burn and per_charter is not None and None not in others:
         uncovered = burn[1] - sum(o[0] for o in others)
-        needed = max(0, math.ceil(uncovered / per_charter))
+        needed = (max(0, math.ceil(uncovered / per_charter)) if per_charter > 0 else
+                  0 if uncovered <= 0 else "none")  # a charter that brings nothing in
     target = target_of(METRICS_BY_ID["charters_booked"], data, snapshot)
     rows = [["Item", "Figure"],
             ["Monthly burn", figure_text(burn, "dollars")],
             ["JADA/QOS revenue per charter", money_text(per_charter)],
-            ["Charters a month that cover the burn", "-" if needed is None else str(needed)],
+            ["Charters a month that cover the burn", "-" if needed is None else
+             "no number" if needed == "none" else str(needed)],
             ["Charters booked, target", target_text(METRICS_BY_ID["charters_booked"], target)]]
     how = ("How: revenue per charter is JADA/QOS revenue over charters booked; the charters "
            "that cover the burn are what the burn's upper end leaves after QDN's and DC's "
            "revenue, over that.")
     if needed is None:
-        how += (" It needs the burn, charters booked, and JADA/QOS, QDN and DC revenue in "
-                "the figures sheet.")
+        how += (" It needs the burn, charters booked (more than 0), and JADA/QOS, QDN and "
+                "DC revenue.")
     return [Block("table", rows), Block("paragraph", [how])]
 
 
@@ -4470,7 +4491,8 @@ def billing_models(data):
     """How many active clients are on a billing model, as a sentence."""
     active = active_clients(data.clients or ())
     if not active:
-        return "clients.csv has no active client to judge."
+        return "No active client to judge." if data.clients is None else \
+            "clients.csv has no active client to judge."
     on = [c for c in active if c.billing_model]
     return f"clients.csv: {len(on)} of {len(active)} active clients are on a billing model."
 
@@ -4479,7 +4501,8 @@ def client_dates(data):
     """How many active clients have their contract start and renewal dates."""
     active = active_clients(data.clients or ())
     if not active:
-        return "clients.csv has no active client to judge."
+        return "No active client to judge." if data.clients is None else \
+            "clients.csv has no active client to judge."
     dated = [c for c in active if c.contract_start and c.renewal_date]
     return (f"clients.csv: {len(dated)} of {len(active)} active clients have a contract "
             "start and a renewal date.")
@@ -4497,7 +4520,7 @@ def ended_clients(data):
     rows += [[str(c.ended or "-"), c.name, c.tier or "-", money_text(c.monthly_value)]
              for c in ended[:ATTENTION_SHOWN]]
     total = sum((c.monthly_value or 0 for c in ended), Decimal(0))
-    said = f"{len(ended)} ended client(s), {money_text(total)} a month in all."
+    said = f"{len(ended)} ended client(s), whose monthly value was {money_text(total)} in all."
     if any(c.ended is None for c in ended):
         said += " A client with no date in the ended column is not in Needs attention."
     return [Block("table", rows), Block("paragraph", [said])]
@@ -7806,8 +7829,9 @@ def build_parser():
                         help="print the attention rules every report opens with, and "
                              "their levels: the defaults, and targets.csv's")
     action.add_argument("--new-data", metavar="DIR",
-                        help="start a data folder: each sheet with its first line and no "
-                             "rows; a sheet already there is kept")
+                        help="start a data folder: each sheet with its first line, and "
+                             "items.csv with the source document's items to confirm or "
+                             "close; a sheet already there is kept")
     parser.add_argument("--csv-header", action="store_true",
                         help="with --metrics: print the first line of a new figures file")
     parser.add_argument("--data", metavar="PATH",

@@ -435,3 +435,46 @@ def test_no_sentence_ending_is_said_more_than_three_times(run_script, ses, folde
     for report_id, lines in text_editions(run_script).items():
         common = collections.Counter(sentence_endings(lines)).most_common(1)
         assert common[0][1] <= 3, (report_id, common)
+
+
+# --- From the hostile review -----------------------------------------------------------
+
+
+def test_a_margin_under_a_level_above_zero_is_not_called_a_loss(run_script, ses):
+    sheets = thriving()
+    with_row("targets.csv", ["delivery_margin", "", "1600"])(sheets)
+    text = attention(sent(run_script, ses, sheets, "yacht-delivery")["yacht-delivery"])
+    assert ("Delivery margin $1,400, under the $1,600 level: 2026-11-05, Tern, Newport Beach "
+            "to San Diego, priced $2,800, cost $1,400.") in text
+    assert "at a loss" not in text and "-$" not in text
+    assert "Deliveries' mean margin $1,500 over the last 90 days (3 priced and costed), " \
+           "under the $1,600 level." in text
+
+
+def test_the_burn_model_never_says_a_charter_that_brings_nothing_covers_the_burn(
+        run_script, ses):
+    sheets = trouble()
+    replacing("figures.csv", 1, "revenue_jada_qos", "0")(sheets)
+    cfo = sent(run_script, ses, sheets, "cfo")["cfo"]
+    model = section(cfo, "Burn rate model", "Tiered capital")
+    assert "JADA/QOS revenue per charter $0" in model
+    assert "Charters a month that cover the burn no number" in model
+
+
+def test_the_source_documents_items_say_they_are_not_yet_confirmed(run_script, tmp_path):
+    folder = tmp_path / "new"
+    clock = FakeClock(ser.datetime(2026, 12, 7, 3, 0, tzinfo=ser.timezone.utc))
+    assert run_script("--new-data", str(folder), clock=clock).returncode == 0
+    cto = " ".join(text_editions(run_script, "2026-12-07", "--data", str(folder))["cto"])
+    gaps = section(" ".join(cto.split()), "SECURITY GAPS", "AWS COST")
+    assert "Hardcoded Stripe keys in the codebase. (due 2026-12-07) (unconfirmed)" in gaps
+    assert gaps.count("Unconfirmed: --new-data wrote it from the source document") == 1
+
+
+def test_a_client_cannot_end_before_its_contract_starts(run_script, ses):
+    sheets = trouble()
+    replacing("clients.csv", 0, "ended", "2024-01-01")(sheets)
+    lay_out(run_script, sheets)
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65
+    assert "clients.csv:2: ended: 2024-01-01 is before the contract start" in result.stderr

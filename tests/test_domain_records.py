@@ -180,7 +180,7 @@ def test_a_missing_or_empty_record_sheet_is_one_line_in_its_report(run_script, s
         assert said[report].count(line) == 1, report
         assert f"{line} The sections below that it fills stay empty until then." in \
             said[report], report
-        assert said[report].count("--new-data") == (report == "dc-portfolio"), report
+        assert said[report].count("run --new-data on") == (report == "dc-portfolio"), report
         assert f"Nothing to show until {sheet}" not in said[report], report
 
 
@@ -294,8 +294,9 @@ def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_
     changes = section(said["dc-portfolio"], "Since the last report", "At a glance")
     assert "DC active clients: 5 to 4" not in changes  # no move: a change of source
     assert ("From another sheet than last time, so no change is computed: DC billed/month "
-            "$3,300.50 from the domain records, $3,400 from the figures sheet; DC active "
-            "clients 4 from the domain records, 5 from the figures sheet.") in changes
+            "$3,300.50 now, from the domain records, $3,400 last time, from the figures "
+            "sheet; DC active clients 4 now, from the domain records, 5 last time, from the "
+            "figures sheet.") in changes
     assert re.search(r"DC active clients 4 - ", said["dc-portfolio"])
     # Deliveries are dated, so the last snapshot's date has its count from the sheet too:
     # 1 in the 30 days to the last snapshot (2026-11-15), 3 in the 30 days to the cycle.
@@ -435,8 +436,9 @@ def test_a_trend_never_joins_the_sheets_numbers_to_the_records(run_script, ses):
     assert "Cost per delivery" not in yacht
     changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
     assert ("From another sheet than last time, so no change is computed: Deliveries/month 1 "
-            "from the domain records, 2 from the figures sheet; Cost per delivery $5,000 "
-            "from the domain records, $1,250 from the figures sheet.") in changes
+            "now, from the domain records, 2 last time, from the figures sheet; Cost per "
+            "delivery $5,000 now, from the domain records, $1,250 last time, from the figures "
+            "sheet.") in changes
     assert "Cost per delivery: $1,250 to $5,000" not in changes
     assert changes.count("From another sheet") == 1  # one line for all of them
     dc = section(said["dc-portfolio"], "Trends over the last", "Revenue recognition")
