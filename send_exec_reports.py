@@ -1490,8 +1490,8 @@ def parse_snapshot(header, row, line, name):
     as_of = parse_date(cells.get(FIGURES_DATE_COLUMN, ""))
     if as_of is None:
         problems.append(f"{name}:{line}: {FIGURES_DATE_COLUMN}: "
-                        f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not a date "
-                        "(YYYY-MM-DD)")
+                        f"{cells.get(FIGURES_DATE_COLUMN, '')[:20]!r} is not "
+                        f"{DATE_TEXT}")
     figures = {}
     for metric in MEASURED_METRICS:
         cell = cells.get(metric.metric_id, "")
@@ -1506,9 +1506,17 @@ def parse_snapshot(header, row, line, name):
     return Snapshot(as_of, line, figures, note), problems
 
 
+# The dates a business's sheets can hold.  0001-01-01 is what Go's zero time and
+# .NET's DateTime.MinValue export for an empty date, and a year past 9998 has no year
+# after it: neither is a day of the business, and both would overflow the arithmetic.
+FIRST_YEAR, LAST_YEAR = 1970, 2200
+DATE_TEXT = f"a date (YYYY-MM-DD, from {FIRST_YEAR} to {LAST_YEAR})"
+
+
 def parse_date(text):
-    """The date of a YYYY-MM-DD text, or None."""
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+    """The date of a YYYY-MM-DD text from FIRST_YEAR to LAST_YEAR, or None."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) or \
+            not FIRST_YEAR <= int(text[:4]) <= LAST_YEAR:
         return None
     try:
         return date.fromisoformat(text)
@@ -1611,8 +1619,8 @@ def parse_item_row(header, cells, line, name):
     where = f"{name}:{line}"
     as_of = parse_date(cells.get("as_of", ""))
     if as_of is None:
-        problems.append(f"{where}: as_of: {cells.get('as_of', '')[:20]!r} is not a date "
-                        "(YYYY-MM-DD)")
+        problems.append(f"{where}: as_of: {cells.get('as_of', '')[:20]!r} is not "
+                        f"{DATE_TEXT}")
     item_id = cells.get("id", "").lower()
     if not ITEM_ID_PATTERN.fullmatch(item_id):
         problems.append(f"{where}: id: {cells.get('id', '')[:40]!r} is not an item id "
@@ -1638,7 +1646,7 @@ def parse_item_row(header, cells, line, name):
             problems.append(f"{where}: {column}: {problem}")
     due = parse_date(cells.get("due", "")) if cells.get("due") else None
     if cells.get("due") and due is None:
-        problems.append(f"{where}: due: {cells['due'][:20]!r} is not a date (YYYY-MM-DD)")
+        problems.append(f"{where}: due: {cells['due'][:20]!r} is not {DATE_TEXT}")
     if problems:
         return None, problems
     return ItemRow(as_of, line, item_id, status, note, reports, kind, text, due), []
@@ -1852,7 +1860,7 @@ class RowReader:
         cell = self.cells.get(column, "")
         value = parse_date(cell)
         if value is None and (cell or required):
-            self.problem(column, f"{cell[:20]!r} is not a date (YYYY-MM-DD)")
+            self.problem(column, f"{cell[:20]!r} is not {DATE_TEXT}")
         return value
 
     def amount(self, column, unit="dollars", required=False):
@@ -3230,28 +3238,37 @@ def margin_below(data):
 
 
 def rent_unpaid(data):
-    """The months whose rent fell short of the rent due, once past the level's days
-    after the month's end: what is owed, and for which months."""
+    """The rent owed: the rent due of each month over (plus the level's days) that the
+    figures give a rent due for, less the rent received in those months and any paid
+    ahead this month; what is owed is put on the latest months (a payment settles the
+    oldest first)."""
     if not data.rental or data.day is None:
         return []
-    late = int(rule_level(data, "rent_late_days"))
-    owed = {}
+    late, this = int(rule_level(data, "rent_late_days")), month_of(data.day)
+    dues, paid = {}, Decimal(0)
     for month in recent_months(data, (e.day for e in data.rental)):
         due = figure_by_month(data, "rent_due", month)
-        end = month_end(month)
-        if due is None or (data.day - end).days <= late:
-            continue
-        paid = sum((e.amount for e in data.rental
-                    if e.kind == "rent" and month_of(e.day) == month), Decimal(0))
-        if paid < due:
-            owed[month] = due - paid
-    if not owed:
+        if due is None:
+            continue  # no rent due known: the month is not judged
+        received = sum((e.amount for e in data.rental
+                        if e.kind == "rent" and month_of(e.day) == month), Decimal(0))
+        if (data.day - month_end(month)).days > late:
+            dues[month], paid = due, paid + received
+        elif month == this:
+            paid += max(received - due, Decimal(0))  # paid ahead, or late for a past month
+    owed = sum(dues.values()) - paid
+    if owed <= 0:
         return []
-    total, first = sum(owed.values()), min(owed)
-    months = "; ".join(f"{month} {money_text(amount)}" for month, amount in owed.items())
+    months, left = {}, owed
+    for month in sorted(dues, reverse=True):
+        if left <= 0:
+            break
+        months[month], left = min(dues[month], left), left - dues[month]
+    first = min(months)
+    listed = "; ".join(f"{month} {money_text(months[month])}" for month in sorted(months))
     return [Attention(
-        f"Rent unpaid since {first}: {money_text(total)} owed ({months}).",
-        f"rent unpaid, {money_text(total)}", total, (data.day - month_end(first)).days,
+        f"Rent unpaid since {first}: {money_text(owed)} owed ({listed}).",
+        f"rent unpaid, {money_text(owed)}", owed, (data.day - month_end(first)).days,
         ("rental-3028", "accounting"))]
 
 
@@ -3594,8 +3611,9 @@ def item_changes(report_id, day, items_now, items_before):
             if state.status == "open":
                 lines.append(f"Opened: {state.item.text}")
             elif before and before.status == "open":
-                lines.append(f"{state.status.capitalize()}: "
-                             f"{item_label(state.item, state.status == 'done')} "
+                said = ("Done" if state.item.done_text or is_action(state) else "Closed") \
+                    if state.status == "done" else state.status.capitalize()
+                lines.append(f"{said}: {item_label(state.item, state.status == 'done')} "
                              f"({closing_text(state)}).")
         if state.status == "open" and state.due and day and state.dated and \
                 0 <= (state.due - day).days < DUE_SOON_DAYS:  # overdue: Needs attention
@@ -4273,7 +4291,8 @@ def executive_summary(data):
     """The CEO's summary, computed: what needs attention most, then what improved and
     what worsened since the last snapshot."""
     entries = needs_attention(data, "ceo")
-    said = [f"{len(entries)} thing(s) need attention; the biggest: "
+    said = [f"{len(entries)} thing(s) need attention; "
+            f"{'the biggest' if entries[0].money > 0 else 'the longest overdue'}: "
             f"{'; '.join(e.label for e in entries[:3])}."
             if entries else calm_line(data)]
     better, worse = movements(data)
@@ -4316,8 +4335,10 @@ def pnl_table(data):
         if figure is not None:
             lines.append((name, figure, None))
     if lines:
-        notes.append(f"the businesses' revenue a month: {as_of_text(data)}; their costs are "
-                     "not split by business in the sheets")
+        dc = " (DC's billed revenue: clients.csv)" if snapshot and "revenue_dc" in \
+            snapshot.given else ""
+        notes.append(f"the businesses' revenue a month: {as_of_text(data)}{dc}; their costs "
+                     "are not split by business in the sheets")
     month = data.day and month_before(data.day)
     entries = [e for e in data.rental or () if month and month_of(e.day) == month]
     if entries:
@@ -4402,7 +4423,7 @@ def expense_functions(data):
     if data.day is None:
         return [Block("paragraph", ["Nothing to show: the cycle has no date."])]
     first, this = first_month(data.day, 12), month_of(data.day)
-    rows = [["Function", "From", "This month", "Last 12 months"]]
+    rows = [["Function", "From", "This month so far", "Last 12 months"]]
     delivery = [d for d in data.deliveries or () if d.cost is not None
                 and month_of(d.day) >= first]
     if delivery:
@@ -4410,11 +4431,12 @@ def expense_functions(data):
                      money_text(sum((d.cost for d in delivery if month_of(d.day) == this),
                                     Decimal(0))),
                      money_text(sum(d.cost for d in delivery))])
-    aws = {month: figure[0] for month, figure in latest_by_month(data, "aws_monthly_cost")
+    aws = {month: figure for month, figure in latest_by_month(data, "aws_monthly_cost")
            .items() if month >= first}
     if aws:
-        rows.append(["Technology (AWS)", "figures sheet", money_text(aws.get(this)),
-                     money_text(sum(aws.values())) + f" ({len(aws)} month(s) measured)"])
+        rows.append(["Technology (AWS)", "figures sheet", figure_text(aws.get(this), "dollars"),
+                     figure_text(sum_ranges(aws.values()), "dollars")
+                     + f" ({len(aws)} month(s) measured)"])
     spent = [e for e in data.rental or () if e.kind == "expense" and month_of(e.day) >= first]
     if spent:
         rows.append(["Property (3028 51st St)", "rental.csv",
@@ -7889,7 +7911,7 @@ def parse_cycle(label):
                          "(for example 2026-11-29)")
     if re.fullmatch(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}", label) and parse_date(label) is None:
         raise UsageError(f"--cycle {label!r} looks like a date but is not one: write it "
-                         "YYYY-MM-DD, a day that exists")
+                         f"YYYY-MM-DD, a day that exists from {FIRST_YEAR} to {LAST_YEAR}")
     return label
 
 
@@ -8014,8 +8036,19 @@ def owners_targets(args, environ, console):
     except DataError as error:
         for problem in error.problems:
             console.warn(f"warning: {problem}")
+        console.warn(f"warning: {path} is not read while it has these problems: what "
+                     "follows is without it")
         targets = {}
     return targets, path
+
+
+def default_level_text(level_id):
+    """A level as the rule reads it when targets.csv sets none: 3.0 months, $0, 35."""
+    metric = METRICS_BY_ID.get(level_id)
+    if metric:
+        return amount_text(catalogue_target(metric), metric.unit) if metric.target else \
+            "its target"
+    return amount_text(Decimal(RULE_LEVELS[level_id].default), RULE_LEVELS[level_id].unit)
 
 
 def rule_catalogue(targets, targets_path):
@@ -8033,9 +8066,9 @@ def rule_catalogue(targets, targets_path):
             set_by_owner = "; ".join(f"{month or 'every month'} {amount_text(value, unit)}"
                                      for month, value in sorted(targets.get(level_id, {})
                                                                 .items()))
-            levels.append(f"{level_id}: {default} by default"
+            levels.append(f"{level_id}: {'none' if default == '-' else default} by default"
                           + (f"; targets.csv: {set_by_owner}" if set_by_owner else ""))
-        says = rule.says.format(rule.level)
+        says = rule.says.format(default_level_text(rule.level.split()[0]))
         entries.append("\n".join([rule.rule_id, *(textwrap.fill(
             text, TEXT_WIDTH, initial_indent="    ", subsequent_indent="      ")
             for text in (says, *levels))]))

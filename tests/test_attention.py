@@ -478,3 +478,19 @@ def test_a_client_cannot_end_before_its_contract_starts(run_script, ses):
     result = run_script("--dry-run", "--cycle", CYCLE)
     assert result.returncode == 65
     assert "clients.csv:2: ended: 2024-01-01 is before the contract start" in result.stderr
+
+
+def test_rent_paid_late_settles_the_oldest_month_and_is_not_owed_twice(run_script, ses):
+    sheets = thriving()
+    without_row("rental.csv", 3)(sheets)  # September's rent, on the 1st: not then
+    with_row("rental.csv", ["2026-10-02", "rent", "", "1000", "part of September"])(sheets)
+    with_row("figures.csv", figures_row("2026-08-31", rent_due=2400))(sheets)
+    header, rows = sheets["figures.csv"]
+    sheets["figures.csv"] = (header, sorted(rows))  # oldest first, as the sheet must be
+    text = attention(sent(run_script, ses, sheets, "rental-3028")["rental-3028"])
+    assert "Rent unpaid since 2026-11: $1,400 owed (2026-11 $1,400)." in text
+    # Paid up: the late payment settles it, and December's rent paid on the 1st is
+    # no credit against a past month.
+    with_row("rental.csv", ["2026-11-20", "rent", "", "1400", "the rest"])(sheets)
+    text = attention(sent(run_script, ses, sheets, "rental-3028")["rental-3028"])
+    assert "Rent unpaid" not in text

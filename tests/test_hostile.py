@@ -601,20 +601,21 @@ sys.exit(code)
 
 def test_a_figures_sheet_of_80000_rows_stays_in_a_modest_memory(run_script):
     """Each repeated value is one object, and rows are read as they are parsed: 80,000
-    daily rows (two centuries) took 574 MiB before, and take about 160 MiB."""
+    daily rows (two centuries, all a sheet's dates can span) took 574 MiB before, and
+    take about 160 MiB."""
     rows = list(csv.reader(run_script.figures.read_text().splitlines()))
     last = rows[-1]
     with open(run_script.figures, "w", newline="") as sheet:
         writer = csv.writer(sheet)
         writer.writerow(rows[0])
-        start = datetime.date(1800, 1, 1)
+        start = datetime.date(ser.FIRST_YEAR, 1, 1)
         for day in range(80000):
             last[0] = (start + datetime.timedelta(days=day)).isoformat()
             last[1] = f"row {day}"
             writer.writerow(last)
     result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(SCRIPT),
                              *run_script.argv(["--dry-run", "--only", "ceo", "--cycle",
-                                               "2026-12-01"])],
+                                               f"{ser.LAST_YEAR}-12-31"])],
                             env=run_script.environment(None), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-500:]
@@ -665,3 +666,30 @@ def test_a_symlinked_log_replaced_by_a_file_still_stops_the_run(run_via_proxy, p
     assert rerun.returncode == 0, rerun.stderr
     sent = collections.Counter(m["subject"].split(" | ")[0] for m in ses.messages())
     assert set(sent.values()) == {1} and len(sent) == 8
+
+
+# --- Extreme dates (issue 26, item 6) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("written", ["0001-01-01", "9999-12-31", "1969-12-31", "2201-01-01"])
+def test_a_date_no_business_has_is_one_line_naming_its_cell(run_script, written):
+    """Go's zero time and .NET's MinValue export an empty date as 0001-01-01: exit 65
+    naming the cell, never an overflow."""
+    rows = list(csv.reader(run_script.figures.read_text().splitlines()))
+    rows.insert(1, [written] + [""] * (len(rows[0]) - 1))
+    with open(run_script.figures, "w", newline="") as sheet:
+        csv.writer(sheet).writerows(rows)
+    result = run_script("--dry-run", "--cycle", "2026-12-01")
+    assert result.returncode == 65, result.stderr
+    assert f"figures.csv:2: as_of: '{written}' is not a date (YYYY-MM-DD, from 1970 to " \
+           "2200)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("cycle", ["0001-01-01", "9999-12-31", "1969-12-31"])
+def test_a_cycle_no_business_has_is_a_usage_error(run_script, cycle):
+    result = run_script("--dry-run", "--cycle", cycle)
+    assert result.returncode == 64
+    [line] = result.stderr.splitlines()
+    assert f"--cycle '{cycle}' looks like a date but is not one" in line
+    assert "from 1970 to 2200" in line
