@@ -78,6 +78,7 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 import unicodedata
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
@@ -108,6 +109,9 @@ EXIT_CODES = {
                         "confirmed send is in the audit log"),
     "hung_up": (129, "stopped by SIGHUP (the terminal closed); every confirmed send is in "
                      "the audit log"),
+    "software": (os.EX_SOFTWARE, "a fault in this script (its traceback follows the "
+                                 "error line): the failure notice and the heartbeat say so "
+                                 "too; run again, and report it with the traceback"),
     "usage": (os.EX_USAGE, "the command line was wrong"),
     "config": (os.EX_CONFIG, "the configuration is invalid, no AWS credentials were found "
                              "or AWS refused them, or TLS to the endpoint cannot be "
@@ -5148,6 +5152,19 @@ def record_problem(record):
     if not all(isinstance(a, str) for a in (*record.get("to", ()), *record.get("bcc", ()),
                                            *record.get("suppressed", ()))):
         return "recipients that are not text"
+    return event_record_problem(record) if record["status"] == "event" else None
+
+
+def event_record_problem(record):
+    """Why an event record is not one this script writes (a hand-edited line), or None."""
+    if not isinstance(record.get("event"), str) or record["event"] not in EVENT_STATES:
+        return "an 'event' that is no event's kind"
+    if not all(isinstance(record.get(name, ""), str) for name in ("recipient", "event_time")):
+        return "a 'recipient' or 'event_time' that is not text"
+    bounce = record.get("bounce", {})
+    if not isinstance(bounce, dict) or not all(
+            isinstance(bounce.get(name, ""), str) for name in ("type", "subtype", "diagnostic")):
+        return "a 'bounce' of the wrong shape"
     return None
 
 
@@ -5293,7 +5310,8 @@ def read_recent_records(path, cycles):
                                 f"{problem}; ignored, not rewritten")
                 continue
             if record["status"] == "event":  # written when read, often cycles later:
-                events.append(record)  # they belong to their cycle, not the log's order
+                if len(events) < EVENTS_LOOKBACK_RECORDS:  # they belong to their cycle,
+                    events.append(record)  # not the log's order; the latest are enough
                 continue
             if record["cycle"] not in seen:
                 if len(seen) == cycles:
@@ -6313,30 +6331,43 @@ EVENT_STATES = {"send": "sent", "delivery": "delivered", "bounce": "bounced",
                 "complaint": "complained", "delay": "delayed", "reject": "rejected",
                 "rendering_failure": "not rendered"}
 UNMATCHED = "(unmatched)"  # the cycle and report of an event for a message the log lacks
+# An SES message id: letters, digits and a few marks, as SES and moto write them.
+MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}")
+EVENT_CLOCK_SKEW = timedelta(minutes=5)  # an event dated later than now by more: forged
 EVENT_TEST_REPORT = "(event test)"
 SIMULATOR = ("success@simulator.amazonses.com", "bounce@simulator.amazonses.com")
 
 
 def ses_events(body):
-    """The SES event in a queue message's body, wrapped in SNS's envelope or raw; None
-    where the body is not one (malformed, another sender's, an SNS confirmation)."""
+    """The SES event in a queue message's body, wrapped in SNS's envelope (from the
+    events topic) or raw; None where the body is not one (malformed, another sender's
+    or another topic's, an SNS confirmation, a shape SES never writes)."""
     try:
         event = json.loads(body)
         if isinstance(event, dict) and event.get("Type") == "Notification":
+            if str(event.get("TopicArn", "")).rsplit(":", 1)[-1] != EVENTS_NAME:
+                return None  # only the topic --setup-events made speaks for SES
             event = json.loads(event.get("Message") or "")
-    except (ValueError, TypeError, RecursionError):
-        return None
+        return event if ses_shaped(event) else None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError):
+        return None  # a shape no SES event has, at any depth
+
+
+def ses_shaped(event):
+    """Whether a parsed body has the shape the records are made from: a known kind, a
+    message id as SES writes one, and at most SES_MAX_RECIPIENTS addresses, each a
+    plain address, where SES writes lists."""
     if not isinstance(event, dict) or not isinstance(event.get("mail"), dict):
-        return None
+        return False
     kind = event.get("eventType") or event.get("notificationType")
-    message_id = event["mail"].get("messageId")
-    if kind not in EVENT_KINDS or not isinstance(message_id, str) or not message_id:
-        return None
-    try:  # the shape the records are made from: lists where SES writes lists
-        event_recipients(event)
-    except (AttributeError, TypeError, KeyError, IndexError):
-        return None
-    return event
+    if not isinstance(kind, str) or kind not in EVENT_KINDS or not isinstance(
+            event["mail"].get("messageId"), str) or not MESSAGE_ID_PATTERN.fullmatch(
+            event["mail"]["messageId"]):
+        return False
+    recipients = event_recipients(event)
+    return len(recipients) <= SES_MAX_RECIPIENTS and all(
+        len(r["emailAddress"]) <= 254 and r["emailAddress"].isprintable() and
+        r["emailAddress"].isascii() for r in recipients)
 
 
 def event_recipients(event):
@@ -6456,8 +6487,9 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
             read += len(messages)
             events = [(message, ses_events(message.get("Body", ""))) for message in messages]
             foreign += sum(event is None for _, event in events)
-            recorded += record_events([e for e in events if e[1]], clients, config,
-                                      audit_log, clock, console)
+            written, strangers = record_events([e for e in events if e[1]], clients, config,
+                                               audit_log, clock, console)
+            recorded, foreign = recorded + written, foreign + strangers
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         then = ("the reports are sent all the same, and the events wait on the queue for the "
                 "next run" if sending else "the events wait on the queue")
@@ -6474,12 +6506,16 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
 
 
 def record_events(events, clients, config, audit_log, clock, console):
-    """Record these (message, event) pairs, then delete their messages; how many
-    records were written."""
+    """Record these (message, event) pairs, then delete their messages; (how many
+    records were written, how many events named an address their send never had: not
+    SES's, left on the queue)."""
     sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
     known = recorded_event_ids(config.audit_log_path, {
         sends[e["mail"]["messageId"]]["cycle"] if e["mail"]["messageId"] in sends
         else UNMATCHED for _, e in events})
+    strangers = sum(not sent_to(sends.get(e["mail"]["messageId"]), e) for _, e in events)
+    events = [(message, e) for message, e in events
+              if sent_to(sends.get(e["mail"]["messageId"]), e)]
     written = 0
     for _, event in events:
         for record in event_records(event, sends.get(event["mail"]["messageId"]),
@@ -6498,7 +6534,16 @@ def record_events(events, clients, config, audit_log, clock, console):
     if failed:
         console.warn(f"warning: {failed} event message(s) could not be deleted from the queue: "
                      "they come back, and are recorded once")
-    return written
+    return written, strangers
+
+
+def sent_to(send, event):
+    """Whether every address an event names was one its send went to (True where the
+    log has no send for it: it is recorded as unmatched, and decides nothing)."""
+    if send is None:
+        return True
+    ours = {address.casefold() for address in (*send.get("to", ()), *send.get("bcc", ()))}
+    return all(entry["emailAddress"].casefold() in ours for entry in event_recipients(event))
 
 
 def events_error(error):
@@ -6536,15 +6581,17 @@ def read_events(config, audit_log, clock, console, clients, recipients, sending=
     drained = Drained()
     if config.events_queue_url:
         drained = drain_events(clients(), config, audit_log, clock, console, sending)
-    problems = delivery_problems(config.audit_log_path, recipients)
+    problems = delivery_problems(config.audit_log_path, recipients, clock.now())
     for problem in problems if sending else ():
         console.alert(f"warning: {problem}")
     return drained, problems
 
 
-def delivery_problems(path, recipients):
+def delivery_problems(path, recipients, now):
     """A line for each address among these recipients whose latest event is a
-    permanent bounce or a complaint: the owner must fix or replace it."""
+    permanent bounce or a complaint: the owner must fix or replace it.  Only an event
+    for a message of ours, dated no later than now, decides: a forged one for a
+    message we never sent, or dated in the future, decides nothing."""
     latest = {}
     log = open_audit_log_to_read(path)
     if log is None:
@@ -6555,7 +6602,8 @@ def delivery_problems(path, recipients):
         for _, line in zip(range(EVENTS_LOOKBACK_RECORDS), events):
             record, problem = parsed_record(line)
             if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
-                    str(record.get("recipient", "")).casefold() not in wanted:
+                    str(record.get("recipient", "")).casefold() not in wanted or \
+                    not record.get("matched") or event_moment(record, now) is None:
                 continue
             later_than(latest, record["recipient"].casefold(), record)
     problems = []
@@ -6574,12 +6622,27 @@ def delivery_problems(path, recipients):
 
 
 def later_than(latest, key, record, oldest_first=False):
-    """Keep in latest[key] whichever event SES dated later (SQS keeps no order); of
-    two at one moment, the one written later to the log."""
-    now, kept = str(record.get("event_time", "")), latest.get(key)
-    if kept is None or now > str(kept.get("event_time", "")) or (
-            oldest_first and now == str(kept.get("event_time", ""))):
+    """Keep in latest[key] whichever event SES dated later (SQS keeps no order), as
+    moments, not as text; of two at one moment, the one written later to the log.  An
+    event with no time SES would write is never later than one with."""
+    moment, kept = event_moment(record), latest.get(key)
+    before = kept and event_moment(kept)
+    if kept is None or (moment and (before is None or moment > before)) or (
+            oldest_first and moment == before):
         latest[key] = record
+
+
+def event_moment(record, now=None):
+    """When SES says an event happened, as an aware datetime; None where its time is
+    no time, or (given now) later than now by more than a clock's skew."""
+    try:
+        moment = datetime.fromisoformat(str(record.get("event_time", "")).replace("Z",
+                                                                                 "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return None if now is not None and moment > now + EVENT_CLOCK_SKEW else moment
 
 
 def setup_events(config, connect, console):
@@ -7152,7 +7215,7 @@ def configured_recipients(config, specs):
     return list(dict.fromkeys(a for route in routes for a in (*route["to"], *route["bcc"])))
 
 
-def check_only(reports, config, *, cycle, console, connect, refusal=None):
+def check_only(reports, config, *, cycle, console, connect, now, refusal=None):
     """--check: say what SES can tell and what a run would send; send nothing.
 
     Returns what would stop a send, as EXIT_CODES outcomes: none only when a
@@ -7174,7 +7237,7 @@ def check_only(reports, config, *, cycle, console, connect, refusal=None):
             console.problem(refusal_line(refused))
     for address, why in found.suppressed.items() if to_send else ():
         console.problem(suppression_line(address, why))
-    for problem in delivery_problems(config.audit_log_path, recipients_of(reports)):
+    for problem in delivery_problems(config.audit_log_path, recipients_of(reports), now):
         problems.add("rejected")  # SES will drop it, or count it against the account
         console.problem(f"error: {problem}")
     unwritable = audit_log_problem(config.audit_log_path) if to_send else None
@@ -7383,7 +7446,7 @@ NOTICE_REPORT = "(failure notice)"  # the report name of a failure notice's reco
 # The outcomes a notice is sent for: reports were due and did not go.  A run
 # stopped by a signal is left to the heartbeat; a run another one locked out
 # leaves the telling to that one.
-NOTICE_OUTCOMES = ("rejected", "data", "cant_create", "transient")
+NOTICE_OUTCOMES = ("software", "rejected", "data", "cant_create", "transient")
 
 
 def due_days(schedule, year, month):
@@ -7595,6 +7658,9 @@ class Alarms:
             signum = getattr(stopped, "signum", signal.SIGINT)
             self.heartbeat.ping(f"/{exit_code({STOP_SIGNALS[signum]})}")
             raise
+        except Exception as error:  # a fault of the script's own: it must still be heard
+            self.ended({"software"}, "software", fault_line(error), self.unsent_of_ledger())
+            raise
         outcomes = outcome.outcomes() if outcome else set()
         if outcomes:
             self.ended(outcomes, *outcome_reason(outcome), outcome_unsent(outcome))
@@ -7673,6 +7739,15 @@ def notice_log(path):
         except ReportRunError:
             audit_log = None
         yield audit_log
+
+
+def fault_line(error):
+    """The one line that names a fault in the script: what and where, no more (a
+    message could carry what it was working on)."""
+    where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    return (f"error: a fault in send_exec_reports: {type(error).__name__}"
+            + (f" in {where.name}, line {where.lineno}" if where else "")
+            + "; the run's stderr has the traceback")
 
 
 def failure_reason(error):
@@ -8143,7 +8218,7 @@ def run(args, *, environ, console, clock, connect, stop):
             write_previews(reports, config, args.preview_dir, now, console)
             return set()
         return check_only(reports, config, cycle=cycle, console=console, connect=connect,
-                          refusal=refusal)
+                          refusal=refusal, now=now)
     alarms = Alarms(config, cycle=cycle, selected=selected, console=console,
                     connect=connect, clock=clock)
     return alarms.watch(lambda: send_run(selected, config, cycle, now, args, scheduled=scheduled,
@@ -8200,7 +8275,7 @@ def read_events_between_cycles(config, selected, clock, console, connect):
     recipient; where another run holds the lock, it reads them."""
     recipients = configured_recipients(config, selected)
     if not config.events_queue_url:
-        for problem in delivery_problems(config.audit_log_path, recipients):
+        for problem in delivery_problems(config.audit_log_path, recipients, clock.now()):
             console.alert(f"warning: {problem}")
         return
     log_path = real_audit_log_path(config.audit_log_path)
@@ -8284,6 +8359,10 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
         return exit_code({STOP_SIGNALS[signum]})
     except HelpShown:
         return exit_code(set())
+    except Exception as error:  # a fault of the script's own: its traceback, for a fix
+        console.problem(fault_line(error))  # the traceback, redacted like every line
+        console.problem("".join(traceback.format_exception(error)).rstrip())
+        return exit_code({"software"})
 
 
 if __name__ == "__main__":

@@ -541,3 +541,34 @@ def test_a_skipped_midnight_in_the_machines_zone_is_the_first_moment_of_the_day(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+# --- A fault in the script itself (issue 26, item 1) ---------------------------------------
+
+
+def test_a_fault_in_the_script_still_sends_the_notice_and_the_failure_ping(run_script, ses):
+    """An error the script does not know (here, from the SES client factory the run is
+    given: the first client it makes) ends in exit 70 and a traceback, after the
+    failure notice and the heartbeat's /70, like any other failure."""
+    ses.verify(SENDER)
+    made = []
+
+    def faulty_factory(config, **options):
+        made.append(config)
+        if len(made) == 1:
+            raise RuntimeError("a fault nobody planned for")
+        return ser.connect_ses(config, **options)
+
+    with Monitor() as monitor:
+        result = run_script("--cycle", "2026-12-01", ses_factory=faulty_factory,
+                            env={"REPORT_HEARTBEAT_URL": monitor.url,
+                                 "REPORT_ALERT_EMAIL": None})
+    assert result.returncode == 70
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: a fault in send_exec_reports: RuntimeError in ")
+    assert "Traceback (most recent call last):" in result.stderr
+    assert monitor.paths == [f"/ping/{SECRET}/start", f"/ping/{SECRET}/70"]
+    [notice] = notices_received(ses)
+    assert "Exit code: 70" in notice["body"] and "RuntimeError" in notice["body"]
+    assert "a fault nobody planned for" not in notice["body"]  # a message may hold anything
+    assert not reports_received(ses)

@@ -377,8 +377,8 @@ def test_the_latest_state_is_the_latest_ses_dated_not_the_last_read(run_script, 
 def test_what_an_event_says_is_cleaned_before_it_is_shown(run_script, ses, events):
     ids = send_cycle(run_script, ses, "--only", "ceo")
     event = ses_event("Bounce", ids["ceo"], RECIPIENT, bounceType="Permanent",
-                      bounceSubType="Gen\x1b[2J\neral\u202e" + "x" * 5000)
-    event["bounce"]["timestamp"] = "2026\n\x1b[31mFAKE: all good\u202e"
+                      bounceSubType="Gen\x1b[2J\neral\u202e" + "x" * 5000,
+                      diagnostic="smtp\n\x1b[31mFAKE: all good\u202e")
     events.raw(event)
     result = run_script("--events", env=run_script.events_env)
     assert result.returncode == 1
@@ -463,3 +463,109 @@ def test_history_takes_an_address_in_any_case_as_one(run_script, ses, events):
     history = run_script("--history", "1").stdout
     assert f"{BCC} delivered" in history and "DELAYED" not in history.upper().replace(
         "DELIVERED", "")
+
+
+# --- Hardening, fourth pass (issue 26, items 1 to 4) ----------------------------------------
+
+
+def poisoned(kind):
+    """A message of a shape SES never writes, each once seen to stop every run."""
+    event = ses_event("Bounce", "0100-some-id", RECIPIENT, bounceType="Permanent")
+    if kind == "eventType a list":
+        event["eventType"] = ["Bounce"]
+    elif kind == "eventType an object":
+        event["eventType"] = {"Bounce": 1}
+    elif kind == "messageId a list":
+        event["mail"]["messageId"] = ["0100-some-id"]
+    elif kind == "a lone surrogate in the message id":
+        return json.dumps(event).replace("0100-some-id", "0100-\\ud800")
+    elif kind == "a lone surrogate in an address":
+        return json.dumps(event).replace(RECIPIENT, "a\\udc80b@example.com")
+    elif kind == "51 recipients":
+        event["bounce"]["bouncedRecipients"] = [{"emailAddress": f"r{n}@example.com"}
+                                               for n in range(51)]
+    elif kind == "notificationType a number":
+        del event["eventType"]
+        event["notificationType"] = 7
+    return event
+
+
+@pytest.mark.parametrize("kind", ["eventType a list", "eventType an object",
+                                  "messageId a list", "a lone surrogate in the message id",
+                                  "a lone surrogate in an address", "51 recipients",
+                                  "notificationType a number"])
+def test_one_message_of_any_shape_never_stops_the_reports(run_script, ses, events, kind):
+    events.raw(poisoned(kind))
+    ses.verify(SENDER)
+    result = run_script("--cycle", CYCLE, env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    assert len(ses.messages()) == len(ser.REPORTS) and "Traceback" not in result.stderr
+    assert "1 message(s) on the events queue are not SES events" in result.stderr
+    assert events.waiting() == 1 and not event_records(run_script)
+    again = run_script("--cycle", CYCLE, env=run_script.events_env)
+    assert again.returncode == 0, again.stderr  # and the next run too
+
+
+def test_an_event_naming_an_address_its_send_never_had_is_not_ses(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    event = ses_event("Delivery", ids["ceo"], RECIPIENT)
+    event["delivery"]["recipients"] = [RECIPIENT, "stranger@example.net"]
+    events.publish(event)
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    assert "1 message(s) on the events queue are not SES events" in result.stderr
+    assert not event_records(run_script) and events.waiting() == 1
+
+
+def test_an_event_from_another_topic_is_not_ses(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    other = events.sns.create_topic(Name="somebody-elses")["TopicArn"]
+    envelope = {"Type": "Notification", "TopicArn": other,
+                "Message": json.dumps(ses_event("Delivery", ids["ceo"], RECIPIENT))}
+    events.raw(envelope)
+    result = run_script("--events", env=run_script.events_env)
+    assert "1 message(s) on the events queue are not SES events" in result.stderr
+    assert not event_records(run_script)
+
+
+@pytest.mark.parametrize("forgery", ["an unknown message id", "a time in the future",
+                                     "a time that is no time"])
+def test_a_forged_delivery_never_switches_the_bounce_alarm_off(run_script, ses, events,
+                                                               forgery):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Bounce", ids["ceo"], BCC, bounceType="Permanent",
+                             bounceSubType="General"))
+    forged = ses_event("Delivery", ids["ceo"], BCC)
+    if forgery == "an unknown message id":
+        forged = ses_event("Delivery", "0100-never-sent", BCC)
+        forged["delivery"]["timestamp"] = "2026-12-02T08:00:00.000Z"  # later, and real
+    elif forgery == "a time in the future":
+        forged["delivery"]["timestamp"] = "9999-12-31T23:59:59.999Z"
+    else:
+        forged["delivery"]["timestamp"] = "~~~~ later than anything"
+    events.publish(forged)
+    for args in (("--events",), ("--check", "--cycle", "2026-12-15")):
+        result = run_script(*args, env=run_script.events_env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert f"{BCC} bounced permanently" in result.stderr
+    assert len(event_records(run_script)) == 2  # the forgery is recorded, and decides nothing
+
+
+@pytest.mark.parametrize("line", [
+    {"event": "bounce", "bounce": "Permanent"},
+    {"event": ["bounce"]},
+    {"event": "bounce", "bounce": {"type": ["Permanent"]}},
+    {"event": "delivery", "recipient": {"address": "x"}},
+    {"event": "delivery", "event_time": 20261201},
+])
+def test_a_hand_edited_event_line_is_ignored_with_one_warning(run_script, ses, line):
+    record = {"ts": "2026-12-01T08:00:00.000+00:00", "cycle": CYCLE, "report": "ceo",
+              "status": "event", "recipient": BCC, "event_time": "2026-12-01T08:00:00Z",
+              "matched": True, "message_id": "0100-x", **line}
+    run_script.audit_log.write_text(json.dumps(record) + "\n")
+    ses.verify(SENDER)
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    assert len(ses.messages()) == len(ser.REPORTS) and "Traceback" not in result.stderr
+    history = run_script("--history")
+    assert history.returncode == 0 and "Traceback" not in history.stderr
