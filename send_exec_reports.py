@@ -393,12 +393,19 @@ class UnreadableFile(Exception):
     """A file that exists but cannot be read as text; the message says why."""
 
 
-def read_text_file(path, newline=None):
+class TooLarge(Exception):
+    """A file over the size it may have; the message gives its size in MB."""
+
+
+def read_text_file(path, newline=None, max_bytes=None):
     """A regular file's UTF-8 text (a byte-order mark, which some Windows editors
-    write, ignored).  FileNotFoundError passes through; any other failure is
-    UnreadableFile."""
+    write, ignored).  FileNotFoundError passes through; a file over max_bytes is
+    TooLarge, before it is read; any other failure is UnreadableFile."""
     try:
         with open(open_regular_file(path), encoding="utf-8-sig", newline=newline) as file:
+            size = os.fstat(file.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise TooLarge(f"{size / 2**20:,.0f} MB")
             return file.read()
     except FileNotFoundError:
         raise
@@ -449,6 +456,10 @@ DEFAULT_MAX_ATTEMPTS = 4
 RETRY_MODES = ("standard", "adaptive", "legacy")
 
 DEFAULT_MAX_AGE_DAYS = 35  # older figures than this before the cycle are stale
+# A sheet larger than this is no export of the owner's workbook (a mis-saved file, a
+# sync tool's conflict copy): refused before it is read, so that the run is not
+# killed for memory with no one told.  80,000 figures rows are about 20 MB.
+DEFAULT_SHEET_MAX_MB = 50
 DEFAULT_OVERDUE_HOURS = 24  # --status: a due cycle not sent this long after is overdue
 NO_ALERT = "none"  # REPORT_ALERT_EMAIL=none: no failure notice by email
 
@@ -480,6 +491,7 @@ class Config(NamedTuple):
     data: "DataSheets | None" = None  # where the owner's sheets are
     data_max_age_days: int = DEFAULT_MAX_AGE_DAYS
     data_require_fresh: bool = False
+    sheet_max_bytes: int = DEFAULT_SHEET_MAX_MB << 20  # REPORT_SHEET_MAX_MB
     schedule: tuple = ()  # REPORT_SCHEDULE: the days of the month a cycle falls due
     timezone: object = None  # REPORT_TIMEZONE, a ZoneInfo; None: the machine's own zone
     overdue_hours: int = DEFAULT_OVERDUE_HOURS
@@ -623,12 +635,14 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
     routes = report_routes(settings, variant)
     retries, retry_problems = retry_setting(settings)
     (max_age, require_fresh), freshness_problems = freshness_settings(settings)
+    sheet_max_bytes, size_problems = sheet_size_setting(settings)
     (schedule, zone, overdue), schedule_problems = schedule_settings(settings)
     (alert_email, heartbeat_url), alarm_problems = alarm_settings(settings)
     problems = [*unreadable_values(settings), *required_problems(settings, environment_names),
                 *routing_problems(settings, variant, routes),
                 *configuration_set_problems(settings), *endpoint_problems(settings),
-                *retry_problems, *freshness_problems, *schedule_problems, *alarm_problems,
+                *retry_problems, *freshness_problems, *size_problems, *schedule_problems,
+                *alarm_problems,
                 *credential_problems(settings)]
     problems = problems or recipient_limit_problems(routes, variant)
     if problems:
@@ -657,6 +671,7 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         data=data,
         data_max_age_days=max_age,
         data_require_fresh=require_fresh,
+        sheet_max_bytes=sheet_max_bytes,
         schedule=schedule,
         timezone=zone,
         overdue_hours=overdue,
@@ -924,6 +939,15 @@ def retry_setting(settings):
         return None, problems
     return {"mode": mode or DEFAULT_RETRY_MODE,
             "total_max_attempts": int(attempts) if attempts else DEFAULT_MAX_ATTEMPTS}, []
+
+
+def sheet_size_setting(settings):
+    """(the most bytes a sheet may have, problems) from REPORT_SHEET_MAX_MB."""
+    written = setting(settings, "REPORT_SHEET_MAX_MB")
+    if written and not (re.fullmatch(r"[0-9]{1,5}", written) and int(written) >= 1):
+        return None, [f"REPORT_SHEET_MAX_MB {written[:20]!r} is not a number of megabytes "
+                      "from 1 to 99999"]
+    return (int(written) if written else DEFAULT_SHEET_MAX_MB) << 20, []
 
 
 def freshness_settings(settings):
@@ -2020,13 +2044,18 @@ def read_rental_entry(row):
                        row.text("note"), row.line)
 
 
-def read_sheet(path, parse):
+def read_sheet(path, parse, max_bytes=DEFAULT_SHEET_MAX_MB << 20):
     """(what parse makes of the sheet, the sha256 of its text), or (None, None) where
-    there is no such file."""
+    there is no such file; a file over max_bytes is a DataError before it is read."""
     try:
-        text = read_text_file(path, newline="")  # csv reads line ends itself
+        text = read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
     except FileNotFoundError:
         return None, None
+    except TooLarge as size:
+        raise DataError([f"{path}: {size}, more than the {max_bytes >> 20} MB a sheet may be "
+                         "(REPORT_SHEET_MAX_MB): a mis-saved export or a sync tool's copy? "
+                         "Move it out of the data folder, or raise REPORT_SHEET_MAX_MB"]
+                        ) from None
     except UnreadableFile as error:
         raise DataError([f"{path}: cannot read it: {error}"]) from None
     return parse(text, path), sha256_hex(text)
@@ -2048,7 +2077,8 @@ def load_cycle_data(config, cycle, day, console):
     for sheet, parse in SHEET_PARSERS.items():
         path = config.data.path(sheet)
         try:
-            read[sheet] = read_sheet(path, parse) if path else (None, None)
+            read[sheet] = read_sheet(path, parse, config.sheet_max_bytes) if path else (
+                None, None)
         except DataError as error:
             problems += error.problems
     if problems:

@@ -693,3 +693,28 @@ def test_a_cycle_no_business_has_is_a_usage_error(run_script, cycle):
     [line] = result.stderr.splitlines()
     assert f"--cycle '{cycle}' looks like a date but is not one" in line
     assert "from 1970 to 2200" in line
+
+
+# --- A huge file in the data folder (issue 26, item 7) -------------------------------------
+
+
+def test_a_sheet_past_its_size_limit_is_refused_before_it_is_read(run_script):
+    """A mis-saved export or a sync tool's conflict copy: one line, exit 65, and the
+    run's memory stays that of a run (a sparse file: no disk is used)."""
+    with open(run_script.data / "rental.csv", "r+b") as sheet:
+        sheet.truncate(64 << 20)  # 64 MB (one of 256 MB, read as-is, took 1.57 GB)
+    result = run_script.subprocess("--dry-run", "--cycle", "2026-12-01")
+    assert result.returncode == 65, result.stderr[-300:]
+    assert "rental.csv: 64 MB, more than the 50 MB a sheet may be (REPORT_SHEET_MAX_MB)" \
+        in result.stderr
+    raised = run_script("--dry-run", "--cycle", "2026-12-01",
+                        env={"REPORT_SHEET_MAX_MB": "300"})
+    assert raised.returncode == 65  # read now: the zeros are no CSV a spreadsheet writes
+    assert "more than the" not in raised.stderr
+
+
+@pytest.mark.parametrize("written", ["0", "-5", "ten", "1e3"])
+def test_a_sheet_size_limit_that_is_no_number_is_a_config_error(run_script, written):
+    result = run_script("--dry-run", env={"REPORT_SHEET_MAX_MB": written})
+    assert result.returncode == 78
+    assert "REPORT_SHEET_MAX_MB" in result.stderr
