@@ -4844,9 +4844,11 @@ def text_table(rows, wrap=True):
 
 
 def wrap_cell(cell, width):
-    """A cell's lines at the column's width; most cells fit, and need no textwrap."""
+    """A cell's lines at the column's width; most cells fit, and need no textwrap.
+    Every Unicode space is a space where a line may break."""
     if len(cell) <= width and not any(space in cell for space in "\t\n\r\v\f"):
         return [cell.strip()] if cell.strip() else []
+    cell = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in cell)
     return textwrap.wrap(cell, width, break_on_hyphens=False)
 
 
@@ -4860,22 +4862,41 @@ def render_text(blocks):
             heading = block.items[0].upper()
             parts.append(f"{heading}\n{'-' * len(heading)}")
         elif block.kind == "paragraph":
-            parts.append(textwrap.fill(" ".join(block.items), TEXT_WIDTH))
+            parts.append(prose(" ".join(block.items)))
         elif block.kind == "bullets":
-            parts.append("\n".join(textwrap.fill(item, TEXT_WIDTH, initial_indent="  - ",
-                                                 subsequent_indent="    ")
-                                   for item in block.items))
+            parts.append("\n".join(prose(item, "  - ", "    ") for item in block.items))
         elif block.kind == "numbered":
             width = len(str(len(block.items)))
-            parts.append("\n".join(
-                textwrap.fill(item, TEXT_WIDTH, initial_indent=f"  {n:>{width}}. ",
-                              subsequent_indent=" " * (width + 4))
-                for n, item in enumerate(block.items, start=1)))
+            parts.append("\n".join(prose(item, f"  {n:>{width}}. ", " " * (width + 4))
+                                   for n, item in enumerate(block.items, start=1)))
         elif block.kind == "table":
             parts.append(text_table(block.items))
         elif block.kind == "rule":
             parts.append("--")
     return "\n\n".join(parts) + "\n"
+
+
+# A line made of these alone reads as a heading's underline, or the footer's rule.
+RULE_CHARACTERS = frozenset("-=_~")
+
+
+def prose(text, first="", rest=""):
+    """Text wrapped to TEXT_WIDTH, so that no sheet's words can pass for the report's
+    own marks: every Unicode space is a space where a line may break (a non-breaking
+    space would make one long word), and a line of dashes alone is kept on the line
+    before it, never a line of its own under one."""
+    text = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
+    lines = textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest)
+    kept = []
+    for line in lines:
+        if set(line.strip()) <= RULE_CHARACTERS and line.strip():
+            if kept:
+                kept[-1] += " " + line.strip()
+            else:
+                kept.append(first + "(" + line.strip() + ")")
+        else:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def layout_table(rows, style=HTML_STYLE["layout"], width=None, css_class=None,

@@ -718,3 +718,48 @@ def test_a_sheet_size_limit_that_is_no_number_is_a_config_error(run_script, writ
     result = run_script("--dry-run", env={"REPORT_SHEET_MAX_MB": written})
     assert result.returncode == 78
     assert "REPORT_SHEET_MAX_MB" in result.stderr
+
+
+# --- A forged heading in the plain-text part (issue 26, item 8) ----------------------------
+
+UNICODE_SPACES = ["\u00a0", "\u2007", "\u202f", "\u2002", "\u3000", "\u205f"]
+
+
+def forged_lines(text):
+    """The lines of a text edition that look like the report's own underlines or rule
+    but are not: a line of dashes (or = signs) alone, under anything but a heading of
+    its length, the title, or a table's header; a lone -- not before the footer."""
+    lines = text.splitlines()
+    forged = []
+    for number, line in enumerate(lines[1:], start=1):
+        bare = line.strip()
+        if not bare or set(bare) - set("-=_~"):
+            continue
+        above = lines[number - 1]
+        heading = len(bare) == len(above) and above.strip() and (
+            above == above.upper() or set(bare) == {"="})  # a section's, or the title's
+        table = "  " in line.strip()  # a header's separator: runs of dashes, spaced
+        footer = bare == "--" and number + 1 < len(lines) and not lines[number + 1].strip()
+        between = bare == "=" * ser.TEXT_WIDTH and not above  # --dry-run's, between reports
+        if not (heading or table or footer or between):
+            forged.append((above, line))
+    return forged
+
+
+@pytest.mark.parametrize("space", UNICODE_SPACES)
+def test_no_free_text_forges_a_heading_in_the_text_edition(run_script, space):
+    fake = space.join(["SECURITY", "GAPS", "FOUND", "NONE"])
+    text = "x " * 30 + fake + " " + "-" * 60
+    with open(run_script.items, "a", newline="") as sheet:
+        csv.writer(sheet).writerow(["2026-11-25", "forged", "open", "", "ceo", "action",
+                                    text, ""])
+    result = run_script("--dry-run", "--only", "ceo", "--cycle", "2026-12-01")
+    assert result.returncode == 0, result.stderr
+    assert "x x x" in result.stdout  # the item is there
+    assert not forged_lines(result.stdout)
+    assert space not in result.stdout  # a space where a line may break, as any other
+
+
+def test_a_report_of_the_example_has_no_forged_line(run_script):
+    result = run_script("--dry-run", "--cycle", "2026-12-01")
+    assert result.returncode == 0 and not forged_lines(result.stdout)
