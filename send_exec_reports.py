@@ -5118,7 +5118,7 @@ RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
                           "error": (dict, type(None)), "to": list, "bcc": list,
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
-                          "suppressed": list, "sheets": dict}
+                          "suppressed": list, "sheets": dict, "schedule": str}
 # A report's record is sent, failed or skipped; a cycle's own records say it was
 # missed (its due date passed unsent) or that a failure notice went out for it; an
 # event record is what SES said later of a message: delivered, bounced...
@@ -5155,7 +5155,18 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "data_as_of": report.data_as_of,
         "data_sha256": report.data_sha256,
         "sheets": dict(report.sheets),
+        **schedule_field(config),
     }
+
+
+def schedule_field(config):
+    """The schedule in force, on each record a run writes under one: a cycle is called
+    missed only where it fell due while that schedule was in force."""
+    return {"schedule": schedule_text(config.schedule)} if config.schedule else {}
+
+
+def schedule_text(schedule):
+    return ",".join(map(str, schedule))
 
 
 def real_audit_log_path(path):
@@ -7231,6 +7242,9 @@ def record_missed(audit_log, config, cycle, reports, clock, console):
     """Record each due date that passed unsent (in full or in part) before this cycle,
     and say so once, in one line."""
     run_id = os.urandom(16).hex()
+    said = schedule_change(config.audit_log_path, config, cycle)
+    if said:
+        console.warn(said)
     missed = missed_cycles(config.audit_log_path, config, cycle, reports)
     for day, unsent in missed.items():
         audit_log.append(missed_record(config, run_id=run_id, day=day, cycle=cycle,
@@ -7242,6 +7256,21 @@ def record_missed(audit_log, config, cycle, reports, clock, console):
         console.alert(f"warning: missed cycle(s) {shown}: they fell due and were not "
                       f"(fully) sent before cycle {cycle} fell due; only {cycle} is sent "
                       "(the audit log records each miss; --history shows them)")
+
+
+def schedule_change(path, config, cycle):
+    """One line where the log's latest scheduled cycle was sent under another schedule
+    than REPORT_SCHEDULE's now: no cycle before the change is called missed."""
+    cycles = schedule_records(path, config.variant, date.fromisoformat(cycle))
+    latest = max((day for day, seen in cycles.items() if seen["sent"] or seen["missed"]),
+                 default=None)
+    before = {s for s in cycles[latest]["schedules"] if s} if latest else set()
+    ours = schedule_text(config.schedule)
+    if not before or ours in before:
+        return None
+    return (f"note: REPORT_SCHEDULE is now {ours} (cycle {latest} went under "
+            f"{', '.join(sorted(before))}): cycles are counted as missed from the first "
+            "sent under the new schedule")
 
 
 def say_preflight(found, console, note):
@@ -7545,9 +7574,10 @@ def zone_name(zone):
 
 
 def schedule_records(path, variant, before):
-    """{cycle date: {"sent": reports sent, "missed": bool}} of the variant's dated
-    cycles in the year before `before`, read back from the log's end as far as the
-    first record of an older cycle (records are appended in time order)."""
+    """{cycle date: {"sent": reports sent, "missed": bool, "schedules": the schedules
+    its records were written under}} of the variant's dated cycles in the year before
+    `before`, read back from the log's end as far as the first record of an older
+    cycle (records are appended in time order)."""
     cycles = {}
     oldest = before - timedelta(days=MISSED_LOOKBACK_DAYS)
     for record in records_from_end(path):
@@ -7556,8 +7586,9 @@ def schedule_records(path, variant, before):
             break
         if day is None or day >= before or record.get("variant", "a") != variant:
             continue
-        seen = cycles.setdefault(day, {"sent": set(), "missed": False})
+        seen = cycles.setdefault(day, {"sent": set(), "missed": False, "schedules": set()})
         seen["missed"] |= record["status"] == "missed"
+        seen["schedules"].add(record.get("schedule"))
         if record["status"] == "sent":
             seen["sent"].add(record["report"])
     return cycles
@@ -7565,17 +7596,20 @@ def schedule_records(path, variant, before):
 
 def missed_cycles(path, config, cycle, reports):
     """{due date: the reports it never sent} for each due date before this cycle, in
-    the year before it, not fully sent and not yet recorded as missed.  None before
-    the first cycle the log shows: a new schedule has missed nothing."""
+    the year before it, not fully sent and not yet recorded as missed, since the
+    first cycle the log shows sent under the schedule in force: a new schedule (or
+    the first, after cycles sent by hand) has missed nothing."""
     current = date.fromisoformat(cycle)
     cycles = schedule_records(path, config.variant, current)
-    started = [day for day, seen in cycles.items() if seen["missed"] or seen["sent"]]
+    ours = schedule_text(config.schedule)
+    started = [day for day, seen in cycles.items()
+               if (seen["missed"] or seen["sent"]) and ours in seen["schedules"]]
     if not started:
         return {}
     wanted = [spec.report_id for spec in reports]
     missed, day = {}, min(started) - timedelta(days=1)
     while (day := due_after(config.schedule, day)) < current:
-        seen = cycles.get(day, {"sent": set(), "missed": False})
+        seen = cycles.get(day, {"sent": set(), "missed": False, "schedules": set()})
         unsent = [r for r in wanted if r not in seen["sent"]]
         if unsent and not seen["missed"]:
             missed[day] = unsent
@@ -7588,7 +7622,8 @@ def missed_record(config, *, run_id, day, cycle, unsent, now):
             "run_id": run_id, "cycle": day.isoformat(), "variant": config.variant,
             "report": MISSED_REPORT, "status": "missed", "message_id": None,
             "error": {"code": "Missed", "message": f"fell due on {day}; not sent before "
-                      f"cycle {cycle} fell due: {', '.join(unsent)}"}}
+                      f"cycle {cycle} fell due: {', '.join(unsent)}"},
+            **schedule_field(config)}
 
 
 def cycle_is_sent(config, cycle, reports):

@@ -572,3 +572,39 @@ def test_a_fault_in_the_script_still_sends_the_notice_and_the_failure_ping(run_s
     assert "Exit code: 70" in notice["body"] and "RuntimeError" in notice["body"]
     assert "a fault nobody planned for" not in notice["body"]  # a message may hold anything
     assert not reports_received(ses)
+
+
+# --- False misses (issue 26, item 5) ------------------------------------------------------
+
+
+def missed_days(run_script):
+    return [r["cycle"] for r in run_script.audit_records() if r["status"] == "missed"]
+
+
+def test_cycles_sent_by_hand_before_a_schedule_are_never_missed(run_script, ses):
+    """As the README says: send by hand first, then set REPORT_SCHEDULE."""
+    ses.verify(SENDER)
+    assert run_script("--cycle", "2026-11-10", clock=at("2026-11-10 18:00")).returncode == 0
+    result = run_script("--quiet", clock=at("2026-12-03 18:00"), env=SCHEDULED)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert missed_days(run_script) == [] and "2026-12-01" in cycles_sent(run_script)
+
+
+def test_a_changed_schedule_is_one_line_and_no_list_of_misses(run_script, ses):
+    ses.verify(SENDER)
+    for moment in ("2026-10-01 18:00", "2026-10-15 18:00", "2026-11-01 18:00",
+                   "2026-11-15 18:00"):
+        assert run_script("--quiet", clock=at(moment), env=SCHEDULED).returncode == 0
+    changed = {**SCHEDULED, "REPORT_SCHEDULE": "5,20"}
+    result = run_script(clock=at("2026-12-06 18:00"), env=changed)
+    assert result.returncode == 0, result.stderr
+    assert missed_days(run_script) == [] and "2026-12-05" in cycles_sent(run_script)
+    [line] = [x for x in result.stderr.splitlines() if "REPORT_SCHEDULE" in x]
+    assert "REPORT_SCHEDULE is now 5,20 (cycle 2026-11-15 went under 1,15)" in line
+    assert "missed cycle" not in result.stderr
+    # From the new schedule's first cycle on, a due date that passes unsent is a miss.
+    later = run_script("--quiet", clock=at("2027-01-06 18:00"), env=changed)
+    assert later.returncode == 0, later.stderr
+    assert missed_days(run_script) == ["2026-12-20"]
+    assert "REPORT_SCHEDULE is now" not in later.stderr
