@@ -4862,12 +4862,12 @@ def render_text(blocks):
             heading = block.items[0].upper()
             parts.append(f"{heading}\n{'-' * len(heading)}")
         elif block.kind == "paragraph":
-            parts.append(prose(" ".join(block.items)))
+            parts.append(wrap_prose(" ".join(block.items)))
         elif block.kind == "bullets":
-            parts.append("\n".join(prose(item, "  - ", "    ") for item in block.items))
+            parts.append("\n".join(wrap_prose(item, "  - ", "    ") for item in block.items))
         elif block.kind == "numbered":
             width = len(str(len(block.items)))
-            parts.append("\n".join(prose(item, f"  {n:>{width}}. ", " " * (width + 4))
+            parts.append("\n".join(wrap_prose(item, f"  {n:>{width}}. ", " " * (width + 4))
                                    for n, item in enumerate(block.items, start=1)))
         elif block.kind == "table":
             parts.append(text_table(block.items))
@@ -4880,7 +4880,7 @@ def render_text(blocks):
 RULE_CHARACTERS = frozenset("-=_~")
 
 
-def prose(text, first="", rest=""):
+def wrap_prose(text, first="", rest=""):
     """Text wrapped to TEXT_WIDTH, so that no sheet's words can pass for the report's
     own marks: every Unicode space is a space where a line may break (a non-breaking
     space would make one long word), and a line of dashes alone is kept on the line
