@@ -6550,7 +6550,7 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
             events = [(message, ses_events(message.get("Body", ""))) for message in messages]
             foreign += sum(event is None for _, event in events)
             written, strangers = record_events([e for e in events if e[1]], clients, config,
-                                               audit_log, clock, console)
+                                               audit_log, clock, console, deadline)
             recorded, foreign = recorded + written, foreign + strangers
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         then = ("the reports are sent all the same, and the events wait on the queue for the "
@@ -6567,10 +6567,11 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
     return Drained(recorded)
 
 
-def record_events(events, clients, config, audit_log, clock, console):
+def record_events(events, clients, config, audit_log, clock, console, deadline=math.inf):
     """Record these (message, event) pairs, then delete their messages; (how many
     records were written, how many events named an address their send never had: not
-    SES's, left on the queue)."""
+    SES's, left on the queue).  Past the deadline (time.monotonic()), the messages not
+    yet recorded are left on the queue for the next run."""
     sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
     known = recorded_event_ids(config.audit_log_path, {
         sends[e["mail"]["messageId"]]["cycle"] if e["mail"]["messageId"] in sends
@@ -6578,16 +6579,19 @@ def record_events(events, clients, config, audit_log, clock, console):
     strangers = sum(not sent_to(sends.get(e["mail"]["messageId"]), e) for _, e in events)
     events = [(message, e) for message, e in events
               if sent_to(sends.get(e["mail"]["messageId"]), e)]
-    written = 0
-    for _, event in events:
+    written, done = 0, []
+    for message, event in events:
+        if time.monotonic() >= deadline:
+            break  # the run's time for events is up, inside a batch as between them
         for record in event_records(event, sends.get(event["mail"]["messageId"]),
                                     clock.now()):
             if record["event_id"] not in known:
                 audit_log.append(record)  # on disk before its message leaves the queue
                 known.add(record["event_id"])
                 written += 1
+        done.append(message)
     entries = [{"Id": str(number), "ReceiptHandle": message["ReceiptHandle"]}
-               for number, (message, _) in enumerate(events) if message.get("ReceiptHandle")]
+               for number, message in enumerate(done) if message.get("ReceiptHandle")]
     failed = 0
     for start in range(0, len(entries), 10):
         answer = clients.sqs.delete_message_batch(QueueUrl=config.events_queue_url,
