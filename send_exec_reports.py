@@ -3183,13 +3183,22 @@ def as_of_text(data):
         "the domain records"
 
 
+def under_level(data, metric_id):
+    """(the cycle's figure of a metric, its level) where the figure misses the level;
+    None where it meets it, or either is unknown."""
+    metric = METRICS_BY_ID[metric_id]
+    figure, level = figure_of(data.figures.snapshot, metric), rule_level(data, metric_id)
+    if figure is None or level is None or on_target(metric, figure, level):
+        return None
+    return figure, level
+
+
 def runway_short(data):
     """The runway under its level: cash against the monthly loss."""
-    metric = METRICS_BY_ID["runway_months"]
-    snapshot = data.figures.snapshot
-    figure, level = figure_of(snapshot, metric), rule_level(data, "runway_months")
-    if figure is None or level is None or on_target(metric, figure, level):
+    missed = under_level(data, "runway_months")
+    if missed is None:
         return []
+    (figure, level), snapshot = missed, data.figures.snapshot
     net = net_cash_flow(snapshot)
     cash = snapshot.figure("cash_on_hand")
     return [Attention(
@@ -3201,11 +3210,10 @@ def runway_short(data):
 
 def losing_money(data):
     """Revenue minus burn under its level (0: a month that spends more than it earns)."""
-    metric = METRICS_BY_ID["net_cash_flow"]
-    snapshot = data.figures.snapshot
-    net, level = figure_of(snapshot, metric), rule_level(data, "net_cash_flow")
-    if net is None or level is None or on_target(metric, net, level):
+    missed = under_level(data, "net_cash_flow")
+    if missed is None:
         return []
+    (net, level), snapshot = missed, data.figures.snapshot
     return [Attention(
         f"Revenue minus burn {figure_text(net, 'dollars')} a month"
         + (f", under the {money_text(level)} level" if level else "") + ": revenue "
@@ -3219,10 +3227,10 @@ def revenue_short(data):
     """Each business's revenue under the month's target: the shortfall."""
     snapshot, found = data.figures.snapshot, []
     for metric_id in REVENUE_METRICS:
-        metric = METRICS_BY_ID[metric_id]
-        figure, target = figure_of(snapshot, metric), rule_level(data, metric_id)
-        if figure is None or target is None or on_target(metric, figure, target):
+        metric, missed = METRICS_BY_ID[metric_id], under_level(data, metric_id)
+        if missed is None:
             continue
+        figure, target = missed
         short = target - figure[0]
         found.append(Attention(
             f"{metric.label} {figure_text(figure, 'dollars')}: {money_text(short)} under the "

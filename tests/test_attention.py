@@ -150,6 +150,14 @@ def text_editions(run_script, cycle=CYCLE, *args):
     return editions
 
 
+def data_error(run_script, sheets):
+    """What a run says of these sheets, which it must refuse (exit 65)."""
+    lay_out(run_script, sheets)
+    result = run_script("--dry-run", "--cycle", CYCLE)
+    assert result.returncode == 65, result.stderr
+    return result.stderr
+
+
 def attention(text):
     return section(text, "Needs attention", "Since the last report")
 
@@ -376,10 +384,7 @@ def test_rules_lists_each_rule_with_its_level_and_where_it_was_set(run_script):
 def test_a_rule_level_that_is_not_a_number_is_a_data_error(run_script, ses):
     sheets = thriving()
     with_row("targets.csv", ["renewal_days", "", "soon"])(sheets)
-    lay_out(run_script, sheets)
-    result = run_script("--dry-run", "--cycle", CYCLE)
-    assert result.returncode == 65
-    assert "targets.csv:5: target: 'soon'" in result.stderr
+    assert "targets.csv:5: target: 'soon'" in data_error(run_script, sheets)
 
 
 # --- Plans keep their dates; items start from --new-data -------------------------------
@@ -474,10 +479,8 @@ def test_the_source_documents_items_say_they_are_not_yet_confirmed(run_script, t
 def test_a_client_cannot_end_before_its_contract_starts(run_script, ses):
     sheets = trouble()
     replacing("clients.csv", 0, "ended", "2024-01-01")(sheets)
-    lay_out(run_script, sheets)
-    result = run_script("--dry-run", "--cycle", CYCLE)
-    assert result.returncode == 65
-    assert "clients.csv:2: ended: 2024-01-01 is before the contract start" in result.stderr
+    assert "clients.csv:2: ended: 2024-01-01 is before the contract start" in \
+        data_error(run_script, sheets)
 
 
 def test_rent_paid_late_settles_the_oldest_month_and_is_not_owed_twice(run_script, ses):
