@@ -3498,10 +3498,6 @@ def fixed(metric, figure, target):
     return target is None or on_target(metric, figure, target)
 
 
-def metric_met(metric, data, snapshot):
-    return fixed(metric, figure_of(snapshot, metric), target_of(metric, data, snapshot))
-
-
 def plan_met(metric, snapshot, once_measured=False):
     """Whether a snapshot shows the catalogue's level reached, which is what closes an
     item: a month's target in targets.csv moves a status, never the plan."""
@@ -3722,18 +3718,12 @@ def other_items(states, report_id, used):
     shown = actions if "actions" in used else actions[:TOP_ACTIONS] if "top_actions" in used \
         else []
     rest = [state for state in open_items(states, report_id)
-            if f"items_{state.item.kind}" not in used and state not in shown
-            and not (state.item.done_text and state_name(state.item) in used)]
+            if f"items_{state.item.kind}" not in used and state not in shown]
     if not rest:
         return []
     lines = [state.item.text + (f" Action: {state.item.todo}" if state.item.todo else "")
              + (f" (due {state.due})" if state.due and state.dated else "") for state in rest]
     return [Block("heading", ["Other open items " + COUNT_MARK]), Block("numbered", lines)]
-
-
-def state_name(item):
-    """The placeholder of an item's statement of state."""
-    return "state_" + item.item_id.replace("-", "_")
 
 
 def action_list(states, report_id, most=None):
@@ -4250,11 +4240,8 @@ def expense_table(data):
 
 def occupancy_by_month(data):
     """{YYYY-MM: occupancy}: each month's latest snapshot that measured it."""
-    months = {}
-    for snapshot in data.figures.all:
-        if "rental_occupancy" in snapshot.figures:
-            months[month_of(snapshot.as_of)] = snapshot.figures["rental_occupancy"][0]
-    return months
+    return {month: figure[0] for month, figure in
+            latest_by_month(data, "rental_occupancy").items()}
 
 
 def occupancy_table(data):
