@@ -2297,6 +2297,7 @@ def percent_share(part, whole):
     return f"{(part / whole * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)}%"
 
 
+@functools.lru_cache(maxsize=1 << 17)  # a long sheet asks for the same days again and again
 def month_of(day):
     return f"{day:%Y-%m}"
 
@@ -4209,12 +4210,13 @@ def rent_cell(rent, due, in_progress):
 
 def figure_by_month(data, metric_id, month):
     """A figure that holds until it changes (the rent due, the capacity): the latest
-    snapshot's that measured it, up to the month's end."""
-    figure = None
-    for snapshot in data.figures.all:
-        if month_of(snapshot.as_of) <= month and metric_id in snapshot.figures:
-            figure = snapshot.figures[metric_id][0]
-    return figure
+    snapshot's that measured it, up to the month's end (the snapshots are oldest
+    first, so the search runs from the newest and stops at the first)."""
+    end = month_end(month)
+    for snapshot in reversed(data.figures.all):
+        if snapshot.as_of <= end and metric_id in snapshot.figures:
+            return snapshot.figures[metric_id][0]
+    return None
 
 
 def expense_table(data):
@@ -4843,8 +4845,7 @@ def wrap_cell(cell, width):
     Every Unicode space is a space where a line may break."""
     if len(cell) <= width and not any(space in cell for space in "\t\n\r\v\f"):
         return [cell.strip()] if cell.strip() else []
-    cell = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in cell)
-    return textwrap.wrap(cell, width, break_on_hyphens=False)
+    return textwrap.wrap(breakable_spaces(cell), width, break_on_hyphens=False)
 
 
 def render_text(blocks):
@@ -4875,12 +4876,19 @@ def render_text(blocks):
 RULE_CHARACTERS = frozenset("-=_~")
 
 
+def breakable_spaces(text):
+    """Every Unicode space (no-break, thin, ideographic...) as a plain one."""
+    if text.isascii():  # most text: nothing to look at
+        return text
+    return "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
+
+
 def wrap_prose(text, first="", rest=""):
     """Text wrapped to TEXT_WIDTH, so that no sheet's words can pass for the report's
     own marks: every Unicode space is a space where a line may break (a non-breaking
     space would make one long word), and a line of dashes alone is kept on the line
     before it, never a line of its own under one."""
-    text = "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in text)
+    text = breakable_spaces(text)
     lines = textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest)
     kept = []
     for line in lines:
