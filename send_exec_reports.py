@@ -85,6 +85,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote, urlsplit
 
 
 # boto3 is imported only where something is sent or checked: it costs more
@@ -405,8 +406,11 @@ def read_text_file(path, newline=None, max_bytes=None):
         with open(open_regular_file(path), encoding="utf-8-sig", newline=newline) as file:
             size = os.fstat(file.fileno()).st_size
             if max_bytes is not None and size > max_bytes:
-                raise TooLarge(f"{size / 2**20:,.0f} MB")
-            return file.read()
+                raise TooLarge(f"{size / 2**20:,.1f} MB")
+            text = file.read() if max_bytes is None else file.read(max_bytes + 1)
+            if max_bytes is not None and len(text) > max_bytes:  # it grew as it was read
+                raise TooLarge(f"more than {max_bytes >> 20} MB")
+            return text
     except FileNotFoundError:
         raise
     except OSError as error:
@@ -909,8 +913,6 @@ def endpoint_problems(settings):
 
 def url_problem(value):
     """Why value is not an http(s) URL that botocore can use, or None."""
-    from urllib.parse import urlsplit
-
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         return "is not an http(s) URL"
     try:
@@ -1019,8 +1021,6 @@ def heartbeat_url_problem(url):
     """Why a heartbeat URL cannot be used, or None: https only, but for a loopback
     address (a local monitor, the tests), so that its secret never crosses a network
     in clear."""
-    from urllib.parse import urlsplit
-
     problem = url_problem(url)
     if problem:
         return problem
@@ -1047,8 +1047,6 @@ def url_secrets(url):
     and each long part of it."""
     if not url:
         return ()
-    from urllib.parse import urlsplit
-
     path = urlsplit(url).path.strip("/")
     return (url, path, *(part for part in path.split("/") if part != path))
 
@@ -1067,10 +1065,12 @@ def redact(text, secrets):
     """text with every secret value replaced, in one pass, for anything printed or logged.
 
     One pass, longest first, so that no replacement is itself redacted again.  A
-    secret is also found as an error message may quote it: escaped (b'...\\n...').
+    secret is also found as an error message may quote it: escaped (b'...\\n...'),
+    or in a URL (%2F for the / an AWS secret key may hold).
     """
     forms = {form for secret in secrets if len(secret) >= MIN_SECRET_LENGTH
-             for form in (secret, secret.encode("unicode_escape").decode("ascii"))}
+             for form in (secret, secret.encode("unicode_escape").decode("ascii"),
+                          quote(secret, safe=""))}
     real = sorted(forms, key=len, reverse=True)
     if not real:
         return text
@@ -1699,9 +1699,11 @@ def parse_targets(text, name):
             row_problems.append(f"{where}: metric: {named[:30]!r} is no metric or rule "
                                 "level; --metrics and --rules list them")
         month = cells.get("month", "")  # empty: every month without a row of its own
-        if month and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
-            row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM), "
-                                "nor empty for every month")
+        if month and not (re.fullmatch(r"[0-9]{4}-[0-9]{2}", month)
+                          and parse_date(month + "-01")):
+            row_problems.append(f"{where}: month: {month[:20]!r} is not a month (YYYY-MM, "
+                                f"from {FIRST_YEAR} to {LAST_YEAR}), nor empty for every "
+                                "month")
         value = None
         if metric and metric.unit == "yes_no":
             row_problems.append(f"{where}: metric: {metric.metric_id} is yes or no: its "
@@ -4845,7 +4847,8 @@ def wrap_cell(cell, width):
     Every Unicode space is a space where a line may break."""
     if len(cell) <= width and not any(space in cell for space in "\t\n\r\v\f"):
         return [cell.strip()] if cell.strip() else []
-    return textwrap.wrap(breakable_spaces(cell), width, break_on_hyphens=False)
+    return [unruled(line)
+            for line in textwrap.wrap(breakable_spaces(cell), width, break_on_hyphens=False)]
 
 
 def render_text(blocks):
@@ -4872,10 +4875,6 @@ def render_text(blocks):
     return "\n\n".join(parts) + "\n"
 
 
-# A line made of these alone reads as a heading's underline, or the footer's rule.
-RULE_CHARACTERS = frozenset("-=_~")
-
-
 def breakable_spaces(text):
     """Every Unicode space (no-break, thin, ideographic...) as a plain one."""
     if text.isascii():  # most text: nothing to look at
@@ -4886,20 +4885,19 @@ def breakable_spaces(text):
 def wrap_prose(text, first="", rest=""):
     """Text wrapped to TEXT_WIDTH, so that no sheet's words can pass for the report's
     own marks: every Unicode space is a space where a line may break (a non-breaking
-    space would make one long word), and a line of dashes alone is kept on the line
-    before it, never a line of its own under one."""
-    text = breakable_spaces(text)
-    lines = textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest)
-    kept = []
-    for line in lines:
-        if set(line.strip()) <= RULE_CHARACTERS and line.strip():
-            if kept:
-                kept[-1] += " " + line.strip()
-            else:
-                kept.append(first + "(" + line.strip() + ")")
-        else:
-            kept.append(line)
-    return "\n".join(kept)
+    space would make one long word), and a line of dashes alone is in brackets."""
+    lines = textwrap.wrap(breakable_spaces(text), TEXT_WIDTH, initial_indent=first,
+                          subsequent_indent=rest)
+    return "\n".join(map(unruled, lines))
+
+
+def unruled(line):
+    """A wrapped line with no letter or digit (dashes, box-drawing, dots) reads as an
+    underline or a rule of the report's own: it is shown in brackets instead."""
+    bare = line.strip()
+    if len(bare) < 2 or any(ch.isalnum() for ch in bare):
+        return line
+    return line[:len(line) - len(line.lstrip())] + "(" + bare + ")"
 
 
 def layout_table(rows, style=HTML_STYLE["layout"], width=None, css_class=None,
@@ -5121,7 +5119,7 @@ RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
                           "error": (dict, type(None)), "to": list, "bcc": list,
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
-                          "suppressed": list, "sheets": dict, "schedule": str}
+                          "suppressed": list, "sheets": dict}
 # A report's record is sent, failed or skipped; a cycle's own records say it was
 # missed (its due date passed unsent) or that a failure notice went out for it; an
 # event record is what SES said later of a message: delivered, bounced...
@@ -5224,11 +5222,14 @@ def event_record_problem(record):
     """Why an event record is not one this script writes (a hand-edited line), or None."""
     if not isinstance(record.get("event"), str) or record["event"] not in EVENT_STATES:
         return "an 'event' that is no event's kind"
-    if not all(isinstance(record.get(name, ""), str) for name in ("recipient", "event_time")):
-        return "a 'recipient' or 'event_time' that is not text"
-    bounce = record.get("bounce", {})
+    if not all(isinstance(record.get(name), str)
+               for name in ("recipient", "event_time", "event_id")):
+        return "a 'recipient', 'event_time' or 'event_id' that is not text"
+    if not isinstance(record.get("matched"), bool):
+        return "a 'matched' that is not true or false"
+    bounce = record.get("bounce", {"type": "", "subtype": "", "diagnostic": ""})
     if not isinstance(bounce, dict) or not all(
-            isinstance(bounce.get(name, ""), str) for name in ("type", "subtype", "diagnostic")):
+            isinstance(bounce.get(name), str) for name in ("type", "subtype", "diagnostic")):
         return "a 'bounce' of the wrong shape"
     return None
 
@@ -6403,14 +6404,23 @@ EVENT_TEST_REPORT = "(event test)"
 SIMULATOR = ("success@simulator.amazonses.com", "bounce@simulator.amazonses.com")
 
 
-def ses_events(body):
+def events_topic_arn(arn, queue_url):
+    """Whether an SNS message's TopicArn is the events topic of the queue's own account
+    (arn:PARTITION:sns:REGION:ACCOUNT:exec-reports-events), as --setup-events made it."""
+    parts = arn.split(":") if isinstance(arn, str) else []
+    account = urlsplit(queue_url or "").path.strip("/").split("/")[0]
+    return len(parts) == 6 and parts[0] == "arn" and parts[2] == "sns" and \
+        parts[4] == account and parts[5] == EVENTS_NAME
+
+
+def ses_events(body, queue_url=None):
     """The SES event in a queue message's body, wrapped in SNS's envelope (from the
     events topic) or raw; None where the body is not one (malformed, another sender's
     or another topic's, an SNS confirmation, a shape SES never writes)."""
     try:
         event = json.loads(body)
         if isinstance(event, dict) and event.get("Type") == "Notification":
-            if str(event.get("TopicArn", "")).rsplit(":", 1)[-1] != EVENTS_NAME:
+            if not events_topic_arn(event.get("TopicArn"), queue_url):
                 return None  # only the topic --setup-events made speaks for SES
             event = json.loads(event.get("Message") or "")
         return event if ses_shaped(event) else None
@@ -6430,9 +6440,14 @@ def ses_shaped(event):
             event["mail"]["messageId"]):
         return False
     recipients = event_recipients(event)
-    return len(recipients) <= SES_MAX_RECIPIENTS and all(
-        len(r["emailAddress"]) <= 254 and r["emailAddress"].isprintable() and
-        r["emailAddress"].isascii() for r in recipients)
+    destination = event["mail"].get("destination") or []
+    if not isinstance(destination, list) or not all(isinstance(a, str) for a in destination):
+        return False
+    listing = EVENT_KINDS[kind][1] is not None  # a kind that names whom it happened to
+    return (bool(recipients) or not listing) and \
+        max(len(recipients), len(destination)) <= SES_MAX_RECIPIENTS and all(
+            len(address) <= 254 and address.isprintable() and address.isascii()
+            for address in (*destination, *(r["emailAddress"] for r in recipients)))
 
 
 def event_recipients(event):
@@ -6550,7 +6565,8 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
             if not messages:
                 break
             read += len(messages)
-            events = [(message, ses_events(message.get("Body", ""))) for message in messages]
+            events = [(message, ses_events(message.get("Body", ""), config.events_queue_url))
+                      for message in messages]
             foreign += sum(event is None for _, event in events)
             written, strangers = record_events([e for e in events if e[1]], clients, config,
                                                audit_log, clock, console, deadline)
@@ -6607,12 +6623,14 @@ def record_events(events, clients, config, audit_log, clock, console, deadline=m
 
 
 def sent_to(send, event):
-    """Whether every address an event names was one its send went to (True where the
-    log has no send for it: it is recorded as unmatched, and decides nothing)."""
+    """Whether every address the event's mail went to (mail.destination, as SES writes
+    it) was one its send went to; True where the log has no send for it (it is
+    recorded as unmatched, and decides nothing).  A bounce may name another address,
+    the final recipient of a forwarding alias: that is SES's, and kept."""
     if send is None:
         return True
     ours = {address.casefold() for address in (*send.get("to", ()), *send.get("bcc", ()))}
-    return all(entry["emailAddress"].casefold() in ours for entry in event_recipients(event))
+    return all(address.casefold() in ours for address in event["mail"].get("destination") or ())
 
 
 def events_error(error):
@@ -6648,9 +6666,18 @@ def read_events(config, audit_log, clock, console, clients, recipients, sending=
     then warn of each recipient whose latest event is a permanent bounce or a
     complaint (even with --quiet).  Returns the Drained and the problems."""
     drained = Drained()
-    if config.events_queue_url:
-        drained = drain_events(clients(), config, audit_log, clock, console, sending)
-    problems = delivery_problems(config.audit_log_path, recipients, clock.now())
+    try:
+        if config.events_queue_url:
+            drained = drain_events(clients(), config, audit_log, clock, console, sending)
+        problems = delivery_problems(config.audit_log_path, recipients, clock.now())
+    except ReportRunError:
+        raise  # the audit log: its own exit code
+    except Exception as error:  # bookkeeping of what came after: never stops the reports
+        if not sending:
+            raise
+        console.alert(f"warning: the delivery events could not be read ({fault_line(error)}); "
+                      "the reports are sent all the same")
+        return Drained(drained.recorded, read_all=False), []
     for problem in problems if sending else ():
         console.alert(f"warning: {problem}")
     return drained, problems
@@ -7426,7 +7453,7 @@ def report_outcome(outcome, config, cycle, console):
                    f"audit log: {config.audit_log_path}")
 
 
-def history_tables(records):
+def history_tables(records, now):
     """The cycles these records hold, newest last, each variant as a table; where SES's
     events reached the log, each recipient's latest state."""
     latest = {}  # (cycle, variant) -> {report: its record that says the most}
@@ -7434,8 +7461,9 @@ def history_tables(records):
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
         if record["status"] == "event":
-            later_than(delivered.setdefault((*key, record["report"]), {}),
-                       str(record.get("recipient", "")).casefold(), record, oldest_first=True)
+            if record["matched"] and event_moment(record, now):  # as the alarm reads them
+                later_than(delivered.setdefault((*key, record["report"]), {}),
+                           record["recipient"].casefold(), record, oldest_first=True)
             continue
         shown = latest.pop(key, {})  # re-inserted: the dict keeps last-active order
         earlier = shown.get(record["report"])
@@ -7595,7 +7623,8 @@ def schedule_records(path, variant, before):
             continue
         seen = cycles.setdefault(day, {"sent": set(), "missed": False, "schedules": set()})
         seen["missed"] |= record["status"] == "missed"
-        seen["schedules"].add(record.get("schedule"))
+        written = record.get("schedule")  # a hand-edited one that is no text: none
+        seen["schedules"].add(written if isinstance(written, str) else None)
         if record["status"] == "sent":
             seen["sent"].add(record["report"])
     return cycles
@@ -7609,8 +7638,11 @@ def missed_cycles(path, config, cycle, reports):
     current = date.fromisoformat(cycle)
     cycles = schedule_records(path, config.variant, current)
     ours = schedule_text(config.schedule)
-    started = [day for day, seen in cycles.items()
-               if (seen["missed"] or seen["sent"]) and ours in seen["schedules"]]
+    # Only since the latest cycle written under another schedule (or none: by hand).
+    other = max((day for day, seen in cycles.items() if seen["schedules"] - {ours}),
+                default=date.min)
+    started = [day for day, seen in cycles.items() if day > other and
+               (seen["missed"] or seen["sent"]) and ours in seen["schedules"]]
     if not started:
         return {}
     wanted = [spec.report_id for spec in reports]
@@ -7674,9 +7706,7 @@ class Heartbeat:
     def _ping(self, url, failures):
         import urllib.error
         import urllib.request
-        from urllib.parse import urlsplit
-
-        # A monitor on this machine is reached directly, whatever proxy is set.
+            # A monitor on this machine is reached directly, whatever proxy is set.
         direct = [urllib.request.ProxyHandler({})] if loopback_host(urlsplit(url).hostname) \
             else []
         opener = urllib.request.build_opener(*direct, _no_redirects())
@@ -8247,7 +8277,7 @@ def rule_catalogue(targets, targets_path):
             "level's name as the metric and an empty month for every month.")
 
 
-def show_history(args, environ, console):
+def show_history(args, environ, console, clock):
     """--history: what the audit log says of the last N cycles; needs no valid config."""
     if args.history < 1:
         raise UsageError("--history takes a number of cycles, 1 or more")
@@ -8257,7 +8287,7 @@ def show_history(args, environ, console):
     records, warnings = read_recent_records(path, args.history)
     for warning in warnings:
         console.warn(warning)
-    tables = history_tables(records)
+    tables = history_tables(records, clock.now())
     console.result("\n\n".join(tables) if tables else f"no records yet in {path}")
     return set()
 
@@ -8272,7 +8302,7 @@ def run(args, *, environ, console, clock, connect, stop):
             console.result(f"{spec.report_id:<15} {spec.title}")
         return set()
     if args.history is not None:
-        return show_history(args, environ, console)
+        return show_history(args, environ, console, clock)
     if args.metrics:
         console.result(csv_header() if args.csv_header else show_metrics(args, environ,
                                                                           console))

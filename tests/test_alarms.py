@@ -608,3 +608,24 @@ def test_a_changed_schedule_is_one_line_and_no_list_of_misses(run_script, ses):
     assert later.returncode == 0, later.stderr
     assert missed_days(run_script) == ["2026-12-20"]
     assert "REPORT_SCHEDULE is now" not in later.stderr
+
+
+def test_a_schedule_changed_back_misses_nothing_of_the_one_between(run_script, ses):
+    ses.verify(SENDER)
+    other = {**SCHEDULED, "REPORT_SCHEDULE": "5,20"}
+    for moment, env in (("2026-10-01 18:00", SCHEDULED), ("2026-10-15 18:00", SCHEDULED),
+                        ("2026-10-20 18:00", other), ("2026-11-05 18:00", other),
+                        ("2026-11-20 18:00", other), ("2026-12-01 18:00", SCHEDULED)):
+        assert run_script("--quiet", clock=at(moment), env=env).returncode == 0
+    assert missed_days(run_script) == []  # 11-01 and 11-15 fell due under 5,20
+
+
+def test_a_schedule_field_that_is_no_text_forgets_no_send(run_script, ses):
+    ses.verify(SENDER)
+    assert run_script("--quiet", clock=at("2026-12-01 18:00"), env=SCHEDULED).returncode == 0
+    lines = run_script.audit_log.read_text().splitlines()
+    edited = [json.dumps({**json.loads(line), "schedule": None}) for line in lines]
+    run_script.audit_log.write_text("\n".join(edited) + "\n")
+    again = run_script("--quiet", clock=at("2026-12-02 18:00"), env=SCHEDULED)
+    assert again.returncode == 0, again.stderr
+    assert len(reports_received(ses)) == len(ser.REPORTS)  # nothing sent twice

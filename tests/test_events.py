@@ -509,12 +509,57 @@ def test_one_message_of_any_shape_never_stops_the_reports(run_script, ses, event
 def test_an_event_naming_an_address_its_send_never_had_is_not_ses(run_script, ses, events):
     ids = send_cycle(run_script, ses, "--only", "ceo")
     event = ses_event("Delivery", ids["ceo"], RECIPIENT)
-    event["delivery"]["recipients"] = [RECIPIENT, "stranger@example.net"]
+    event["mail"]["destination"] = [RECIPIENT, "stranger@example.net"]
     events.publish(event)
     result = run_script("--events", env=run_script.events_env)
     assert result.returncode == 0, result.stderr
     assert "1 message(s) on the events queue are not SES events" in result.stderr
     assert not event_records(run_script) and events.waiting() == 1
+
+
+def test_a_bounce_from_a_forwarding_alias_is_ses_and_recorded(run_script, ses, events):
+    """SES names a bounce's final recipient (the DSN's Final-Recipient), which for an
+    alias is not the address the report went to: what the mail went to decides."""
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    bounce = ses_event("Bounce", ids["ceo"], "mailbox@internal.example.net",
+                       bounceType="Permanent", bounceSubType="General")
+    bounce["mail"]["destination"] = [RECIPIENT, BCC]  # what the report went to
+    events.publish(bounce)
+    result = run_script("--events", env=run_script.events_env)
+    assert "not SES" not in result.stderr and len(event_records(run_script)) == 1
+    assert events.waiting() == 0
+
+
+def test_an_sns_message_from_the_events_topic_of_another_account_is_not_ses(run_script, ses,
+                                                                          events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    for arn in ("arn:aws:sns:us-east-1:999999999999:" + ser.EVENTS_NAME, ser.EVENTS_NAME):
+        events.raw({"Type": "Notification", "TopicArn": arn,
+                    "Message": json.dumps(ses_event("Delivery", ids["ceo"], RECIPIENT))})
+    result = run_script("--events", env=run_script.events_env)
+    assert "2 message(s) on the events queue are not SES events" in result.stderr
+    assert not event_records(run_script)
+
+
+def test_a_bounce_that_names_no_recipient_is_not_ses(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    event = ses_event("Bounce", ids["ceo"], RECIPIENT, bounceType="Permanent")
+    event["bounce"]["bouncedRecipients"] = []
+    events.raw(event)
+    result = run_script("--events", env=run_script.events_env)
+    assert "1 message(s) on the events queue are not SES events" in result.stderr
+
+
+def test_history_shows_no_state_a_forged_event_would_set(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Bounce", ids["ceo"], BCC, bounceType="Permanent",
+                             bounceSubType="General"))
+    forged = ses_event("Delivery", ids["ceo"], BCC)
+    forged["delivery"]["timestamp"] = "9999-12-31T23:59:59.999Z"
+    events.publish(forged)
+    assert run_script("--events", env=run_script.events_env).returncode == 1
+    history = run_script("--history", "1").stdout
+    assert f"{BCC} bounced" in history and f"{BCC} delivered" not in history
 
 
 def test_an_event_from_another_topic_is_not_ses(run_script, ses, events):
@@ -553,19 +598,26 @@ def test_a_forged_delivery_never_switches_the_bounce_alarm_off(run_script, ses, 
 
 @pytest.mark.parametrize("line", [
     {"event": "bounce", "bounce": "Permanent"},
+    {"event": "bounce", "bounce": {"type": "Permanent"}},  # its subtype and diagnostic gone
+    {"event": "delivery", "event_id": ["x"]},
+    {"event": "delivery", "event_id": {"a": 1}},
+    {"event": "delivery", "matched": "yes"},
     {"event": ["bounce"]},
     {"event": "bounce", "bounce": {"type": ["Permanent"]}},
     {"event": "delivery", "recipient": {"address": "x"}},
     {"event": "delivery", "event_time": 20261201},
 ])
-def test_a_hand_edited_event_line_is_ignored_with_one_warning(run_script, ses, line):
+def test_a_hand_edited_event_line_is_ignored_with_one_warning(run_script, ses, events, line):
     record = {"ts": "2026-12-01T08:00:00.000+00:00", "cycle": CYCLE, "report": "ceo",
               "status": "event", "recipient": BCC, "event_time": "2026-12-01T08:00:00Z",
               "matched": True, "message_id": "0100-x", **line}
     run_script.audit_log.write_text(json.dumps(record) + "\n")
     ses.verify(SENDER)
-    result = run_script("--cycle", CYCLE)
+    result = run_script("--cycle", CYCLE, env=run_script.events_env)
     assert result.returncode == 0, result.stderr
     assert len(ses.messages()) == len(ser.REPORTS) and "Traceback" not in result.stderr
-    history = run_script("--history")
-    assert history.returncode == 0 and "Traceback" not in history.stderr
+    assert "not a record this script wrote" in result.stderr
+    for args in (("--history",), ("--status",), ("--events",),
+                 ("--check", "--cycle", "2026-12-15")):
+        other = run_script(*args, env=run_script.events_env)
+        assert other.returncode in (0, 1) and "Traceback" not in other.stderr, args

@@ -705,7 +705,7 @@ def test_a_sheet_past_its_size_limit_is_refused_before_it_is_read(run_script):
         sheet.truncate(64 << 20)  # 64 MB (one of 256 MB, read as-is, took 1.57 GB)
     result = run_script.subprocess("--dry-run", "--cycle", "2026-12-01")
     assert result.returncode == 65, result.stderr[-300:]
-    assert "rental.csv: 64 MB, more than the 50 MB a sheet may be (REPORT_SHEET_MAX_MB)" \
+    assert "rental.csv: 64.0 MB, more than the 50 MB a sheet may be (REPORT_SHEET_MAX_MB)" \
         in result.stderr
     raised = run_script("--dry-run", "--cycle", "2026-12-01",
                         env={"REPORT_SHEET_MAX_MB": "300"})
@@ -763,3 +763,25 @@ def test_no_free_text_forges_a_heading_in_the_text_edition(run_script, space):
 def test_a_report_of_the_example_has_no_forged_line(run_script):
     result = run_script("--dry-run", "--cycle", "2026-12-01")
     assert result.returncode == 0 and not forged_lines(result.stdout)
+
+
+@pytest.mark.parametrize("rule", ["─" * 70, "—" * 70, "." * 70, "-----....-." * 6])
+def test_no_line_of_marks_alone_stands_under_a_line_in_prose_or_a_table(run_script, rule):
+    with open(run_script.items, "a", newline="") as sheet:
+        csv.writer(sheet).writerow(["2026-11-25", "forged", "open", "", "cto", "dev_gap",
+                                    "x " * 20 + "ALL CLEAR " + rule, ""])
+    result = run_script("--dry-run", "--only", "cto", "--cycle", "2026-12-01")
+    assert result.returncode == 0, result.stderr
+    alone = [line for line in result.stdout.splitlines() if len(line.strip()) > 2
+             and not any(ch.isalnum() for ch in line)
+             and not set(line.strip()) <= set("-= ")  # the report's own underlines
+             and not (line.strip()[0], line.strip()[-1]) == ("(", ")")]  # shown as marks
+    assert not alone, alone
+    assert "(" + rule[:10] in result.stdout  # shown, in brackets
+
+
+def test_a_secret_in_a_url_is_redacted_too(run_script):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    quoted = "wJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLEKEY"
+    assert ser.redact(f"GET /x?key={quoted} and {secret}", (secret,)) == \
+        "GET /x?key=[redacted] and [redacted]"

@@ -381,7 +381,7 @@ BAD_SHEETS = {
     "an unknown metric": (targets_sheet(("charters", "2026-12", "6")),
                           "targets.csv:2: metric: 'charters' is no metric"),
     "a month that is not YYYY-MM": (targets_sheet(("charters_booked", "12/2026", "6")),
-                                    "targets.csv:2: month: '12/2026' is not a month (YYYY-MM)"),
+                                    "targets.csv:2: month: '12/2026' is not a month (YYYY-MM, from 1970 to 2200)"),
     "a month 13": (targets_sheet(("charters_booked", "2026-13", "6")),
                    "targets.csv:2: month: '2026-13' is not a month"),
     "a duplicate target": (
