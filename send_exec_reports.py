@@ -6556,9 +6556,9 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
     warning."""
     import botocore.exceptions
 
-    deadline, read, recorded, foreign = time.monotonic() + EVENTS_MAX_SECONDS, 0, 0, 0
+    deadline, read, recorded, foreign = clock.monotonic() + EVENTS_MAX_SECONDS, 0, 0, 0
     try:
-        while read < EVENTS_MAX_MESSAGES and time.monotonic() < deadline:
+        while read < EVENTS_MAX_MESSAGES and clock.monotonic() < deadline:
             messages = clients.sqs.receive_message(
                 QueueUrl=config.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
                 VisibilityTimeout=EVENTS_VISIBILITY_SECONDS).get("Messages", [])
@@ -6589,7 +6589,7 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
 def record_events(events, clients, config, audit_log, clock, console, deadline=math.inf):
     """Record these (message, event) pairs, then delete their messages; (how many
     records were written, how many events named an address their send never had: not
-    SES's, left on the queue).  Past the deadline (time.monotonic()), the messages not
+    SES's, left on the queue).  Past the deadline (clock.monotonic()), the messages not
     yet recorded are left on the queue for the next run."""
     sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
     known = recorded_event_ids(config.audit_log_path, {
@@ -6600,7 +6600,7 @@ def record_events(events, clients, config, audit_log, clock, console, deadline=m
               if sent_to(sends.get(e["mail"]["messageId"]), e)]
     written, done = 0, []
     for message, event in events:
-        if time.monotonic() >= deadline:
+        if clock.monotonic() >= deadline:
             break  # the run's time for events is up, inside a batch as between them
         for record in event_records(event, sends.get(event["mail"]["messageId"]),
                                     clock.now()):

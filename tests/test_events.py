@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, RECIPIENT, SENDER
+from conftest import BCC, RECIPIENT, SENDER, FakeClock
 
 CYCLE = "2026-12-01"
 
@@ -621,3 +621,23 @@ def test_a_hand_edited_event_line_is_ignored_with_one_warning(run_script, ses, e
                  ("--check", "--cycle", "2026-12-15")):
         other = run_script(*args, env=run_script.events_env)
         assert other.returncode in (0, 1) and "Traceback" not in other.stderr, args
+
+
+class SlowClock(FakeClock):
+    """A clock on which every look at the monotonic time takes a second."""
+
+    def monotonic(self):
+        self.elapsed += 1.0
+        return self.elapsed
+
+
+def test_the_drains_time_holds_inside_a_batch_of_messages(run_script, ses, events):
+    """Ten messages come in one receive; the drain has EVENTS_MAX_SECONDS (10 s) and
+    looks at the clock before each message: what it had no time for stays queued."""
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    for number in range(10):
+        events.raw(ses_event("Delivery", ids["ceo"], RECIPIENT, notification=number % 2 == 1))
+    clock = SlowClock(ser.datetime.now(ser.timezone.utc))
+    result = run_script("--events", env=run_script.events_env, clock=clock)
+    assert result.returncode == 0, result.stderr
+    assert 0 < events.waiting() < 10
