@@ -1694,7 +1694,7 @@ def parse_targets(text, name):
         where = f"{name}:{line}"
         named = cells.get("metric", "")
         metric = METRICS_BY_ID.get(named) or (named in RULE_LEVELS and Metric(
-            named, named, RULE_LEVELS[named].unit, ()))
+            named, named, RULE_LEVELS[named].unit, ()))  # a level reads as a target does
         if not metric:
             row_problems.append(f"{where}: metric: {named[:30]!r} is no metric or rule "
                                 "level; --metrics and --rules list them")
@@ -8264,7 +8264,9 @@ def rule_catalogue(targets, targets_path):
             set_by_owner = "; ".join(f"{month or 'every month'} {amount_text(value, unit)}"
                                      for month, value in sorted(targets.get(level_id, {})
                                                                 .items()))
-            levels.append(f"{level_id}: {'none' if default == '-' else default} by default"
+            means = f" ({RULE_LEVELS[level_id].means})" if level_id in RULE_LEVELS else ""
+            levels.append(f"{level_id}{means}: {'none' if default == '-' else default} by "
+                          "default"
                           + (f"; targets.csv: {set_by_owner}" if set_by_owner else ""))
         says = rule.says.format(default_level_text(rule.level.split()[0]))
         entries.append("\n".join([rule.rule_id, *(textwrap.fill(

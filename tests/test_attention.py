@@ -377,7 +377,8 @@ def test_rules_lists_each_rule_with_its_level_and_where_it_was_set(run_script):
     assert result.returncode == 0, result.stderr
     for rule in ser.ATTENTION_RULES:
         assert rule.rule_id in result.stdout
-    assert "renewal_days: 30 by default; targets.csv: every month 45" in result.stdout
+    assert "renewal_days (days ahead a renewal needs attention): 30 by default; " \
+           "targets.csv: every month 45" in " ".join(result.stdout.split())
     assert "targets.csv" in result.stdout
 
 
