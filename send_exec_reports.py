@@ -2114,6 +2114,7 @@ def data_warnings(sheets, snapshots, data, records):
                 f"{where} writes one with the source document's items, to confirm or close)"
                 for _ in [sheets.folder] if sheets.folder and "items.csv" not in data.sheets]
     warnings += far_ahead(sheets, snapshots or (), data, records)
+    warnings += long_overdue(sheets, data)
     warnings += done_but_denied(data)
     if data.figures.snapshot is None:
         return warnings
@@ -2165,6 +2166,18 @@ def far_ahead(sheets, snapshots, data, records):
              for day in (c.contract_start, c.last_invoiced, c.ended) if day and day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
+
+
+def long_overdue(sheets, data):
+    """A warning for each open item due more than a year before the cycle: a typo in
+    its due date (1990 for 2026), or a plan that wants a new date."""
+    if data.day is None:
+        return []
+    limit = data.day.replace(year=data.day.year - 1, day=min(data.day.day, 28))
+    return [f"warning: {sheets.path('items.csv')}: {state.item.item_id} is open and was due "
+            f"{state.due}, more than a year before the cycle (a typo?): give it a new due "
+            "date on a row of its own, or close it" for state in data.items.values()
+            if state.status == "open" and state.due and state.due < limit]
 
 
 def a_year_after(day):
@@ -4398,7 +4411,9 @@ def pnl_table(data):
                   sum_ranges(line[2] for line in lines)))
     rows = [["Business", "Revenue", "Cost", "Net"]] + [pnl_row(*line) for line in lines]
     return [Block("table", rows), Block("paragraph", [
-        "Where each row comes from: " + "; ".join(notes) + "."])]
+        "Where each row comes from: " + "; ".join(notes) + ". The total adds the rental's "
+        "and the deliveries' to the businesses' revenue: it is not the glance's Revenue/month, "
+        "total, which is the three businesses' alone."])]
 
 
 def pnl_row(name, revenue, cost):

@@ -498,3 +498,14 @@ def test_rent_paid_late_settles_the_oldest_month_and_is_not_owed_twice(run_scrip
     with_row("rental.csv", ["2026-11-20", "rent", "", "1400", "the rest"])(sheets)
     text = attention(sent(run_script, ses, sheets, "rental-3028")["rental-3028"])
     assert "Rent unpaid" not in text
+
+
+def test_an_item_due_more_than_a_year_ago_is_warned_of(run_script, ses):
+    sheets = thriving()
+    with_row("items.csv", ["2026-11-01", "insurance-renewal", "open", "", "ceo", "action",
+                           "Renew the boat insurance.", "1990-01-01"])(sheets)
+    lay_out(run_script, sheets)
+    result = run_script("--dry-run", "--only", "ceo", "--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    assert "insurance-renewal is open and was due 1990-01-01, more than a year before the " \
+           "cycle (a typo?)" in result.stderr
