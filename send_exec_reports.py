@@ -2324,8 +2324,13 @@ def month_before(day):
 
 def net_income(entries, month):
     """Rent received less expenses, in a month."""
-    return sum((e.amount if e.kind == "rent" else -e.amount
-                for e in entries if month_of(e.day) == month), Decimal(0))
+    return ledger_sum(entries, month, "rent") - ledger_sum(entries, month, "expense")
+
+
+def ledger_sum(entries, month, kind):
+    """The rent received (kind "rent") or the expenses paid in a month."""
+    return sum((e.amount for e in entries if e.kind == kind and month_of(e.day) == month),
+               Decimal(0))
 
 
 def open_count(states, kind):
@@ -3256,9 +3261,9 @@ def revenue_short(data):
     return found
 
 
-def recent_deliveries(data):
-    """The deliveries of the last RECENT_DAYS days with a price and a cost, oldest first."""
-    return [d for d in dated_within(data.deliveries or (), data.day, RECENT_DAYS)
+def recent_deliveries(data, days=RECENT_DAYS):
+    """The deliveries of the last `days` days with a price and a cost, oldest first."""
+    return [d for d in dated_within(data.deliveries or (), data.day, days)
             if d.price is not None and d.cost is not None] if data.day else []
 
 
@@ -3308,8 +3313,7 @@ def rent_unpaid(data):
         due = figure_by_month(data, "rent_due", month)
         if due is None:
             continue  # no rent due known: the month is not judged
-        received = sum((e.amount for e in data.rental
-                        if e.kind == "rent" and month_of(e.day) == month), Decimal(0))
+        received = ledger_sum(data.rental, month, "rent")
         if (data.day - month_end(month)).days > late:
             dues[month], paid = due, paid + received
         elif month == this:
@@ -3378,9 +3382,9 @@ def renewals_due(data):
         days = days_until(client.renewal_date, data.day)
         if days is None or days > within:
             continue
-        when = (f"Renewal in {days} days, on {client.renewal_date}" if days >= 0 else
-                f"Renewal date passed {-days} days ago, on {client.renewal_date}, with no "
-                "new one")
+        when = (f"Renewal in {days_text(days)}, on {client.renewal_date}" if days >= 0 else
+                f"Renewal date passed {days_text(-days)} ago, on {client.renewal_date}, with "
+                "no new one")
         found.append(Attention(
             f"{when}: {client.name}, {money_text(client.monthly_value or 0)} a month.",
             f"{client.name} renewal", client.monthly_value
@@ -4206,8 +4210,7 @@ def rent_table(data):
     rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
     for month in months:
         entries = [e for e in data.rental if month_of(e.day) == month]
-        rent = sum((e.amount for e in entries if e.kind == "rent"), Decimal(0))
-        spent = sum((e.amount for e in entries if e.kind == "expense"), Decimal(0))
+        rent, spent = ledger_sum(entries, month, "rent"), ledger_sum(entries, month, "expense")
         due = figure_by_month(data, "rent_due", month)
         rows.append([month, rent_cell(rent, due, month == month_of(data.day)),
                      money_text(due), money_text(spent),
@@ -4388,12 +4391,10 @@ def pnl_table(data):
     month = data.day and month_before(data.day)
     entries = [e for e in data.rental or () if month and month_of(e.day) == month]
     if entries:
-        rent = sum((e.amount for e in entries if e.kind == "rent"), Decimal(0))
-        lines.append(("Rental, 3028 51st St", (rent,) * 2,
-                      (rent - net_income(entries, month),) * 2))
+        lines.append(("Rental, 3028 51st St", (ledger_sum(entries, month, "rent"),) * 2,
+                      (ledger_sum(entries, month, "expense"),) * 2))
         notes.append(f"the rental: rental.csv, {month}")
-    recent = [d for d in dated_within(data.deliveries or (), data.day, 30)
-              if d.price is not None and d.cost is not None] if data.day else []
+    recent = recent_deliveries(data, 30)
     if recent:
         lines.append(("Yacht deliveries", (sum(d.price for d in recent),) * 2,
                       (sum(d.cost for d in recent),) * 2))
@@ -4557,25 +4558,15 @@ def delivery_list(data):
         f"The {len(latest)} latest of {len(data.deliveries)} deliveries."])] if more else [])
 
 
-def billing_models(data):
-    """How many active clients are on a billing model, as a sentence."""
+def active_share(data, test, what):
+    """How many active clients pass a test, as a sentence: "3 of 4 active clients
+    are on a billing model"."""
     active = active_clients(data.clients or ())
     if not active:
         return "No active client to judge." if data.clients is None else \
             "clients.csv has no active client to judge."
-    on = [c for c in active if c.billing_model]
-    return f"clients.csv: {len(on)} of {len(active)} active clients are on a billing model."
-
-
-def client_dates(data):
-    """How many active clients have their contract start and renewal dates."""
-    active = active_clients(data.clients or ())
-    if not active:
-        return "No active client to judge." if data.clients is None else \
-            "clients.csv has no active client to judge."
-    dated = [c for c in active if c.contract_start and c.renewal_date]
-    return (f"clients.csv: {len(dated)} of {len(active)} active clients have a contract "
-            "start and a renewal date.")
+    return f"clients.csv: {sum(map(bool, map(test, active)))} of {len(active)} active " \
+           f"clients {what}."
 
 
 def ended_clients(data):
@@ -4643,8 +4634,11 @@ def report_values(report_id, data, used=(), **given):
         "email_blast": lambda: email_blast(data, states),
         "rent_ledger": lambda: rent_ledger(data),
         "delivery_list": lambda: delivery_list(data),
-        "billing_models": lambda: billing_models(data),
-        "client_dates": lambda: client_dates(data),
+        "billing_models": lambda: active_share(data, lambda c: c.billing_model,
+                                               "are on a billing model"),
+        "client_dates": lambda: active_share(data, lambda c: c.contract_start and
+                                             c.renewal_date,
+                                             "have a contract start and a renewal date"),
         "ended_clients": lambda: ended_clients(data),
         "invoice_gap_days": lambda: amount_text(rule_level(data, "invoice_gap_days"), "count"),
         "aws_cost": lambda: shown("aws_monthly_cost", "not measured"),
@@ -6610,9 +6604,9 @@ def record_events(events, clients, config, audit_log, clock, console, deadline=m
     known = recorded_event_ids(config.audit_log_path, {
         sends[e["mail"]["messageId"]]["cycle"] if e["mail"]["messageId"] in sends
         else UNMATCHED for _, e in events})
-    strangers = sum(not sent_to(sends.get(e["mail"]["messageId"]), e) for _, e in events)
-    events = [(message, e) for message, e in events
-              if sent_to(sends.get(e["mail"]["messageId"]), e)]
+    ours = [(message, e) for message, e in events
+            if sent_to(sends.get(e["mail"]["messageId"]), e)]
+    strangers, events = len(events) - len(ours), ours
     written, done = 0, []
     for message, event in events:
         if clock.monotonic() >= deadline:
