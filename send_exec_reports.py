@@ -60,6 +60,7 @@ top; a constant that one section uses at the head of that section.
 """
 
 import argparse
+import bisect
 import contextlib
 import csv
 import errno
@@ -168,7 +169,7 @@ CONDITION_POLICY = {
     "Unreachable": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "NotAnSesAnswer": FailurePolicy(
         "transient", True, "the endpoint answered, but not as SES does; check "
-        "AWS_ENDPOINT_URL_SES, then run again"),
+        "AWS_ENDPOINT_URL_SES and AWS_ENDPOINT_URL_SESV2, then run again"),
     "ServerError": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # any other 5xx
     "TlsNotVerified": FailurePolicy(
         "config", True, "the endpoint's TLS certificate could not be verified; check "
@@ -206,12 +207,24 @@ SES_CODE_POLICY = {
     "Throttling": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "ThrottlingException": FailurePolicy("transient", True, TRANSIENT_ADVICE),
     "TooManyRequestsException": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # v2
+    "LimitExceededException": FailurePolicy("transient", True, TRANSIENT_ADVICE),  # v2
     "MessageRejected": FailurePolicy("rejected", False, SENDER_ADVICE),
     "AccessDenied": FailurePolicy("rejected", True, IAM_ADVICE),
     "AccessDeniedException": FailurePolicy("rejected", True, IAM_ADVICE),
     "AccountSendingPausedException": FailurePolicy(
         "rejected", True, "SES has paused sending for this account; check the account's "
         "reputation dashboard in the SES console"),
+    "SendingPausedException": FailurePolicy(  # v2's word for it
+        "rejected", True, "SES has paused sending for this account; check the account's "
+        "reputation dashboard in the SES console"),
+    "AccountSuspendedException": FailurePolicy(  # v2: AWS stopped the account's sending
+        "rejected", True, "AWS has suspended sending for this account: see the SES console's "
+        "Account dashboard and answer AWS's case in the AWS Support Center"),
+    "NotFoundException": FailurePolicy(  # v2: a configuration set that does not exist
+        "rejected", True, "create what SES names (AWS_SES_CONFIGURATION_SET) or remove it "
+        "from repos.env"),
+    "BadRequestException": FailurePolicy("rejected", False, "fix what SES names, then run "
+                                         "again"),
     "ConfigurationSetDoesNotExist": FailurePolicy(
         "rejected", True, "create the configuration set or remove it from repos.env"),
     "ConfigurationSetSendingPausedException": FailurePolicy(
@@ -229,6 +242,9 @@ SES_CODE_POLICY = {
         "config", True, "the AWS credentials are not valid for SES"),
 }
 FAILURE_POLICY = {**CONDITION_POLICY, **SES_CODE_POLICY}
+# What SES's throttling is called: v1, the SDKs, and v2 (the daily quota, or the rate).
+THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException",
+                              "LimitExceededException"})
 # An answer naming one of the conditions as its code is not taken for it.
 FAILURE_CONDITIONS = frozenset(CONDITION_POLICY)
 
@@ -1541,6 +1557,7 @@ FIRST_YEAR, LAST_YEAR = 1970, 2200
 DATE_TEXT = f"a date (YYYY-MM-DD, from {FIRST_YEAR} to {LAST_YEAR})"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a sheet's dates repeat: each is read once
 def parse_date(text):
     """The date of a YYYY-MM-DD text from FIRST_YEAR to LAST_YEAR, or None."""
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) or \
@@ -1744,6 +1761,7 @@ class CycleData(NamedTuple):
     clients: tuple | None = None  # the domain records; None where there is no sheet
     deliveries: tuple | None = None  # dated on or before the cycle's day
     rental: tuple | None = None  # dated on or before the cycle's day
+    attention: tuple | None = None  # what every attention rule found: found once a cycle
 
     def records(self, sheet, day=None):
         """A record sheet's rows for the cycle (dated rows up to day, where given); None
@@ -1823,7 +1841,7 @@ def row_cells(header, row, line, name):
     if any(cell.strip() for cell in row[len(header):]):
         problems.append(f"{name}:{line}: ({len(row)} cells): more cells than the "
                         f"{len(header)} columns the first line names")
-    return dict(zip(header, (cell.strip() for cell in row))), problems
+    return dict(zip(header, map(str.strip, row))), problems
 
 
 def columns_problems(header, name, first, known, required=(), others_allowed=False):
@@ -1849,6 +1867,8 @@ def text_problem(text):
     """Why free text from a sheet cannot go into a report, or None.  A line break would
     start a line of its own (a forged heading in the text edition); format characters
     (zero-width, soft hyphen, direction marks) hide or reorder what a reader sees."""
+    if text.isprintable():  # the common cell: no break, control or format character
+        return None
     if any(ch in LINE_BREAKS for ch in text):
         return "has a line break (Alt+Enter in a spreadsheet cell): keep it on one line"
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
@@ -2001,11 +2021,7 @@ class Delivery(NamedTuple):
     price: Decimal | None
     costs: dict  # {category: dollars}; a cost left empty is not recorded, which is not 0
     line: int  # in deliveries.csv, for messages
-
-    @property
-    def cost(self):
-        """The recorded cost in all, or None where no cost is recorded."""
-        return sum(self.costs.values()) if self.costs else None
+    cost: Decimal | None  # the recorded costs in all; None where none is recorded
 
 
 def parse_deliveries(text, name):
@@ -2015,12 +2031,12 @@ def parse_deliveries(text, name):
 
 
 def read_delivery(row):
-    costs = {category: row.amount(category) for category in DELIVERY_COSTS}
+    costs = {category: cost for category in DELIVERY_COSTS
+             if (cost := row.amount(category)) is not None}
     return Delivery(row.date("date", required=True), row.text("vessel"), row.text("from"),
                     row.text("to"), row.amount("nautical_miles", "number"),
-                    row.amount("days", "number"), row.amount("price"),
-                    {category: cost for category, cost in costs.items() if cost is not None},
-                    row.line)
+                    row.amount("days", "number"), row.amount("price"), costs, row.line,
+                    sum(costs.values()) if costs else None)
 
 
 class RentalEntry(NamedTuple):
@@ -2244,8 +2260,9 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
         history=tuple(map(recount, figures.history)),
         all=tuple(own_dates.get(s.as_of, s) for s in figures.all)), items=items)
     previous = data.figures.previous
-    return data._replace(items_before=previous and item_states(data, previous.as_of,
+    data = data._replace(items_before=previous and item_states(data, previous.as_of,
                                                                 previous))
+    return data._replace(attention=found_attention(data))
 
 
 def with_counts(snapshot, states, given):
@@ -2272,7 +2289,8 @@ def record_figures(data, day):
         active = active_clients(data.clients)
         won["dc_active_clients"] = (Decimal(len(active)),) * 2
         won["revenue_dc"] = (billed_revenue(active),) * 2
-    deliveries = [d for d in data.deliveries or () if day and d.day <= day]
+    deliveries = data.deliveries[:bisect.bisect_right(data.deliveries, day, key=day_of)] \
+        if data.deliveries and day else ()  # oldest first: those up to day
     if deliveries:
         won["deliveries"] = (Decimal(len(dated_within(deliveries, day, 30))),) * 2
         costs = [d.cost for d in deliveries if d.cost is not None]
@@ -2291,6 +2309,10 @@ def billed_revenue(clients):
     """What these clients are billed a month: the monthly value of those with a billing
     model."""
     return sum((c.monthly_value or 0 for c in clients if c.billing_model), Decimal(0))
+
+
+def day_of(record):
+    return record.day
 
 
 def dated_within(records, day, days):
@@ -3137,6 +3159,23 @@ REPORT_IDS = tuple(spec.report_id for spec in REPORTS)
 # RULE_LEVELS, each of which targets.csv may set; --rules lists them.
 RECENT_DAYS = 90  # the deliveries whose margins are judged: the last 90 days'
 ATTENTION_SHOWN = 10  # a list longer than this ends with how many more, and their dollars
+# A list that grows with a sheet (clients, items) shows this many rows, those that
+# matter most first, then how many more the sheet holds: a report stays readable,
+# and within what SES takes, however long the sheet grows.
+LIST_SHOWN = 20
+
+
+def at_most(lines, sheet):
+    """The first LIST_SHOWN lines, then one saying how many more the sheet holds."""
+    if len(lines) <= LIST_SHOWN:
+        return list(lines)
+    return [*lines[:LIST_SHOWN], f"And {len(lines) - LIST_SHOWN} more in {sheet}."]
+
+
+def table_at_most(rows, sheet):
+    """A table's heading row and its first LIST_SHOWN rows, then a line of how many more."""
+    more = at_most(rows[1:], sheet)[LIST_SHOWN:]
+    return [Block("table", rows[:LIST_SHOWN + 1])] + [Block("paragraph", more)] * bool(more)
 
 
 class Attention(NamedTuple):
@@ -3166,11 +3205,16 @@ def rule_level(data, level_id):
     return Decimal(RULE_LEVELS[level_id].default) if value is None else value
 
 
+def found_attention(data):
+    """Every attention line of the cycle, most money first, then the longest overdue."""
+    found = [entry for rule in ATTENTION_RULES for entry in rule.find(data)]
+    return tuple(sorted(found, key=lambda entry: (-entry.money, -entry.days, entry.text)))
+
+
 def needs_attention(data, report_id):
-    """The attention lines of one report, most money first, then the longest overdue."""
-    found = [entry for rule in ATTENTION_RULES for entry in rule.find(data)
-             if report_id == "ceo" or report_id in entry.reports]
-    return sorted(found, key=lambda entry: (-entry.money, -entry.days, entry.text))
+    """The attention lines of one report, in found_attention's order."""
+    found = found_attention(data) if data.attention is None else data.attention
+    return [entry for entry in found if report_id == "ceo" or report_id in entry.reports]
 
 
 def attention_list(data, report_id):
@@ -3716,7 +3760,7 @@ def item_list(states, report_id, kind):
     lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated else "")
              + (" (unconfirmed)" if state in unconfirmed else "") for state in listed]
     if lines:
-        return [Block("numbered", lines)] + ([Block("paragraph", [
+        return [Block("numbered", at_most(lines, "items.csv"))] + ([Block("paragraph", [
             "Unconfirmed: --new-data wrote it from the source document; a row in items.csv "
             "confirms or closes it."])] if unconfirmed else [])
     if any(s.item.kind == kind for s in report_items(states, report_id).values()):
@@ -3743,7 +3787,8 @@ def other_items(states, report_id, used):
         return []
     lines = [state.item.text + (f" Action: {state.item.todo}" if state.item.todo else "")
              + (f" (due {state.due})" if state.due and state.dated else "") for state in rest]
-    return [Block("heading", ["Other open items " + COUNT_MARK]), Block("numbered", lines)]
+    return [Block("heading", ["Other open items " + COUNT_MARK]),
+            Block("numbered", at_most(lines, "items.csv"))]
 
 
 def action_list(states, report_id, most=None):
@@ -3751,7 +3796,7 @@ def action_list(states, report_id, most=None):
     items that are actions themselves."""
     actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
                if is_action(state)][:most]
-    return [Block("numbered", actions)] if actions else [
+    return [Block("numbered", at_most(actions, "items.csv"))] if actions else [
         Block("paragraph", ["items.csv has no open action for this report."])]
 
 
@@ -4028,6 +4073,11 @@ def billing_gap(client, data):
     return None
 
 
+def by_value(clients):
+    """Clients, the most monthly value first (sheet order among equals)."""
+    return sorted(clients, key=lambda client: -(client.monthly_value or 0))
+
+
 def days_until(day, today):
     """Days from today to day, or None where either is unknown."""
     return None if day is None or today is None else (day - today).days
@@ -4037,9 +4087,9 @@ def billing_gaps(data):
     """The active clients with a billing gap, named with it."""
     if not data.clients:
         return missing_record(data, "clients.csv")
-    gaps = [f"{client.name}: {gap}." for client in active_clients(data.clients)
+    gaps = [f"{client.name}: {gap}." for client in by_value(active_clients(data.clients))
             if (gap := billing_gap(client, data))]
-    return [Block("numbered", gaps)] if gaps else [
+    return [Block("numbered", at_most(gaps, "clients.csv"))] if gaps else [
         Block("paragraph", ["No active client has a billing gap."])]
 
 
@@ -4054,7 +4104,7 @@ def renewal_calendar(data):
             rows.append([str(client.renewal_date), client.name, client.tier or "-",
                          money_text(client.monthly_value),
                          Status(f"{days} days", "bad" if days <= RENEWAL_SOON_DAYS else "none")])
-    return [Block("table", rows)] if len(rows) > 1 else [
+    return table_at_most(rows, "clients.csv") if len(rows) > 1 else [
         Block("paragraph", [f"No active client renews in the next {RENEWAL_DAYS} days."])]
 
 
@@ -4087,7 +4137,7 @@ def churn_risks(data):
     if not data.clients:
         return missing_record(data, "clients.csv")
     risks = []
-    for client in data.clients:
+    for client in by_value(data.clients):
         gap = billing_gap(client, data)
         days = days_until(client.renewal_date, data.day)
         if client.status == "paused":
@@ -4099,7 +4149,7 @@ def churn_risks(data):
                          "passed with no new one recorded.")
         elif days <= RENEWAL_SOON_DAYS and gap:
             risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
-    return [Block("numbered", risks)] if risks else [
+    return [Block("numbered", at_most(risks, "clients.csv"))] if risks else [
         Block("paragraph", ["No client is at risk by these rules."])]
 
 
@@ -4796,6 +4846,7 @@ class RenderedReport(NamedTuple):
     variant: str = "a"
     snapshot: "Snapshot | None" = None  # the figures it was written from
     sheets: dict = {}  # {sheet: sha256} of every sheet of the owner's data it was written from
+    raw: bytes = b""  # the MIME message SES is given (prepare_reports builds it)
 
     @property
     def recipient_count(self):
@@ -5090,8 +5141,10 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
                           snapshot=data.figures.row, sheets=data.sheets)
 
 
-def report_eml(report, config, now):
-    """The report as a standard .eml message: text and HTML, as SES would send it."""
+def report_eml(report, config, now, show_bcc=True):
+    """The report as a standard MIME message, text and HTML: what SES is given to send
+    (without the Bcc header, which SES would deliver to every recipient), or an .eml
+    preview that opens in any mail client."""
     import email.policy
     from email.headerregistry import Address
     from email.message import EmailMessage
@@ -5100,7 +5153,8 @@ def report_eml(report, config, now):
     message = EmailMessage()
     message["From"] = Address(display_name=config.from_name, addr_spec=config.from_address)
     message["To"] = ", ".join(report.to)
-    message["Bcc"] = ", ".join(report.bcc)
+    if show_bcc:
+        message["Bcc"] = ", ".join(report.bcc)
     message["Subject"] = report.subject
     message["Date"] = format_datetime(now)
     message.set_content(report.body, cte=transfer_encoding(report.body))
@@ -5707,7 +5761,14 @@ class SesClients:
 
     @property
     def send(self):
+        """The sending client: SES v2's SendEmail, the raw message as it is built."""
         return self._client("send")
+
+    @property
+    def send_v1(self):
+        """v1's client, for where the v2 API is missing (SendRawEmail, the same message),
+        --test-events and --setup-events's configuration set."""
+        return self._client("send_v1")
 
     @property
     def preflight(self):
@@ -5789,20 +5850,21 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
                                f"{config.region}, endpoint {endpoint_url or 'AWS'}): "
                                f"{error}"]) from None
 
-    def send():
-        sender = client("ses", config.endpoint_url, config.retries,
-                        SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS)
-        sender.meta.events.register_first("needs-retry.ses.SendEmail",
-                                          refuse_to_retry_daily_quota)
-        return sender
+    def sender(service, endpoint_url):
+        made = client(service, endpoint_url, config.retries, SES_CONNECT_TIMEOUT_SECONDS,
+                      SES_READ_TIMEOUT_SECONDS)
+        made.meta.events.register_first(f"needs-retry.{service}", refuse_to_retry_daily_quota)
+        return made
 
     def preflight(service, endpoint_url):
         return client(service, endpoint_url, PREFLIGHT_RETRIES,
                       PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
 
     return SesClients(
-        preflight("sesv2", config.endpoint_url_v2), send,
+        preflight("sesv2", config.endpoint_url_v2),
+        lambda: sender("sesv2", config.endpoint_url_v2),
         lambda: preflight("ses", config.endpoint_url), source,
+        send_v1=lambda: sender("ses", config.endpoint_url),
         notice=lambda: client("ses", config.endpoint_url, NOTICE_RETRIES,
                               NOTICE_CONNECT_TIMEOUT_SECONDS, NOTICE_READ_TIMEOUT_SECONDS),
         sqs=lambda: client("sqs", config.endpoint_url_sqs, EVENTS_RETRIES,
@@ -5832,30 +5894,37 @@ def refuse_to_retry_daily_quota(response, **_):
 
 
 def send_report(ses, config, report, cycle):
-    """Send one report through SES and return SES's message id, or raise SendError."""
+    """Send one report's message (report.raw) through SES and return SES's message id,
+    or raise SendError.  The v2 client's SendEmail takes it; v1's SendRawEmail, where
+    the endpoint has no v2 API, takes the same bytes: only the request's names differ."""
     import botocore.exceptions
 
-    request = {
-        "Source": config.sender,
-        "Destination": {"ToAddresses": list(report.to), "BccAddresses": list(report.bcc)},
-        "Message": {
-            "Subject": {"Data": report.subject, "Charset": "UTF-8"},
-            "Body": {"Text": {"Data": report.body, "Charset": "UTF-8"},
-                     "Html": {"Data": report.html, "Charset": "UTF-8"}},
-        },
-        # So that SES event publishing can attribute deliveries, opens and bounces.
-        "Tags": [{"Name": "report", "Value": report.report_id},
-                 {"Name": "variant", "Value": report.variant},
-                 {"Name": "cycle", "Value": cycle}],
-    }
-    if config.configuration_set:
-        request["ConfigurationSetName"] = config.configuration_set
+    # So that SES event publishing can attribute deliveries, opens and bounces.
+    tags = [{"Name": "report", "Value": report.report_id},
+            {"Name": "variant", "Value": report.variant},
+            {"Name": "cycle", "Value": cycle}]
+    configuration_set = ({"ConfigurationSetName": config.configuration_set}
+                         if config.configuration_set else {})
+    if ses.meta.service_model.service_name == "sesv2":
+        call, request = ses.send_email, {
+            "FromEmailAddress": config.sender,
+            "Destination": {"ToAddresses": list(report.to),
+                            "BccAddresses": list(report.bcc)},
+            "Content": {"Raw": {"Data": report.raw}}, "EmailTags": tags}
+    else:
+        call, request = ses.send_raw_email, {
+            "Source": config.sender, "Destinations": [*report.to, *report.bcc],
+            "RawMessage": {"Data": report.raw}, "Tags": tags}
     try:
-        response = ses.send_email(**request)
+        response = call(**request, **configuration_set)
     except SendError:
         raise  # from refuse_to_retry_daily_quota, already classified
     except botocore.exceptions.ClientError as error:
-        raise ses_error(error.response, config.from_address) from None
+        failure = ses_error(error.response, config.from_address)
+        if failure.kind == "Unknown" and error.response.get("ResponseMetadata", {}).get(
+                "HTTPStatusCode") == 404:  # SES's own 404 names what it did not find
+            failure = SendError(failure.code, failure.message, "NotAnSesAnswer")
+        raise failure from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:
         raise unanswered(error) from None
     except Exception as error:  # noqa: BLE001 - botocore's parser on a non-SES answer
@@ -5901,7 +5970,7 @@ def ses_error(response, sender=None):
 
 def failure_kind(code, message, http_status, sender):
     """The FAILURE_POLICY key for SES's answer: its code, or the condition it shows."""
-    if code == "Throttling" and "daily" in message.lower():
+    if code in THROTTLING_CODES and "daily" in message.lower():
         return "DailyQuotaExceeded"  # SES words it "Daily message quota exceeded."
     if code == "MessageRejected" and sender and sender in message:
         return "SenderRejected"  # "Email address is not verified ... <sender>"
@@ -5980,6 +6049,7 @@ class Preflight:
         self.problems = set()  # what --check ends in
         self.sandbox = self.quota = self.account_refusal = None
         self.suppressed = {}  # address -> why
+        self.v2_missing = False  # the endpoint has no v2 API: send through v1
         for finding in findings:
             self.add(finding)
 
@@ -6047,6 +6117,7 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
     silent = {key: failure for key, answer in answers.items()
               if (failure := v2_silence(key, answer))}
     fallback = []
+    found.v2_missing = no_v2_api(answers["account",])
     if ("account",) in silent:
         fallback.append(("quota", check_quota))
     else:
@@ -6067,6 +6138,16 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
         found.add(Finding(warnings=(v2_fallback_warning(silent),),
                           problems=frozenset({"transient"} if unseen else ())))
     return found
+
+
+def no_v2_api(answer):
+    """Whether the account question's answer says the endpoint has no SES v2 API: a 404
+    that is not SES's NotFoundException.  The sends then go through v1."""
+    import botocore.exceptions
+
+    return (isinstance(answer, botocore.exceptions.ClientError)
+            and answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+            and answer.response.get("Error", {}).get("Code") != "NotFoundException")
 
 
 def v2_questions(client, sender, domain, recipients):
@@ -6763,7 +6844,7 @@ def setup_events(config, connect, console):
             topic_arn = events_topic(clients.sns, name, console)
             events_queue_policy(clients.sqs, queue_url, queue_arn, topic_arn, console)
             events_subscription(clients.sns, topic_arn, queue_arn, console)
-            events_destination(clients.send, name, topic_arn, console)
+            events_destination(clients.send_v1, name, topic_arn, console)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         said = events_error(error)
         hint = ("; the IAM policy for setting up is in docs/iam.md" if "AccessDenied" in said
@@ -6936,7 +7017,7 @@ def send_event_test(config, connect, clock, console):
         if config.configuration_set:
             request["ConfigurationSetName"] = config.configuration_set
         try:
-            message_id = clients.send.send_email(**request)["MessageId"]
+            message_id = clients.send_v1.send_email(**request)["MessageId"]
         except Exception as error:  # botocore's, whatever the endpoint did: one line
             raise SetupError(f"--test-events: SES did not take the test message: "
                              f"{events_error(error)}") from None
@@ -6959,6 +7040,9 @@ def send_event_test(config, connect, clock, console):
 IN_FLIGHT_GRACE_SECONDS = 5
 MAX_DETAIL = 200  # characters of a record's detail in a summary or history row
 GMAIL_CLIPS_AT = 100 * 1024  # bytes of HTML: Gmail clips a message past about 102 KB
+# The largest message SES's v1 API takes, MIME-encoded (v2 takes 40 MB): a run may
+# fall back to v1, and a message that large serves no reader.
+SES_MESSAGE_MAX_BYTES = 10 * 1000 * 1000
 
 # What --check says for each kind of problem the preflight met (details above it).
 CHECK_VERDICTS = {
@@ -7276,7 +7360,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             if cycle_run.outcome.refusal:
                 cycle_run.skip(to_send, *cycle_run.outcome.refusal)
             else:
-                cycle_run.send(to_send, clients.send,
+                cycle_run.send(to_send, clients.send_v1 if found.v2_missing else clients.send,
                                SendPacer(found.max_send_rate, clock), found.suppressed)
     return cycle_run.outcome
 
@@ -8434,6 +8518,14 @@ def prepare_reports(selected, config, cycle, now, args, console):
                              data=data, with_html=not args.dry_run,
                              **config.recipients(spec.report_id))
                for spec in selected]
+    if not args.dry_run:
+        reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
+                   for report in reports]
+    too_large = [f"{report.report_id}: its message is {len(report.raw) / 1e6:.1f} MB, over "
+                 f"the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB SES accepts; shorten what its "
+                 "sheets list" for report in reports if len(report.raw) > SES_MESSAGE_MAX_BYTES]
+    if too_large:
+        raise DataError(too_large)
     for report in reports:
         size = len(report.html.encode("utf-8"))
         if size > GMAIL_CLIPS_AT:

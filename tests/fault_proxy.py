@@ -1,6 +1,10 @@
 """A real HTTP proxy on loopback, between the script and the local SES, that
 answers some requests the way SES does when things go wrong."""
 
+import base64
+import contextlib
+import email
+import email.policy
 import json
 import re
 import threading
@@ -27,7 +31,10 @@ SES_ERRORS = {
 }
 # The same faults as the v2 API words them (JSON, its own error names).
 SES_V2_ERRORS = {
-    "throttle": (429, "TooManyRequestsException", "Too many requests."),
+    "throttle": (429, "TooManyRequestsException", "Maximum sending rate exceeded."),
+    "quota": (429, "TooManyRequestsException", "Daily message quota exceeded."),
+    "reject": (400, "MessageRejected", "Illegal address"),
+    "paused": (400, "SendingPausedException", "Sending is paused for this account."),
     "503": (503, "ServiceUnavailable", "Service is unavailable. Please try again later."),
     "denied": (403, "AccessDeniedException",
                "User is not authorized to perform: ses:{action} on resource: *"),
@@ -43,7 +50,7 @@ SES_V2_ACTIONS = [
     ("GET", re.compile(r"/v2/email/suppression/addresses/([^/?]+)$"),
      "GetSuppressedDestination"),
     ("GET", re.compile(r"/v2/email/identities/([^/?]+)$"), "GetEmailIdentity"),
-    ("POST", re.compile(r"/v2/email/outbound-emails$"), "SendEmailV2"),
+    ("POST", re.compile(r"/v2/email/outbound-emails$"), "SendEmail"),
 ]
 
 # SES's answer to GetSendQuota, for an account whose quota a test chooses.
@@ -62,9 +69,28 @@ ERROR_XML = """<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
 </ErrorResponse>"""
 
 
+def read_send(request):
+    """A v2 SendEmail request, and its raw message as a mail client reads it: "text" and
+    "html" (the two editions, their lines ended as Python's are), "charsets" (of each
+    part), "tags" ({name: value})."""
+    raw = ((request.get("Content") or {}).get("Raw") or {}).get("Data")
+    if raw:
+        message = email.message_from_bytes(base64.b64decode(raw), policy=email.policy.default)
+        parts = {part.get_content_subtype(): part for part in message.walk()
+                 if part.get_content_maintype() == "text"}
+        request = {**request, "message": message,
+                   "charsets": {kind: part.get_content_charset() for kind, part in parts.items()},
+                   **{name: parts[kind].get_content().replace("\r\n", "\n") for name, kind in
+                      (("text", "plain"), ("html", "html")) if kind in parts}}
+    request["tags"] = {tag.get("Name"): tag.get("Value") for tag in request.get("EmailTags") or ()}
+    return request
+
+
 class FaultProxy:
     """Forwards to `upstream`, except where a planned fault answers instead.
 
+    The v2 API's SendEmail (the reports) and v1's (the failure notice) are both
+    "SendEmail"; v1's SendRawEmail (the reports, where v2 is missing) is its own.
     plan("SendEmail", "throttle", "pass", then="quota") answers the first
     SendEmail with Throttling, forwards the second, and answers every later one
     with the daily-quota error; a fault may also be (HTTP status, code, message)
@@ -208,10 +234,18 @@ class FaultProxy:
         self.burst = burst or recipients_per_second
         self._bucket = (self.burst, time.monotonic())
 
-    def _over_rate(self, parameters):
-        if self.rate_limit is None or parameters.get("Action") != "SendEmail":
+    def _over_rate(self, action, parameters):
+        """Whether this send is over the rate: v1's SendEmail and SendRawEmail name their
+        recipients as form fields, v2's SendEmail in its JSON Destination."""
+        if self.rate_limit is None or action not in ("SendEmail", "SendRawEmail"):
             return False
-        recipients = sum(1 for name in parameters if name.startswith("Destination."))
+        destination = parameters.get("Destination")
+        if isinstance(destination, dict):
+            recipients = sum(len(destination.get(kind, ())) for kind in
+                             ("ToAddresses", "CcAddresses", "BccAddresses"))
+        else:
+            recipients = sum(1 for name in parameters
+                             if name.startswith(("Destination.", "Destinations.")))
         with self._lock:
             tokens, then = self._bucket
             now = time.monotonic()
@@ -264,7 +298,7 @@ class FaultProxy:
                 action = parameters.get("Action", "?")
                 proxy.requests.append((action, parameters))
                 fault = proxy._next_fault(action)
-                if fault == "pass" and proxy._over_rate(parameters):
+                if fault == "pass" and proxy._over_rate(action, parameters):
                     fault = "throttle"
                 fault = SES_ERRORS.get(fault, fault) if isinstance(fault, str) else fault
                 if isinstance(fault, tuple):
@@ -304,8 +338,14 @@ class FaultProxy:
                         action, subject = name, unquote(match.group(1)) if match.groups() \
                             else None
                         break
-                proxy.requests.append((action, {"subject": subject}))
+                parameters = {"subject": subject}
+                if action == "SendEmail":  # its JSON, as v1's form fields are kept
+                    with contextlib.suppress(ValueError):
+                        parameters.update(read_send(json.loads(body)))
+                proxy.requests.append((action, parameters))
                 fault = proxy._next_fault(action)
+                if fault == "pass" and proxy._over_rate(action, parameters):
+                    fault = "throttle"
                 if isinstance(fault, str) and fault in SES_V2_ERRORS:
                     fault = SES_V2_ERRORS[fault]
                 if isinstance(fault, dict):  # an answer of the test's own: {"status", "body"}
@@ -327,6 +367,8 @@ class FaultProxy:
                         self._v2_error(404, "NotFoundException",
                                        f"Email address {subject} does not exist on your "
                                        "suppression list.")
+                elif proxy._closing.wait(proxy.delay.get(action, 0)):
+                    self.close_connection = True  # the test is over: forward nothing
                 else:
                     self._forward(body, method, overlay=proxy.identities.get(subject)
                                   if action == "GetEmailIdentity" else None)

@@ -14,6 +14,8 @@ The server is started with an account's quota of our choosing instead, so that
 pacing binds only in the tests that are about pacing.
 """
 
+import email
+import email.policy
 import json
 import os
 import socket
@@ -99,8 +101,13 @@ class LocalSES:
             return json.load(answer)
 
     def messages(self):
-        """The messages SES accepted, in the order it received them."""
-        return self.state().get("ses", {}).get("Message", [])
+        """The messages SES accepted, as one shape whichever API sent them: id, source,
+        subject, body (the HTML part where there is one, as moto keeps for v1's
+        SendEmail), text, destinations ({"ToAddresses", "BccAddresses"}) and, for a
+        raw message, the message itself (raw).  The reports (raw, through v2) come in the
+        order SES received them, then the failure notices (v1's SendEmail)."""
+        held = self.state().get("ses", {})
+        return [*map(raw_message, held.get("RawMessage", [])), *held.get("Message", [])]
 
     def reset(self):
         request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
@@ -124,6 +131,22 @@ class LocalSES:
             self.client("sesv2").create_email_identity(
                 EmailIdentity=identity,
                 DkimSigningAttributes={"NextSigningKeyLength": "RSA_2048_BIT"})
+
+
+def raw_message(held):
+    """A raw message moto holds, in the shape of its simple ones: its destinations are
+    the request's (serve() sees to it), To then BCC, and its BCC those past the To
+    header's.  Each part's lines end as
+    Python's do, as a mail client shows them (the message has SMTP's CRLF)."""
+    message = email.message_from_string(held["raw_data"], policy=email.policy.default)
+    to = [address.addr_spec for address in message["To"].addresses] if message["To"] else []
+    given = held["destinations"]
+    parts = {part.get_content_subtype(): part.get_content().replace("\r\n", "\n")
+             for part in message.walk() if part.get_content_maintype() == "text"}
+    return {"id": held["id"], "source": held["source"], "subject": str(message["Subject"]),
+            "body": parts.get("html", parts.get("plain")), "text": parts.get("plain"),
+            "destinations": {"ToAddresses": given[:len(to)], "BccAddresses": given[len(to):]},
+            "raw": held["raw_data"]}
 
 
 def script_environment(endpoint_url, home, v2_url=None, **extra):
@@ -161,6 +184,23 @@ def serve(port, max_send_rate, max_24_hour_send, v2_port):
         quota.max24_hour_send = max_24_hour_send
 
     models.SESQuota.__init__ = account_quota
+    keep_raw = models.SESBackend.send_raw_email
+    limit = models.RECIPIENT_LIMIT
+
+    def send_raw_email(backend, source, destinations, raw_data):
+        """moto's, with the request's destinations the only ones, as SES has it (moto
+        adds the To header's again: each To would count twice against the limit)."""
+        if len(destinations) > limit:
+            raise models.MessageRejectedError("Too many recipients.")
+        counted = backend.sent_message_count
+        message = keep_raw(backend, source, list(destinations), raw_data)
+        if destinations:
+            message.destinations = list(destinations)
+            backend.sent_message_count = counted + len(destinations)
+        return message
+
+    models.RECIPIENT_LIMIT = 10 * limit  # checked above, on the request's destinations
+    models.SESBackend.send_raw_email = send_raw_email
     with FaultProxy(f"http://127.0.0.1:{port}", port=v2_port) as v2:
         v2.account_quota(max_24_hour_send, 0, max_send_rate)  # no need to ask moto each time
         moto_server(["-H", "127.0.0.1", "-p", str(port)])

@@ -36,12 +36,6 @@ def text_headings(body):
             if under and set(under) == {"-"} and len(under) == len(line)]
 
 
-def tags(parameters):
-    """SES message tags from a SendEmail request, as {name: value}."""
-    names = {k: v for k, v in parameters.items() if re.fullmatch(r"Tags\.member\.\d+\.Name", k)}
-    return {v: parameters[k.replace(".Name", ".Value")] for k, v in names.items()}
-
-
 # --- Two editions from one source --------------------------------------------
 
 
@@ -109,6 +103,8 @@ def test_the_brief_is_one_screen_of_headline_numbers_and_top_actions():
 
 
 def test_sent_messages_carry_both_parts_and_tags(run_via_proxy, proxy, ses):
+    """The eight reports reach SES through v2's SendEmail (/v2/email/outbound-emails),
+    each one raw MIME message of both editions, tagged and in the configuration set."""
     ses.verify(SENDER)
     run_via_proxy.settings(AWS_SES_CONFIGURATION_SET="exec-reports")
     result = run_via_proxy("--cycle", CYCLE)
@@ -117,12 +113,15 @@ def test_sent_messages_carry_both_parts_and_tags(run_via_proxy, proxy, ses):
     assert len(requests) == len(ser.REPORTS)
     records = run_via_proxy.audit_records()
     for spec, request, record in zip(ser.REPORTS, requests, records, strict=True):
-        assert request["Message.Body.Text.Charset"] == "UTF-8"
-        assert request["Message.Body.Html.Charset"] == "UTF-8"
-        assert sha256(request["Message.Body.Text.Data"]) == record["body_sha256"]
-        assert sha256(request["Message.Body.Html.Data"]) == record["html_sha256"]
-        assert tags(request) == {"report": spec.report_id, "variant": "a", "cycle": CYCLE}
+        assert request["charsets"] == {"plain": "utf-8", "html": "utf-8"}
+        assert sha256(request["text"]) == record["body_sha256"]
+        assert sha256(request["html"]) == record["html_sha256"]
+        assert request["tags"] == {"report": spec.report_id, "variant": "a", "cycle": CYCLE}
         assert request["ConfigurationSetName"] == "exec-reports"
+        assert request["message"]["Subject"] == record["subject"]
+        assert request["message"]["Bcc"] is None  # SES would show it to every recipient
+        assert request["Destination"] == {"ToAddresses": [RECIPIENT], "BccAddresses": [BCC]}
+    assert proxy.count("SendRawEmail") == 0
 
 
 # --- Each stakeholder their own report ---------------------------------------
@@ -181,9 +180,9 @@ def test_variant_b_sends_the_brief_to_its_own_list(run_via_proxy, proxy, ses):
     assert {tuple(m["destinations"]["ToAddresses"]) for m in messages} == {
         ("tester@example.com",), ("cto-b@example.com",)}
     assert all(m["subject"].startswith("Brief: ") for m in messages)
-    text = proxy.sent()[0]["Message.Body.Text.Data"]
+    text = proxy.sent()[0]["text"]
     assert "AT A GLANCE" in text and "EXECUTIVE SUMMARY" not in text
-    assert {tags(request)["variant"] for request in proxy.sent()} == {"b"}
+    assert {request["tags"]["variant"] for request in proxy.sent()} == {"b"}
     assert {r["variant"] for r in run_via_proxy.audit_records()} == {"b"}
 
 

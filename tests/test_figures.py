@@ -28,9 +28,8 @@ def write_figures(path, rows, header=HEADER):
 
 def text_part(proxy, report_id):
     """The plain-text edition SES received for a report, read off the wire."""
-    [text] = [request["Message.Body.Text.Data"] for request in proxy.sent()
-              if "Tags.member.1.Value" in request
-              and request["Tags.member.1.Value"] == report_id]
+    [text] = [request["text"] for request in proxy.sent()
+              if request["tags"].get("report") == report_id]
     return text
 
 
@@ -78,7 +77,7 @@ def test_counted_findings_follow_the_data(run_via_proxy, proxy, ses):
     before = run_via_proxy("--only", "ceo", "--cycle", "2026-11-15")
     after = run_via_proxy("--only", "ceo", "--cycle", "2026-11-29")
     assert before.returncode == after.returncode == 0
-    earlier, later = (request["Message.Body.Text.Data"] for request in proxy.sent())
+    earlier, later = (request["text"] for request in proxy.sent())
     lists = [text[text.index("CRITICAL SHORTFALLS"):text.index("SHORTFALLS BY BUSINESS")]
              for text in (earlier, later)]
     assert "OTA listings below target" in lists[0]

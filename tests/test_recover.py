@@ -167,7 +167,7 @@ def test_a_rejected_report_is_audited_and_the_others_still_go(run_via_proxy, pro
 
 
 @pytest.mark.parametrize("fault, code, advice", [
-    ("paused", "AccountSendingPausedException", "reputation dashboard"),
+    ("paused", "SendingPausedException", "reputation dashboard"),  # as v2 words it
     ("denied", "AccessDenied", "IAM policy in docs/iam.md"),
 ])
 def test_an_account_wide_refusal_stops_the_run_instead_of_repeating_it(
@@ -402,7 +402,7 @@ def test_paced_sends_never_meet_a_rate_limit_and_unpaced_ones_do(run_via_proxy, 
     proxy.account_quota(max_send_rate=1000)
     proxy.limit_rate(rate, burst)
     again = run_via_proxy("--cycle", "unpaced", env={"AWS_MAX_ATTEMPTS": "1"})
-    assert again.returncode == 75 and "Throttling" in again.stderr
+    assert again.returncode == 75 and "TooManyRequestsException" in again.stderr  # v2's
     assert proxy.throttled > 0
 
 
@@ -491,6 +491,10 @@ EXPECTED_HANDLING = {
     "MailFromDomainNotVerifiedException": (1, True), "InvalidClientTokenId": (78, True),
     "SignatureDoesNotMatch": (78, True), "ExpiredToken": (78, True),
     "UnrecognizedClientException": (78, True),
+    # The v2 API's own words (the reports go through its SendEmail).
+    "LimitExceededException": (75, True), "SendingPausedException": (1, True),
+    "AccountSuspendedException": (1, True), "NotFoundException": (1, True),
+    "BadRequestException": (1, False),
 }
 
 
@@ -527,7 +531,7 @@ def test_a_server_error_without_a_known_code_is_transient_and_stops(run_via_prox
     result = run_via_proxy("--cycle", CYCLE, env={"AWS_MAX_ATTEMPTS": "1"})
     assert result.returncode == 75
     assert proxy.count("SendEmail") == 1
-    assert "run again later" in result.stderr and "Traceback" not in result.stderr
+    assert "run again" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("code", ["MessageRejected", "Throttling", ""])

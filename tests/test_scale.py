@@ -1,0 +1,90 @@
+"""As the sheets and the logs grow (issue 27): the reports go through SES v2 as one
+raw message each, a list that grows with a sheet shows what matters and counts the
+rest, and a message larger than SES takes is refused before anything is sent."""
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import BCC, RECIPIENT, SENDER
+from fault_proxy import PREFLIGHT_V2_ACTIONS
+from test_domain_records import CLIENTS
+from test_owner_data import CYCLE, section, write_sheet
+
+ALL_IDS = [spec.report_id for spec in ser.REPORTS]
+
+
+# --- SES v2, and v1 where v2 is missing ------------------------------------------------
+
+
+def test_where_the_endpoint_has_no_v2_api_the_same_messages_go_through_v1(run_via_proxy,
+                                                                           proxy, ses):
+    ses.verify(SENDER)
+    for action in PREFLIGHT_V2_ACTIONS:
+        proxy.plan(action, then="unimplemented")
+    result = run_via_proxy("--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    assert proxy.count("SendEmail") == 0 and proxy.count("SendRawEmail") == len(ALL_IDS)
+    for request, report_id in zip(proxy.sent("SendRawEmail"), ALL_IDS, strict=True):
+        assert request["Tags.member.1.Value"] == report_id
+        assert [request["Destinations.member.1"], request["Destinations.member.2"]] == [
+            RECIPIENT, BCC]
+    messages = ses.messages()
+    assert [m["id"] for m in messages] == [
+        r["message_id"] for r in run_via_proxy.audit_records()]
+    assert all(m["destinations"] == {"ToAddresses": [RECIPIENT], "BccAddresses": [BCC]}
+               and "Bcc:" not in m["raw"] for m in messages)
+
+
+def test_a_message_over_what_ses_takes_is_refused_before_any_send(run_script, ses,
+                                                                  monkeypatch):
+    """The limit is SES's 10 MB; lowered here so that the example's reports pass it (a
+    sheet cannot make a report that large: every list in it is capped)."""
+    ses.verify(SENDER)
+    sizes = {}
+    result = run_script("--cycle", CYCLE, "--preview-dir", str(run_script.tmp_path / "p"))
+    assert result.returncode == 0, result.stderr
+    for report_id in ALL_IDS:
+        sizes[report_id] = (run_script.tmp_path / "p" / f"{report_id}.eml").stat().st_size
+    largest = max(sizes, key=sizes.get)
+    monkeypatch.setattr(ser, "SES_MESSAGE_MAX_BYTES", sizes[largest] - 1000)
+    result = run_script("--cycle", CYCLE)
+    assert result.returncode == 65
+    errors = [line for line in result.stderr.splitlines() if line.startswith("data error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"data error: {largest}: its message is ")
+    assert "MB SES accepts" in errors[0] and "Traceback" not in result.stderr
+    assert ses.messages() == []  # not the others either: the run is refused whole
+    assert not [r for r in run_script.audit_records() if r["status"] == "sent"]
+
+
+# --- Lists that grow with a sheet ------------------------------------------------------
+
+
+def many_clients(count):
+    """count active clients, each renewing soon and never invoiced: in every list."""
+    return [[f"Client {n:05}", "Gold", str(100 + n % 1000), "", "2025-01-01", "2026-12-15",
+             "", "active", ""] for n in range(count)]
+
+
+def test_fifty_thousand_clients_make_a_dc_report_ses_takes(run_script, ses):
+    ses.verify(SENDER)
+    write_sheet(run_script.data / "clients.csv", CLIENTS, many_clients(50_000))
+    result = run_script("--only", "dc-portfolio", "--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    assert len(message["raw"]) < ser.SES_MESSAGE_MAX_BYTES
+    assert len(message["body"].encode()) < ser.GMAIL_CLIPS_AT  # nor is it clipped
+    text = " ".join(message["text"].split())
+    gaps = section(text, "BILLING GAP IDENTIFICATION", "ENDED CLIENTS")
+    assert f"And {50_000 - ser.LIST_SHOWN} more in clients.csv." in gaps
+    assert gaps.count("Client ") == ser.LIST_SHOWN
+    # The most money first: the clients worth $1,099 a month lead the list.
+    assert "Client 00999: on no billing model." in gaps
+
+
+@pytest.mark.parametrize("count, shown", [(ser.LIST_SHOWN, ser.LIST_SHOWN),
+                                          (ser.LIST_SHOWN + 1, ser.LIST_SHOWN)])
+def test_a_list_one_longer_than_the_limit_says_one_more(count, shown):
+    lines = [f"line {n}" for n in range(count)]
+    capped = ser.at_most(lines, "items.csv")
+    assert capped[:shown] == lines[:shown]
+    assert capped[shown:] == ([] if count == shown else ["And 1 more in items.csv."])
