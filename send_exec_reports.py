@@ -4846,7 +4846,7 @@ class RenderedReport(NamedTuple):
     variant: str = "a"
     snapshot: "Snapshot | None" = None  # the figures it was written from
     sheets: dict = {}  # {sheet: sha256} of every sheet of the owner's data it was written from
-    raw: bytes = b""  # the MIME message SES is given (prepare_reports builds it)
+    raw: bytes = b""  # the MIME message SES is given (ses_messages builds it for a send)
 
     @property
     def recipient_count(self):
@@ -5450,11 +5450,14 @@ def read_recent_records(path, cycles):
     return records[::-1] + [e for e in events[::-1] if e["cycle"] in seen], warnings
 
 
-def lines_from_end(file, block=1 << 16):
-    """The lines of a binary file, last first, read a block at a time from the end."""
-    position = file.seek(0, os.SEEK_END)
+def lines_from_end(file, most_bytes=None, block=1 << 16):
+    """The lines of a binary file, last first, read a block at a time from the end;
+    given most_bytes, only the whole lines within that many bytes of the end."""
+    position = end = file.seek(0, os.SEEK_END)
     carry = b""
     while position > 0:
+        if most_bytes is not None and end - position >= most_bytes:
+            return  # carry may be part of a line: not a line to give
         step = min(block, position)
         position -= step
         file.seek(position)
@@ -5467,23 +5470,29 @@ def lines_from_end(file, block=1 << 16):
 def last_sent_figures(path, cycle):
     """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
     from the audit log's end; None if there is none, or it recorded no figures."""
-    record = next((r for r in records_from_end(path)
+    record = next((r for r in records_from_end(path, SENT_MARK)
                    if report_sent(r) and r["cycle"] != cycle), None)
     digest = record and record.get("data_sha256")
     return (record["cycle"], digest, record.get("data_as_of")) if digest else None
 
 
-def records_from_end(path):
+def records_from_end(path, needle=b""):
     """The audit log's good records, newest first (a line that is none is passed
-    over: --history is where such lines are warned of)."""
+    over: --history is where such lines are warned of); given a needle, only those
+    whose line holds it (a line not parsed costs little)."""
     log = open_audit_log_to_read(path)
     if log is None:
         return
     with log:
         for line in lines_from_end(log):
+            if needle not in line:
+                continue
             record, problem = parsed_record(line) if line.strip() else (None, "blank")
             if not problem:
                 yield record
+
+
+SENT_MARK = b'"status": "sent"'  # how a sent record's line says so (json.dumps)
 
 
 def report_sent(record):
@@ -6479,9 +6488,13 @@ EVENT_KINDS = {
     "DeliveryDelay": ("delay", "delayedRecipients"), "Reject": ("reject", None),
     "Rendering Failure": ("rendering_failure", None), "RenderingFailure": (
         "rendering_failure", None)}
-# How many event records, from the log's end, decide a recipient's latest state:
-# the check costs the same however many events the log has gathered.
+# How many event records, in how many bytes from the log's end, decide a recipient's
+# latest state: the check costs the same however long the log has grown (8 MiB is
+# about 15,000 records, years of weekly cycles).  An address that bounced before
+# that and was sent nothing since is on SES's suppression list, which the
+# preflight asks about.
 EVENTS_LOOKBACK_RECORDS = 5000
+EVENTS_LOOKBACK_BYTES = 8 << 20
 # What --history calls each kind, the latest per recipient.
 EVENT_STATES = {"send": "sent", "delivery": "delivered", "bounce": "bounced",
                 "complaint": "complained", "delay": "delayed", "reject": "rejected",
@@ -6599,36 +6612,50 @@ def kind_field(event):
             "RenderingFailure": "failure"}.get(name, name[0].lower() + name[1:])
 
 
-def sent_records(path, message_ids):
-    """{SES message id: its sent record} for these ids, in one pass over the log
-    (only the lines that hold one of them are parsed)."""
-    wanted = set(message_ids)
-    needles = [json.dumps(message_id).encode() for message_id in wanted]  # as the log has it
-    found = {}
-    log = open_audit_log_to_read(path)
-    if log is None or not wanted:
-        return found
-    with log:
-        for line in lines_from_end(log):
+class EventBook:
+    """What the events drain looks up in the audit log, each part read once a run, so
+    that a drain costs what its messages do however long the queue's backlog:
+
+    - the sends, by SES message id: read backwards from the log's end as the run
+      found it, only as far as an id not yet seen asks (every line once a run);
+    - the event ids already recorded, by cycle: read once a cycle, then kept up to
+      date as the run records more (a message SQS delivers twice is recorded once).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._log = open_audit_log_to_read(path)
+        self._lines = lines_from_end(self._log) if self._log else iter(())
+        self._sends, self._absent, self._event_ids = {}, set(), {}
+
+    def close(self):
+        if self._log:
+            self._log.close()
+
+    def sends(self, message_ids):
+        """{SES message id: its sent record} for those of these ids the log has."""
+        wanted = set(message_ids) - self._sends.keys() - self._absent
+        needles = {json.dumps(message_id).encode() for message_id in wanted}  # as logged
+        for line in self._lines if wanted else ():
             if not any(needle in line for needle in needles):
                 continue
             record, problem = parsed_record(line)
-            if not problem and record["status"] == "sent" and \
-                    record.get("message_id") in wanted:
-                found.setdefault(record["message_id"], record)
-            if len(found) == len(wanted):
-                break
-    return found
+            if not problem and record["status"] == "sent" and record.get("message_id") in \
+                    wanted and record["message_id"] not in self._sends:
+                self._sends[record["message_id"]] = record  # the newest send of an id
+                if wanted <= self._sends.keys():
+                    break
+        self._absent |= wanted - self._sends.keys()
+        return {message_id: self._sends[message_id] for message_id in message_ids
+                if message_id in self._sends}
 
-
-def recorded_event_ids(path, cycles):
-    """The event ids the log already holds for these cycles: a message SQS delivers
-    twice is recorded once."""
-    ids = set()
-    for cycle in cycles:
-        records, _ = cycle_records(path, cycle)
-        ids |= {r.get("event_id") for r in records if r["status"] == "event"}
-    return ids
+    def event_ids(self, cycle):
+        """The event ids recorded for a cycle (a set the run adds to)."""
+        if cycle not in self._event_ids:
+            records, _ = cycle_records(self.path, cycle)
+            self._event_ids[cycle] = {r.get("event_id") for r in records
+                                      if r["status"] == "event"}
+        return self._event_ids[cycle]
 
 
 class Drained(NamedTuple):
@@ -6647,6 +6674,7 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
     import botocore.exceptions
 
     deadline, read, recorded, foreign = clock.monotonic() + EVENTS_MAX_SECONDS, 0, 0, 0
+    book = EventBook(config.audit_log_path)
     try:
         while read < EVENTS_MAX_MESSAGES and clock.monotonic() < deadline:
             messages = clients.sqs.receive_message(
@@ -6659,7 +6687,7 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
                       for message in messages]
             foreign += sum(event is None for _, event in events)
             written, strangers = record_events([e for e in events if e[1]], clients, config,
-                                               audit_log, clock, console, deadline)
+                                               audit_log, clock, console, deadline, book)
             recorded, foreign = recorded + written, foreign + strangers
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         then = ("the reports are sent all the same, and the events wait on the queue for the "
@@ -6668,6 +6696,7 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
                       f"read: {events_error(error)}; {then}")
         return Drained(recorded, read_all=False)
     finally:
+        book.close()
         if foreign:
             console.warn(f"warning: {foreign} message(s) on the events queue are not SES "
                          "events (malformed, or another sender's): left on the queue, for its "
@@ -6676,15 +6705,12 @@ def drain_events(clients, config, audit_log, clock, console, sending=True):
     return Drained(recorded)
 
 
-def record_events(events, clients, config, audit_log, clock, console, deadline=math.inf):
+def record_events(events, clients, config, audit_log, clock, console, deadline, book):
     """Record these (message, event) pairs, then delete their messages; (how many
     records were written, how many events named an address their send never had: not
     SES's, left on the queue).  Past the deadline (clock.monotonic()), the messages not
-    yet recorded are left on the queue for the next run."""
-    sends = sent_records(config.audit_log_path, {e["mail"]["messageId"] for _, e in events})
-    known = recorded_event_ids(config.audit_log_path, {
-        sends[e["mail"]["messageId"]]["cycle"] if e["mail"]["messageId"] in sends
-        else UNMATCHED for _, e in events})
+    yet recorded are left on the queue for the next run.  book: the run's EventBook."""
+    sends = book.sends({e["mail"]["messageId"] for _, e in events})
     ours = [(message, e) for message, e in events
             if sent_to(sends.get(e["mail"]["messageId"]), e)]
     strangers, events = len(events) - len(ours), ours
@@ -6694,6 +6720,7 @@ def record_events(events, clients, config, audit_log, clock, console, deadline=m
             break  # the run's time for events is up, inside a batch as between them
         for record in event_records(event, sends.get(event["mail"]["messageId"]),
                                     clock.now()):
+            known = book.event_ids(record["cycle"])
             if record["event_id"] not in known:
                 audit_log.append(record)  # on disk before its message leaves the queue
                 known.add(record["event_id"])
@@ -6784,7 +6811,8 @@ def delivery_problems(path, recipients, now):
         return []
     wanted = {address.casefold() for address in recipients}
     with log:
-        events = (line for line in lines_from_end(log) if b'"status": "event"' in line)
+        events = (line for line in lines_from_end(log, EVENTS_LOOKBACK_BYTES)
+                  if b'"status": "event"' in line)
         for _, line in zip(range(EVENTS_LOOKBACK_RECORDS), events):
             record, problem = parsed_record(line)
             if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
@@ -7062,10 +7090,13 @@ MAX_PACING_WAIT_SECONDS = SES_MAX_RECIPIENTS / MIN_SEND_RATE
 
 
 class SendPacer:
-    """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded."""
+    """Spaces sends so that SES's MaxSendRate, counted in recipients, is never exceeded:
+    at PACING_SHARE of it, since SES counts on its own clock, and a send that leaves a
+    moment late can reach it with the next one close behind."""
 
     def __init__(self, max_send_rate, clock):
-        self.rate = max_send_rate if max_send_rate and max_send_rate > 0 else None
+        self.rate = max_send_rate * PACING_SHARE if max_send_rate and max_send_rate > 0 \
+            else None
         self.clock = clock
         self.next_send = None
 
@@ -7080,6 +7111,9 @@ class SendPacer:
             self.clock.sleep(wait)
             now += wait
         self.next_send = now + recipients / self.rate
+
+
+PACING_SHARE = 0.95
 
 
 class StopSignals:
@@ -7347,6 +7381,8 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
                 cycle_run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
                          f"{already_sent[report.report_id]}; --force sends it again")
         to_send = [r for r in reports if r.report_id not in already_sent]
+        if to_send:
+            to_send = ses_messages(to_send, config, clock.now())
         if to_send and refusal:
             cycle_run.outcome.refusal = refusal
             cycle_run.skip(to_send, *refusal)
@@ -8071,7 +8107,7 @@ def show_status(args, environ, console, clock):
 def last_sent_line(path, zone):
     """What --status says of the last report sent: its cycle, when, and how many of
     that cycle's reports the log shows sent."""
-    last = next(filter(report_sent, records_from_end(path)), None)
+    last = next(filter(report_sent, records_from_end(path, SENT_MARK)), None)
     if last is None:
         return f"last sent: nothing yet (audit log {path})"
     sent, _ = read_ledger(path, last["cycle"], last.get("variant", "a"))
@@ -8518,14 +8554,6 @@ def prepare_reports(selected, config, cycle, now, args, console):
                              data=data, with_html=not args.dry_run,
                              **config.recipients(spec.report_id))
                for spec in selected]
-    if not args.dry_run:
-        reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
-                   for report in reports]
-    too_large = [f"{report.report_id}: its message is {len(report.raw) / 1e6:.1f} MB, over "
-                 f"the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB SES accepts; shorten what its "
-                 "sheets list" for report in reports if len(report.raw) > SES_MESSAGE_MAX_BYTES]
-    if too_large:
-        raise DataError(too_large)
     for report in reports:
         size = len(report.html.encode("utf-8"))
         if size > GMAIL_CLIPS_AT:
@@ -8533,6 +8561,19 @@ def prepare_reports(selected, config, cycle, now, args, console):
                          f"shows only its first {GMAIL_CLIPS_AT // 1024} KB or so, behind a "
                          "link; shorten what its sheets list")
     return reports, refusal
+
+
+def ses_messages(reports, config, now):
+    """The reports with the MIME message SES is given (report.raw), built only for what
+    a run sends; DataError, before any send, where one is larger than SES takes."""
+    reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
+               for report in reports]
+    too_large = [f"{report.report_id}: its message is {len(report.raw) / 1e6:.1f} MB, over "
+                 f"the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB SES accepts; shorten what its "
+                 "sheets list" for report in reports if len(report.raw) > SES_MESSAGE_MAX_BYTES]
+    if too_large:
+        raise DataError(too_large)
+    return reports
 
 
 def parse_args(argv, console):

@@ -415,9 +415,11 @@ def test_sends_are_paced_to_the_max_send_rate(run_via_proxy, proxy, ses):
     assert result.returncode == 0, result.stderr
     times = [datetime.fromisoformat(r["ts"]) for r in run_via_proxy.audit_records()]
     gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:])]
-    assert gaps == [pytest.approx(RECIPIENTS_PER_REPORT / rate)] * (REPORT_COUNT - 1)
+    paced = rate * ser.PACING_SHARE  # a margin under SES's rate: 95% of it
+    # The records' times are to the millisecond.
+    assert gaps == [pytest.approx(RECIPIENTS_PER_REPORT / paced, abs=1e-3)] * (REPORT_COUNT - 1)
     assert sum(clock.sleeps) == pytest.approx(
-        (REPORT_COUNT - 1) * RECIPIENTS_PER_REPORT / rate)
+        (REPORT_COUNT - 1) * RECIPIENTS_PER_REPORT / paced)
 
 
 # --- Hygiene ----------------------------------------------------------------
@@ -661,7 +663,9 @@ def test_a_send_rate_no_account_has_is_paced_at_one_a_second(run_via_proxy, prox
                                "second") == 1
     assert "Traceback" not in result.stderr
     # Seven waits for a report of two recipients at one a second: no days of sleep.
-    assert max(clock.sleeps) <= 2.0 and sum(clock.sleeps) <= 14.0 + 1e-6
+    slowest = ser.PACING_SHARE  # 95% of one a second
+    assert max(clock.sleeps) <= 2.0 / slowest + 1e-6
+    assert sum(clock.sleeps) <= 14.0 / slowest + 1e-6
     assert sends_per_report(ses) == {r: 1 for r in ALL_IDS}
 
 
