@@ -118,8 +118,9 @@ EXIT_CODES = {
     "config": (os.EX_CONFIG, "the configuration is invalid, no AWS credentials were found "
                              "or AWS refused them, or TLS to the endpoint cannot be "
                              "verified; nothing more was sent"),
-    "data": (os.EX_DATAERR, "a sheet of the owner's data has bad rows, or its figures are "
-                            "stale and REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
+    "data": (os.EX_DATAERR, "a sheet of the owner's data has bad rows, a report's message "
+                            "would pass SES's 10 MB, or the figures are stale and "
+                            "REPORT_DATA_REQUIRE_FRESH is set; nothing was sent"),
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock, a preview or a new data "
                                      "folder could not be written, or is not a regular file "
                                      "of yours; nothing unrecorded is sent"),
@@ -155,8 +156,8 @@ class FailurePolicy(NamedTuple):
 TRANSIENT_ADVICE = "SES could not be reached or was busy; nothing more was sent, run again later"
 SENDER_ADVICE = ("check that AWS_SES_FROM_ADDRESS (or its domain) is verified in SES in "
                  "AWS_SES_REGION; in the SES sandbox the recipients must be verified too")
-IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail for this sender; see the IAM "
-              "policy in docs/iam.md")
+IAM_ADVICE = ("the AWS credentials may not call ses:SendEmail (or ses:SendRawEmail) for this "
+              "sender; see the IAM policy in docs/iam.md")
 
 # The failure policy, in two tables: the conditions this script names (an
 # answer that shows a used-up quota, no answer at all, what the preflight
@@ -3165,17 +3166,22 @@ ATTENTION_SHOWN = 10  # a list longer than this ends with how many more, and the
 LIST_SHOWN = 20
 
 
-def at_most(lines, sheet):
-    """The first LIST_SHOWN lines, then one saying how many more the sheet holds."""
+def at_most(lines, sheet, order=""):
+    """The first LIST_SHOWN lines, then one saying how many more the sheet holds (and,
+    where given, which come first)."""
     if len(lines) <= LIST_SHOWN:
         return list(lines)
-    return [*lines[:LIST_SHOWN], f"And {len(lines) - LIST_SHOWN} more in {sheet}."]
+    shown = f"; those shown are {order}" if order else ""
+    return [*lines[:LIST_SHOWN], f"And {len(lines) - LIST_SHOWN} more in {sheet}{shown}."]
 
 
-def table_at_most(rows, sheet):
+def table_at_most(rows, sheet, order=""):
     """A table's heading row and its first LIST_SHOWN rows, then a line of how many more."""
-    more = at_most(rows[1:], sheet)[LIST_SHOWN:]
+    more = at_most(rows[1:], sheet, order)[LIST_SHOWN:]
     return [Block("table", rows[:LIST_SHOWN + 1])] + [Block("paragraph", more)] * bool(more)
+
+
+MOST_VALUE_FIRST = "the most monthly value first"
 
 
 class Attention(NamedTuple):
@@ -4089,7 +4095,7 @@ def billing_gaps(data):
         return missing_record(data, "clients.csv")
     gaps = [f"{client.name}: {gap}." for client in by_value(active_clients(data.clients))
             if (gap := billing_gap(client, data))]
-    return [Block("numbered", at_most(gaps, "clients.csv"))] if gaps else [
+    return [Block("numbered", at_most(gaps, "clients.csv", MOST_VALUE_FIRST))] if gaps else [
         Block("paragraph", ["No active client has a billing gap."])]
 
 
@@ -4104,7 +4110,7 @@ def renewal_calendar(data):
             rows.append([str(client.renewal_date), client.name, client.tier or "-",
                          money_text(client.monthly_value),
                          Status(f"{days} days", "bad" if days <= RENEWAL_SOON_DAYS else "none")])
-    return table_at_most(rows, "clients.csv") if len(rows) > 1 else [
+    return table_at_most(rows, "clients.csv", "the soonest first") if len(rows) > 1 else [
         Block("paragraph", [f"No active client renews in the next {RENEWAL_DAYS} days."])]
 
 
@@ -4149,7 +4155,7 @@ def churn_risks(data):
                          "passed with no new one recorded.")
         elif days <= RENEWAL_SOON_DAYS and gap:
             risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
-    return [Block("numbered", at_most(risks, "clients.csv"))] if risks else [
+    return [Block("numbered", at_most(risks, "clients.csv", MOST_VALUE_FIRST))] if risks else [
         Block("paragraph", ["No client is at risk by these rules."])]
 
 

@@ -35,6 +35,17 @@ def test_where_the_endpoint_has_no_v2_api_the_same_messages_go_through_v1(run_vi
                and "Bcc:" not in m["raw"] for m in messages)
 
 
+def test_through_v1_too_a_used_up_daily_quota_is_never_retried(run_via_proxy, proxy, ses):
+    ses.verify(SENDER)
+    for action in PREFLIGHT_V2_ACTIONS:
+        proxy.plan(action, then="unimplemented")
+    proxy.plan("SendRawEmail", "pass", then="quota")
+    result = run_via_proxy("--cycle", CYCLE)
+    assert result.returncode == 75, result.stderr
+    assert proxy.count("SendRawEmail") == 2  # one sent, one refused: no retry
+    assert "24-hour sending quota is used up" in result.stderr
+
+
 def test_a_message_over_what_ses_takes_is_refused_before_any_send(run_script, ses,
                                                                   monkeypatch):
     """The limit is SES's 10 MB; lowered here so that the example's reports pass it (a
@@ -75,10 +86,14 @@ def test_fifty_thousand_clients_make_a_dc_report_ses_takes(run_script, ses):
     assert len(message["body"].encode()) < ser.GMAIL_CLIPS_AT  # nor is it clipped
     text = " ".join(message["text"].split())
     gaps = section(text, "BILLING GAP IDENTIFICATION", "ENDED CLIENTS")
-    assert f"And {50_000 - ser.LIST_SHOWN} more in clients.csv." in gaps
+    more = (f"And {50_000 - ser.LIST_SHOWN} more in clients.csv; those shown are the most "
+            "monthly value first.")
+    assert more in gaps
     assert gaps.count("Client ") == ser.LIST_SHOWN
-    # The most money first: the clients worth $1,099 a month lead the list.
-    assert "Client 00999: on no billing model." in gaps
+    # The most money first: the clients worth $1,099 a month lead each list.
+    assert "Client 00999: on no billing model." in gaps and "Client 00000" not in gaps
+    risks = section(text, "CHURN RISK", "those shown are")
+    assert risks.count("Client ") == ser.LIST_SHOWN and "Client 00999: renews" in risks
 
 
 @pytest.mark.parametrize("count, shown", [(ser.LIST_SHOWN, ser.LIST_SHOWN),
