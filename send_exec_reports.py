@@ -771,7 +771,15 @@ def required_setting_problem(name, raw):
         return "contains a control character; use plain text"
     if any(ch in BIDI_CONTROLS for ch in value):
         return "contains a right-to-left override or isolate, which can disguise text"
+    if name == "AWS_SES_FROM_NAME" and len(value) > MAX_FROM_NAME:
+        return (f"is {len(value)} characters: a From name of more than {MAX_FROM_NAME} makes "
+                "a header line longer than mail allows; shorten it")
     return None
+
+
+# A From name longer than this, with no space to fold at, would make the From
+# header's line longer than the 998 characters RFC 5322 allows (SES refuses it).
+MAX_FROM_NAME = 100
 
 
 def has_line_break(value):
@@ -2561,12 +2569,13 @@ class ReportTemplate(string.Template):
 class Block:
     """One piece of a report: a title, heading, paragraph, list, table or rule."""
 
-    __slots__ = ("kind", "items", "brief")
+    __slots__ = ("kind", "items", "brief", "total")
 
-    def __init__(self, kind, items, brief=False):
+    def __init__(self, kind, items, brief=False, total=None):
         self.kind = kind
         self.items = items
         self.brief = brief  # headings only: the section belongs in the brief too
+        self.total = total  # lists only: how many it stands for, where it shows fewer
 
 
 class Bar(NamedTuple):
@@ -2721,8 +2730,8 @@ def fill_blocks(blocks, values):
             filled.append(block)
     for heading, following in zip(filled, filled[1:] + [None]):
         if heading.kind == "heading" and heading.items[0].endswith(COUNT_MARK):
-            counted = len(following.items) if following and following.kind in (
-                "bullets", "numbered") else 0
+            counted = (following.total or len(following.items)) if following and \
+                following.kind in ("bullets", "numbered") else 0
             heading.items[0] = heading.items[0][:-len(COUNT_MARK)] + f"({counted})"
     return filled
 
@@ -3166,19 +3175,27 @@ ATTENTION_SHOWN = 10  # a list longer than this ends with how many more, and the
 LIST_SHOWN = 20
 
 
-def at_most(lines, sheet, order=""):
-    """The first LIST_SHOWN lines, then one saying how many more the sheet holds (and,
-    where given, which come first)."""
-    if len(lines) <= LIST_SHOWN:
-        return list(lines)
+def list_at_most(lines, sheet, order=""):
+    """A numbered list of the first LIST_SHOWN lines (a heading over it still counts
+    them all), then a line of how many more the sheet holds and which come first."""
+    return [Block("numbered", list(lines[:LIST_SHOWN]), total=len(lines)),
+            *more_in(len(lines), sheet, order)]
+
+
+def table_at_most(rows, sheet, order="", last=None):
+    """A table's heading row, its first LIST_SHOWN rows and its `last` row (a total),
+    then a line of how many more rows the sheet gives."""
+    body = rows[1:]
+    return [Block("table", [rows[0], *body[:LIST_SHOWN], *([last] if last else [])]),
+            *more_in(len(body), sheet, order)]
+
+
+def more_in(count, sheet, order):
+    """The paragraph under a list of `count` cut to LIST_SHOWN; none where it is not."""
+    if count <= LIST_SHOWN:
+        return []
     shown = f"; those shown are {order}" if order else ""
-    return [*lines[:LIST_SHOWN], f"And {len(lines) - LIST_SHOWN} more in {sheet}{shown}."]
-
-
-def table_at_most(rows, sheet, order=""):
-    """A table's heading row and its first LIST_SHOWN rows, then a line of how many more."""
-    more = at_most(rows[1:], sheet, order)[LIST_SHOWN:]
-    return [Block("table", rows[:LIST_SHOWN + 1])] + [Block("paragraph", more)] * bool(more)
+    return [Block("paragraph", [f"And {count - LIST_SHOWN} more in {sheet}{shown}."])]
 
 
 MOST_VALUE_FIRST = "the most monthly value first"
@@ -3762,11 +3779,11 @@ def open_items(states, report_id, kind=None):
 def item_list(states, report_id, kind):
     """The report's open items of a kind, as a numbered list; its dates where it has one."""
     listed = open_items(states, report_id, kind)
-    unconfirmed = [state for state in listed if state.note.endswith(NEW_ITEM_NOTE)]
+    unconfirmed = [state for state in listed[:LIST_SHOWN] if state.note.endswith(NEW_ITEM_NOTE)]
     lines = [state.item.text + (f" (due {state.due})" if state.due and state.dated else "")
              + (" (unconfirmed)" if state in unconfirmed else "") for state in listed]
     if lines:
-        return [Block("numbered", at_most(lines, "items.csv"))] + ([Block("paragraph", [
+        return list_at_most(lines, "items.csv") + ([Block("paragraph", [
             "Unconfirmed: --new-data wrote it from the source document; a row in items.csv "
             "confirms or closes it."])] if unconfirmed else [])
     if any(s.item.kind == kind for s in report_items(states, report_id).values()):
@@ -3794,7 +3811,7 @@ def other_items(states, report_id, used):
     lines = [state.item.text + (f" Action: {state.item.todo}" if state.item.todo else "")
              + (f" (due {state.due})" if state.due and state.dated else "") for state in rest]
     return [Block("heading", ["Other open items " + COUNT_MARK]),
-            Block("numbered", at_most(lines, "items.csv"))]
+            *list_at_most(lines, "items.csv")]
 
 
 def action_list(states, report_id, most=None):
@@ -3802,7 +3819,7 @@ def action_list(states, report_id, most=None):
     items that are actions themselves."""
     actions = [state.item.todo or state.item.text for state in open_items(states, report_id)
                if is_action(state)][:most]
-    return [Block("numbered", at_most(actions, "items.csv"))] if actions else [
+    return list_at_most(actions, "items.csv") if actions else [
         Block("paragraph", ["items.csv has no open action for this report."])]
 
 
@@ -4095,7 +4112,7 @@ def billing_gaps(data):
         return missing_record(data, "clients.csv")
     gaps = [f"{client.name}: {gap}." for client in by_value(active_clients(data.clients))
             if (gap := billing_gap(client, data))]
-    return [Block("numbered", at_most(gaps, "clients.csv", MOST_VALUE_FIRST))] if gaps else [
+    return list_at_most(gaps, "clients.csv", MOST_VALUE_FIRST) if gaps else [
         Block("paragraph", ["No active client has a billing gap."])]
 
 
@@ -4132,9 +4149,9 @@ def tier_revenue(data):
     for key, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
         share = percent_share(value, total) if total else "-"
         rows.append([names[key], str(count), money_text(value), share])
-    rows.append(["All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
-                 "100%" if total else "-"])
-    return [Block("table", rows)]
+    return table_at_most(rows, "clients.csv", MOST_VALUE_FIRST, last=[
+        "All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
+        "100%" if total else "-"])
 
 
 def churn_risks(data):
@@ -4155,7 +4172,7 @@ def churn_risks(data):
                          "passed with no new one recorded.")
         elif days <= RENEWAL_SOON_DAYS and gap:
             risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
-    return [Block("numbered", at_most(risks, "clients.csv", MOST_VALUE_FIRST))] if risks else [
+    return list_at_most(risks, "clients.csv", MOST_VALUE_FIRST) if risks else [
         Block("paragraph", ["No client is at risk by these rules."])]
 
 
@@ -4310,7 +4327,7 @@ def expense_table(data):
     rows = [["Category", "This month", "Last 12 months"]]
     rows += [[names[key], money_text(this_month), money_text(year)]
              for key, (this_month, year) in sorted(sums.items(), key=lambda pair: -pair[1][1])]
-    return [Block("table", rows)] if sums else [
+    return table_at_most(rows, "rental.csv", "the most spent first") if sums else [
         Block("paragraph", ["No expense is recorded in the last 12 months."])]
 
 
@@ -5498,7 +5515,7 @@ def records_from_end(path, needle=b""):
                 yield record
 
 
-SENT_MARK = b'"status": "sent"'  # how a sent record's line says so (json.dumps)
+SENT_MARK = b'"sent"'  # in every sent record's line, however it is spaced
 
 
 def report_sent(record):
@@ -5776,13 +5793,13 @@ class SesClients:
 
     @property
     def send(self):
-        """The sending client: SES v2's SendEmail, the raw message as it is built."""
+        """The sending client: SES v2's SendEmail, given each report's raw message."""
         return self._client("send")
 
     @property
     def send_v1(self):
-        """v1's client, for where the v2 API is missing (SendRawEmail, the same message),
-        --test-events and --setup-events's configuration set."""
+        """v1's client, for where v2 did not answer the preflight (SendRawEmail, the
+        same messages), --test-events and --setup-events's configuration set."""
         return self._client("send_v1")
 
     @property
@@ -5911,7 +5928,7 @@ def refuse_to_retry_daily_quota(response, **_):
 def send_report(ses, config, report, cycle):
     """Send one report's message (report.raw) through SES and return SES's message id,
     or raise SendError.  The v2 client's SendEmail takes it; v1's SendRawEmail, where
-    the endpoint has no v2 API, takes the same bytes: only the request's names differ."""
+    v2 did not answer the preflight, takes the same bytes: only the names differ."""
     import botocore.exceptions
 
     # So that SES event publishing can attribute deliveries, opens and bounces.
@@ -6064,7 +6081,7 @@ class Preflight:
         self.problems = set()  # what --check ends in
         self.sandbox = self.quota = self.account_refusal = None
         self.suppressed = {}  # address -> why
-        self.v2_missing = False  # the endpoint has no v2 API: send through v1
+        self.v2_unusable = False  # v2 did not answer as SES does: send through v1
         for finding in findings:
             self.add(finding)
 
@@ -6132,7 +6149,7 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
     silent = {key: failure for key, answer in answers.items()
               if (failure := v2_silence(key, answer))}
     fallback = []
-    found.v2_missing = no_v2_api(answers["account",])
+    found.v2_unusable = v2_unusable(answers["account",])
     if ("account",) in silent:
         fallback.append(("quota", check_quota))
     else:
@@ -6155,14 +6172,18 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
     return found
 
 
-def no_v2_api(answer):
-    """Whether the account question's answer says the endpoint has no SES v2 API: a 404
-    that is not SES's NotFoundException.  The sends then go through v1."""
+def v2_unusable(answer):
+    """Whether the account question's answer says the v2 API cannot take the sends: no
+    answer (unreachable, too slow), one SES would not give, or a 404 that is not SES's
+    NotFoundException (an endpoint without the v2 API).  The sends then go through v1,
+    as the preflight's questions did.  SES's own refusal (denied, busy) is no reason:
+    v1 would meet it too."""
     import botocore.exceptions
 
-    return (isinstance(answer, botocore.exceptions.ClientError)
-            and answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
-            and answer.response.get("Error", {}).get("Code") != "NotFoundException")
+    if isinstance(answer, botocore.exceptions.ClientError):
+        return (answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+                and answer.response.get("Error", {}).get("Code") != "NotFoundException")
+    return isinstance(answer, Exception) or answer_problem("account", answer) is not None
 
 
 def v2_questions(client, sender, domain, recipients):
@@ -6623,7 +6644,8 @@ class EventBook:
     that a drain costs what its messages do however long the queue's backlog:
 
     - the sends, by SES message id: read backwards from the log's end as the run
-      found it, only as far as an id not yet seen asks (every line once a run);
+      found it, only as far as an id not yet seen asks, every send passed kept
+      (every line read once a run);
     - the event ids already recorded, by cycle: read once a cycle, then kept up to
       date as the run records more (a message SQS delivers twice is recorded once).
     """
@@ -6641,14 +6663,13 @@ class EventBook:
     def sends(self, message_ids):
         """{SES message id: its sent record} for those of these ids the log has."""
         wanted = set(message_ids) - self._sends.keys() - self._absent
-        needles = {json.dumps(message_id).encode() for message_id in wanted}  # as logged
         for line in self._lines if wanted else ():
-            if not any(needle in line for needle in needles):
+            if SENT_MARK not in line:
                 continue
             record, problem = parsed_record(line)
-            if not problem and record["status"] == "sent" and record.get("message_id") in \
-                    wanted and record["message_id"] not in self._sends:
-                self._sends[record["message_id"]] = record  # the newest send of an id
+            if not problem and record["status"] == "sent" and \
+                    isinstance(record.get("message_id"), str):
+                self._sends.setdefault(record["message_id"], record)  # the newest send
                 if wanted <= self._sends.keys():
                     break
         self._absent |= wanted - self._sends.keys()
@@ -7074,7 +7095,7 @@ def send_event_test(config, connect, clock, console):
 IN_FLIGHT_GRACE_SECONDS = 5
 MAX_DETAIL = 200  # characters of a record's detail in a summary or history row
 GMAIL_CLIPS_AT = 100 * 1024  # bytes of HTML: Gmail clips a message past about 102 KB
-# The largest message SES's v1 API takes, MIME-encoded (v2 takes 40 MB): a run may
+# The largest message SES's v1 API takes, base64-encoded (v2 takes 40 MB): a run may
 # fall back to v1, and a message that large serves no reader.
 SES_MESSAGE_MAX_BYTES = 10 * 1000 * 1000
 
@@ -7092,7 +7113,9 @@ CHECK_VERDICTS = {
 }
 
 
-MAX_PACING_WAIT_SECONDS = SES_MAX_RECIPIENTS / MIN_SEND_RATE
+PACING_SHARE = 0.95  # of SES's MaxSendRate: see SendPacer
+# The longest wait for one message: its most recipients at the slowest rate paced.
+MAX_PACING_WAIT_SECONDS = SES_MAX_RECIPIENTS / (MIN_SEND_RATE * PACING_SHARE)
 
 
 class SendPacer:
@@ -7117,9 +7140,6 @@ class SendPacer:
             self.clock.sleep(wait)
             now += wait
         self.next_send = now + recipients / self.rate
-
-
-PACING_SHARE = 0.95
 
 
 class StopSignals:
@@ -7402,7 +7422,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             if cycle_run.outcome.refusal:
                 cycle_run.skip(to_send, *cycle_run.outcome.refusal)
             else:
-                cycle_run.send(to_send, clients.send_v1 if found.v2_missing else clients.send,
+                cycle_run.send(to_send, clients.send_v1 if found.v2_unusable else clients.send,
                                SendPacer(found.max_send_rate, clock), found.suppressed)
     return cycle_run.outcome
 
@@ -8474,6 +8494,7 @@ def run(args, *, environ, console, clock, connect, stop):
         if args.dry_run:
             print_dry_run(reports, config, console)
             return set()
+        ses_messages(reports, config, now)  # one larger than SES takes is found here too
         if args.preview_dir:
             write_previews(reports, config, args.preview_dir, now, console)
             return set()
@@ -8574,12 +8595,18 @@ def ses_messages(reports, config, now):
     a run sends; DataError, before any send, where one is larger than SES takes."""
     reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
                for report in reports]
-    too_large = [f"{report.report_id}: its message is {len(report.raw) / 1e6:.1f} MB, over "
-                 f"the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB SES accepts; shorten what its "
-                 "sheets list" for report in reports if len(report.raw) > SES_MESSAGE_MAX_BYTES]
+    too_large = [f"{report.report_id}: its message is {encoded_size(report.raw) / 1e6:.2f} MB "
+                 f"as SES counts it, over the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB it accepts; "
+                 f"shorten what {', '.join(report.sheets) or 'its sheets'} list(s)"
+                 for report in reports if encoded_size(report.raw) > SES_MESSAGE_MAX_BYTES]
     if too_large:
         raise DataError(too_large)
     return reports
+
+
+def encoded_size(raw):
+    """A message's size as SES measures it against its limit: after base64."""
+    return 4 * -(-len(raw) // 3)
 
 
 def parse_args(argv, console):

@@ -121,6 +121,7 @@ def test_sent_messages_carry_both_parts_and_tags(run_via_proxy, proxy, ses):
         assert request["message"]["Subject"] == record["subject"]
         assert request["message"]["Bcc"] is None  # SES would show it to every recipient
         assert request["Destination"] == {"ToAddresses": [RECIPIENT], "BccAddresses": [BCC]}
+        assert set(request["Content"]) == {"Raw"}  # the v2 API's JSON, not v1's form
     assert proxy.count("SendRawEmail") == 0
 
 

@@ -641,3 +641,26 @@ def test_the_drains_time_holds_inside_a_batch_of_messages(run_script, ses, event
     result = run_script("--events", env=run_script.events_env, clock=clock)
     assert result.returncode == 0, result.stderr
     assert 0 < events.waiting() < 10
+
+
+# --- Many messages: each line of the log read once a run (issue 27) -------------------------
+
+
+def test_a_later_batch_finds_a_send_the_first_batch_read_past(run_script, ses, events):
+    """The drain reads the log backwards once a run: the sends it passes on the way to
+    one batch's are kept for the next (the newest send sits nearer the end)."""
+    ids = send_cycle(run_script, ses)
+    oldest, newest = ser.REPORTS[0].report_id, ser.REPORTS[-1].report_id
+    for n in range(10):  # a whole batch for the oldest send, read first
+        events.raw(ses_event("DeliveryDelay", ids[oldest], RECIPIENT, delayType=f"T{n}"))
+    events.raw(ses_event("Bounce", ids[newest], BCC, bounceType="Permanent",
+                         bounceSubType="NoEmail", diagnostic="smtp; 550 no such user"))
+    events.raw(ses_event("Delivery", "0100018f-never-sent", RECIPIENT))  # an id of no send
+    events.raw(ses_event("Delivery", ids[newest], RECIPIENT, timestamp="x"))
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 1, result.stderr  # the bounce is ours: it raises the alarm
+    records = event_records(run_script)
+    assert [(r["report"], r["matched"]) for r in records if r["message_id"] == ids[newest]
+            and r["event"] == "bounce"] == [(newest, True)]
+    check = run_script("--check", "--cycle", "2026-12-15", env=run_script.events_env)
+    assert check.returncode == 1 and f"{BCC} bounced permanently" in check.stderr
