@@ -3199,6 +3199,14 @@ def more_in(count, sheet, order):
 
 
 MOST_VALUE_FIRST = "the most monthly value first"
+CELL_SHOWN = 5  # items named in one table cell; the rest are counted
+
+
+def joined_at_most(labels):
+    """Items for one table cell: the first CELL_SHOWN, then how many more."""
+    more = len(labels) - CELL_SHOWN
+    return "; ".join(labels[:CELL_SHOWN]) + (f"; and {more} more in items.csv" if more > 0
+                                             else "")
 
 
 class Attention(NamedTuple):
@@ -3842,7 +3850,7 @@ def agenda_table(states, day):
         overdue = f" (due {state.due})" if days < 0 else ""
         weeks.setdefault(week, []).append((state.due, item_todo(state.item) + overdue))
     rows = [["Week", "Actions"]] + [
-        [week, "; ".join(todo for _, todo in sorted(todos, key=lambda pair: pair[0]))]
+        [week, joined_at_most([todo for _, todo in sorted(todos, key=lambda pair: pair[0])])]
         for week, todos in sorted(weeks.items(), key=lambda pair: (pair[0] != "Overdue",
                                                                    pair[0]))]
     return [Block("table", rows)] if len(rows) > 1 else [
@@ -3861,8 +3869,8 @@ def shortfall_split(states):
     for business in businesses:
         mine = [s for s in shortfalls if (s.item.business or "Portfolio") == business]
         rows.append([business, Bar(len(mine), len(shortfalls)),
-                     "; ".join(item_label(s.item) for s in mine)])
-    return [Block("table", rows)] if shortfalls else [
+                     joined_at_most([item_label(s.item) for s in mine])])
+    return table_at_most(rows, "items.csv") if shortfalls else [
         Block("paragraph", ["items.csv has no open critical shortfall."])]
 
 
@@ -3875,7 +3883,7 @@ def stack_audit(states):
     for stack in STACKS:
         found = [item_label(s.item) for s in open_items(states, "cto")
                  if s.item.kind != "action" and (s.item.business or "All") == stack]
-        rows.append([stack, "; ".join(found) or "none open in items.csv"])
+        rows.append([stack, joined_at_most(found) or "none open in items.csv"])
     return [Block("table", rows)]
 
 
@@ -6174,15 +6182,15 @@ def run_preflight(clients, config, recipients, deadline=PREFLIGHT_DEADLINE_SECON
 
 def v2_unusable(answer):
     """Whether the account question's answer says the v2 API cannot take the sends: no
-    answer (unreachable, too slow), one SES would not give, or a 404 that is not SES's
-    NotFoundException (an endpoint without the v2 API).  The sends then go through v1,
-    as the preflight's questions did.  SES's own refusal (denied, busy) is no reason:
-    v1 would meet it too."""
+    answer (unreachable, too slow), one SES would not give, or an error page that names
+    no SES error code (an endpoint without the v2 API: 404, or a proxy's 403 or 502).
+    The sends then go through v1, as the preflight's questions did.  SES's own refusal
+    (denied, busy, each with its code) is no reason: v1 would meet it too."""
     import botocore.exceptions
 
     if isinstance(answer, botocore.exceptions.ClientError):
-        return (answer.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
-                and answer.response.get("Error", {}).get("Code") != "NotFoundException")
+        code = str(answer.response.get("Error", {}).get("Code", ""))
+        return code.isdigit()  # botocore's word for an error page that names no SES code
     return isinstance(answer, Exception) or answer_problem("account", answer) is not None
 
 
@@ -6639,13 +6647,21 @@ def kind_field(event):
             "RenderingFailure": "failure"}.get(name, name[0].lower() + name[1:])
 
 
+# What an event's records take from its send (event_records, sent_to), and how many
+# of the newest sends a drain keeps as it reads back: SQS keeps a message 14 days at
+# most, and 20,000 sends are years of cycles, so an event's send is among them.
+SEND_FIELDS = ("cycle", "variant", "report", "to", "bcc")
+KEPT_SENDS = 20_000
+
+
 class EventBook:
     """What the events drain looks up in the audit log, each part read once a run, so
     that a drain costs what its messages do however long the queue's backlog:
 
     - the sends, by SES message id: read backwards from the log's end as the run
-      found it, only as far as an id not yet seen asks, every send passed kept
-      (every line read once a run);
+      found it, only as far as an id not yet seen asks (every line read once a
+      run), the KEPT_SENDS newest sends passed kept for later batches, what an
+      event needs of each;
     - the event ids already recorded, by cycle: read once a cycle, then kept up to
       date as the run records more (a message SQS delivers twice is recorded once).
     """
@@ -6663,13 +6679,16 @@ class EventBook:
     def sends(self, message_ids):
         """{SES message id: its sent record} for those of these ids the log has."""
         wanted = set(message_ids) - self._sends.keys() - self._absent
+        needles = {json.dumps(message_id).encode() for message_id in wanted}  # as logged
         for line in self._lines if wanted else ():
-            if SENT_MARK not in line:
+            if SENT_MARK not in line or len(self._sends) >= KEPT_SENDS and not any(
+                    needle in line for needle in needles):
                 continue
             record, problem = parsed_record(line)
             if not problem and record["status"] == "sent" and \
                     isinstance(record.get("message_id"), str):
-                self._sends.setdefault(record["message_id"], record)  # the newest send
+                self._sends.setdefault(record["message_id"], {  # the newest send of an id
+                    field: record[field] for field in SEND_FIELDS if field in record})
                 if wanted <= self._sends.keys():
                     break
         self._absent |= wanted - self._sends.keys()
@@ -8596,8 +8615,8 @@ def ses_messages(reports, config, now):
     reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
                for report in reports]
     too_large = [f"{report.report_id}: its message is {encoded_size(report.raw) / 1e6:.2f} MB "
-                 f"as SES counts it, over the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB it accepts; "
-                 f"shorten what {', '.join(report.sheets) or 'its sheets'} list(s)"
+                 f"as SES counts it, over the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB it accepts: a "
+                 "sheet gives it more than a message can carry"
                  for report in reports if encoded_size(report.raw) > SES_MESSAGE_MAX_BYTES]
     if too_large:
         raise DataError(too_large)

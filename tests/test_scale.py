@@ -2,7 +2,11 @@
 raw message each, a list that grows with a sheet shows what matters and counts the
 rest, and a message larger than SES takes is refused before anything is sent."""
 
+import csv
+import http.server
+import json
 import re
+import threading
 
 import pytest
 
@@ -50,7 +54,7 @@ def test_through_v1_too_a_used_up_daily_quota_is_never_retried(run_via_proxy, pr
 
 def test_a_message_over_what_ses_takes_is_refused_before_any_send(run_script, ses,
                                                                   monkeypatch):
-    """The limit is SES's 10 MB; lowered here so that the example's largest report
+    """The limit is SES's 10 MB; lowered here so that only the example's largest report
     passes it (the lists that grow with a sheet are capped: see below)."""
     ses.verify(SENDER)
     sizes = {}
@@ -136,9 +140,75 @@ def test_every_table_that_grows_with_a_sheet_is_capped(run_script, ses):
     assert f"All tiers {count} " in tiers
 
 
-def test_where_v2_does_not_answer_the_sends_go_through_v1(run_script, ses):
+@pytest.fixture
+def error_pages():
+    """An HTTP server on loopback that answers every request with one error page, as a
+    proxy or a server without SES's v2 API does: no SES error code in it."""
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            page = b"<html><body>Not here</body></html>"
+            self.send_response(self.server.status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [None, 200, 403, 404, 502])
+def test_where_v2_does_not_answer_as_ses_the_sends_go_through_v1(run_script, ses, error_pages,
+                                                                 status):
     ses.verify(SENDER)
-    result = run_script("--cycle", CYCLE, env={"AWS_ENDPOINT_URL_SESV2": "http://127.0.0.1:9"})
+    error_pages.status = status
+    v2 = f"http://127.0.0.1:{error_pages.server_address[1]}" if status else \
+        "http://127.0.0.1:9"  # nothing listens there
+    result = run_script("--cycle", CYCLE, env={"AWS_ENDPOINT_URL_SESV2": v2})
     assert result.returncode == 0, result.stderr
     assert "warning: preflight" in result.stderr
     assert len(ses.messages()) == len(ALL_IDS)
+
+
+def test_a_table_cell_names_five_items_then_counts_the_rest(run_script, ses):
+    ses.verify(SENDER)
+    with open(run_script.items, "a", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows(
+            [["2026-11-20", f"gap-{n}", "open", "", "ceo", "shortfall", f"Shortfall {n}.", ""]
+             for n in range(30)])
+    result = run_script("--only", "ceo", "--cycle", CYCLE)
+    assert result.returncode == 0, result.stderr
+    [message] = ses.messages()
+    split = section(" ".join(message["text"].split()), "SHORTFALLS BY BUSINESS", "MISSING")
+    total = int(re.search(r"Share of (\d+)", split).group(1))
+    assert total >= 30 and f"; and {total - ser.CELL_SHOWN} more in items.csv" in split
+    assert len(re.findall(r"Shortfall \d+", split)) <= ser.CELL_SHOWN
+
+
+def test_the_drain_keeps_at_most_so_many_sends_however_far_it_reads(tmp_path, monkeypatch):
+    """An event for an id the log lacks reads the whole log back; what it keeps of the
+    sends it passes stays bounded (their few fields, the newest KEPT_SENDS)."""
+    monkeypatch.setattr(ser, "KEPT_SENDS", 3)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps({
+        "cycle": "2026-12-01", "report": "ceo", "status": "sent", "message_id": f"id-{n}",
+        "to": [RECIPIENT], "bcc": [BCC], "subject": "x" * 100}) + "\n" for n in range(10)))
+    book = ser.EventBook(log)
+    try:
+        assert book.sends({"never-sent"}) == {}
+        assert book.sends({"id-9", "id-7"}) == {  # kept on the way: the newest three
+            f"id-{n}": {"cycle": "2026-12-01", "report": "ceo", "to": [RECIPIENT],
+                        "bcc": [BCC]} for n in (9, 7)}
+        assert book.sends({"id-0"}) == {}  # passed, and not kept: no send that old has events
+        assert len(book._sends) == 3
+    finally:
+        book.close()
