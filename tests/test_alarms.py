@@ -14,6 +14,8 @@ import pytest
 
 import send_exec_reports as ser
 from conftest import BCC, SENDER, FakeClock
+
+COUNT = len(ser.REPORTS)  # however many reports there are
 from test_recover import wait_for
 
 LA = "America/Los_Angeles"
@@ -139,7 +141,7 @@ def test_each_due_cycle_is_sent_once_and_a_missed_one_is_recorded(run_script, se
     again = run("2026-12-10 18:00")  # nothing falls due between the 1st and the 15th
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
     assert len(run_script.audit_records()) == records  # nothing due writes nothing
-    assert len(reports_received(ses)) == 8
+    assert len(reports_received(ses)) == COUNT
     third = run("2026-12-16 18:00")
     assert third.returncode == 0, third.stderr
     assert cycles_sent(run_script) == ["2026-12-01", "2026-12-15"]
@@ -166,7 +168,7 @@ def test_a_cycle_sent_in_part_is_finished_by_the_next_run(run_script, ses):
     assert first.returncode == 0
     second = run_script(clock=at("2026-12-03 19:00"), env=SCHEDULED)
     assert second.returncode == 0
-    assert len(reports_received(ses)) == 8
+    assert len(reports_received(ses)) == COUNT
     assert "nothing due: cycle 2026-12-01 is sent; the next falls due 2026-12-15" in \
         run_script(clock=at("2026-12-04 19:00"), env=SCHEDULED).stdout
 
@@ -194,8 +196,8 @@ def test_a_rejected_report_sends_one_notice_per_cycle_and_reason(run_via_proxy, 
     assert first.returncode == 1
     [notice] = notices_received(ses)
     assert notice["destinations"]["ToAddresses"] == [BCC]
-    assert notice["subject"] == "Reports not sent: cycle 2026-12-01 (1 of 8)"
-    assert "Not sent (1 of 8): ceo" in notice["body"]
+    assert notice["subject"] == f"Reports not sent: cycle 2026-12-01 (1 of {COUNT})"
+    assert f"Not sent (1 of {COUNT}): ceo" in notice["body"]
     assert "Why: error: ceo not sent: SES said MessageRejected" in notice["body"]
     assert "Exit code: 1" in notice["body"]
     [record] = [r for r in run_via_proxy.audit_records() if r["status"] == "notice"]
@@ -216,7 +218,7 @@ def test_bad_data_sends_a_notice_to_the_alert_address(run_script, ses):
     assert result.returncode == 65
     [notice] = notices_received(ses)
     assert notice["destinations"]["ToAddresses"] == ["alarm@example.net"]
-    assert "Not sent (8 of 8)" in notice["body"]
+    assert f"Not sent ({COUNT} of {COUNT})" in notice["body"]
     assert "items.csv:2: status" in notice["body"]
     assert not reports_received(ses)
 
@@ -352,12 +354,12 @@ def test_status_on_time_overdue_and_never_sent(run_script, ses):
     never = status(run_script, "2026-12-02 07:59")  # the 1st fell due 23:59 hours ago
     assert never.returncode == 0, never.stderr
     assert "last sent: nothing yet" in never.stdout
-    assert "due: cycle 2026-12-01, variant a: 0 of 8 reports sent, 23 hour(s) after it fell " \
-           "due" in never.stdout
+    assert f"due: cycle 2026-12-01, variant a: 0 of {COUNT} reports sent, 23 hour(s) after it " \
+           "fell due" in never.stdout
     overdue = status(run_script, "2026-12-02 08:00")
     assert overdue.returncode == 1
-    assert ("overdue: cycle 2026-12-01 fell due 24 hours ago and 8 of 8 reports are not "
-            "sent (REPORT_OVERDUE_HOURS is 24)") in overdue.stderr
+    assert (f"overdue: cycle 2026-12-01 fell due 24 hours ago and {COUNT} of {COUNT} reports "
+            "are not sent (REPORT_OVERDUE_HOURS is 24)") in overdue.stderr
     assert run_script(clock=at("2026-12-02 09:00"), env=SCHEDULED).returncode == 0
     on_time = status(run_script, "2026-12-10 09:00")
     assert on_time.returncode == 0
