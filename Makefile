@@ -1,5 +1,5 @@
 # make demo: send all eight reports to a local SES server (no AWS account needed)
-# make test: run the test suite
+# make test: run the test suite, on every core (pytest-xdist)
 # make bench: the benchmark of bench/bench.py (by hand; installs the AWS CLI it compares)
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,7 @@ demo: $(VENV)/.installed
 	$(PY) tests/local_ses.py
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.installed $(AWS_VENV)/bin/aws
 	$(PY) bench/bench.py --aws $(AWS_VENV)/bin/aws

@@ -15,7 +15,9 @@ pacing binds only in the tests that are about pacing.
 """
 
 import email
+import email.header
 import email.policy
+import email.utils
 import json
 import os
 import socket
@@ -136,17 +138,25 @@ class LocalSES:
 def raw_message(held):
     """A raw message moto holds, in the shape of its simple ones: its destinations are
     the request's (serve() sees to it), To then BCC, and its BCC those past the To
-    header's.  Each part's lines end as
-    Python's do, as a mail client shows them (the message has SMTP's CRLF)."""
-    message = email.message_from_string(held["raw_data"], policy=email.policy.default)
-    to = [address.addr_spec for address in message["To"].addresses] if message["To"] else []
-    given = held["destinations"]
-    parts = {part.get_content_subtype(): part.get_content().replace("\r\n", "\n")
-             for part in message.walk() if part.get_content_maintype() == "text"}
-    return {"id": held["id"], "source": held["source"], "subject": str(message["Subject"]),
+    header's.  Each part's lines end as Python's do, as a mail client shows them (the
+    message has SMTP's CRLF).  Read once a message: a test asks again and again."""
+    if held["id"] not in READ:
+        message = email.message_from_string(held["raw_data"], policy=email.policy.compat32)
+        to = [address for _, address in email.utils.getaddresses(message.get_all("To", []))]
+        parts = {part.get_content_subtype(): part.get_payload(decode=True).decode(
+            part.get_content_charset() or "ascii").replace("\r\n", "\n")
+            for part in message.walk() if part.get_content_maintype() == "text"}
+        subject = str(email.header.make_header(email.header.decode_header(message["Subject"])))
+        given = held["destinations"]
+        READ[held["id"]] = {
+            "id": held["id"], "source": held["source"], "subject": subject,
             "body": parts.get("html", parts.get("plain")), "text": parts.get("plain"),
             "destinations": {"ToAddresses": given[:len(to)], "BccAddresses": given[len(to):]},
             "raw": held["raw_data"]}
+    return READ[held["id"]]
+
+
+READ = {}  # message id -> the message as raw_message read it (ids are never reused)
 
 
 def script_environment(endpoint_url, home, v2_url=None, **extra):

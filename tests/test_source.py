@@ -94,3 +94,10 @@ def test_the_readme_is_short_and_shows_the_two_commands_first():
     assert len(lines) <= 250
     assert any("make demo" in line for line in lines[:40])
     assert any("make test" in line for line in lines[:40])
+
+
+def test_contributing_lists_every_test_file():
+    """A test file CONTRIBUTING's table leaves out is one a newcomer cannot find."""
+    listed = set(re.findall(r"^\| `tests/(test_\w+\.py)` \|",
+                            (REPO / "CONTRIBUTING.md").read_text(encoding="utf-8"), re.M))
+    assert listed == {path.name for path in (REPO / "tests").glob("test_*.py")}
