@@ -64,7 +64,9 @@ import bisect
 import contextlib
 import csv
 import errno
+import fcntl
 import functools
+import hashlib
 import html
 import io
 import json
@@ -86,12 +88,17 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 
-# boto3 is imported only where something is sent or checked: it costs more
-# than everything else this script does (bench/ measures it), and --list,
-# --dry-run and --preview-dir never need it.
+# Imported where they are used, because make bench shows it pays (goal 3: a
+# --dry-run costs at most twice an import of python-dotenv, and sits within a
+# few milliseconds of it): botocore (about 120 ms, only where something is sent
+# or checked), python-dotenv (11 ms; --list never reads settings),
+# urllib.request (14 ms, the heartbeat), the email package's message classes
+# (about 8 ms, the MIME message and odd addresses), zoneinfo, calendar,
+# ipaddress and subprocess (2 to 4 ms each, for a setting or a schedule a
+# --dry-run seldom has).  Everything else is imported here.
 
 
 ###############################################################################
@@ -279,8 +286,6 @@ TEXT_WIDTH = 72  # what every mail client shows without wrapping
 
 def sha256_hex(text):
     """The sha256 of text's UTF-8 bytes: what the audit log uses to prove a body."""
-    import hashlib
-
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -5549,8 +5554,6 @@ class RunLock:
     """
 
     def __init__(self, path):
-        import fcntl
-
         self.path = path
         try:
             self._fd = open_regular_file(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)
@@ -5615,8 +5618,6 @@ class AuditLog:
     """
 
     def __init__(self, path, named=None):
-        import fcntl
-
         self.path = path
         self.named = named or path  # as the settings name it: a symlink is followed anew
         self.written = []  # this run's records, to carry over if the file is replaced
@@ -5769,7 +5770,7 @@ KNOWN_ENFORCEMENT = ("HEALTHY", "PROBATION", "SHUTDOWN")
 V2_ONLY = {"account": "whether AWS has paused or shut down sending",
            "identity": "the sender domain's DKIM and MAIL FROM status"}
 
-# How the preflight names where boto3 found the credentials (never the values).
+# How the preflight names where botocore found the credentials (never the values).
 CREDENTIAL_SOURCES = {
     "env": "environment variables",
     "shared-credentials-file": "the shared credentials file (~/.aws/credentials)",
@@ -7907,7 +7908,6 @@ class Heartbeat:
 def ping_url(url, suffix):
     """The heartbeat URL with a suffix on its path: /start, /1 (a trailing slash or a
     query string of the monitor's kept where they belong)."""
-    from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix)) if suffix else url
@@ -7989,6 +7989,7 @@ class Alarms:
         """Send the failure notice, unless the cycle's log shows one for this variant
         and reason; record it where the log can be written."""
         config = self.config
+        reason = redact(reason, config.secrets)  # once, for the notice and its record
         try:
             with notice_log(config.audit_log_path) as audit_log:
                 if audit_log and self.noticed(key):
@@ -8075,7 +8076,8 @@ def outcome_unsent(outcome):
 
 
 def send_notice(ses, config, cycle, code, reason, unsent, selected):
-    """Send the plain-text failure notice; return SES's message id or raise SendError."""
+    """Send the plain-text failure notice (reason redacted already: Alarms.notify);
+    return SES's message id or raise SendError."""
     import botocore.exceptions
 
     body = "\n".join([
@@ -8090,7 +8092,7 @@ def send_notice(ses, config, cycle, code, reason, unsent, selected):
                "Message": {"Subject": {"Data": f"Reports not sent: cycle {cycle} "
                                                f"({len(unsent)} of {selected})",
                                        "Charset": "UTF-8"},
-                           "Body": {"Text": {"Data": redact(body, config.secrets),
+                           "Body": {"Text": {"Data": body,
                                              "Charset": "UTF-8"}}},
                "Tags": [{"Name": "report", "Value": "failure-notice"},
                         {"Name": "cycle", "Value": cycle}]}
@@ -8106,12 +8108,13 @@ def send_notice(ses, config, cycle, code, reason, unsent, selected):
 
 
 def notice_record(config, *, cycle, key, reason, message_id, now):
-    """The audit record of a failure notice sent: the cycle, the reason, the address."""
+    """The audit record of a failure notice sent: the cycle, the reason (redacted), the
+    address."""
     return {"ts": now.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
             "run_id": os.urandom(16).hex(), "cycle": cycle, "variant": config.variant,
             "report": NOTICE_REPORT, "to": [config.alert_email], "status": "notice",
             "message_id": message_id,
-            "error": {"code": key, "message": redact(reason, config.secrets)}}
+            "error": {"code": key, "message": reason}}
 
 
 def show_status(args, environ, console, clock):
