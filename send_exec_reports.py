@@ -1423,25 +1423,7 @@ ITEMS = (
 ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
 ITEM_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
-# The sheets of the owner's data folder, each a CSV export of one sheet of a
-# workbook, and their columns: the first is each row's key.
-SHEET_COLUMNS = {
-    "figures.csv": None,  # as_of, note and one column a metric: see csv_header()
-    "items.csv": ("as_of", "id", "status", "note", "reports", "kind", "text", "due"),
-    "targets.csv": ("metric", "month", "target"),
-    # The domain records: lists the owner keeps, to which a column of their own may
-    # be added (it is read past).
-    "clients.csv": ("client", "tier", "monthly_value", "billing_model", "contract_start",
-                    "renewal_date", "last_invoiced", "status", "ended"),
-    "deliveries.csv": ("date", "vessel", "from", "to", "nautical_miles", "days", "price",
-                       "fuel", "crew", "travel", "other"),
-    "rental.csv": ("date", "kind", "category", "amount", "note"),
-}
-REQUIRED_COLUMNS = {"items.csv": ("as_of", "id", "status"),
-                    "targets.csv": ("metric", "month", "target"),
-                    "clients.csv": ("client", "status"), "deliveries.csv": ("date",),
-                    "rental.csv": ("date", "kind", "amount")}
-RECORD_SHEETS = ("clients.csv", "deliveries.csv", "rental.csv")
+# The sheets of the owner's data folder are SHEETS, one row each, below their parsers.
 CLIENT_STATUSES = ("active", "paused", "ended")
 DELIVERY_COSTS = ("fuel", "crew", "travel", "other")  # deliveries.csv's cost columns
 RENTAL_KINDS = ("rent", "expense")
@@ -1649,8 +1631,8 @@ class ItemRow(NamedTuple):
 def parse_items(text, name):
     """The rows of items.csv; DataError lists every problem as FILE:LINE: column: problem."""
     header, body = sheet_rows(text, name)
-    columns = SHEET_COLUMNS["items.csv"]
-    problems = columns_problems(header, name, columns[0], columns, REQUIRED_COLUMNS["items.csv"])
+    sheet = SHEETS["items.csv"]
+    problems = columns_problems(header, name, sheet.columns[0], sheet.columns, sheet.required)
     if problems:
         raise DataError(problems)
     rows = []
@@ -1714,9 +1696,8 @@ def parse_item_row(header, cells, line, name):
 def parse_targets(text, name):
     """{metric id: {"YYYY-MM": target}} from targets.csv; DataError lists every problem."""
     header, body = sheet_rows(text, name)
-    columns = SHEET_COLUMNS["targets.csv"]
-    problems = columns_problems(header, name, columns[0], columns,
-                                REQUIRED_COLUMNS["targets.csv"])
+    sheet = SHEETS["targets.csv"]
+    problems = columns_problems(header, name, sheet.columns[0], sheet.columns, sheet.required)
     if problems:
         raise DataError(problems)
     targets, lines = {}, {}
@@ -1780,9 +1761,8 @@ class CycleData(NamedTuple):
     def records(self, sheet, day=None):
         """A record sheet's rows for the cycle (dated rows up to day, where given); None
         where there is no such sheet."""
-        rows = {"clients.csv": self.clients, "deliveries.csv": self.deliveries,
-                "rental.csv": self.rental}[sheet]
-        if rows is None or day is None or sheet == "clients.csv":  # clients keep no dates
+        rows = getattr(self, SHEETS[sheet].record)
+        if rows is None or day is None or not SHEETS[sheet].dated:
             return rows
         return tuple(row for row in rows if row.day <= day)
 
@@ -1954,8 +1934,8 @@ def record_rows(text, name, sheet):
     """(header, body) of a record sheet, its first line checked: its columns come in
     any order, and the owner may add columns of their own, which are read past."""
     header, body = sheet_rows(text, name)
-    problems = columns_problems(header, name, None, SHEET_COLUMNS[sheet],
-                                REQUIRED_COLUMNS[sheet], others_allowed=True)
+    problems = columns_problems(header, name, None, SHEETS[sheet].columns,
+                                SHEETS[sheet].required, others_allowed=True)
     if problems:
         raise DataError(problems)
     return header, body
@@ -2093,9 +2073,42 @@ def read_sheet(path, parse, max_bytes=DEFAULT_SHEET_MAX_MB << 20):
     return parse(text, path), sha256_hex(text)
 
 
-SHEET_PARSERS = {"figures.csv": parse_figures, "items.csv": parse_items,
-                 "targets.csv": parse_targets, "clients.csv": parse_clients,
-                 "deliveries.csv": parse_deliveries, "rental.csv": parse_rental}
+class Sheet(NamedTuple):
+    """One sheet of the owner's data folder, a CSV export of one sheet of a workbook:
+    everything the script knows of it, so that a new sheet is one row of SHEETS and
+    its parser."""
+
+    name: str  # its file name in the folder
+    columns: tuple | None  # its columns, the first each row's key (None: figures.csv's)
+    required: tuple  # the columns its first line must name
+    parse: object  # (text, file name) -> what the sheet holds; DataError for bad rows
+    record: str = ""  # a domain record: the CycleData field that holds its rows
+    row_is: str = ""  # a record sheet's row, as "add a row a client" names it
+    dates: object = None  # a record row -> its dates (warned of when a year ahead)
+    dated: bool = False  # its rows count from their date: a cycle reads those up to its day
+
+
+SHEETS = {sheet.name: sheet for sheet in (
+    # as_of, note and one column a metric: see csv_header()
+    Sheet("figures.csv", None, (), parse_figures),
+    Sheet("items.csv", ("as_of", "id", "status", "note", "reports", "kind", "text", "due"),
+          ("as_of", "id", "status"), parse_items),
+    Sheet("targets.csv", ("metric", "month", "target"), ("metric", "month", "target"),
+          parse_targets),
+    # The domain records: lists the owner keeps, to which a column of their own may be
+    # added (it is read past).
+    Sheet("clients.csv", ("client", "tier", "monthly_value", "billing_model",
+                          "contract_start", "renewal_date", "last_invoiced", "status",
+                          "ended"), ("client", "status"), parse_clients, "clients",
+          "a row a client", lambda c: (c.contract_start, c.last_invoiced, c.ended)),
+    Sheet("deliveries.csv", ("date", "vessel", "from", "to", "nautical_miles", "days",
+                             "price", "fuel", "crew", "travel", "other"), ("date",),
+          parse_deliveries, "deliveries", "a row a delivery", lambda d: (d.day,), True),
+    Sheet("rental.csv", ("date", "kind", "category", "amount", "note"),
+          ("date", "kind", "amount"), parse_rental, "rental",
+          "a row a rent payment or expense", lambda e: (e.day,), True),
+)}
+RECORD_SHEETS = tuple(name for name, sheet in SHEETS.items() if sheet.record)
 
 
 def load_cycle_data(config, cycle, day, console):
@@ -2106,11 +2119,11 @@ def load_cycle_data(config, cycle, day, console):
                          "REPORT_DATA_DIR or REPORT_DATA_PATH, or start a folder with "
                          f"--new-data {config.data.where}"])
     problems, read = [], {}
-    for sheet, parse in SHEET_PARSERS.items():
-        path = config.data.path(sheet)
+    for sheet in SHEETS.values():
+        path = config.data.path(sheet.name)
         try:
-            read[sheet] = read_sheet(path, parse, config.sheet_max_bytes) if path else (
-                None, None)
+            read[sheet.name] = read_sheet(path, sheet.parse, config.sheet_max_bytes) \
+                if path else (None, None)
         except DataError as error:
             problems += error.problems
     if problems:
@@ -2190,10 +2203,9 @@ def far_ahead(sheets, snapshots, data, records):
     rows = [(sheets.figures, s.line, s.as_of) for s in snapshots if s.as_of > limit]
     rows += [(sheets.path("items.csv"), r.line, r.as_of) for r in data.item_rows
              if r.as_of > limit]
-    rows += [(sheets.path(sheet), r.line, r.day) for sheet in ("deliveries.csv", "rental.csv")
-             for r in records.get(sheet) or () if r.day > limit]
-    rows += [(sheets.path("clients.csv"), c.line, day) for c in records.get("clients.csv") or ()
-             for day in (c.contract_start, c.last_invoiced, c.ended) if day and day > limit]
+    rows += [(sheets.path(sheet), row.line, day) for sheet in RECORD_SHEETS
+             for row in records.get(sheet) or () for day in SHEETS[sheet].dates(row)
+             if day and day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
 
@@ -2243,14 +2255,13 @@ def cycle_data(cycle, day, snapshots=(), item_rows=(), targets=None, sheets=None
     gaps) as of its date; the cycle's own snapshot counts them as of the cycle's day, as
     its lists do, and takes what the domain records give (they win over the figures
     sheet's)."""
-    records = {sheet: rows if rows is None or sheet == "clients.csv"
+    records = {sheet: rows if rows is None or not SHEETS[sheet].dated
                else tuple(row for row in rows if day is None or row.day <= day)
                for sheet, rows in (records or {}).items()}
     as_of = cycle if parse_date(cycle) or day is None else day.isoformat()
     data = CycleData(day, cycle_figures(snapshots, as_of), tuple(item_rows), targets or {},
-                     sheets or {}, clients=records.get("clients.csv"),
-                     deliveries=records.get("deliveries.csv"),
-                     rental=records.get("rental.csv"))
+                     sheets or {}, **{SHEETS[sheet].record: rows
+                                      for sheet, rows in records.items()})
     given = record_figures(data, day)
     figures = data.figures
     if figures.snapshot is None and given:
@@ -4059,11 +4070,6 @@ def break_even_table(figures):
 
 
 # What a row of each record sheet is, for the line a report gives while it has none.
-RECORD_ROWS = {"clients.csv": "a row a client",
-               "deliveries.csv": "a row a delivery",
-               "rental.csv": "a row a rent payment or expense"}
-
-
 def missing_record(data, sheet, first=False):
     """What a report says for a record sheet with no rows for the cycle: how to start
     it, in the first section that needs it; in the others, that it has none."""
@@ -4072,11 +4078,11 @@ def missing_record(data, sheet, first=False):
     if sheet not in data.sheets:
         said = (f"No {sheet} yet: run --new-data on the data folder (it writes the first "
                 f"line of each sheet not there, and keeps the rest), then add "
-                f"{RECORD_ROWS[sheet]}.")
+                f"{SHEETS[sheet].row_is}.")
     elif sheet == "clients.csv":
-        said = f"{sheet} has no rows yet: add {RECORD_ROWS[sheet]}."
+        said = f"{sheet} has no rows yet: add {SHEETS[sheet].row_is}."
     else:
-        said = f"{sheet} has no rows dated on or before this cycle: add {RECORD_ROWS[sheet]}."
+        said = f"{sheet} has no rows dated on or before this cycle: add {SHEETS[sheet].row_is}."
     said += " The sections below that it fills stay empty until then."
     return [Block("paragraph", [said])]
 
@@ -8336,7 +8342,7 @@ def item_catalogue():
     return ("The source document's items. None is in a report until items.csv has a row "
             "for it: --new-data writes them all, open, to confirm or close.\n\n"
             + "\n".join(entries) + f"\n\nkinds:\n{kinds}\n\nitems.csv: "
-            f"{','.join(SHEET_COLUMNS['items.csv'])}; status is "
+            f"{','.join(SHEETS['items.csv'].columns)}; status is "
             f"{', '.join(ITEM_STATUSES)}. An item of your own: a new id, with its text "
             "(and reports, kind, due) on its first row.")
 
@@ -8348,8 +8354,8 @@ NEW_ITEM_NOTE = "from the source document: confirm or close"
 def new_sheets(day):
     """What a new data folder's sheets hold: each sheet's first line; items.csv also
     the source document's items, open as of day, each to be confirmed or closed."""
-    sheets = {sheet: ",".join(columns) if columns else csv_header()
-              for sheet, columns in SHEET_COLUMNS.items()}
+    sheets = {name: ",".join(sheet.columns) if sheet.columns else csv_header()
+              for name, sheet in SHEETS.items()}
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
     for item in ITEMS:

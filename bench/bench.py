@@ -170,8 +170,8 @@ def rendered_messages(path):
     sys.path.insert(0, str(REPO))
     import send_exec_reports as ser
 
-    sheets = {sheet: ser.read_sheet(EXAMPLE_DATA / sheet, parse)[0]
-              for sheet, parse in ser.SHEET_PARSERS.items()}
+    sheets = {name: ser.read_sheet(EXAMPLE_DATA / name, sheet.parse)[0]
+              for name, sheet in ser.SHEETS.items()}
     data = ser.cycle_data("bench", date.today(), sheets["figures.csv"], sheets["items.csv"],
                           sheets["targets.csv"])
     messages = [ser.render_report(spec, cycle="bench", generated_at="2026-11-29 03:00 UTC",

@@ -243,7 +243,7 @@ def test_new_data_writes_the_record_sheets_too(run_script, tmp_path):
     folder = tmp_path / "new"
     assert run_script("--new-data", str(folder)).returncode == 0
     for sheet in ser.RECORD_SHEETS:
-        assert (folder / sheet).read_text() == ",".join(ser.SHEET_COLUMNS[sheet]) + "\n"
+        assert (folder / sheet).read_text() == ",".join(ser.SHEETS[sheet].columns) + "\n"
 
 
 def test_no_active_client_is_said_not_a_traceback(run_script, ses):

@@ -500,7 +500,7 @@ def test_new_data_writes_each_sheets_header_and_never_overwrites(run_script, tmp
     first = run_script("--new-data", str(folder), clock=clock,
                        env={"REPORT_TIMEZONE": "America/Los_Angeles"})
     assert first.returncode == 0, first.stderr
-    assert sorted(p.name for p in folder.iterdir()) == sorted(ser.SHEET_COLUMNS)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(ser.SHEETS)
     written = list(csv.reader((folder / "items.csv").read_text().splitlines()))
     assert written == [ITEMS_HEADER, *new_item_rows(date(2026, 11, 30))]
     assert written[1][:3] == ["2026-11-30", "stripe-keys", "open"]
@@ -550,7 +550,7 @@ def test_each_audit_record_carries_a_digest_of_every_sheet(run_script, ses):
     ses.verify(SENDER)
     assert run_script("--only", "ceo,cfo", "--cycle", CYCLE).returncode == 0
     expected = {sheet: hashlib.sha256((run_script.data / sheet).read_bytes()).hexdigest()
-                for sheet in ser.SHEET_COLUMNS}
+                for sheet in ser.SHEETS}
     records = [json.loads(line) for line in run_script.audit_log.read_text().splitlines()]
     assert [r["sheets"] for r in records] == [expected, expected]
 
