@@ -5549,6 +5549,22 @@ def cannot_lock(path, error):
             "disk (AUDIT_LOG_PATH or --audit-log); nothing was sent")
 
 
+def lock_path(log_path):
+    """The run lock's file: beside the log's real path, whatever name reaches it."""
+    return log_path.with_name(log_path.name + ".lock")
+
+
+@contextlib.contextmanager
+def held_audit_log(path, follow=False):
+    """The audit log at path open to append, under the run lock: one sending run at a
+    time per log.  follow: the log is checked, before each send, at path as the
+    settings name it, a symbolic link followed anew (a send run); else at its real
+    path."""
+    real = real_audit_log_path(path)
+    with RunLock(lock_path(real)), AuditLog(real, path if follow else None) as audit_log:
+        yield audit_log
+
+
 class RunLock:
     """One sending run at a time per audit log file, whatever name reaches it.
 
@@ -7086,8 +7102,7 @@ def events_destination(ses, name, topic_arn, console):
 def send_event_test(config, connect, clock, console):
     """--test-events: one message to SES's mailbox simulator, delivered to one address
     and bounced by the other, so that --events shows the whole path work."""
-    log_path = real_audit_log_path(config.audit_log_path)
-    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as log, \
+    with held_audit_log(config.audit_log_path) as log, \
             contextlib.closing(connect(config)) as clients:
         request = {"Source": config.sender, "Destination": {"ToAddresses": list(SIMULATOR)},
                    "Message": {"Subject": {"Data": "Delivery events test", "Charset": "UTF-8"},
@@ -7412,9 +7427,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     another); a Refusal stops the cycle before SES is asked.  On a schedule, the due
     dates that passed unsent since the last cycle sent are recorded as missed first.
     """
-    log_path = real_audit_log_path(config.audit_log_path)
-    with RunLock(log_path.with_name(log_path.name + ".lock")), \
-            AuditLog(log_path, config.audit_log_path) as audit_log, \
+    with held_audit_log(config.audit_log_path, follow=True) as audit_log, \
             contextlib.closing(OnDemand(connect, config)) as on_demand:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
@@ -7552,7 +7565,7 @@ def audit_log_problem(path):
     a send would stop with, or None."""
     try:
         real = real_audit_log_path(path)
-        with RunLock(real.with_name(real.name + ".lock")):
+        with RunLock(lock_path(real)):
             pass  # a lock file a send would refuse, refused now
     except RunLockedError:
         real = real_audit_log_path(path)  # a run is sending now: its lock is fine
@@ -8032,8 +8045,7 @@ def notice_log(path):
     log's failure may be the news).  RunLockedError where another run holds the lock."""
     with contextlib.ExitStack() as held:
         try:
-            log_path = real_audit_log_path(path)
-            held.enter_context(RunLock(log_path.with_name(log_path.name + ".lock")))
+            held.enter_context(RunLock(lock_path(real_audit_log_path(path))))
         except RunLockedError:
             raise
         except ReportRunError:
@@ -8547,8 +8559,7 @@ def delivery_events(args, config, *, clock, console, connect):
         raise UsageError("--events reads REPORT_EVENTS_QUEUE_URL, which is not set: "
                          "--setup-events makes the queue and prints the line to add")
     recipients = configured_recipients(config, select_reports(args.only))
-    log_path = real_audit_log_path(config.audit_log_path)
-    with RunLock(log_path.with_name(log_path.name + ".lock")), AuditLog(log_path) as audit_log:
+    with held_audit_log(config.audit_log_path) as audit_log:
         with contextlib.closing(OnDemand(connect, config)) as on_demand:
             drained, problems = read_events(config, audit_log, clock, console, on_demand,
                                             recipients, sending=False)
@@ -8587,10 +8598,8 @@ def read_events_between_cycles(config, selected, clock, console, connect):
         for problem in delivery_problems(config.audit_log_path, recipients, clock.now()):
             console.alert(f"warning: {problem}")
         return
-    log_path = real_audit_log_path(config.audit_log_path)
     try:
-        with RunLock(log_path.with_name(log_path.name + ".lock")), \
-                AuditLog(log_path) as audit_log:
+        with held_audit_log(config.audit_log_path) as audit_log:
             with contextlib.closing(OnDemand(connect, config)) as on_demand:
                 read_events(config, audit_log, clock, console, on_demand, recipients)
     except RunLockedError:
