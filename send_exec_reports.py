@@ -8632,10 +8632,11 @@ def ses_messages(reports, config, now):
     a run sends; DataError, before any send, where one is larger than SES takes."""
     reports = [report._replace(raw=report_eml(report, config, now, show_bcc=False))
                for report in reports]
-    too_large = [f"{report.report_id}: its message is {encoded_size(report.raw) / 1e6:.2f} MB "
+    sizes = {report.report_id: encoded_size(report.raw) for report in reports}
+    too_large = [f"{report_id}: its message is {size / 1e6:.2f} MB "
                  f"as SES counts it, over the {SES_MESSAGE_MAX_BYTES / 1e6:g} MB it accepts: a "
                  "sheet gives it more than a message can carry"
-                 for report in reports if encoded_size(report.raw) > SES_MESSAGE_MAX_BYTES]
+                 for report_id, size in sizes.items() if size > SES_MESSAGE_MAX_BYTES]
     if too_large:
         raise DataError(too_large)
     return reports

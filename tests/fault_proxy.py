@@ -69,18 +69,26 @@ ERROR_XML = """<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/">
 </ErrorResponse>"""
 
 
+def mail_parts(message):
+    """A parsed MIME message's text parts as a mail client reads them: {subtype: (text,
+    its lines ended as Python's are, though the message has SMTP's CRLF; charset)}."""
+    return {part.get_content_subtype(): (
+        part.get_payload(decode=True).decode(part.get_content_charset() or "ascii")
+        .replace("\r\n", "\n"), part.get_content_charset())
+        for part in message.walk() if part.get_content_maintype() == "text"}
+
+
 def read_send(request):
     """A v2 SendEmail request, and its raw message as a mail client reads it: "text" and
-    "html" (the two editions, their lines ended as Python's are), "charsets" (of each
-    part), "tags" ({name: value})."""
+    "html" (the two editions: mail_parts), "charsets" (of each part), "tags" ({name:
+    value})."""
     raw = ((request.get("Content") or {}).get("Raw") or {}).get("Data")
     if raw:
         message = email.message_from_bytes(base64.b64decode(raw), policy=email.policy.default)
-        parts = {part.get_content_subtype(): part for part in message.walk()
-                 if part.get_content_maintype() == "text"}
+        parts = mail_parts(message)
         request = {**request, "message": message,
-                   "charsets": {kind: part.get_content_charset() for kind, part in parts.items()},
-                   **{name: parts[kind].get_content().replace("\r\n", "\n") for name, kind in
+                   "charsets": {kind: charset for kind, (_, charset) in parts.items()},
+                   **{name: parts[kind][0] for name, kind in
                       (("text", "plain"), ("html", "html")) if kind in parts}}
     request["tags"] = {tag.get("Name"): tag.get("Value") for tag in request.get("EmailTags") or ()}
     return request

@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, mail_parts
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "send_exec_reports.py"
@@ -138,14 +138,12 @@ class LocalSES:
 def raw_message(held):
     """A raw message moto holds, in the shape of its simple ones: its destinations are
     the request's (serve() sees to it), To then BCC, and its BCC those past the To
-    header's.  Each part's lines end as Python's do, as a mail client shows them (the
-    message has SMTP's CRLF).  Read once a message: a test asks again and again."""
+    header's; its parts as mail_parts reads them.  Read once a message: a test asks
+    again and again."""
     if held["id"] not in READ:
         message = email.message_from_string(held["raw_data"], policy=email.policy.compat32)
         to = [address for _, address in email.utils.getaddresses(message.get_all("To", []))]
-        parts = {part.get_content_subtype(): part.get_payload(decode=True).decode(
-            part.get_content_charset() or "ascii").replace("\r\n", "\n")
-            for part in message.walk() if part.get_content_maintype() == "text"}
+        parts = {kind: text for kind, (text, _) in mail_parts(message).items()}
         subject = str(email.header.make_header(email.header.decode_header(message["Subject"])))
         given = held["destinations"]
         READ[held["id"]] = {
