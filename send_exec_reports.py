@@ -1193,7 +1193,9 @@ def runway(snapshot):
 # (the control rules, the OTA sequence) stay text in the templates; a level to
 # reach (the break-even in charters a month) is a metric's target here, which
 # the templates quote through a placeholder, and targets.csv may set by month.
-METRICS = (
+# METRICS is this catalogue and the metrics a report declares of its own (after
+# REPORTS).
+CATALOGUE_METRICS = (
     Metric("charters_booked", "Charters booked/month", "count", ("ceo", "cfo"), "6"),
     Metric("revenue_jada_qos", "JADA/QOS revenue/month", "dollars",
            ("ceo", "cfo", "accounting")),
@@ -1230,7 +1232,6 @@ METRICS = (
     Metric("accounting_system_live", "Accounting system live", "yes_no",
            ("ceo", "accounting"), "yes"),
 )
-METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
 
 
 class RuleLevel(NamedTuple):
@@ -1257,8 +1258,6 @@ RULE_LEVELS = {
     "overdue_days": RuleLevel("count", "0", "days past its due date before an open item is "
                               "listed"),
 }
-# The columns of the figures file; a counted one is overruled by the items.
-MEASURED_METRICS = tuple(metric for metric in METRICS if metric.formula is None)
 FIGURES_DATE_COLUMN = "as_of"  # the first column: the snapshot's date, YYYY-MM-DD
 FIGURES_NOTE_COLUMN = "note"  # optional free text, shown with the date ("example figures")
 TREND_SNAPSHOTS = 6  # how many snapshots a trend shows, newest last
@@ -1304,7 +1303,8 @@ ACTION_KINDS = ("action", "seo_step")  # items that are to-dos themselves
 # and an item stands in a report only where items.csv has a row for it.  A row names
 # one by its id and may leave its text, kind and reports to this table; an int due is
 # days after the item's first row (its plan keeps its dates from cycle to cycle).
-ITEMS = (
+# ITEMS is this table and the items a report declares of its own (after REPORTS).
+DOCUMENT_ITEMS = (
     Item("stripe-keys", "security_gap", ("ceo", "cto"), "Hardcoded Stripe keys in the codebase.",
          "Rotate the Stripe keys and move them out of the code.", "All", due=0),
     Item("repos-env-in-git", "security_gap", ("ceo", "cto"),
@@ -1420,7 +1420,6 @@ ITEMS = (
          "date in clients.csv.",
          done_text="Every client is listed with start date, term and renewal date."),
 )
-ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
 ITEM_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 # The sheets of the owner's data folder are SHEETS, one row each, below their parsers.
@@ -2444,26 +2443,16 @@ def item_states(data, day, snapshot):
 
 
 class RecordRule(NamedTuple):
-    """What a record sheet must show, once it has rows, for an item to be done."""
+    """What a record sheet must show, once it has rows, for an item to be done.  While
+    the sheet is there it wins over items.csv both ways: the rule met closes the item,
+    the rule failed keeps it open (a client added with no renewal date reopens the
+    client list).  A rule with nothing to judge (no active client) decides nothing:
+    items.csv does.  A report declares the rules of its items (RECORD_RULES)."""
 
+    item_id: str
     sheet: str
-    holds: object  # records -> bool
+    holds: object  # records -> bool, or None where there is nothing to judge
     says: str  # what closes the item, as --items says it
-
-
-# The items a record sheet decides.  While the sheet is there it wins over items.csv
-# both ways: the rule met closes the item, the rule failed keeps it open (a client
-# added with no renewal date reopens the client list).  A rule with nothing to judge
-# (no active client) decides nothing: items.csv does.
-RECORD_RULES = {
-    "dc-client-list": RecordRule(
-        "clients.csv", lambda clients: every_active(
-            clients, lambda c: c.contract_start and c.renewal_date),
-        "while clients.csv gives every active client a contract start and a renewal date"),
-    "rental-rent-ledger": RecordRule(
-        "rental.csv", lambda entries: any(e.kind == "rent" for e in entries),
-        "once rental.csv records a rent payment"),
-}
 
 
 def every_active(clients, test):
@@ -2780,13 +2769,14 @@ def parse_bar(cell):
 # Report content: the eight reports, and what the owner's data fills in
 ###############################################################################
 
+# The building blocks every report shares come first: what needs the owner, how a
+# figure and its target read, what changed since last time, the items, the trends.
+# Then each report is one sub-section: its template, the functions that fill its own
+# placeholders, and its ReportSpec.  REPORTS lists them: a ninth report is one more
+# sub-section and one more line there.
+
 TOP_ACTIONS = 3  # how many of its open actions a report leads with
-AGENDA_DAYS = 30  # the CEO's agenda: what falls due in these days, by week
 DUE_SOON_DAYS = 7  # "Since the last report" names an item due within these days
-STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
-RENEWAL_DAYS = 90  # the renewal calendar's horizon
-RENEWAL_SOON_DAYS = 60  # a renewal this close is flagged, and with a billing gap, a risk
-REVENUE_TABLE_MONTHS = 12  # the CFO's revenue table: a year from the quarter's start
 
 HEADER_TEMPLATE = ReportTemplate("""\
 # ${title}
@@ -2795,386 +2785,27 @@ Cycle ${cycle} | prepared by ${prepared_by} | generated ${generated_at} | figure
 Businesses: JADA, QueenofSanDiego (QOS), QuickDumpNow (QDN), DangerousCentaur (DC)
 """)
 
+
 FOOTER_TEMPLATE = ReportTemplate("""\
 ---
 Sent by send_exec_reports ${version} for cycle ${cycle}, variant ${variant}. A copy
 of every report goes to the audit inbox; the audit log records this message's id.
 """)
 
-CEO_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Executive summary
-${summary}
-
-## Trends over the last snapshots
-${trends}
-
-## P&L by business
-${pnl}
-
-## Critical shortfalls (#)
-${items_shortfall}
-
-## Shortfalls by business
-${shortfall_split}
-
-## Missing KPIs (#)
-${missing_kpis}
-
-## 30-day execution agenda, from ${cycle}
-${agenda}
-
-${other_items}
-""")
-
-CTO_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Stack-by-stack audit
-${stack_audit}
-
-## Security gaps found in the audit (#)
-${items_security_gap}
-
-## AWS cost analysis
-| Item | Monthly cost |
-| AWS, this snapshot | ${aws_cost} |
-| Target | ${aws_target} |
-| SES, $0.10 per 1,000 emails | cents at eight reports a cycle |
-
-SES's free tier (62,000 emails a month) is only for mail sent from an
-application on EC2; at eight reports a cycle SES costs cents a month.
-
-## Trends over the last snapshots
-${trends}
-
-## UX shortfalls (#)
-${items_ux_gap}
-
-## Dev cycle gaps (#)
-${items_dev_gap}
-
-## Engineering actions, ranked by security impact and user value (#)
-${actions}
-
-${other_items}
-""")
-
-ACCOUNTING_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Critical finding
-${accounting_finding}
-
-## Trends over the last snapshots
-${trends}
-
-## Revenue recognition gaps (#)
-${items_recognition_gap}
-
-## Chart of accounts audit
-The recommended structure, with one class per business (JADA, QOS, QDN, DC) plus
-the 3028 51st St rental and Expert Yacht Delivery:
-
-| Range | Type | Accounts |
-| 1000-1999 | Assets | Operating bank per business, Stripe clearing, deposits held |
-| 2000-2999 | Liabilities | Customer deposits, owner loans, credit cards |
-| 3000-3999 | Equity | Owner capital; partner equity |
-| 4000-4999 | Revenue | Charters, events, deliveries, QDN jobs, DC services, rent |
-| 5000-5999 | Direct costs | Crew, fuel, dockage, disposal fees, contractors |
-| 6000-6999 | Operating expenses | Software, AWS, insurance, marketing |
-
-## Expense categorisation by function
-${expense_functions}
-
-## Four-milestone roadmap to profitability, through Q1 2027: open (#)
-${items_milestone}
-
-${other_items}
-""")
-
-CMO_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Channel-by-channel visibility matrix
-${channel_matrix}
-
-## Business case: an email blast
-${email_blast}
-
-## OTA sequencing
-1. Sailo first.
-2. GetMyBoat second.
-3. Viator and GetYourGuide only after certificate of insurance hardening (the
-   CFO report's third control rule).
-
-## Trends over the last snapshots
-${trends}
-
-## QDN local SEO roadmap: steps open (#)
-${items_seo_step}
-
-## 30/60/90-day milestones: open (#)
-${items_milestone}
-
-## Attribution tracking requirements
-Every campaign link carries UTM tags; every booking records its channel; the
-monthly review compares bookings per channel against spend.
-
-${other_items}
-""")
-
-CFO_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Monthly revenue against target
-${revenue_months}
-
-## Burn rate model
-${burn_model}
-
-## Tiered capital deployment framework
-1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
-2. Low-cost infrastructure: accounting system, analytics, WAF.
-3. Revenue-producing features: availability calendar, booking flow.
-4. No-deploy guardrails: nothing ships that breaks the control rules.
-
-## Charters booked against their target
-${break_even}
-
-## Trends over the last snapshots
-${trends}
-
-## Three non-negotiable financial control rules
-1. No hardcoded keys: payment credentials live outside the code.
-2. Audit trail on all expenses: every expense is categorised and recorded.
-3. COI verification before charter acceptance: no certificate of insurance, no
-   charter.
-
-${other_items}
-""")
-
-RENTAL_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Property asset valuation
-${valuation} A current valuation carries the property in the chart of accounts
-(Assets) at a known figure.
-
-## Rental revenue visibility
-${rent_ledger} Rent received against rent due, the expenses and the net income,
-month by month (rental.csv, and rent_due in the figures):
-
-${rent_months}
-
-## Trends over the last snapshots
-${trends}
-
-## Expense tracking by maintenance category
-${expenses}
-
-## Seasonal demand modelling
-The model: the mean occupancy of each calendar month over the years recorded.
-
-${seasons}
-
-## Occupancy rate targets
-Occupancy against its target, month by month (the target: targets.csv, metric
-rental_occupancy).
-
-${occupancy_months}
-
-${other_items}
-""")
-
-YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-## Top actions [brief]
-${top_actions}
-
-## Current service delivery model
-${items_state}
-
-## Deliveries and what they cost
-${delivery_figures}
-
-${delivery_list}
-
-## Trends over the last snapshots
-${trends}
-
-## Capacity constraints
-The most deliveries a month the crew and the calendar allow (delivery_capacity in
-the figures sheet), against the deliveries recorded:
-
-${capacity}
-
-## Cost-per-delivery analysis
-Every quote must cover crew, fuel, travel and the rest, so each cost is recorded
-per delivery. The recorded costs by category:
-
-${cost_split}
-
-## Integration with the JADA charter workflow
-The plan: one calendar shared with JADA, so that deliveries fill the gaps between
-charters, and JADA's COI verification and booking records used for deliveries
-too. Where it stands is in the service model's items above.
-
-${other_items}
-""")
-
-DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
-## Needs attention [brief]
-${attention}
-
-## Since the last report [brief]
-${changes}
-
-## At a glance [brief]
-${glance}
-
-${clients_book}
-
-## Top actions [brief]
-${top_actions}
-
-## Billing gap identification
-${billing_models} An active client on no billing model, never invoiced, or not
-invoiced for ${invoice_gap_days} days or more has a billing gap:
-
-${billing_gaps}
-
-## Ended clients
-${ended_clients}
-
-## Trends over the last snapshots
-${trends}
-
-## Revenue recognition by client tier
-Active clients' monthly value, by tier, recognised as work is delivered:
-
-${tier_revenue}
-
-## Contract renewal calendar
-${client_dates} Active clients renewing in the next 90 days; those within 60
-are flagged:
-
-${renewal_calendar}
-
-## Churn risk assessment
-A client is at risk when it is paused; when it renews within 60 days with a
-billing gap; or when its renewal date has passed with no new one recorded.
-
-${churn_risks}
-
-${other_items}
-""")
-
 
 class ReportSpec(NamedTuple):
-    """One report: its id on the command line, its title and its template."""
+    """One report: its id on the command line, its title, its template and the
+    placeholders of its own (those every report shares are report_values'); and what
+    it adds to the owner's data: the items its record sheets decide, and any metric
+    or source-document item that only it shows."""
 
     report_id: str
     title: str
     template: ReportTemplate
-
-
-REPORTS = (
-    ReportSpec("ceo", "CEO Report: portfolio health and 30-day agenda", CEO_TEMPLATE),
-    ReportSpec("cto", "CTO Report: stack, security and engineering actions", CTO_TEMPLATE),
-    ReportSpec("accounting", "Accounting Officer Report: books and roadmap", ACCOUNTING_TEMPLATE),
-    ReportSpec("cmo", "CMO Report: channels, email blast and OTA sequencing", CMO_TEMPLATE),
-    ReportSpec("cfo", "CFO Report: burn, capital tiers and control rules", CFO_TEMPLATE),
-    ReportSpec("rental-3028", "3028 51st St Rental Audit", RENTAL_TEMPLATE),
-    ReportSpec("yacht-delivery", "Expert Yacht Delivery Operations Report",
-               YACHT_DELIVERY_TEMPLATE),
-    ReportSpec("dc-portfolio", "DangerousCentaur Client Portfolio Audit", DC_PORTFOLIO_TEMPLATE),
-)
-
-
-def select_reports(only):
-    """The reports named by --only (comma-separated ids), in the standard order."""
-    if only is None:
-        return REPORTS
-    wanted = {part.strip() for part in only.split(",") if part.strip()}
-    known = {spec.report_id for spec in REPORTS}
-    unknown = sorted(wanted - known)
-    if unknown or not wanted:
-        raise UsageError(f"unknown report id {', '.join(unknown) or '(none given)'}; "
-                         f"valid ids: {', '.join(s.report_id for s in REPORTS)}")
-    return tuple(spec for spec in REPORTS if spec.report_id in wanted)
-
-
-REPORT_IDS = tuple(spec.report_id for spec in REPORTS)
+    values: object = None  # CycleData -> {placeholder: () -> its text}
+    record_rules: tuple = ()  # RecordRules: items one of its record sheets decides
+    metrics: tuple = ()  # Metrics of its own, listed after the catalogue's
+    items: tuple = ()  # Items of its own from the source document, after ITEMS's
 
 
 # What needs the owner: the attention rules.  Each reads the sheets alone and gives
@@ -3214,7 +2845,6 @@ def more_in(count, sheet, order):
     return [Block("paragraph", [f"And {count - LIST_SHOWN} more in {sheet}{shown}."])]
 
 
-MOST_VALUE_FIRST = "the most monthly value first"
 CELL_SHOWN = 5  # items named in one table cell; the rest are counted
 
 
@@ -3847,133 +3477,8 @@ def action_list(states, report_id, most=None):
         Block("paragraph", ["items.csv has no open action for this report."])]
 
 
-def state_text(state):
-    """A statement of state from an item: what is true while it is open, else once done."""
-    if state.status == "open":
-        return state.item.text
-    said = (state.item.done_text if state.status == "done" else None) or state.item.text
-    return f"{said.rstrip('.')} ({closing_text(state)})."
-
-
-def agenda_table(states, day):
-    """The CEO's 30-day agenda: its open items with a due date, by week (overdue first)."""
-    weeks = {}
-    for state in open_items(states, "ceo"):
-        if state.due is None or day is None or (state.due - day).days >= AGENDA_DAYS:
-            continue
-        days = (state.due - day).days
-        week = "Overdue" if days < 0 else str(days // 7 + 1)
-        overdue = f" (due {state.due})" if days < 0 else ""
-        weeks.setdefault(week, []).append((state.due, item_todo(state.item) + overdue))
-    rows = [["Week", "Actions"]] + [
-        [week, joined_at_most([todo for _, todo in sorted(todos, key=lambda pair: pair[0])])]
-        for week, todos in sorted(weeks.items(), key=lambda pair: (pair[0] != "Overdue",
-                                                                   pair[0]))]
-    return [Block("table", rows)] if len(rows) > 1 else [
-        Block("paragraph", [f"Nothing is due in the next {AGENDA_DAYS} days."])]
-
-
 def item_todo(item):
     return (item.todo or item.text).rstrip(".")
-
-
-def shortfall_split(states):
-    """The CEO's open shortfalls by business, as bars of their share."""
-    shortfalls = open_items(states, "ceo", "shortfall")
-    businesses = list(dict.fromkeys(state.item.business or "Portfolio" for state in shortfalls))
-    rows = [["Business", f"Share of {len(shortfalls)}", "Shortfalls"]]
-    for business in businesses:
-        mine = [s for s in shortfalls if (s.item.business or "Portfolio") == business]
-        rows.append([business, Bar(len(mine), len(shortfalls)),
-                     joined_at_most([item_label(s.item) for s in mine])])
-    return table_at_most(rows, "items.csv") if shortfalls else [
-        Block("paragraph", ["items.csv has no open critical shortfall."])]
-
-
-def stack_audit(states):
-    """The CTO's open findings, stack by stack."""
-    if not any(s.item.kind != "action" for s in report_items(states, "cto").values()):
-        return [Block("paragraph", ["items.csv has no finding for the CTO yet: --items "
-                                    "lists the source document's."])]
-    rows = [["Stack", "Open findings"]]
-    for stack in STACKS:
-        found = [item_label(s.item) for s in open_items(states, "cto")
-                 if s.item.kind != "action" and (s.item.business or "All") == stack]
-        rows.append([stack, joined_at_most(found) or "none open in items.csv"])
-    return [Block("table", rows)]
-
-
-def channel_matrix(data, states):
-    """The CMO's channels: what each reaches now, from the figures and the items."""
-    snapshot = data.figures.snapshot
-
-    def shown(metric_id, after=""):
-        metric = METRICS_BY_ID[metric_id]
-        figure = figure_of(snapshot, metric)
-        return "not measured" if figure is None else figure_text(figure, metric.unit) + after
-
-    seo = len(open_items(states, "cmo", "seo_step"))
-    rows = [["Channel", "Businesses", "Now"],
-            ["Email list", "JADA / QOS", f"{shown('email_list_size', ' people')}; open rate "
-                                         f"{shown('email_open_rate')}"],
-            ["OTA marketplaces", "JADA / QOS", shown("ota_listings", " listed")],
-            ["Local search / SEO", "QDN", f"{seo} roadmap step(s) open" if any(
-                s.item.kind == "seo_step" for s in states.values())
-                else "no roadmap step in items.csv"],
-            ["Enquiries", "QDN", shown("qdn_enquiries", " a week")],
-            ["Analytics", "every site", shown("sites_with_analytics", " site(s) measured")]]
-    return [Block("table", rows)]
-
-
-def revenue_table(data):
-    """The CFO's monthly revenue against target, from the start of the cycle's quarter to
-    the last month with a revenue target: target, actual, status and difference; and
-    each quarter's total."""
-    metrics = [METRICS_BY_ID[m] for m in (*REVENUE_METRICS, "revenue_total")]
-    targeted = [month or month_of(data.day) for metric in metrics if data.day
-                for month in data.targets.get(metric.metric_id, {})]
-    if data.day is None or not targeted:
-        return [Block("paragraph", ["No monthly revenue targets yet: add them to targets.csv "
-                                    "(metric,month,target), a row per business and month."])]
-    rows = [["Month", "Revenue", "Target", "Actual", "Status, difference"]]
-    months = month_range(quarter_start(data.day), max(max(targeted), f"{data.day:%Y-%m}"))
-    later = months[REVENUE_TABLE_MONTHS:]  # a year from the quarter's start at most
-    months = months[:REVENUE_TABLE_MONTHS]
-    for quarter in dict.fromkeys(quarter_of(month) for month in months):
-        in_quarter = [month for month in months if quarter_of(month) == quarter]
-        for month in in_quarter:
-            rows += [revenue_row(month, metric, *month_revenue(data, metric, [month]))
-                     for metric in metrics]
-        rows += [revenue_row(quarter, metric, *month_revenue(data, metric, in_quarter))
-                 for metric in metrics]
-    return [Block("table", rows)] + ([Block("paragraph", [
-        f"The targets after {months[-1]} (up to {later[-1]}) are not shown: the table covers "
-        "a year from the quarter's start."])] if later else [])
-
-
-def month_revenue(data, metric, months):
-    """(target, actual, whether every month is over) of a metric summed over months;
-    None where a month lacks an actual."""
-    targets = [month_target(metric, data, month) for month in months]
-    actuals = [month_actual(data, metric, month) for month in months]
-    total = (lambda values: None if None in values else sum(values))
-    return total(targets), total(actuals), months[-1] < f"{data.day:%Y-%m}"
-
-
-def month_actual(data, metric, month):
-    """A revenue's actual for a month: what the records give, in the cycle's month
-    (clients.csv bills as of the cycle's day), else the month's latest snapshot's; the
-    total, the sum of the businesses' where each has one."""
-    if metric.formula:
-        parts = [month_actual(data, METRICS_BY_ID[m], month) for m in REVENUE_METRICS]
-        return None if None in parts else sum(parts)
-    cycle = data.figures.snapshot
-    if cycle and month == month_of(data.day) and metric.metric_id in cycle.given:
-        figure = cycle.counted[metric.metric_id]
-    else:
-        figure = figure_of(next((s for s in reversed(data.figures.all)
-                                 if month_of(s.as_of) == month), None), metric)
-    return figure and figure[0]
 
 
 def revenue_part_target(data, metric, month):
@@ -3984,31 +3489,6 @@ def revenue_part_target(data, metric, month):
     parts = [data.targets.get(m, {}).get(month, data.targets.get(m, {}).get(""))
              for m in REVENUE_METRICS]
     return None if None in parts else sum(parts)
-
-
-def revenue_row(month, metric, target, actual, past):
-    """One row of the revenue table; its status says the difference too (five columns
-    fit a phone)."""
-    name = "Total" if metric.metric_id == "revenue_total" else metric.label.split(" ")[0]
-    if actual is None:
-        status = Status("not measured" if past else "to come", "none")
-    elif target is None:
-        status = Status("no target", "none")
-    else:
-        difference = amount_text(actual - target, "dollars")
-        status = Status(f"on track, {'+' * (actual > target)}{difference}", "good") \
-            if actual >= target else Status(f"behind, {difference}", "bad")
-    return [month, name, "-" if target is None else amount_text(target, "dollars"),
-            "-" if actual is None else amount_text(actual, "dollars"), status]
-
-
-def quarter_start(day):
-    return f"{day.year}-{(day.month - 1) // 3 * 3 + 1:02d}"
-
-
-def quarter_of(month):
-    year, number = month.split("-")
-    return f"Q{(int(number) - 1) // 3 + 1} {year}"
 
 
 def month_range(first, last):
@@ -4042,33 +3522,6 @@ def trend_table(report_id, figures):
     return [Block("table", rows)]
 
 
-def unmeasured(figures):
-    """The catalogue's measured metrics with no figure in the cycle's snapshot."""
-    return [metric for metric in MEASURED_METRICS if figure_of(figures.snapshot, metric) is None]
-
-
-def missing_kpis(figures):
-    """The catalogue's metrics this snapshot did not measure."""
-    missing = [metric.label for metric in unmeasured(figures)]
-    return [Block("numbered", missing)] if missing else [
-        Block("paragraph", ["Every metric in the catalogue was measured."])]
-
-
-def break_even_table(figures):
-    """Charters booked in each recent snapshot against the break-even (their target in the
-    catalogue)."""
-    metric = METRICS_BY_ID["charters_booked"]
-    target = int(catalogue_target(metric))
-    rows = [["As of", "Charters", f"Against the target ({target})"]]
-    for snapshot in figures.history:
-        figure = figure_of(snapshot, metric)
-        if figure is not None:
-            booked = int(figure[0])
-            rows.append([str(snapshot.as_of), str(booked), Bar(min(booked, target), target)])
-    return [Block("table", rows)] if len(rows) > 1 else [
-        Block("paragraph", ["Charters booked are not yet measured."])]
-
-
 # What a row of each record sheet is, for the line a report gives while it has none.
 def missing_record(data, sheet, first=False):
     """What a report says for a record sheet with no rows for the cycle: how to start
@@ -4091,18 +3544,6 @@ def money_text(value):
     return "-" if value is None else amount_text(value, "dollars")
 
 
-def clients_book(data):
-    """The DC portfolio's counts, from clients.csv, which wins over the figures sheet."""
-    if not data.clients:
-        return missing_record(data, "clients.csv", first=True)
-    active = active_clients(data.clients)
-    return [Block("paragraph", [
-        f"Active clients: {len(active)} of {len(data.clients)}; billed "
-        f"{money_text(billed_revenue(active))} a month, of their "
-        f"{money_text(sum((c.monthly_value or 0 for c in active), Decimal(0)))} monthly "
-        "value (a client on no billing model is not billed)."])]
-
-
 def billing_gap(client, data):
     """Why an active client is not billed as it should be, or None."""
     if not client.billing_model:
@@ -4115,157 +3556,9 @@ def billing_gap(client, data):
     return None
 
 
-def by_value(clients):
-    """Clients, the most monthly value first (sheet order among equals)."""
-    return sorted(clients, key=lambda client: -(client.monthly_value or 0))
-
-
 def days_until(day, today):
     """Days from today to day, or None where either is unknown."""
     return None if day is None or today is None else (day - today).days
-
-
-def billing_gaps(data):
-    """The active clients with a billing gap, named with it."""
-    if not data.clients:
-        return missing_record(data, "clients.csv")
-    gaps = [f"{client.name}: {gap}." for client in by_value(active_clients(data.clients))
-            if (gap := billing_gap(client, data))]
-    return list_at_most(gaps, "clients.csv", MOST_VALUE_FIRST) if gaps else [
-        Block("paragraph", ["No active client has a billing gap."])]
-
-
-def renewal_calendar(data):
-    """Active clients renewing in the next 90 days, by date; those within 60 flagged."""
-    if not data.clients:
-        return missing_record(data, "clients.csv")
-    rows = [["Renewal", "Client", "Tier", "Monthly value", "In"]]
-    for client in sorted(active_clients(data.clients), key=lambda c: c.renewal_date or date.max):
-        days = days_until(client.renewal_date, data.day)
-        if days is not None and 0 <= days <= RENEWAL_DAYS:
-            rows.append([str(client.renewal_date), client.name, client.tier or "-",
-                         money_text(client.monthly_value),
-                         Status(f"{days} days", "bad" if days <= RENEWAL_SOON_DAYS else "none")])
-    return table_at_most(rows, "clients.csv", "the soonest first") if len(rows) > 1 else [
-        Block("paragraph", [f"No active client renews in the next {RENEWAL_DAYS} days."])]
-
-
-def tier_revenue(data):
-    """Active clients' monthly value by tier, and each tier's share."""
-    if not data.clients:
-        return missing_record(data, "clients.csv")
-    tiers, names = {}, {}
-    for client in active_clients(data.clients):
-        key = (client.tier or "no tier").casefold()  # Gold and gold are one tier
-        names.setdefault(key, client.tier or "no tier")
-        tier = tiers.setdefault(key, [0, Decimal(0)])
-        tier[0] += 1
-        tier[1] += client.monthly_value or 0
-    if not tiers:
-        return [Block("paragraph", ["No client is active."])]
-    total = sum((value for _, value in tiers.values()), Decimal(0))
-    rows = [["Tier", "Clients", "Monthly value", "Share"]]
-    for key, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
-        share = percent_share(value, total) if total else "-"
-        rows.append([names[key], str(count), money_text(value), share])
-    return table_at_most(rows, "clients.csv", MOST_VALUE_FIRST, last=[
-        "All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
-        "100%" if total else "-"])
-
-
-def churn_risks(data):
-    """The clients at risk of leaving, each with its reason, by the rules stated below
-    the list (and in docs/data.md)."""
-    if not data.clients:
-        return missing_record(data, "clients.csv")
-    risks = []
-    for client in by_value(data.clients):
-        gap = billing_gap(client, data)
-        days = days_until(client.renewal_date, data.day)
-        if client.status == "paused":
-            risks.append(f"{client.name}: paused.")
-        elif client.status != "active" or days is None:
-            continue
-        elif days < 0:
-            risks.append(f"{client.name}: its renewal date, {client.renewal_date}, has "
-                         "passed with no new one recorded.")
-        elif days <= RENEWAL_SOON_DAYS and gap:
-            risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
-    return list_at_most(risks, "clients.csv", MOST_VALUE_FIRST) if risks else [
-        Block("paragraph", ["No client is at risk by these rules."])]
-
-
-def delivery_figures(data):
-    """The deliveries of the last 30 and 90 days, cost per delivery, per nautical mile,
-    margin per delivery, and the latest delivery against the mean."""
-    if not data.deliveries:
-        return missing_record(data, "deliveries.csv", first=True)
-    costed = [d for d in data.deliveries if d.cost is not None]
-    rows = [["Measure", "Figure"]]
-    if data.day:
-        for days in (30, 90):
-            rows.append([f"Deliveries, last {days} days",
-                         str(len(dated_within(data.deliveries, data.day, days)))])
-    rows.append([f"Cost per delivery (mean of {len(costed)} costed)",
-                 money_text(mean([d.cost for d in costed]) if costed else None)])
-    sailed = [d for d in costed if d.miles]
-    per_mile = cents(sum(d.cost for d in sailed) / sum(d.miles for d in sailed)) \
-        if sailed else None
-    rows.append([f"Cost per nautical mile ({len(sailed)} with miles)", money_text(per_mile)])
-    priced = [d for d in costed if d.price is not None]
-    rows.append([f"Margin per delivery (mean of {len(priced)} priced and costed)",
-                 money_text(mean([d.price - d.cost for d in priced]) if priced else None)])
-    if costed:
-        latest, average = costed[-1], mean([d.cost for d in costed])
-        above = latest.cost - average
-        rows.append([f"Latest, {latest.day} {latest.vessel}".strip(),
-                     f"{money_text(latest.cost)}: {money_text(abs(above))} "
-                     f"{'above' if above > 0 else 'below' if above < 0 else 'at'} the mean"])
-    return [Block("table", rows)]
-
-
-def cost_split(data):
-    """Recorded delivery costs by category, with each one's share."""
-    if not data.deliveries:
-        return missing_record(data, "deliveries.csv")
-    totals = {category: sum((d.costs[category] for d in data.deliveries
-                             if category in d.costs), Decimal(0))
-              for category in DELIVERY_COSTS}
-    recorded = {category: sum(category in d.costs for d in data.deliveries)
-                for category in DELIVERY_COSTS}
-    total = sum(totals.values())
-    rows = [["Cost", "Total", "Share", "Recorded on"]]
-    rows += [[category, money_text(totals[category]) if recorded[category] else "-",
-              percent_share(totals[category], total) if total and recorded[category] else "-",
-              f"{recorded[category]} of {len(data.deliveries)}"] for category in DELIVERY_COSTS]
-    return [Block("table", rows)]
-
-
-def capacity_table(data):
-    """Deliveries a month against the capacity the figures give (delivery_capacity)."""
-    if not data.deliveries or data.day is None:
-        return missing_record(data, "deliveries.csv")
-    months = recent_months(data, (d.day for d in data.deliveries), 6)
-    rows = [["Month", "Deliveries", "Capacity", "Used"]]
-    for month in months:
-        count = sum(month_of(d.day) == month for d in data.deliveries)
-        capacity = figure_by_month(data, "delivery_capacity", month)
-        rows.append([month, str(count), "-" if capacity is None else amount_text(
-            capacity, "count"), capacity_used(count, capacity)])
-    if all(row[2] == "-" for row in rows[1:]):
-        return [Block("table", rows), Block("paragraph", [
-            "No capacity is set: add delivery_capacity to the figures sheet, the most "
-            "deliveries a month the crew and the calendar allow."])]
-    return [Block("table", rows)]
-
-
-def capacity_used(count, capacity):
-    """A month's deliveries against its capacity: a bar, or a flag past it."""
-    if not capacity:
-        return "-"
-    if count > capacity:
-        return Status(f"{count}/{int(capacity)}, over capacity", "bad")
-    return Bar(count, int(capacity))
 
 
 def recent_months(data, days, most=12):
@@ -4294,30 +3587,6 @@ def month_target(metric, data, month):
     return catalogue_target(metric) if summed is None else summed
 
 
-def rent_table(data):
-    """Rent received, rent due, expenses and net income by month, for the last 12."""
-    if not data.rental or data.day is None:
-        return missing_record(data, "rental.csv", first=True)
-    months = recent_months(data, (e.day for e in data.rental))
-    rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
-    for month in months:
-        entries = [e for e in data.rental if month_of(e.day) == month]
-        rent, spent = ledger_sum(entries, month, "rent"), ledger_sum(entries, month, "expense")
-        due = figure_by_month(data, "rent_due", month)
-        rows.append([month, rent_cell(rent, due, month == month_of(data.day)),
-                     money_text(due), money_text(spent),
-                     money_text(rent - spent) if entries else "-"])
-    return [Block("table", rows)]
-
-
-def rent_cell(rent, due, in_progress):
-    """A month's rent against the rent due: short is flagged once the month is over
-    (rent due on the 1st is not late on the 1st)."""
-    if due is None or (in_progress and rent < due):
-        return money_text(rent) + (" so far" if in_progress and due else "")
-    return Status(money_text(rent), "good" if rent >= due else "bad")
-
-
 def figure_by_month(data, metric_id, month):
     """A figure that holds until it changes (the rent due, the capacity): the latest
     snapshot's that measured it, up to the month's end (the snapshots are oldest
@@ -4329,103 +3598,159 @@ def figure_by_month(data, metric_id, month):
     return None
 
 
-def expense_table(data):
-    """Expenses by category (the owner's words, case aside): this month and the last 12."""
-    if not data.rental or data.day is None:
-        return missing_record(data, "rental.csv")
-    first = first_month(data.day, 12)  # the rent table's twelve months
-    names, sums = {}, {}
-    for entry in data.rental:
-        if entry.kind != "expense" or month_of(entry.day) < first:
+def sum_ranges(figures):
+    """The sum of (low, high) figures, None where there are none."""
+    known = [figure for figure in figures if figure is not None]
+    if not known:
+        return None
+    return sum(low for low, _ in known), sum(high for _, high in known)
+
+
+def latest_by_month(data, metric_id):
+    """{YYYY-MM: figure}: each month's latest snapshot that measured the metric."""
+    months = {}
+    for snapshot in data.figures.all:
+        if metric_id in snapshot.figures:
+            months[month_of(snapshot.as_of)] = snapshot.figures[metric_id]
+    return months
+
+
+class Placeholders(Mapping):
+    """A report's placeholders, each worked out the first time its template asks for
+    it: a report computes only what it shows.  A name no one can fill is a KeyError."""
+
+    def __init__(self, makers):
+        self._makers = makers
+        self._made = {}
+
+    def __getitem__(self, name):
+        if name not in self._made:
+            self._made[name] = self._makers[name]()
+        return self._made[name]
+
+    def __iter__(self):
+        return iter(self._makers)
+
+    def __len__(self):
+        return len(self._makers)
+
+
+def report_values(spec, data, used=(), **given):
+    """The placeholders and slots of a report's template: those given (the title, the
+    cycle...), those every report shares, and the report's own (spec.values), each
+    filled from the owner's data.  used: the names the template uses, so that what it
+    does not list can be listed apart."""
+    figures = data.figures
+    snapshot = figures.snapshot
+    states = data.items
+    report_id = spec.report_id
+    makers = {
+        **{name: (lambda value=value: value) for name, value in given.items()},
+        "figures_line": lambda: (f"as of {snapshot.as_of}" + (
+            f" ({snapshot.note})" if snapshot.note else "")
+            if figures.row else "none for this cycle in the figures sheet" + (
+                "; the domain records give theirs" if snapshot else "")),
+        "attention": lambda: attention_list(data, report_id),
+        "glance": lambda: glance_table(report_id, data),
+        "changes": lambda: changes_since_last(report_id, data, states, data.items_before),
+        "trends": lambda: trend_table(report_id, figures),
+        "top_actions": lambda: action_list(states, report_id, TOP_ACTIONS),
+        "actions": lambda: action_list(states, report_id),
+        **{f"items_{kind}": (lambda kind=kind: item_list(states, report_id, kind))
+           for kind in ITEM_KINDS},
+        **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
+           for kind in ITEM_KINDS},
+        "other_items": lambda: other_items(states, report_id, used),
+        **(spec.values(data) if spec.values else {}),
+    }
+    return Placeholders(makers)
+
+
+
+# --- The CEO report: portfolio health and the 30-day agenda ---------------------------
+
+AGENDA_DAYS = 30  # the CEO's agenda: what falls due in these days, by week
+
+
+CEO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Executive summary
+${summary}
+
+## Trends over the last snapshots
+${trends}
+
+## P&L by business
+${pnl}
+
+## Critical shortfalls (#)
+${items_shortfall}
+
+## Shortfalls by business
+${shortfall_split}
+
+## Missing KPIs (#)
+${missing_kpis}
+
+## 30-day execution agenda, from ${cycle}
+${agenda}
+
+${other_items}
+""")
+
+
+def agenda_table(states, day):
+    """The CEO's 30-day agenda: its open items with a due date, by week (overdue first)."""
+    weeks = {}
+    for state in open_items(states, "ceo"):
+        if state.due is None or day is None or (state.due - day).days >= AGENDA_DAYS:
             continue
-        key = (entry.category or "uncategorised").casefold()
-        names.setdefault(key, entry.category or "uncategorised")
-        this_month, year = sums.get(key, (Decimal(0), Decimal(0)))
-        sums[key] = (this_month + (entry.amount if month_of(entry.day) == month_of(data.day)
-                                   else 0), year + entry.amount)
-    rows = [["Category", "This month", "Last 12 months"]]
-    rows += [[names[key], money_text(this_month), money_text(year)]
-             for key, (this_month, year) in sorted(sums.items(), key=lambda pair: -pair[1][1])]
-    return table_at_most(rows, "rental.csv", "the most spent first") if sums else [
-        Block("paragraph", ["No expense is recorded in the last 12 months."])]
+        days = (state.due - day).days
+        week = "Overdue" if days < 0 else str(days // 7 + 1)
+        overdue = f" (due {state.due})" if days < 0 else ""
+        weeks.setdefault(week, []).append((state.due, item_todo(state.item) + overdue))
+    rows = [["Week", "Actions"]] + [
+        [week, joined_at_most([todo for _, todo in sorted(todos, key=lambda pair: pair[0])])]
+        for week, todos in sorted(weeks.items(), key=lambda pair: (pair[0] != "Overdue",
+                                                                   pair[0]))]
+    return [Block("table", rows)] if len(rows) > 1 else [
+        Block("paragraph", [f"Nothing is due in the next {AGENDA_DAYS} days."])]
 
 
-def occupancy_by_month(data):
-    """{YYYY-MM: occupancy}: each month's latest snapshot that measured it."""
-    return {month: figure[0] for month, figure in
-            latest_by_month(data, "rental_occupancy").items()}
+def shortfall_split(states):
+    """The CEO's open shortfalls by business, as bars of their share."""
+    shortfalls = open_items(states, "ceo", "shortfall")
+    businesses = list(dict.fromkeys(state.item.business or "Portfolio" for state in shortfalls))
+    rows = [["Business", f"Share of {len(shortfalls)}", "Shortfalls"]]
+    for business in businesses:
+        mine = [s for s in shortfalls if (s.item.business or "Portfolio") == business]
+        rows.append([business, Bar(len(mine), len(shortfalls)),
+                     joined_at_most([item_label(s.item) for s in mine])])
+    return table_at_most(rows, "items.csv") if shortfalls else [
+        Block("paragraph", ["items.csv has no open critical shortfall."])]
 
 
-def occupancy_table(data):
-    """Occupancy against its target, month by month, for the last 12."""
-    recorded = occupancy_by_month(data)
-    if not recorded or data.day is None:
-        return [Block("paragraph", ["No occupancy is recorded: add rental_occupancy to the "
-                                    "figures sheet."])]
-    metric = METRICS_BY_ID["rental_occupancy"]
-    rows = [["Month", "Occupancy", "Target", "Status"]]
-    for month in recent_months(data, map(date.fromisoformat, (m + "-01" for m in recorded))):
-        figure = recorded.get(month)
-        target = month_target(metric, data, month)
-        rows.append([month, "-" if figure is None else amount_text(figure, "percent"),
-                     target_text(metric, target),
-                     status_of(metric, None if figure is None else (figure, figure),
-                               target)])
-    return [Block("table", rows)]
+def unmeasured(figures):
+    """The catalogue's measured metrics with no figure in the cycle's snapshot."""
+    return [metric for metric in MEASURED_METRICS if figure_of(figures.snapshot, metric) is None]
 
 
-def seasonal_table(data):
-    """Mean occupancy by calendar month over the years recorded; said plainly when less
-    than a year is recorded."""
-    recorded = occupancy_by_month(data)
-    if not recorded:
-        return [Block("paragraph", ["No occupancy is recorded yet, so no season can be "
-                                    "seen."])]
-    by_month = {}
-    for month, occupancy in recorded.items():
-        by_month.setdefault(month[5:], []).append(occupancy)
-    rows = [["Month", "Mean occupancy", "Years"]]
-    rows += [[date(2000, int(number), 1).strftime("%B"),
-              amount_text((sum(values) / len(values)).quantize(Decimal("0.1"),
-                                                               rounding=ROUND_HALF_UP), "percent"),
-              str(len(values))] for number, values in sorted(by_month.items())]
-    span = len(month_range(min(recorded), max(recorded)))
-    unmeasured_months = [date(2000, number, 1).strftime("%B") for number in range(1, 13)
-                         if f"{number:02d}" not in by_month]
-    if span < 12:
-        said = [f"Not enough data for a seasonal model: {len(recorded)} month(s) of "
-                f"occupancy are recorded, since {min(recorded)}, less than a year; the table "
-                "fills in as a full year is measured."]
-    elif unmeasured_months:
-        said = [f"No occupancy is recorded for {', '.join(unmeasured_months)}: those "
-                "months have no mean yet."]
-    else:
-        said = []
-    return ([Block("paragraph", said)] if said else []) + [Block("table", rows)]
-
-
-def valuation_text(data):
-    """The property's valuation and its date, from the figures."""
-    valued = [s for s in data.figures.all if "property_valuation" in s.figures]
-    if valued:
-        latest = valued[-1]
-        return (f"Valuation: {figure_text(latest.figures['property_valuation'], 'dollars')}, "
-                f"as of {latest.as_of}.")
-    return "No valuation in the figures sheet: add property_valuation."
-
-
-def accounting_finding(data):
-    """Whether an accounting system is live, as the figures sheet says."""
-    snapshot = data.figures.snapshot
-    live = figure_of(snapshot, METRICS_BY_ID["accounting_system_live"])
-    if live is None:
-        return ("Not measured: whether an accounting system is live goes in the figures "
-                "sheet, as accounting_system_live (yes or no).")
-    if live[0]:
-        return (f"An accounting system is live ({as_of_text(data)}): keep the books to the "
-                "chart of accounts below and close them monthly.")
-    return (f"No accounting system is live ({as_of_text(data)}): until one is, no financial "
-            "statement of this cycle can be produced from books.")
+def missing_kpis(figures):
+    """The catalogue's metrics this snapshot did not measure."""
+    missing = [metric.label for metric in unmeasured(figures)]
+    return [Block("numbered", missing)] if missing else [
+        Block("paragraph", ["Every metric in the catalogue was measured."])]
 
 
 def executive_summary(data):
@@ -4519,43 +3844,166 @@ def pnl_row(name, revenue, cost):
     return [name, figure_text(revenue, "dollars"), figure_text(cost, "dollars"), net]
 
 
-def sum_ranges(figures):
-    """The sum of (low, high) figures, None where there are none."""
-    known = [figure for figure in figures if figure is not None]
-    if not known:
-        return None
-    return sum(low for low, _ in known), sum(high for _, high in known)
+def ceo_values(data):
+    """The ceo report's own placeholders."""
+    return {
+        "summary": lambda: executive_summary(data),
+        "pnl": lambda: pnl_table(data),
+        "shortfall_split": lambda: shortfall_split(data.items),
+        "missing_kpis": lambda: missing_kpis(data.figures),
+        "agenda": lambda: agenda_table(data.items, data.day),
+    }
 
 
-def burn_model(data):
-    """The burn, what a charter brings in, and how many charters a month would cover
-    the burn with the other businesses' revenue: computed, never assumed."""
+CEO_REPORT = ReportSpec("ceo", "CEO Report: portfolio health and 30-day agenda",
+                        CEO_TEMPLATE, ceo_values)
+
+
+# --- The CTO report: stack, security and engineering actions --------------------------
+
+STACKS = ("JADA", "QOS", "QDN", "DC", "All")  # the CTO's stack-by-stack audit
+
+
+CTO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Stack-by-stack audit
+${stack_audit}
+
+## Security gaps found in the audit (#)
+${items_security_gap}
+
+## AWS cost analysis
+| Item | Monthly cost |
+| AWS, this snapshot | ${aws_cost} |
+| Target | ${aws_target} |
+| SES, $0.10 per 1,000 emails | cents at eight reports a cycle |
+
+SES's free tier (62,000 emails a month) is only for mail sent from an
+application on EC2; at eight reports a cycle SES costs cents a month.
+
+## Trends over the last snapshots
+${trends}
+
+## UX shortfalls (#)
+${items_ux_gap}
+
+## Dev cycle gaps (#)
+${items_dev_gap}
+
+## Engineering actions, ranked by security impact and user value (#)
+${actions}
+
+${other_items}
+""")
+
+
+def stack_audit(states):
+    """The CTO's open findings, stack by stack."""
+    if not any(s.item.kind != "action" for s in report_items(states, "cto").values()):
+        return [Block("paragraph", ["items.csv has no finding for the CTO yet: --items "
+                                    "lists the source document's."])]
+    rows = [["Stack", "Open findings"]]
+    for stack in STACKS:
+        found = [item_label(s.item) for s in open_items(states, "cto")
+                 if s.item.kind != "action" and (s.item.business or "All") == stack]
+        rows.append([stack, joined_at_most(found) or "none open in items.csv"])
+    return [Block("table", rows)]
+
+
+def aws_cost(data):
+    """The AWS bill a month, as the figures give it."""
+    metric = METRICS_BY_ID["aws_monthly_cost"]
+    figure = figure_of(data.figures.snapshot, metric)
+    return "not measured" if figure is None else figure_text(figure, metric.unit)
+
+
+def aws_target(data):
+    metric = METRICS_BY_ID["aws_monthly_cost"]
+    return target_text(metric, target_of(metric, data, data.figures.snapshot))
+
+
+def cto_values(data):
+    """The cto report's own placeholders."""
+    return {
+        "stack_audit": lambda: stack_audit(data.items),
+        "aws_cost": lambda: aws_cost(data),
+        "aws_target": lambda: aws_target(data),
+    }
+
+
+CTO_REPORT = ReportSpec("cto", "CTO Report: stack, security and engineering actions",
+                        CTO_TEMPLATE, cto_values)
+
+
+# --- The Accounting Officer report: the books and the roadmap to profitability --------
+
+ACCOUNTING_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Critical finding
+${accounting_finding}
+
+## Trends over the last snapshots
+${trends}
+
+## Revenue recognition gaps (#)
+${items_recognition_gap}
+
+## Chart of accounts audit
+The recommended structure, with one class per business (JADA, QOS, QDN, DC) plus
+the 3028 51st St rental and Expert Yacht Delivery:
+
+| Range | Type | Accounts |
+| 1000-1999 | Assets | Operating bank per business, Stripe clearing, deposits held |
+| 2000-2999 | Liabilities | Customer deposits, owner loans, credit cards |
+| 3000-3999 | Equity | Owner capital; partner equity |
+| 4000-4999 | Revenue | Charters, events, deliveries, QDN jobs, DC services, rent |
+| 5000-5999 | Direct costs | Crew, fuel, dockage, disposal fees, contractors |
+| 6000-6999 | Operating expenses | Software, AWS, insurance, marketing |
+
+## Expense categorisation by function
+${expense_functions}
+
+## Four-milestone roadmap to profitability, through Q1 2027: open (#)
+${items_milestone}
+
+${other_items}
+""")
+
+
+def accounting_finding(data):
+    """Whether an accounting system is live, as the figures sheet says."""
     snapshot = data.figures.snapshot
-    burn = figure_of(snapshot, METRICS_BY_ID["monthly_burn"])
-    charters = figure_of(snapshot, METRICS_BY_ID["charters_booked"])
-    charter_revenue = figure_of(snapshot, METRICS_BY_ID["revenue_jada_qos"])
-    per_charter = (cents(charter_revenue[0] / charters[0]) if charters and charters[0]
-                   and charter_revenue else None)
-    others = [figure_of(snapshot, METRICS_BY_ID[m]) for m in ("revenue_qdn", "revenue_dc")]
-    needed = None
-    if burn and per_charter is not None and None not in others:
-        uncovered = burn[1] - sum(o[0] for o in others)
-        needed = (max(0, math.ceil(uncovered / per_charter)) if per_charter > 0 else
-                  0 if uncovered <= 0 else "none")  # a charter that brings nothing in
-    target = target_of(METRICS_BY_ID["charters_booked"], data, snapshot)
-    rows = [["Item", "Figure"],
-            ["Monthly burn", figure_text(burn, "dollars")],
-            ["JADA/QOS revenue per charter", money_text(per_charter)],
-            ["Charters a month that cover the burn", "-" if needed is None else
-             "no number" if needed == "none" else str(needed)],
-            ["Charters booked, target", target_text(METRICS_BY_ID["charters_booked"], target)]]
-    how = ("How: revenue per charter is JADA/QOS revenue over charters booked; the charters "
-           "that cover the burn are what the burn's upper end leaves after QDN's and DC's "
-           "revenue, over that.")
-    if needed is None:
-        how += (" It needs the burn, charters booked (more than 0), and JADA/QOS, QDN and "
-                "DC revenue.")
-    return [Block("table", rows), Block("paragraph", [how])]
+    live = figure_of(snapshot, METRICS_BY_ID["accounting_system_live"])
+    if live is None:
+        return ("Not measured: whether an accounting system is live goes in the figures "
+                "sheet, as accounting_system_live (yes or no).")
+    if live[0]:
+        return (f"An accounting system is live ({as_of_text(data)}): keep the books to the "
+                "chart of accounts below and close them monthly.")
+    return (f"No accounting system is live ({as_of_text(data)}): until one is, no financial "
+            "statement of this cycle can be produced from books.")
 
 
 def expense_functions(data):
@@ -4596,13 +4044,90 @@ def expense_functions(data):
         "Marketing and Administration have no sheet of their own yet. " + policy])]
 
 
-def latest_by_month(data, metric_id):
-    """{YYYY-MM: figure}: each month's latest snapshot that measured the metric."""
-    months = {}
-    for snapshot in data.figures.all:
-        if metric_id in snapshot.figures:
-            months[month_of(snapshot.as_of)] = snapshot.figures[metric_id]
-    return months
+def accounting_values(data):
+    """The accounting report's own placeholders."""
+    return {
+        "accounting_finding": lambda: accounting_finding(data),
+        "expense_functions": lambda: expense_functions(data),
+    }
+
+
+ACCOUNTING_REPORT = ReportSpec("accounting", "Accounting Officer Report: books and roadmap",
+                               ACCOUNTING_TEMPLATE, accounting_values)
+
+
+# --- The CMO report: channels, the email blast and OTA sequencing ---------------------
+
+CMO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Channel-by-channel visibility matrix
+${channel_matrix}
+
+## Business case: an email blast
+${email_blast}
+
+## OTA sequencing
+1. Sailo first.
+2. GetMyBoat second.
+3. Viator and GetYourGuide only after certificate of insurance hardening (the
+   CFO report's third control rule).
+
+## Trends over the last snapshots
+${trends}
+
+## QDN local SEO roadmap: steps open (#)
+${items_seo_step}
+
+## 30/60/90-day milestones: open (#)
+${items_milestone}
+
+## Attribution tracking requirements
+Every campaign link carries UTM tags; every booking records its channel; the
+monthly review compares bookings per channel against spend.
+
+${other_items}
+""")
+
+
+def channel_matrix(data, states):
+    """The CMO's channels: what each reaches now, from the figures and the items."""
+    snapshot = data.figures.snapshot
+
+    def shown(metric_id, after=""):
+        metric = METRICS_BY_ID[metric_id]
+        figure = figure_of(snapshot, metric)
+        return "not measured" if figure is None else figure_text(figure, metric.unit) + after
+
+    seo = len(open_items(states, "cmo", "seo_step"))
+    rows = [["Channel", "Businesses", "Now"],
+            ["Email list", "JADA / QOS", f"{shown('email_list_size', ' people')}; open rate "
+                                         f"{shown('email_open_rate')}"],
+            ["OTA marketplaces", "JADA / QOS", shown("ota_listings", " listed")],
+            ["Local search / SEO", "QDN", f"{seo} roadmap step(s) open" if any(
+                s.item.kind == "seo_step" for s in states.values())
+                else "no roadmap step in items.csv"],
+            ["Enquiries", "QDN", shown("qdn_enquiries", " a week")],
+            ["Analytics", "every site", shown("sites_with_analytics", " site(s) measured")]]
+    return [Block("table", rows)]
+
+
+def state_text(state):
+    """A statement of state from an item: what is true while it is open, else once done."""
+    if state.status == "open":
+        return state.item.text
+    said = (state.item.done_text if state.status == "done" else None) or state.item.text
+    return f"{said.rstrip('.')} ({closing_text(state)})."
 
 
 def email_blast(data, states):
@@ -4624,6 +4149,354 @@ def email_blast(data, states):
     return [Block("paragraph", [" ".join(said)])]
 
 
+def cmo_values(data):
+    """The cmo report's own placeholders."""
+    return {
+        "channel_matrix": lambda: channel_matrix(data, data.items),
+        "email_blast": lambda: email_blast(data, data.items),
+    }
+
+
+CMO_REPORT = ReportSpec("cmo", "CMO Report: channels, email blast and OTA sequencing",
+                        CMO_TEMPLATE, cmo_values)
+
+
+# --- The CFO report: revenue, burn, capital tiers and control rules -------------------
+
+REVENUE_TABLE_MONTHS = 12  # the CFO's revenue table: a year from the quarter's start
+
+
+CFO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Monthly revenue against target
+${revenue_months}
+
+## Burn rate model
+${burn_model}
+
+## Tiered capital deployment framework
+1. Zero-cost initiatives: email blast, OTA listings, SEO fixes.
+2. Low-cost infrastructure: accounting system, analytics, WAF.
+3. Revenue-producing features: availability calendar, booking flow.
+4. No-deploy guardrails: nothing ships that breaks the control rules.
+
+## Charters booked against their target
+${break_even}
+
+## Trends over the last snapshots
+${trends}
+
+## Three non-negotiable financial control rules
+1. No hardcoded keys: payment credentials live outside the code.
+2. Audit trail on all expenses: every expense is categorised and recorded.
+3. COI verification before charter acceptance: no certificate of insurance, no
+   charter.
+
+${other_items}
+""")
+
+
+def revenue_table(data):
+    """The CFO's monthly revenue against target, from the start of the cycle's quarter to
+    the last month with a revenue target: target, actual, status and difference; and
+    each quarter's total."""
+    metrics = [METRICS_BY_ID[m] for m in (*REVENUE_METRICS, "revenue_total")]
+    targeted = [month or month_of(data.day) for metric in metrics if data.day
+                for month in data.targets.get(metric.metric_id, {})]
+    if data.day is None or not targeted:
+        return [Block("paragraph", ["No monthly revenue targets yet: add them to targets.csv "
+                                    "(metric,month,target), a row per business and month."])]
+    rows = [["Month", "Revenue", "Target", "Actual", "Status, difference"]]
+    months = month_range(quarter_start(data.day), max(max(targeted), f"{data.day:%Y-%m}"))
+    later = months[REVENUE_TABLE_MONTHS:]  # a year from the quarter's start at most
+    months = months[:REVENUE_TABLE_MONTHS]
+    for quarter in dict.fromkeys(quarter_of(month) for month in months):
+        in_quarter = [month for month in months if quarter_of(month) == quarter]
+        for month in in_quarter:
+            rows += [revenue_row(month, metric, *month_revenue(data, metric, [month]))
+                     for metric in metrics]
+        rows += [revenue_row(quarter, metric, *month_revenue(data, metric, in_quarter))
+                 for metric in metrics]
+    return [Block("table", rows)] + ([Block("paragraph", [
+        f"The targets after {months[-1]} (up to {later[-1]}) are not shown: the table covers "
+        "a year from the quarter's start."])] if later else [])
+
+
+def month_revenue(data, metric, months):
+    """(target, actual, whether every month is over) of a metric summed over months;
+    None where a month lacks an actual."""
+    targets = [month_target(metric, data, month) for month in months]
+    actuals = [month_actual(data, metric, month) for month in months]
+    total = (lambda values: None if None in values else sum(values))
+    return total(targets), total(actuals), months[-1] < f"{data.day:%Y-%m}"
+
+
+def month_actual(data, metric, month):
+    """A revenue's actual for a month: what the records give, in the cycle's month
+    (clients.csv bills as of the cycle's day), else the month's latest snapshot's; the
+    total, the sum of the businesses' where each has one."""
+    if metric.formula:
+        parts = [month_actual(data, METRICS_BY_ID[m], month) for m in REVENUE_METRICS]
+        return None if None in parts else sum(parts)
+    cycle = data.figures.snapshot
+    if cycle and month == month_of(data.day) and metric.metric_id in cycle.given:
+        figure = cycle.counted[metric.metric_id]
+    else:
+        figure = figure_of(next((s for s in reversed(data.figures.all)
+                                 if month_of(s.as_of) == month), None), metric)
+    return figure and figure[0]
+
+
+def revenue_row(month, metric, target, actual, past):
+    """One row of the revenue table; its status says the difference too (five columns
+    fit a phone)."""
+    name = "Total" if metric.metric_id == "revenue_total" else metric.label.split(" ")[0]
+    if actual is None:
+        status = Status("not measured" if past else "to come", "none")
+    elif target is None:
+        status = Status("no target", "none")
+    else:
+        difference = amount_text(actual - target, "dollars")
+        status = Status(f"on track, {'+' * (actual > target)}{difference}", "good") \
+            if actual >= target else Status(f"behind, {difference}", "bad")
+    return [month, name, "-" if target is None else amount_text(target, "dollars"),
+            "-" if actual is None else amount_text(actual, "dollars"), status]
+
+
+def quarter_start(day):
+    return f"{day.year}-{(day.month - 1) // 3 * 3 + 1:02d}"
+
+
+def quarter_of(month):
+    year, number = month.split("-")
+    return f"Q{(int(number) - 1) // 3 + 1} {year}"
+
+
+def break_even_table(figures):
+    """Charters booked in each recent snapshot against the break-even (their target in the
+    catalogue)."""
+    metric = METRICS_BY_ID["charters_booked"]
+    target = int(catalogue_target(metric))
+    rows = [["As of", "Charters", f"Against the target ({target})"]]
+    for snapshot in figures.history:
+        figure = figure_of(snapshot, metric)
+        if figure is not None:
+            booked = int(figure[0])
+            rows.append([str(snapshot.as_of), str(booked), Bar(min(booked, target), target)])
+    return [Block("table", rows)] if len(rows) > 1 else [
+        Block("paragraph", ["Charters booked are not yet measured."])]
+
+
+def burn_model(data):
+    """The burn, what a charter brings in, and how many charters a month would cover
+    the burn with the other businesses' revenue: computed, never assumed."""
+    snapshot = data.figures.snapshot
+    burn = figure_of(snapshot, METRICS_BY_ID["monthly_burn"])
+    charters = figure_of(snapshot, METRICS_BY_ID["charters_booked"])
+    charter_revenue = figure_of(snapshot, METRICS_BY_ID["revenue_jada_qos"])
+    per_charter = (cents(charter_revenue[0] / charters[0]) if charters and charters[0]
+                   and charter_revenue else None)
+    others = [figure_of(snapshot, METRICS_BY_ID[m]) for m in ("revenue_qdn", "revenue_dc")]
+    needed = None
+    if burn and per_charter is not None and None not in others:
+        uncovered = burn[1] - sum(o[0] for o in others)
+        needed = (max(0, math.ceil(uncovered / per_charter)) if per_charter > 0 else
+                  0 if uncovered <= 0 else "none")  # a charter that brings nothing in
+    target = target_of(METRICS_BY_ID["charters_booked"], data, snapshot)
+    rows = [["Item", "Figure"],
+            ["Monthly burn", figure_text(burn, "dollars")],
+            ["JADA/QOS revenue per charter", money_text(per_charter)],
+            ["Charters a month that cover the burn", "-" if needed is None else
+             "no number" if needed == "none" else str(needed)],
+            ["Charters booked, target", target_text(METRICS_BY_ID["charters_booked"], target)]]
+    how = ("How: revenue per charter is JADA/QOS revenue over charters booked; the charters "
+           "that cover the burn are what the burn's upper end leaves after QDN's and DC's "
+           "revenue, over that.")
+    if needed is None:
+        how += (" It needs the burn, charters booked (more than 0), and JADA/QOS, QDN and "
+                "DC revenue.")
+    return [Block("table", rows), Block("paragraph", [how])]
+
+
+def cfo_values(data):
+    """The cfo report's own placeholders."""
+    return {
+        "revenue_months": lambda: revenue_table(data),
+        "burn_model": lambda: burn_model(data),
+        "break_even": lambda: break_even_table(data.figures),
+    }
+
+
+CFO_REPORT = ReportSpec("cfo", "CFO Report: burn, capital tiers and control rules",
+                        CFO_TEMPLATE, cfo_values)
+
+
+# --- The rental audit: 3028 51st St ---------------------------------------------------
+
+RENTAL_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Property asset valuation
+${valuation} A current valuation carries the property in the chart of accounts
+(Assets) at a known figure.
+
+## Rental revenue visibility
+${rent_ledger} Rent received against rent due, the expenses and the net income,
+month by month (rental.csv, and rent_due in the figures):
+
+${rent_months}
+
+## Trends over the last snapshots
+${trends}
+
+## Expense tracking by maintenance category
+${expenses}
+
+## Seasonal demand modelling
+The model: the mean occupancy of each calendar month over the years recorded.
+
+${seasons}
+
+## Occupancy rate targets
+Occupancy against its target, month by month (the target: targets.csv, metric
+rental_occupancy).
+
+${occupancy_months}
+
+${other_items}
+""")
+
+
+def rent_table(data):
+    """Rent received, rent due, expenses and net income by month, for the last 12."""
+    if not data.rental or data.day is None:
+        return missing_record(data, "rental.csv", first=True)
+    months = recent_months(data, (e.day for e in data.rental))
+    rows = [["Month", "Rent", "Rent due", "Expenses", "Net income"]]
+    for month in months:
+        entries = [e for e in data.rental if month_of(e.day) == month]
+        rent, spent = ledger_sum(entries, month, "rent"), ledger_sum(entries, month, "expense")
+        due = figure_by_month(data, "rent_due", month)
+        rows.append([month, rent_cell(rent, due, month == month_of(data.day)),
+                     money_text(due), money_text(spent),
+                     money_text(rent - spent) if entries else "-"])
+    return [Block("table", rows)]
+
+
+def rent_cell(rent, due, in_progress):
+    """A month's rent against the rent due: short is flagged once the month is over
+    (rent due on the 1st is not late on the 1st)."""
+    if due is None or (in_progress and rent < due):
+        return money_text(rent) + (" so far" if in_progress and due else "")
+    return Status(money_text(rent), "good" if rent >= due else "bad")
+
+
+def expense_table(data):
+    """Expenses by category (the owner's words, case aside): this month and the last 12."""
+    if not data.rental or data.day is None:
+        return missing_record(data, "rental.csv")
+    first = first_month(data.day, 12)  # the rent table's twelve months
+    names, sums = {}, {}
+    for entry in data.rental:
+        if entry.kind != "expense" or month_of(entry.day) < first:
+            continue
+        key = (entry.category or "uncategorised").casefold()
+        names.setdefault(key, entry.category or "uncategorised")
+        this_month, year = sums.get(key, (Decimal(0), Decimal(0)))
+        sums[key] = (this_month + (entry.amount if month_of(entry.day) == month_of(data.day)
+                                   else 0), year + entry.amount)
+    rows = [["Category", "This month", "Last 12 months"]]
+    rows += [[names[key], money_text(this_month), money_text(year)]
+             for key, (this_month, year) in sorted(sums.items(), key=lambda pair: -pair[1][1])]
+    return table_at_most(rows, "rental.csv", "the most spent first") if sums else [
+        Block("paragraph", ["No expense is recorded in the last 12 months."])]
+
+
+def occupancy_by_month(data):
+    """{YYYY-MM: occupancy}: each month's latest snapshot that measured it."""
+    return {month: figure[0] for month, figure in
+            latest_by_month(data, "rental_occupancy").items()}
+
+
+def occupancy_table(data):
+    """Occupancy against its target, month by month, for the last 12."""
+    recorded = occupancy_by_month(data)
+    if not recorded or data.day is None:
+        return [Block("paragraph", ["No occupancy is recorded: add rental_occupancy to the "
+                                    "figures sheet."])]
+    metric = METRICS_BY_ID["rental_occupancy"]
+    rows = [["Month", "Occupancy", "Target", "Status"]]
+    for month in recent_months(data, map(date.fromisoformat, (m + "-01" for m in recorded))):
+        figure = recorded.get(month)
+        target = month_target(metric, data, month)
+        rows.append([month, "-" if figure is None else amount_text(figure, "percent"),
+                     target_text(metric, target),
+                     status_of(metric, None if figure is None else (figure, figure),
+                               target)])
+    return [Block("table", rows)]
+
+
+def seasonal_table(data):
+    """Mean occupancy by calendar month over the years recorded; said plainly when less
+    than a year is recorded."""
+    recorded = occupancy_by_month(data)
+    if not recorded:
+        return [Block("paragraph", ["No occupancy is recorded yet, so no season can be "
+                                    "seen."])]
+    by_month = {}
+    for month, occupancy in recorded.items():
+        by_month.setdefault(month[5:], []).append(occupancy)
+    rows = [["Month", "Mean occupancy", "Years"]]
+    rows += [[date(2000, int(number), 1).strftime("%B"),
+              amount_text((sum(values) / len(values)).quantize(Decimal("0.1"),
+                                                               rounding=ROUND_HALF_UP), "percent"),
+              str(len(values))] for number, values in sorted(by_month.items())]
+    span = len(month_range(min(recorded), max(recorded)))
+    unmeasured_months = [date(2000, number, 1).strftime("%B") for number in range(1, 13)
+                         if f"{number:02d}" not in by_month]
+    if span < 12:
+        said = [f"Not enough data for a seasonal model: {len(recorded)} month(s) of "
+                f"occupancy are recorded, since {min(recorded)}, less than a year; the table "
+                "fills in as a full year is measured."]
+    elif unmeasured_months:
+        said = [f"No occupancy is recorded for {', '.join(unmeasured_months)}: those "
+                "months have no mean yet."]
+    else:
+        said = []
+    return ([Block("paragraph", said)] if said else []) + [Block("table", rows)]
+
+
+def valuation_text(data):
+    """The property's valuation and its date, from the figures."""
+    valued = [s for s in data.figures.all if "property_valuation" in s.figures]
+    if valued:
+        latest = valued[-1]
+        return (f"Valuation: {figure_text(latest.figures['property_valuation'], 'dollars')}, "
+                f"as of {latest.as_of}.")
+    return "No valuation in the figures sheet: add property_valuation."
+
+
 def rent_ledger(data):
     """What rental.csv records of rent, as a sentence."""
     if not data.rental:
@@ -4632,6 +4505,147 @@ def rent_ledger(data):
     if not paid:
         return "rental.csv records expenses but no rent payment up to this cycle."
     return f"rental.csv records {len(paid)} rent payment(s), the last on {paid[-1].day}."
+
+
+RENT_LEDGER_RULE = RecordRule(
+    "rental-rent-ledger", "rental.csv", lambda entries: any(e.kind == "rent" for e in entries),
+    "once rental.csv records a rent payment")
+
+
+def rental_values(data):
+    """The rental-3028 report's own placeholders."""
+    return {
+        "valuation": lambda: valuation_text(data),
+        "rent_ledger": lambda: rent_ledger(data),
+        "rent_months": lambda: rent_table(data),
+        "expenses": lambda: expense_table(data),
+        "seasons": lambda: seasonal_table(data),
+        "occupancy_months": lambda: occupancy_table(data),
+    }
+
+
+RENTAL_REPORT = ReportSpec("rental-3028", "3028 51st St Rental Audit", RENTAL_TEMPLATE,
+                           rental_values, record_rules=(RENT_LEDGER_RULE,))
+
+
+# --- The operations report: Expert Yacht Delivery -------------------------------------
+
+YACHT_DELIVERY_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+## Top actions [brief]
+${top_actions}
+
+## Current service delivery model
+${items_state}
+
+## Deliveries and what they cost
+${delivery_figures}
+
+${delivery_list}
+
+## Trends over the last snapshots
+${trends}
+
+## Capacity constraints
+The most deliveries a month the crew and the calendar allow (delivery_capacity in
+the figures sheet), against the deliveries recorded:
+
+${capacity}
+
+## Cost-per-delivery analysis
+Every quote must cover crew, fuel, travel and the rest, so each cost is recorded
+per delivery. The recorded costs by category:
+
+${cost_split}
+
+## Integration with the JADA charter workflow
+The plan: one calendar shared with JADA, so that deliveries fill the gaps between
+charters, and JADA's COI verification and booking records used for deliveries
+too. Where it stands is in the service model's items above.
+
+${other_items}
+""")
+
+
+def delivery_figures(data):
+    """The deliveries of the last 30 and 90 days, cost per delivery, per nautical mile,
+    margin per delivery, and the latest delivery against the mean."""
+    if not data.deliveries:
+        return missing_record(data, "deliveries.csv", first=True)
+    costed = [d for d in data.deliveries if d.cost is not None]
+    rows = [["Measure", "Figure"]]
+    if data.day:
+        for days in (30, 90):
+            rows.append([f"Deliveries, last {days} days",
+                         str(len(dated_within(data.deliveries, data.day, days)))])
+    rows.append([f"Cost per delivery (mean of {len(costed)} costed)",
+                 money_text(mean([d.cost for d in costed]) if costed else None)])
+    sailed = [d for d in costed if d.miles]
+    per_mile = cents(sum(d.cost for d in sailed) / sum(d.miles for d in sailed)) \
+        if sailed else None
+    rows.append([f"Cost per nautical mile ({len(sailed)} with miles)", money_text(per_mile)])
+    priced = [d for d in costed if d.price is not None]
+    rows.append([f"Margin per delivery (mean of {len(priced)} priced and costed)",
+                 money_text(mean([d.price - d.cost for d in priced]) if priced else None)])
+    if costed:
+        latest, average = costed[-1], mean([d.cost for d in costed])
+        above = latest.cost - average
+        rows.append([f"Latest, {latest.day} {latest.vessel}".strip(),
+                     f"{money_text(latest.cost)}: {money_text(abs(above))} "
+                     f"{'above' if above > 0 else 'below' if above < 0 else 'at'} the mean"])
+    return [Block("table", rows)]
+
+
+def cost_split(data):
+    """Recorded delivery costs by category, with each one's share."""
+    if not data.deliveries:
+        return missing_record(data, "deliveries.csv")
+    totals = {category: sum((d.costs[category] for d in data.deliveries
+                             if category in d.costs), Decimal(0))
+              for category in DELIVERY_COSTS}
+    recorded = {category: sum(category in d.costs for d in data.deliveries)
+                for category in DELIVERY_COSTS}
+    total = sum(totals.values())
+    rows = [["Cost", "Total", "Share", "Recorded on"]]
+    rows += [[category, money_text(totals[category]) if recorded[category] else "-",
+              percent_share(totals[category], total) if total and recorded[category] else "-",
+              f"{recorded[category]} of {len(data.deliveries)}"] for category in DELIVERY_COSTS]
+    return [Block("table", rows)]
+
+
+def capacity_table(data):
+    """Deliveries a month against the capacity the figures give (delivery_capacity)."""
+    if not data.deliveries or data.day is None:
+        return missing_record(data, "deliveries.csv")
+    months = recent_months(data, (d.day for d in data.deliveries), 6)
+    rows = [["Month", "Deliveries", "Capacity", "Used"]]
+    for month in months:
+        count = sum(month_of(d.day) == month for d in data.deliveries)
+        capacity = figure_by_month(data, "delivery_capacity", month)
+        rows.append([month, str(count), "-" if capacity is None else amount_text(
+            capacity, "count"), capacity_used(count, capacity)])
+    if all(row[2] == "-" for row in rows[1:]):
+        return [Block("table", rows), Block("paragraph", [
+            "No capacity is set: add delivery_capacity to the figures sheet, the most "
+            "deliveries a month the crew and the calendar allow."])]
+    return [Block("table", rows)]
+
+
+def capacity_used(count, capacity):
+    """A month's deliveries against its capacity: a bar, or a flag past it."""
+    if not capacity:
+        return "-"
+    if count > capacity:
+        return Status(f"{count}/{int(capacity)}, over capacity", "bad")
+    return Bar(count, int(capacity))
 
 
 def delivery_list(data):
@@ -4648,6 +4662,162 @@ def delivery_list(data):
     more = len(data.deliveries) - len(latest)
     return [Block("table", rows)] + ([Block("paragraph", [
         f"The {len(latest)} latest of {len(data.deliveries)} deliveries."])] if more else [])
+
+
+def yacht_delivery_values(data):
+    """The yacht-delivery report's own placeholders."""
+    return {
+        "delivery_list": lambda: delivery_list(data),
+        "delivery_figures": lambda: delivery_figures(data),
+        "capacity": lambda: capacity_table(data),
+        "cost_split": lambda: cost_split(data),
+    }
+
+
+YACHT_DELIVERY_REPORT = ReportSpec("yacht-delivery", "Expert Yacht Delivery Operations Report",
+                                   YACHT_DELIVERY_TEMPLATE, yacht_delivery_values)
+
+
+# --- The portfolio audit: DangerousCentaur's clients ----------------------------------
+
+RENEWAL_DAYS = 90  # the renewal calendar's horizon
+RENEWAL_SOON_DAYS = 60  # a renewal this close is flagged, and with a billing gap, a risk
+MOST_VALUE_FIRST = "the most monthly value first"
+
+
+DC_PORTFOLIO_TEMPLATE = ReportTemplate("""\
+## Needs attention [brief]
+${attention}
+
+## Since the last report [brief]
+${changes}
+
+## At a glance [brief]
+${glance}
+
+${clients_book}
+
+## Top actions [brief]
+${top_actions}
+
+## Billing gap identification
+${billing_models} An active client on no billing model, never invoiced, or not
+invoiced for ${invoice_gap_days} days or more has a billing gap:
+
+${billing_gaps}
+
+## Ended clients
+${ended_clients}
+
+## Trends over the last snapshots
+${trends}
+
+## Revenue recognition by client tier
+Active clients' monthly value, by tier, recognised as work is delivered:
+
+${tier_revenue}
+
+## Contract renewal calendar
+${client_dates} Active clients renewing in the next 90 days; those within 60
+are flagged:
+
+${renewal_calendar}
+
+## Churn risk assessment
+A client is at risk when it is paused; when it renews within 60 days with a
+billing gap; or when its renewal date has passed with no new one recorded.
+
+${churn_risks}
+
+${other_items}
+""")
+
+
+def clients_book(data):
+    """The DC portfolio's counts, from clients.csv, which wins over the figures sheet."""
+    if not data.clients:
+        return missing_record(data, "clients.csv", first=True)
+    active = active_clients(data.clients)
+    return [Block("paragraph", [
+        f"Active clients: {len(active)} of {len(data.clients)}; billed "
+        f"{money_text(billed_revenue(active))} a month, of their "
+        f"{money_text(sum((c.monthly_value or 0 for c in active), Decimal(0)))} monthly "
+        "value (a client on no billing model is not billed)."])]
+
+
+def by_value(clients):
+    """Clients, the most monthly value first (sheet order among equals)."""
+    return sorted(clients, key=lambda client: -(client.monthly_value or 0))
+
+
+def billing_gaps(data):
+    """The active clients with a billing gap, named with it."""
+    if not data.clients:
+        return missing_record(data, "clients.csv")
+    gaps = [f"{client.name}: {gap}." for client in by_value(active_clients(data.clients))
+            if (gap := billing_gap(client, data))]
+    return list_at_most(gaps, "clients.csv", MOST_VALUE_FIRST) if gaps else [
+        Block("paragraph", ["No active client has a billing gap."])]
+
+
+def renewal_calendar(data):
+    """Active clients renewing in the next 90 days, by date; those within 60 flagged."""
+    if not data.clients:
+        return missing_record(data, "clients.csv")
+    rows = [["Renewal", "Client", "Tier", "Monthly value", "In"]]
+    for client in sorted(active_clients(data.clients), key=lambda c: c.renewal_date or date.max):
+        days = days_until(client.renewal_date, data.day)
+        if days is not None and 0 <= days <= RENEWAL_DAYS:
+            rows.append([str(client.renewal_date), client.name, client.tier or "-",
+                         money_text(client.monthly_value),
+                         Status(f"{days} days", "bad" if days <= RENEWAL_SOON_DAYS else "none")])
+    return table_at_most(rows, "clients.csv", "the soonest first") if len(rows) > 1 else [
+        Block("paragraph", [f"No active client renews in the next {RENEWAL_DAYS} days."])]
+
+
+def tier_revenue(data):
+    """Active clients' monthly value by tier, and each tier's share."""
+    if not data.clients:
+        return missing_record(data, "clients.csv")
+    tiers, names = {}, {}
+    for client in active_clients(data.clients):
+        key = (client.tier or "no tier").casefold()  # Gold and gold are one tier
+        names.setdefault(key, client.tier or "no tier")
+        tier = tiers.setdefault(key, [0, Decimal(0)])
+        tier[0] += 1
+        tier[1] += client.monthly_value or 0
+    if not tiers:
+        return [Block("paragraph", ["No client is active."])]
+    total = sum((value for _, value in tiers.values()), Decimal(0))
+    rows = [["Tier", "Clients", "Monthly value", "Share"]]
+    for key, (count, value) in sorted(tiers.items(), key=lambda pair: -pair[1][1]):
+        share = percent_share(value, total) if total else "-"
+        rows.append([names[key], str(count), money_text(value), share])
+    return table_at_most(rows, "clients.csv", MOST_VALUE_FIRST, last=[
+        "All tiers", str(sum(c for c, _ in tiers.values())), money_text(total),
+        "100%" if total else "-"])
+
+
+def churn_risks(data):
+    """The clients at risk of leaving, each with its reason, by the rules stated below
+    the list (and in docs/data.md)."""
+    if not data.clients:
+        return missing_record(data, "clients.csv")
+    risks = []
+    for client in by_value(data.clients):
+        gap = billing_gap(client, data)
+        days = days_until(client.renewal_date, data.day)
+        if client.status == "paused":
+            risks.append(f"{client.name}: paused.")
+        elif client.status != "active" or days is None:
+            continue
+        elif days < 0:
+            risks.append(f"{client.name}: its renewal date, {client.renewal_date}, has "
+                         "passed with no new one recorded.")
+        elif days <= RENEWAL_SOON_DAYS and gap:
+            risks.append(f"{client.name}: renews in {days} days with a billing gap ({gap}).")
+    return list_at_most(risks, "clients.csv", MOST_VALUE_FIRST) if risks else [
+        Block("paragraph", ["No client is at risk by these rules."])]
 
 
 def active_share(data, test, what):
@@ -4679,100 +4849,66 @@ def ended_clients(data):
     return [Block("table", rows), Block("paragraph", [said])]
 
 
-class Placeholders(Mapping):
-    """A report's placeholders, each worked out the first time its template asks for
-    it: a report computes only what it shows.  A name no one can fill is a KeyError."""
-
-    def __init__(self, makers):
-        self._makers = makers
-        self._made = {}
-
-    def __getitem__(self, name):
-        if name not in self._made:
-            self._made[name] = self._makers[name]()
-        return self._made[name]
-
-    def __iter__(self):
-        return iter(self._makers)
-
-    def __len__(self):
-        return len(self._makers)
+CLIENT_LIST_RULE = RecordRule(
+    "dc-client-list", "clients.csv", lambda clients: every_active(
+        clients, lambda c: c.contract_start and c.renewal_date),
+    "while clients.csv gives every active client a contract start and a renewal date")
 
 
-def report_values(report_id, data, used=(), **given):
-    """The placeholders and slots of a report's template: those given (the title, the
-    cycle...) and those the owner's data fills.  used: the names the template uses, so
-    that what it does not list can be listed apart."""
-    figures = data.figures
-    snapshot = figures.snapshot
-    states = data.items
-    by_id = METRICS_BY_ID
-
-    def shown(metric_id, otherwise, after=""):
-        figure = figure_of(snapshot, by_id[metric_id])
-        return otherwise if figure is None else figure_text(figure, by_id[metric_id].unit) + after
-
-    makers = {
-        **{name: (lambda value=value: value) for name, value in given.items()},
-        "figures_line": lambda: (f"as of {snapshot.as_of}" + (
-            f" ({snapshot.note})" if snapshot.note else "")
-            if figures.row else "none for this cycle in the figures sheet" + (
-                "; the domain records give theirs" if snapshot else "")),
-        "attention": lambda: attention_list(data, report_id),
-        "summary": lambda: executive_summary(data),
-        "pnl": lambda: pnl_table(data),
-        "burn_model": lambda: burn_model(data),
-        "expense_functions": lambda: expense_functions(data),
-        "email_blast": lambda: email_blast(data, states),
-        "rent_ledger": lambda: rent_ledger(data),
-        "delivery_list": lambda: delivery_list(data),
+def dc_portfolio_values(data):
+    """The dc-portfolio report's own placeholders."""
+    return {
+        "clients_book": lambda: clients_book(data),
         "billing_models": lambda: active_share(data, lambda c: c.billing_model,
                                                "are on a billing model"),
+        "invoice_gap_days": lambda: amount_text(rule_level(data, "invoice_gap_days"), "count"),
+        "billing_gaps": lambda: billing_gaps(data),
+        "ended_clients": lambda: ended_clients(data),
+        "tier_revenue": lambda: tier_revenue(data),
         "client_dates": lambda: active_share(data, lambda c: c.contract_start and
                                              c.renewal_date,
                                              "have a contract start and a renewal date"),
-        "ended_clients": lambda: ended_clients(data),
-        "invoice_gap_days": lambda: amount_text(rule_level(data, "invoice_gap_days"), "count"),
-        "aws_cost": lambda: shown("aws_monthly_cost", "not measured"),
-        "aws_target": lambda: target_text(by_id["aws_monthly_cost"],
-                                          target_of(by_id["aws_monthly_cost"], data, snapshot)),
-        "accounting_finding": lambda: accounting_finding(data),
-        "glance": lambda: glance_table(report_id, data),
-        "changes": lambda: changes_since_last(report_id, data, states, data.items_before),
-        "trends": lambda: trend_table(report_id, figures),
-        "missing_kpis": lambda: missing_kpis(figures),
-        "break_even": lambda: break_even_table(figures),
-        "revenue_months": lambda: revenue_table(data),
-        "top_actions": lambda: action_list(states, report_id, TOP_ACTIONS),
-        "actions": lambda: action_list(states, report_id),
-        "agenda": lambda: agenda_table(states, data.day),
-        "shortfall_split": lambda: shortfall_split(states),
-        "stack_audit": lambda: stack_audit(states),
-        "channel_matrix": lambda: channel_matrix(data, states),
-        "clients_book": lambda: clients_book(data),
-        "billing_gaps": lambda: billing_gaps(data),
         "renewal_calendar": lambda: renewal_calendar(data),
-        "tier_revenue": lambda: tier_revenue(data),
         "churn_risks": lambda: churn_risks(data),
-        "delivery_figures": lambda: delivery_figures(data),
-        "cost_split": lambda: cost_split(data),
-        "capacity": lambda: capacity_table(data),
-        "rent_months": lambda: rent_table(data),
-        "expenses": lambda: expense_table(data),
-        "occupancy_months": lambda: occupancy_table(data),
-        "seasons": lambda: seasonal_table(data),
-        "valuation": lambda: valuation_text(data),
-        **{f"items_{kind}": (lambda kind=kind: item_list(states, report_id, kind))
-           for kind in ITEM_KINDS},
-        **{f"count_{kind}": (lambda kind=kind: str(len(open_items(states, report_id, kind))))
-           for kind in ITEM_KINDS},
-        "other_items": lambda: other_items(states, report_id, used),
     }
-    return Placeholders(makers)
 
+
+DC_PORTFOLIO_REPORT = ReportSpec("dc-portfolio", "DangerousCentaur Client Portfolio Audit",
+                                 DC_PORTFOLIO_TEMPLATE, dc_portfolio_values,
+                                 record_rules=(CLIENT_LIST_RULE,))
+
+# --- Every report, in the order a run sends them -------------------------------------
+
+REPORTS = (CEO_REPORT, CTO_REPORT, ACCOUNTING_REPORT, CMO_REPORT, CFO_REPORT, RENTAL_REPORT,
+           YACHT_DELIVERY_REPORT, DC_PORTFOLIO_REPORT)
+REPORT_IDS = tuple(spec.report_id for spec in REPORTS)
+
+# What the reports add to the owner's data joins its tables here, once REPORTS is
+# known (nothing reads these tables before the module is loaded): the metrics and
+# items a report alone shows, and the items its record sheets decide.
+METRICS = (*CATALOGUE_METRICS, *(metric for spec in REPORTS for metric in spec.metrics))
+METRICS_BY_ID = {metric.metric_id: metric for metric in METRICS}
+# The columns of the figures file; a counted one is overruled by the items.
+MEASURED_METRICS = tuple(metric for metric in METRICS if metric.formula is None)
+ITEMS = (*DOCUMENT_ITEMS, *(item for spec in REPORTS for item in spec.items))
+ITEMS_BY_ID = {item.item_id: item for item in ITEMS}
+RECORD_RULES = {rule.item_id: rule for spec in REPORTS for rule in spec.record_rules}
 
 # A report with no sheets at all: nothing measured, no item listed.
 NO_DATA = cycle_data("", None)
+
+
+def select_reports(only):
+    """The reports named by --only (comma-separated ids), in the standard order."""
+    if only is None:
+        return REPORTS
+    wanted = {part.strip() for part in only.split(",") if part.strip()}
+    known = {spec.report_id for spec in REPORTS}
+    unknown = sorted(wanted - known)
+    if unknown or not wanted:
+        raise UsageError(f"unknown report id {', '.join(unknown) or '(none given)'}; "
+                         f"valid ids: {', '.join(s.report_id for s in REPORTS)}")
+    return tuple(spec for spec in REPORTS if spec.report_id in wanted)
 
 
 ###############################################################################
@@ -5167,7 +5303,7 @@ def render_report(spec, *, cycle, prepared_by, generated_at, variant="a", to=(),
     data = data or NO_DATA
     title = spec.title if variant == "a" else f"Brief: {spec.title}"
     used = {name for name in SLOT_PATTERN.findall(spec.template.template)}
-    values = report_values(spec.report_id, data, used, title=title, cycle=cycle,
+    values = report_values(spec, data, used, title=title, cycle=cycle,
                            prepared_by=prepared_by, generated_at=generated_at,
                            version=VERSION, variant=variant)
     blocks = [block for name, template in (("header", HEADER_TEMPLATE),
