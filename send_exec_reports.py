@@ -2072,6 +2072,35 @@ def read_sheet(path, parse, max_bytes=DEFAULT_SHEET_MAX_MB << 20):
     return parse(text, path), sha256_hex(text)
 
 
+# What each record sheet's rows give the reports as figures (Sheet.figures).
+
+
+def clients_figures(data, day):
+    """clients.csv keeps no history: it gives the cycle's day alone its figures."""
+    if not data.clients or day != data.day:
+        return {}
+    active = active_clients(data.clients)
+    return {"dc_active_clients": (Decimal(len(active)),) * 2,
+            "revenue_dc": (billed_revenue(active),) * 2}
+
+
+def deliveries_figures(data, day):
+    deliveries = data.deliveries[:bisect.bisect_right(data.deliveries, day, key=day_of)] \
+        if data.deliveries and day else ()  # oldest first: those up to day
+    if not deliveries:
+        return {}
+    costs = [d.cost for d in deliveries if d.cost is not None]
+    return {"deliveries": (Decimal(len(dated_within(deliveries, day, 30))),) * 2,
+            "cost_per_delivery": (mean(costs),) * 2 if costs else None}  # none recorded
+
+
+def rental_figures(data, day):
+    month = day and month_before(day)
+    if not any(month_of(e.day) == month for e in data.rental or ()):  # none: not measured
+        return {}
+    return {"rental_net_income": (net_income(data.rental, month),) * 2}
+
+
 class Sheet(NamedTuple):
     """One sheet of the owner's data folder, a CSV export of one sheet of a workbook:
     everything the script knows of it, so that a new sheet is one row of SHEETS and
@@ -2085,6 +2114,8 @@ class Sheet(NamedTuple):
     row_is: str = ""  # a record sheet's row, as "add a row a client" names it
     dates: object = None  # a record row -> its dates (warned of when a year ahead)
     dated: bool = False  # its rows count from their date: a cycle reads those up to its day
+    gives: tuple = ()  # the metrics its records give, which win over the figures sheet's
+    figures: object = None  # (CycleData, day) -> {metric id: figure}: what gives them
 
 
 SHEETS = {sheet.name: sheet for sheet in (
@@ -2099,15 +2130,19 @@ SHEETS = {sheet.name: sheet for sheet in (
     Sheet("clients.csv", ("client", "tier", "monthly_value", "billing_model",
                           "contract_start", "renewal_date", "last_invoiced", "status",
                           "ended"), ("client", "status"), parse_clients, "clients",
-          "a row a client", lambda c: (c.contract_start, c.last_invoiced, c.ended)),
+          "a row a client", lambda c: (c.contract_start, c.last_invoiced, c.ended),
+          gives=("dc_active_clients", "revenue_dc"), figures=clients_figures),
     Sheet("deliveries.csv", ("date", "vessel", "from", "to", "nautical_miles", "days",
                              "price", "fuel", "crew", "travel", "other"), ("date",),
-          parse_deliveries, "deliveries", "a row a delivery", lambda d: (d.day,), True),
+          parse_deliveries, "deliveries", "a row a delivery", lambda d: (d.day,), True,
+          gives=("deliveries", "cost_per_delivery"), figures=deliveries_figures),
     Sheet("rental.csv", ("date", "kind", "category", "amount", "note"),
           ("date", "kind", "amount"), parse_rental, "rental",
-          "a row a rent payment or expense", lambda e: (e.day,), True),
+          "a row a rent payment or expense", lambda e: (e.day,), True,
+          gives=("rental_net_income",), figures=rental_figures),
 )}
 RECORD_SHEETS = tuple(name for name, sheet in SHEETS.items() if sheet.record)
+RECORD_METRICS = {metric_id: name for name, sheet in SHEETS.items() for metric_id in sheet.gives}
 
 
 def load_cycle_data(config, cycle, day, console):
@@ -2298,31 +2333,12 @@ def with_counts(snapshot, states, given):
            for metric in METRICS if metric.counts in kinds}, **given}, given=frozenset(given))
 
 
-# The figures the domain records give, and the sheet each comes from.
-RECORD_METRICS = {"dc_active_clients": "clients.csv", "revenue_dc": "clients.csv",
-                  "deliveries": "deliveries.csv", "cost_per_delivery": "deliveries.csv",
-                  "rental_net_income": "rental.csv"}
-
-
 def record_figures(data, day):
     """The figures the domain records give as of day, which win over the figures
-    sheet's: {metric id: figure}, for the records there are.  clients.csv keeps no
-    history, so it gives the cycle's day alone its figures."""
-    won = {}
-    if data.clients and day == data.day:  # a sheet with no rows leaves the sheet's figures
-        active = active_clients(data.clients)
-        won["dc_active_clients"] = (Decimal(len(active)),) * 2
-        won["revenue_dc"] = (billed_revenue(active),) * 2
-    deliveries = data.deliveries[:bisect.bisect_right(data.deliveries, day, key=day_of)] \
-        if data.deliveries and day else ()  # oldest first: those up to day
-    if deliveries:
-        won["deliveries"] = (Decimal(len(dated_within(deliveries, day, 30))),) * 2
-        costs = [d.cost for d in deliveries if d.cost is not None]
-        won["cost_per_delivery"] = (mean(costs),) * 2 if costs else None  # none recorded
-    month = day and month_before(day)
-    if any(month_of(e.day) == month for e in data.rental or ()):  # none: not measured
-        won["rental_net_income"] = (net_income(data.rental, month),) * 2
-    return won
+    sheet's: {metric id: figure}, for the records there are (a sheet with no rows
+    leaves the figures sheet's)."""
+    return {metric_id: figure for sheet in SHEETS.values() if sheet.figures
+            for metric_id, figure in sheet.figures(data, day).items()}
 
 
 def active_clients(clients):
