@@ -5501,85 +5501,54 @@ def parsed_record(line):
     return (None, f"not a record this script wrote ({problem})") if problem else (record, None)
 
 
-def open_audit_log_to_read(path):
-    """The audit log opened for reading, or None if there is none yet."""
-    try:
-        return open(open_regular_file(real_audit_log_path(path)), "rb")
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise AuditLogError(f"cannot read audit log {path}: {error.strerror}") from None
-
-
-def read_ledger(path, cycle, variant):
-    """{report: SES message id} of what the audit log shows sent in this cycle and
-    variant, and a warning for each line it had to skip.
-
-    The log is streamed a chunk at a time and only the lines that name the
-    cycle are parsed, so a run costs about the same, in time and memory,
-    however long the log has grown.  A line that names the cycle but is not a
-    record, and a torn or foreign line in the log's last MiB (where a crash
-    leaves one), is skipped with a warning naming its line.
-    """
-    records, warnings = cycle_records(path, cycle)
-    return {record["report"]: record.get("message_id") for record in records
-            if record.get("variant", "a") == variant and record["status"] == "sent"}, warnings
-
-
-def cycle_records(path, cycle):
-    """(the records of one cycle, oldest first, and a warning for each line it had to
-    skip), as read_ledger reads them."""
-    log = open_audit_log_to_read(path)
-    if log is None:
-        return [], []
-    needle = b'"' + cycle.encode()  # how JSON starts the cycle; cycles need no escapes
-    records, skipped = [], []  # skipped: (byte offset, why)
-    with log:
-        for offset, line in ledger_lines(log, needle):
-            record, problem = parsed_record(line)
-            if problem:
-                skipped.append((offset, problem))
-            elif record["cycle"] == cycle:
-                records.append(record)
-        numbers = line_numbers(log, [offset for offset, _ in skipped])
-    return records, [f"warning: audit log {path} line {number} is {problem}; ignored, not "
-                     "rewritten" for number, (_, problem) in zip(numbers, skipped)]
-
-
-def ledger_lines_of(audit_log, needle):
-    """The lines of an open AuditLog that hold needle."""
-    with open(os.dup(audit_log._fd), "rb") as log:
-        log.seek(0)
-        yield from ledger_lines(log, needle)
-
-
-def ledger_lines(log, needle):
-    """(byte offset, line) of each line the ledger must parse, read a chunk at a time.
-
-    A chunk is searched where it lies, without copying it: only the line that
-    spans two chunks is put together.
-    """
-    tail_from = os.fstat(log.fileno()).st_size - LEDGER_CHUNK_BYTES
+def log_regions(file, backward=False, most_bytes=None, block=LEDGER_CHUNK_BYTES):
+    """The one line reader of the audit log, forward or backward: (data, start, end,
+    base) a block at a time, where data[start:end] holds whole lines (split at newlines)
+    and data[0] is at file offset base; the file's first lines first, or its last
+    first.  Only a line that spans two blocks is put together, and a line longer than
+    a block is cut (no record is that long): memory stays flat however long the log.
+    Given most_bytes (backward), only the lines within that many bytes of the end."""
+    if backward:
+        yield from regions_from_end(file, most_bytes, block)
+        return
     offset, carry = 0, b""  # the file offset of carry, the unfinished line
-    while chunk := log.read(LEDGER_CHUNK_BYTES):
+    while chunk := file.read(block):
         first, last = chunk.find(b"\n"), chunk.rfind(b"\n")
         if first < 0:
             carry += chunk
-            if len(carry) > LEDGER_CHUNK_BYTES:  # no record is that long: keep memory flat
+            if len(carry) > block:
                 offset, carry = offset + len(carry), b""
             continue
         spanning = carry + chunk[:first]
-        yield from region_lines(spanning, 0, len(spanning), offset, needle, tail_from)
+        yield spanning, 0, len(spanning), offset
         base = offset + len(carry)  # the file offset of chunk[0]
-        yield from region_lines(chunk, first + 1, last, base, needle, tail_from)
+        yield chunk, first + 1, last, base
         offset, carry = base + last + 1, chunk[last + 1:]
-    yield from region_lines(carry, 0, len(carry), offset, needle, tail_from)
+    yield carry, 0, len(carry), offset
 
 
-def region_lines(data, start, end, base, needle, tail_from):
-    """The lines in data[start:end] (whole lines; data[0] is at file offset base)
-    that hold the needle, and near the log's end every line that is not a whole
-    JSON object."""
+def regions_from_end(file, most_bytes, block):
+    """log_regions, backward."""
+    position = end = file.seek(0, os.SEEK_END)
+    carry = b""  # the start of what was read: a line that may begin in an earlier block
+    while position > 0:
+        if most_bytes is not None and end - position >= most_bytes:
+            return  # carry may be part of a line: not a line to give
+        step = min(block, position)
+        position -= step
+        file.seek(position)
+        data = file.read(step) + carry
+        first = data.find(b"\n")
+        if first >= 0:
+            yield data, first + 1, len(data), position
+        carry = data[:first if first >= 0 else len(data)][:LEDGER_CHUNK_BYTES]
+    yield carry, 0, len(carry), 0
+
+
+def lines_holding(data, start, end, base, needle, tail_from):
+    """(file offset, line) of the lines in a region that hold the needle, searched
+    where they lie without splitting the region; and near the log's end (tail_from)
+    every line that is not a whole JSON object, where a crash leaves a torn one."""
     if base + end > tail_from:
         for line in data[start:end].split(b"\n"):
             whole = line.startswith(b"{") and line.rstrip().endswith(b"}")
@@ -5596,6 +5565,20 @@ def region_lines(data, start, end, base, needle, tail_from):
         found = data.find(needle, line_end, end)
 
 
+def lines_with(log, needle):
+    """(file offset, line) of each line of an open log that holds needle, first to
+    last, and of each torn line in its last block."""
+    tail_from = os.fstat(log.fileno()).st_size - LEDGER_CHUNK_BYTES
+    for data, start, end, base in log_regions(log):
+        yield from lines_holding(data, start, end, base, needle, tail_from)
+
+
+def lines_from_end(file, most_bytes=None, block=1 << 16):
+    """The lines of an open log, last first."""
+    for data, start, end, _ in log_regions(file, True, most_bytes, block):
+        yield from reversed(data[start:end].split(b"\n"))
+
+
 def line_numbers(log, offsets):
     """The line number at each of these ascending byte offsets: only for warnings."""
     numbers, newlines, position = [], 0, 0
@@ -5610,6 +5593,137 @@ def line_numbers(log, offsets):
     return numbers
 
 
+class LogLine(NamedTuple):
+    """A line of the audit log read from its end: a record, or why it is none."""
+
+    number: int  # from the end: 1 is the last line
+    record: dict | None
+    problem: str | None
+
+
+class AuditLogFile:
+    """The audit log, as every part of the script reaches it (audit_log_at): the
+    records of a cycle, the records from the end, and appending under the run's
+    exclusive hold.  A JSON Lines file is the one store there is; another (an object
+    in S3, say) would be another class with these methods, and no caller would
+    change."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def cycle_records(self, cycle):
+        """(the records of one cycle, oldest first, and a warning for each line it had
+        to skip).
+
+        The log is streamed a chunk at a time and only the lines that name the cycle
+        are parsed, so a run costs about the same, in time and memory, however long
+        the log has grown.  A line that names the cycle but is not a record, and a
+        torn or foreign line in the log's last MiB (where a crash leaves one), is
+        skipped with a warning naming its line.
+        """
+        log = self._open_to_read()
+        if log is None:
+            return [], []
+        needle = b'"' + cycle.encode()  # how JSON starts the cycle; cycles need no escapes
+        records, skipped = [], []  # skipped: (byte offset, why)
+        with log:
+            for offset, line in lines_with(log, needle):
+                record, problem = parsed_record(line)
+                if problem:
+                    skipped.append((offset, problem))
+                elif record["cycle"] == cycle:
+                    records.append(record)
+            numbers = line_numbers(log, [offset for offset, _ in skipped])
+        return records, [f"warning: audit log {self.path} line {number} is {problem}; "
+                         "ignored, not rewritten" for number, (_, problem) in zip(numbers, skipped)]
+
+    def from_end(self, keep=None, most_bytes=None):
+        """The log's lines, newest first, as LogLines, blank ones passed over; given
+        keep (raw line -> bool), only those it keeps are parsed and given (a line not
+        parsed costs little); given most_bytes, only those within that many bytes of
+        the end.  The file is open until the iterator is done or closed."""
+        log = self._open_to_read()
+        if log is None:
+            return
+        with log:
+            for number, line in enumerate(lines_from_end(log, most_bytes), start=1):
+                if line.strip() and (keep is None or keep(line)):
+                    yield LogLine(number, *parsed_record(line))
+
+    @contextlib.contextmanager
+    def held(self, follow=False):
+        """The log open to append, under the run lock: one sending run at a time per
+        log.  follow: the log is checked, before each send, at its path as the settings
+        name it, a symbolic link followed anew (a send run); else at its real path."""
+        real = real_audit_log_path(self.path)
+        with RunLock(lock_path(real)), \
+                AuditLogWriter(real, self.path if follow else None) as audit_log:
+            yield audit_log
+
+    @contextlib.contextmanager
+    def held_for_notice(self):
+        """The log for a failure notice, under the run lock where the lock can be taken;
+        None where the log cannot be opened (the notice goes all the same: the log's
+        failure may be the news).  RunLockedError where another run holds the lock."""
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(RunLock(lock_path(real_audit_log_path(self.path))))
+            except RunLockedError:
+                raise
+            except ReportRunError:
+                pass  # a lock file that is not ours: the log may still be written
+            try:
+                audit_log = held.enter_context(AuditLogWriter(real_audit_log_path(self.path)))
+            except ReportRunError:
+                audit_log = None
+            yield audit_log
+
+    def write_problem(self):
+        """Why a send could not write the log, asked without writing it: the line a
+        send would stop with, or None."""
+        try:
+            real = real_audit_log_path(self.path)
+            with RunLock(lock_path(real)):
+                pass  # a lock file a send would refuse, refused now
+        except RunLockedError:
+            real = real_audit_log_path(self.path)  # a run is sending now: its lock is fine
+        except ReportRunError as error:
+            return str(error)
+        if real.exists():
+            if not real.is_file():
+                return f"audit log {real} is not a regular file: a send would stop at once"
+            if not os.access(real, os.W_OK):
+                return (f"cannot write audit log {real} (permission denied): a send would stop "
+                        "at once; fix its permissions")
+        elif not real.parent.is_dir() or not os.access(real.parent, os.W_OK | os.X_OK):
+            return (f"cannot create audit log {real}: its folder {real.parent} is missing or "
+                    "not writable; a send would stop at once")
+        return None
+
+    def _open_to_read(self):
+        """The log opened for reading, or None if there is none yet."""
+        try:
+            return open(open_regular_file(real_audit_log_path(self.path)), "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise AuditLogError(f"cannot read audit log {self.path}: {error.strerror}") \
+                from None
+
+
+def audit_log_at(path):
+    """The audit log at a location the settings name: today always a file."""
+    return AuditLogFile(path)
+
+
+def read_ledger(path, cycle, variant):
+    """{report: SES message id} of what the audit log shows sent in this cycle and
+    variant, and a warning for each line it had to skip."""
+    records, warnings = audit_log_at(path).cycle_records(cycle)
+    return {record["report"]: record.get("message_id") for record in records
+            if record.get("variant", "a") == variant and record["status"] == "sent"}, warnings
+
+
 def read_recent_records(path, cycles):
     """The records of the last `cycles` cycles, every variant of each, oldest first, and
     warnings.
@@ -5619,46 +5733,22 @@ def read_recent_records(path, cycles):
     (cycle, variant) pairs instead would stop inside a cycle whose variants were sent
     in turns, and show its first sends as missing.)
     """
-    log = open_audit_log_to_read(path)
-    if log is None:
-        return [], []
     records, warnings, seen, events = [], [], [], []
-    with log:
-        for number, line in enumerate(lines_from_end(log), start=1):
-            if not line.strip():
-                continue
-            record, problem = parsed_record(line)
-            if problem:
-                warnings.append(f"warning: audit log {path} line {number} from the end is "
-                                f"{problem}; ignored, not rewritten")
-                continue
-            if record["status"] == "event":  # written when read, often cycles later:
-                if len(events) < EVENTS_LOOKBACK_RECORDS:  # they belong to their cycle,
-                    events.append(record)  # not the log's order; the latest are enough
-                continue
-            if record["cycle"] not in seen:
-                if len(seen) == cycles:
-                    break
-                seen.append(record["cycle"])
-            records.append(record)
+    for number, record, problem in audit_log_at(path).from_end():
+        if problem:
+            warnings.append(f"warning: audit log {path} line {number} from the end is "
+                            f"{problem}; ignored, not rewritten")
+            continue
+        if record["status"] == "event":  # written when read, often cycles later:
+            if len(events) < EVENTS_LOOKBACK_RECORDS:  # they belong to their cycle,
+                events.append(record)  # not the log's order; the latest are enough
+            continue
+        if record["cycle"] not in seen:
+            if len(seen) == cycles:
+                break
+            seen.append(record["cycle"])
+        records.append(record)
     return records[::-1] + [e for e in events[::-1] if e["cycle"] in seen], warnings
-
-
-def lines_from_end(file, most_bytes=None, block=1 << 16):
-    """The lines of a binary file, last first, read a block at a time from the end;
-    given most_bytes, only the whole lines within that many bytes of the end."""
-    position = end = file.seek(0, os.SEEK_END)
-    carry = b""
-    while position > 0:
-        if most_bytes is not None and end - position >= most_bytes:
-            return  # carry may be part of a line: not a line to give
-        step = min(block, position)
-        position -= step
-        file.seek(position)
-        lines = (file.read(step) + carry).split(b"\n")
-        carry = lines.pop(0)[:LEDGER_CHUNK_BYTES]  # no record is that long: memory stays flat
-        yield from reversed(lines)
-    yield carry
 
 
 def last_sent_figures(path, cycle):
@@ -5673,17 +5763,9 @@ def last_sent_figures(path, cycle):
 def records_from_end(path, needle=b""):
     """The audit log's good records, newest first (a line that is none is passed
     over: --history is where such lines are warned of); given a needle, only those
-    whose line holds it (a line not parsed costs little)."""
-    log = open_audit_log_to_read(path)
-    if log is None:
-        return
-    with log:
-        for line in lines_from_end(log):
-            if needle not in line:
-                continue
-            record, problem = parsed_record(line) if line.strip() else (None, "blank")
-            if not problem:
-                yield record
+    whose line holds it."""
+    lines = audit_log_at(path).from_end(lambda line: needle in line)
+    return (line.record for line in lines if line.record is not None)
 
 
 SENT_MARK = b'"sent"'  # in every sent record's line, however it is spaced
@@ -5704,17 +5786,6 @@ def cannot_lock(path, error):
 def lock_path(log_path):
     """The run lock's file: beside the log's real path, whatever name reaches it."""
     return log_path.with_name(log_path.name + ".lock")
-
-
-@contextlib.contextmanager
-def held_audit_log(path, follow=False):
-    """The audit log at path open to append, under the run lock: one sending run at a
-    time per log.  follow: the log is checked, before each send, at path as the
-    settings name it, a symbolic link followed anew (a send run); else at its real
-    path."""
-    real = real_audit_log_path(path)
-    with RunLock(lock_path(real)), AuditLog(real, path if follow else None) as audit_log:
-        yield audit_log
 
 
 class RunLock:
@@ -5777,7 +5848,7 @@ class RunLock:
         os.close(self._fd)  # closing releases the flock
 
 
-class AuditLog:
+class AuditLogWriter:
     """The append-only JSON Lines record of every send outcome, private to its owner.
 
     Each record is written whole and fsynced before the next send.  If a write
@@ -5833,10 +5904,10 @@ class AuditLog:
             return
         moved = [*self.written, *([record] if record else [])]
         try:
-            with AuditLog(real_audit_log_path(self.named), self.named) as now_there:
+            with AuditLogWriter(real_audit_log_path(self.named), self.named) as now_there:
                 for earlier in moved:  # a copy (cp log t && mv t log) may hold some
                     line = json.dumps(earlier, ensure_ascii=False).encode("utf-8")
-                    if not any(line in found for _, found in ledger_lines_of(now_there, line)):
+                    if not any(line in found for _, found in now_there.matching_lines(line)):
                         now_there.append(earlier)
             where = (f"{len(moved)} record(s) of this run are now in the file at that path "
                      "too" if moved else "this run had recorded nothing yet")
@@ -5852,6 +5923,12 @@ class AuditLog:
                             f"was sending (an editor's save, sed -i, a sync tool, a "
                             f"rotation): {where}; nothing more was sent: run again to send "
                             "the rest")
+
+    def matching_lines(self, needle):
+        """(file offset, line) of the open log's lines that hold needle."""
+        with open(os.dup(self._fd), "rb") as log:
+            log.seek(0)
+            yield from lines_with(log, needle)
 
     def check_room(self):
         """Refuse to send when the log's disk is too full to record the outcome, or
@@ -6842,25 +6919,25 @@ class EventBook:
     """
 
     def __init__(self, path):
-        self.path = path
-        self._log = open_audit_log_to_read(path)
-        self._lines = lines_from_end(self._log) if self._log else iter(())
+        self._log = audit_log_at(path)
+        self._lines = self._log.from_end(self._worth_reading)
         self._sends, self._absent, self._event_ids = {}, set(), {}
+        self._needles = set()  # the ids the current batch asks for, as the log has them
 
     def close(self):
-        if self._log:
-            self._log.close()
+        self._lines.close()
+
+    def _worth_reading(self, line):
+        """A sent record's line; once KEPT_SENDS are kept, only one of an id asked for."""
+        return SENT_MARK in line and (len(self._sends) < KEPT_SENDS or any(
+            needle in line for needle in self._needles))
 
     def sends(self, message_ids):
         """{SES message id: its sent record} for those of these ids the log has."""
         wanted = set(message_ids) - self._sends.keys() - self._absent
-        needles = {json.dumps(message_id).encode() for message_id in wanted}  # as logged
-        for line in self._lines if wanted else ():
-            if SENT_MARK not in line or len(self._sends) >= KEPT_SENDS and not any(
-                    needle in line for needle in needles):
-                continue
-            record, problem = parsed_record(line)
-            if not problem and record["status"] == "sent" and \
+        self._needles = {json.dumps(message_id).encode() for message_id in wanted}
+        for _, record, _ in self._lines if wanted else ():
+            if record and record["status"] == "sent" and \
                     isinstance(record.get("message_id"), str):
                 self._sends.setdefault(record["message_id"], {  # the newest send of an id
                     field: record[field] for field in SEND_FIELDS if field in record})
@@ -6873,7 +6950,7 @@ class EventBook:
     def event_ids(self, cycle):
         """The event ids recorded for a cycle (a set the run adds to)."""
         if cycle not in self._event_ids:
-            records, _ = cycle_records(self.path, cycle)
+            records, _ = self._log.cycle_records(cycle)
             self._event_ids[cycle] = {r.get("event_id") for r in records
                                       if r["status"] == "event"}
         return self._event_ids[cycle]
@@ -7027,20 +7104,15 @@ def delivery_problems(path, recipients, now):
     for a message of ours, dated no later than now, decides: a forged one for a
     message we never sent, or dated in the future, decides nothing."""
     latest = {}
-    log = open_audit_log_to_read(path)
-    if log is None:
-        return []
     wanted = {address.casefold() for address in recipients}
-    with log:
-        events = (line for line in lines_from_end(log, EVENTS_LOOKBACK_BYTES)
-                  if b'"status": "event"' in line)
-        for _, line in zip(range(EVENTS_LOOKBACK_RECORDS), events):
-            record, problem = parsed_record(line)
-            if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
-                    str(record.get("recipient", "")).casefold() not in wanted or \
-                    not record.get("matched") or event_moment(record, now) is None:
-                continue
-            later_than(latest, record["recipient"].casefold(), record)
+    events = audit_log_at(path).from_end(lambda line: b'"status": "event"' in line,
+                                         EVENTS_LOOKBACK_BYTES)
+    for _, (_, record, problem) in zip(range(EVENTS_LOOKBACK_RECORDS), events):
+        if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
+                str(record.get("recipient", "")).casefold() not in wanted or \
+                not record.get("matched") or event_moment(record, now) is None:
+            continue
+        later_than(latest, record["recipient"].casefold(), record)
     problems = []
     for record in latest.values():
         where = f"(report {record['report']}, cycle {record['cycle']}, {record.get('event_time')})"
@@ -7254,7 +7326,7 @@ def events_destination(ses, name, topic_arn, console):
 def send_event_test(config, connect, clock, console):
     """--test-events: one message to SES's mailbox simulator, delivered to one address
     and bounced by the other, so that --events shows the whole path work."""
-    with held_audit_log(config.audit_log_path) as log, \
+    with audit_log_at(config.audit_log_path).held() as log, \
             contextlib.closing(connect(config)) as clients:
         request = {"Source": config.sender, "Destination": {"ToAddresses": list(SIMULATOR)},
                    "Message": {"Subject": {"Data": "Delivery events test", "Charset": "UTF-8"},
@@ -7579,7 +7651,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     another); a Refusal stops the cycle before SES is asked.  On a schedule, the due
     dates that passed unsent since the last cycle sent are recorded as missed first.
     """
-    with held_audit_log(config.audit_log_path, follow=True) as audit_log, \
+    with audit_log_at(config.audit_log_path).held(follow=True) as audit_log, \
             contextlib.closing(OnDemand(connect, config)) as on_demand:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
@@ -7700,7 +7772,7 @@ def check_only(reports, config, *, cycle, console, connect, now, refusal=None):
     for problem in delivery_problems(config.audit_log_path, recipients_of(reports), now):
         problems.add("rejected")  # SES will drop it, or count it against the account
         console.problem(f"error: {problem}")
-    unwritable = audit_log_problem(config.audit_log_path) if to_send else None
+    unwritable = audit_log_at(config.audit_log_path).write_problem() if to_send else None
     if unwritable:
         problems.add("cant_create")
         console.problem(f"error: {unwritable}")
@@ -7710,29 +7782,6 @@ def check_only(reports, config, *, cycle, console, connect, now, refusal=None):
         if outcome in problems and outcome not in explained:
             console.problem(f"error: {verdict}")
     return problems
-
-
-def audit_log_problem(path):
-    """Why a send could not write the audit log, asked without writing it: the line
-    a send would stop with, or None."""
-    try:
-        real = real_audit_log_path(path)
-        with RunLock(lock_path(real)):
-            pass  # a lock file a send would refuse, refused now
-    except RunLockedError:
-        real = real_audit_log_path(path)  # a run is sending now: its lock is fine
-    except ReportRunError as error:
-        return str(error)
-    if real.exists():
-        if not real.is_file():
-            return f"audit log {real} is not a regular file: a send would stop at once"
-        if not os.access(real, os.W_OK):
-            return (f"cannot write audit log {real} (permission denied): a send would stop "
-                    "at once; fix its permissions")
-    elif not real.parent.is_dir() or not os.access(real.parent, os.W_OK | os.X_OK):
-        return (f"cannot create audit log {real}: its folder {real.parent} is missing or "
-                "not writable; a send would stop at once")
-    return None
 
 
 def refusal_line(refusal):
@@ -8162,7 +8211,7 @@ class Alarms:
         config = self.config
         reason = redact(reason, config.secrets)  # once, for the notice and its record
         try:
-            with notice_log(config.audit_log_path) as audit_log:
+            with audit_log_at(config.audit_log_path).held_for_notice() as audit_log:
                 if audit_log and self.noticed(key):
                     self.console.step(f"a failure notice for cycle {self.cycle} ({key}) "
                                       "went out already")
@@ -8185,28 +8234,9 @@ class Alarms:
 
     def noticed(self, key):
         """Whether the cycle's log shows a notice sent for this variant and reason."""
-        records, _ = cycle_records(self.config.audit_log_path, self.cycle)
+        records, _ = audit_log_at(self.config.audit_log_path).cycle_records(self.cycle)
         return any(r["status"] == "notice" and r.get("variant", "a") == self.config.variant
                    and (r.get("error") or {}).get("code") == key for r in records)
-
-
-@contextlib.contextmanager
-def notice_log(path):
-    """The audit log for a failure notice, under the run lock where the lock can be
-    taken; None where the log cannot be opened (the notice goes all the same: the
-    log's failure may be the news).  RunLockedError where another run holds the lock."""
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(RunLock(lock_path(real_audit_log_path(path))))
-        except RunLockedError:
-            raise
-        except ReportRunError:
-            pass  # a lock file that is not ours: the log may still be written
-        try:
-            audit_log = held.enter_context(AuditLog(real_audit_log_path(path)))
-        except ReportRunError:
-            audit_log = None
-        yield audit_log
 
 
 def fault_line(error):
@@ -8711,7 +8741,7 @@ def delivery_events(args, config, *, clock, console, connect):
         raise UsageError("--events reads REPORT_EVENTS_QUEUE_URL, which is not set: "
                          "--setup-events makes the queue and prints the line to add")
     recipients = configured_recipients(config, select_reports(args.only))
-    with held_audit_log(config.audit_log_path) as audit_log:
+    with audit_log_at(config.audit_log_path).held() as audit_log:
         with contextlib.closing(OnDemand(connect, config)) as on_demand:
             drained, problems = read_events(config, audit_log, clock, console, on_demand,
                                             recipients, sending=False)
@@ -8751,7 +8781,7 @@ def read_events_between_cycles(config, selected, clock, console, connect):
             console.alert(f"warning: {problem}")
         return
     try:
-        with held_audit_log(config.audit_log_path) as audit_log:
+        with audit_log_at(config.audit_log_path).held() as audit_log:
             with contextlib.closing(OnDemand(connect, config)) as on_demand:
                 read_events(config, audit_log, clock, console, on_demand, recipients)
     except RunLockedError:
