@@ -6033,103 +6033,99 @@ CREDENTIAL_SOURCES = {
 }
 
 
-class SesClients:
-    """The run's SES clients, and whose keys: the preflight's quick-to-give-up v2 client,
-    made at once; the sending client and the v1 preflight client, made when first used
-    (a client costs milliseconds, and a run makes the sending one while SES answers
-    the preflight)."""
+class AwsClients:
+    """The AWS clients of a run, each made the first time it is used and all closed
+    once: a run that sends nothing makes none, and a run that reads the events queue
+    and then sends makes each once.  Everything they need comes from config (the
+    settings file overlaid by the environment main() was given): region, endpoints,
+    keys or profile, retries, CA bundle; only where config names no keys does
+    botocore's own credential chain look further (profiles, SSO, instance roles).
+    They are botocore's clients (boto3's are the same clients; its session is skipped
+    because it adds to the loader's search path each time it is made)."""
 
-    def __init__(self, preflight_v2, make_send, make_preflight_v1, credential_source,
-                 **makers):
-        self.preflight_v2 = preflight_v2
-        self.credential_source = credential_source
-        self._makers = {"send": make_send, "preflight": make_preflight_v1, **makers}
+    def __init__(self, config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS,
+                 models=None):
+        self.config = config
+        self.preflight_read_timeout = preflight_read_timeout
+        self._models = models  # a botocore loader to share (tests: one for many runs)
+        self._session = self._source = None
         self._made = {}
 
-    def _client(self, name):
-        if name not in self._made:
-            self._made[name] = self._makers[name]()
-        return self._made[name]
+    @property
+    def credential_source(self):
+        """Whose keys the clients use, in words (never the keys)."""
+        self._connect()
+        return self._source
+
+    @property
+    def preflight_v2(self):
+        """The preflight's v2 client: one try, and it never waits long."""
+        return self._client("preflight_v2", "sesv2", self.config.endpoint_url_v2,
+                            PREFLIGHT_RETRIES, PREFLIGHT_CONNECT_TIMEOUT_SECONDS,
+                            self.preflight_read_timeout)
+
+    @property
+    def preflight(self):
+        """The v1 preflight client: for where v2 cannot answer, and the sandbox."""
+        return self._client("preflight", "ses", self.config.endpoint_url, PREFLIGHT_RETRIES,
+                            PREFLIGHT_CONNECT_TIMEOUT_SECONDS, self.preflight_read_timeout)
 
     @property
     def send(self):
         """The sending client: SES v2's SendEmail, given each report's raw message."""
-        return self._client("send")
+        return self._client("send", "sesv2", self.config.endpoint_url_v2, sends=True)
 
     @property
     def send_v1(self):
         """v1's client, for where v2 did not answer the preflight (SendRawEmail, the
         same messages), --test-events and --setup-events's configuration set."""
-        return self._client("send_v1")
-
-    @property
-    def preflight(self):
-        """The v1 preflight client: for where v2 cannot answer, and the sandbox."""
-        return self._client("preflight")
+        return self._client("send_v1", "ses", self.config.endpoint_url, sends=True)
 
     @property
     def notice(self):
         """The failure notice's client: one try, short timeouts."""
-        return self._client("notice")
+        return self._client("notice", "ses", self.config.endpoint_url, NOTICE_RETRIES,
+                            NOTICE_CONNECT_TIMEOUT_SECONDS, NOTICE_READ_TIMEOUT_SECONDS)
 
     @property
     def sqs(self):
         """The events queue's client: it must not hold a run up (EVENTS_RETRIES)."""
-        return self._client("sqs")
+        return self._client("sqs", "sqs", self.config.endpoint_url_sqs, EVENTS_RETRIES,
+                            EVENTS_CONNECT_TIMEOUT_SECONDS, EVENTS_READ_TIMEOUT_SECONDS)
 
     @property
     def sns(self):
         """The events topic's client, for --setup-events."""
-        return self._client("sns")
+        return self._client("sns", "sns", self.config.endpoint_url_sns)
 
     def close(self):
         """Close the clients' connections (a run uses them once)."""
-        for client in (self.preflight_v2, *self._made.values()):
+        for client in self._made.values():
             client.close()
 
+    def _client(self, name, service, endpoint_url, retries=None,
+                connect_timeout=SES_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=SES_READ_TIMEOUT_SECONDS, sends=False):
+        """The client of this name, made now if it is the first time it is asked for.
+        One that sends never retries a used-up daily quota."""
+        if name not in self._made:
+            import botocore.config
 
-def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS,
-                models=None):
-    """The SES clients of a run: the real factory that main() uses unless given another.
+            settings = botocore.config.Config(
+                retries=retries or self.config.retries, connect_timeout=connect_timeout,
+                read_timeout=read_timeout, max_pool_connections=PREFLIGHT_CONCURRENCY)
+            made = self._create(service, endpoint_url, settings)
+            if sends:
+                made.meta.events.register_first(f"needs-retry.{service}",
+                                                refuse_to_retry_daily_quota)
+            self._made[name] = made
+        return self._made[name]
 
-    Everything the clients need comes from config (the settings file overlaid by
-    the environment main() was given): region, endpoint, keys or profile,
-    retries, CA bundle.  Only where config names no keys does botocore's own
-    credential chain look further (profiles, SSO, instance roles).  Tests, which
-    run many times in one process, may pass `models` (one botocore loader, so
-    that SES's service description is read once) and shorten how long the
-    preflight waits for an answer.  boto3's clients are botocore's; its session
-    is skipped only because it adds to the loader's search path every time.
-    """
-    import botocore.config
-    import botocore.exceptions
-    import botocore.session
+    def _create(self, service, endpoint_url, settings):
+        import botocore.exceptions
 
-    try:
-        session = botocore.session.Session(profile=config.aws_profile)
-        if models is not None:
-            session.register_component("data_loader", models)
-        if config.access_key_id:
-            session.set_credentials(config.access_key_id, config.secret_access_key,
-                                    config.session_token)
-        credentials = session.get_credentials()
-    except botocore.exceptions.ProfileNotFound:
-        raise ConfigError([no_such_profile(config.aws_profile)]) from None
-    except botocore.exceptions.BotoCoreError as error:
-        raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
-    if credentials is None:
-        raise ConfigError(["no AWS credentials found: set AWS_PROFILE, or "
-                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the "
-                           "environment or repos.env (or run aws sso login)"])
-    if credentials.method == "explicit":
-        source = f"access keys from {config.credential_origin}"
-    else:
-        source = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
-
-    def client(service, endpoint_url, retries, connect_timeout, read_timeout):
-        settings = botocore.config.Config(retries=retries, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout,
-                                          max_pool_connections=PREFLIGHT_CONCURRENCY)
+        config = self.config
+        session = self._connect()
         try:
             return session.create_client(service, region_name=config.region,
                                          verify=config.ca_bundle,
@@ -6142,27 +6138,45 @@ def connect_ses(config, *, preflight_read_timeout=PREFLIGHT_READ_TIMEOUT_SECONDS
                                f"{config.region}, endpoint {endpoint_url or 'AWS'}): "
                                f"{error}"]) from None
 
-    def sender(service, endpoint_url):
-        made = client(service, endpoint_url, config.retries, SES_CONNECT_TIMEOUT_SECONDS,
-                      SES_READ_TIMEOUT_SECONDS)
-        made.meta.events.register_first(f"needs-retry.{service}", refuse_to_retry_daily_quota)
-        return made
+    def _connect(self):
+        """The run's botocore session, its credentials found once: ConfigError where
+        there are none, or the profile named is not there."""
+        if self._session is not None:
+            return self._session
+        import botocore.exceptions
+        import botocore.session
 
-    def preflight(service, endpoint_url):
-        return client(service, endpoint_url, PREFLIGHT_RETRIES,
-                      PREFLIGHT_CONNECT_TIMEOUT_SECONDS, preflight_read_timeout)
+        config = self.config
+        try:
+            session = botocore.session.Session(profile=config.aws_profile)
+            if self._models is not None:
+                session.register_component("data_loader", self._models)
+            if config.access_key_id:
+                session.set_credentials(config.access_key_id, config.secret_access_key,
+                                        config.session_token)
+            credentials = session.get_credentials()
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError([no_such_profile(config.aws_profile)]) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
+        if credentials is None:
+            raise ConfigError(["no AWS credentials found: set AWS_PROFILE, or "
+                               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the "
+                               "environment or repos.env (or run aws sso login)"])
+        if credentials.method == "explicit":
+            self._source = f"access keys from {config.credential_origin}"
+        else:
+            self._source = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
+        self._session = session
+        return session
 
-    return SesClients(
-        preflight("sesv2", config.endpoint_url_v2),
-        lambda: sender("sesv2", config.endpoint_url_v2),
-        lambda: preflight("ses", config.endpoint_url), source,
-        send_v1=lambda: sender("ses", config.endpoint_url),
-        notice=lambda: client("ses", config.endpoint_url, NOTICE_RETRIES,
-                              NOTICE_CONNECT_TIMEOUT_SECONDS, NOTICE_READ_TIMEOUT_SECONDS),
-        sqs=lambda: client("sqs", config.endpoint_url_sqs, EVENTS_RETRIES,
-                           EVENTS_CONNECT_TIMEOUT_SECONDS, EVENTS_READ_TIMEOUT_SECONDS),
-        sns=lambda: client("sns", config.endpoint_url_sns, config.retries,
-                           SES_CONNECT_TIMEOUT_SECONDS, SES_READ_TIMEOUT_SECONDS))
+
+def connect_ses(config, **options):
+    """The AWS clients of a run (AwsClients): the real factory main() uses unless given
+    another.  Tests, which run many times in one process, may pass `models` (one
+    botocore loader, so that SES's service description is read once) and shorten how
+    long the preflight waits for an answer (preflight_read_timeout)."""
+    return AwsClients(config, **options)
 
 
 def no_such_profile(name):
@@ -7057,33 +7071,14 @@ def events_error(error):
     return ses_text(f"{type(error).__name__}: {error}")[:MAX_DETAIL]
 
 
-class OnDemand:
-    """The run's SES clients, made the first time they are asked for (a run that reads
-    the events queue and then sends makes them once), closed once."""
-
-    def __init__(self, connect, config):
-        self.connect = connect
-        self.config = config
-        self.clients = None
-
-    def __call__(self):
-        if self.clients is None:
-            self.clients = self.connect(self.config)
-        return self.clients
-
-    def close(self):
-        if self.clients is not None:
-            self.clients.close()
-
-
 def read_events(config, audit_log, clock, console, clients, recipients, sending=True):
-    """Read the events queue, where there is one (clients(): the run's SES clients),
+    """Read the events queue, where there is one (clients: the run's AwsClients),
     then warn of each recipient whose latest event is a permanent bounce or a
     complaint (even with --quiet).  Returns the Drained and the problems."""
     drained = Drained()
     try:
         if config.events_queue_url:
-            drained = drain_events(clients(), config, audit_log, clock, console, sending)
+            drained = drain_events(clients, config, audit_log, clock, console, sending)
         problems = delivery_problems(config.audit_log_path, recipients, clock.now())
     except ReportRunError:
         raise  # the audit log: its own exit code
@@ -7652,10 +7647,10 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
     dates that passed unsent since the last cycle sent are recorded as missed first.
     """
     with audit_log_at(config.audit_log_path).held(follow=True) as audit_log, \
-            contextlib.closing(OnDemand(connect, config)) as on_demand:
+            contextlib.closing(connect(config)) as clients:
         if scheduled:
             record_missed(audit_log, config, cycle, reports, clock, console)
-        read_events(config, audit_log, clock, console, on_demand, recipients_of(reports))
+        read_events(config, audit_log, clock, console, clients, recipients_of(reports))
         already_sent, warnings = read_ledger(config.audit_log_path, cycle, config.variant)
         for warning in warnings:
             console.warn(warning)
@@ -7676,7 +7671,6 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
             cycle_run.outcome.refusal = refusal
             cycle_run.skip(to_send, *refusal)
         elif to_send:
-            clients = on_demand()
             # The sending client is made while SES answers the preflight.
             found = run_preflight(clients, config, recipients_of(to_send),
                                   meanwhile=lambda: clients.send)
@@ -8742,8 +8736,8 @@ def delivery_events(args, config, *, clock, console, connect):
                          "--setup-events makes the queue and prints the line to add")
     recipients = configured_recipients(config, select_reports(args.only))
     with audit_log_at(config.audit_log_path).held() as audit_log:
-        with contextlib.closing(OnDemand(connect, config)) as on_demand:
-            drained, problems = read_events(config, audit_log, clock, console, on_demand,
+        with contextlib.closing(connect(config)) as clients:
+            drained, problems = read_events(config, audit_log, clock, console, clients,
                                             recipients, sending=False)
     console.result(f"{drained.recorded} event record(s) added to {config.audit_log_path}; "
                    "--history shows each recipient's latest")
@@ -8782,8 +8776,8 @@ def read_events_between_cycles(config, selected, clock, console, connect):
         return
     try:
         with audit_log_at(config.audit_log_path).held() as audit_log:
-            with contextlib.closing(OnDemand(connect, config)) as on_demand:
-                read_events(config, audit_log, clock, console, on_demand, recipients)
+            with contextlib.closing(connect(config)) as clients:
+                read_events(config, audit_log, clock, console, clients, recipients)
     except RunLockedError:
         console.step("events: another run holds the lock, and reads them")
 
