@@ -47,16 +47,20 @@ banner per section:
     settings            repos.env and the environment, checked into a Config
     the owner's data    the metric catalogue and the figures file
     report markup       the template language both editions come from
-    report content      the eight templates, what needs attention, figure blocks
+    report content      what every report shares (what needs attention, figures,
+                        changes, items), then one sub-section a report: its
+                        template, its functions, its ReportSpec; then REPORTS
     rendering           the plain-text and HTML editions, the .eml message
-    the audit log       its records, the ledger it keeps, the run lock
-    SES                 the clients, sending, and the preflight
+    the audit log       its records, the ledger it keeps, the run lock; every
+                        reader and writer goes through audit_log_at(path)
+    SES                 the run's AWS clients, sending, and the preflight
     delivery events     SES's events via SNS to a queue: setting up, reading
     the run             pacing, stop signals, clock, console, one cycle's sends
     the schedule        due cycles, missed ones, the alarms, --status
     command line        the parser, run() and main()
 Where a constant lives: shared policy (read by more than one section) at the
-top; a constant that one section uses at the head of that section.
+top; a constant that one section (or one report) uses at the head of that
+section (or sub-section).
 """
 
 import argparse

@@ -22,7 +22,7 @@ def reading_order():
     """The section names the module docstring lists under "How this file reads"."""
     listed = ser.__doc__.split("How this file reads")[1].split("Where a constant lives")[0]
     return [re.split(r"\s{2,}", line.strip())[0] for line in listed.splitlines()
-            if line.startswith("    ")]
+            if re.match(r" {4}\S", line)]  # deeper: the line above, continued
 
 
 def test_the_docstring_lists_the_sections_in_the_order_the_banners_stand():
