@@ -2242,8 +2242,8 @@ def far_ahead(sheets, snapshots, data, records):
     rows += [(sheets.path("items.csv"), r.line, r.as_of) for r in data.item_rows
              if r.as_of > limit]
     rows += [(sheets.path(sheet), row.line, day) for sheet in RECORD_SHEETS
-             for row in records.get(sheet) or () for day in SHEETS[sheet].dates(row)
-             if day and day > limit]
+             if SHEETS[sheet].dates for row in records.get(sheet) or ()
+             for day in SHEETS[sheet].dates(row) if day and day > limit]
     return [f"warning: {path} line {line}: dated {as_of}, more than a year after the cycle "
             "(a typo?); it counts only from that date" for path, line, as_of in rows]
 
