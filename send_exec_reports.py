@@ -3865,7 +3865,7 @@ def pnl_row(name, revenue, cost):
 
 
 def ceo_values(data):
-    """The ceo report's own placeholders."""
+    """The CEO report's own placeholders."""
     return {
         "summary": lambda: executive_summary(data),
         "pnl": lambda: pnl_table(data),
@@ -3954,7 +3954,7 @@ def aws_target(data):
 
 
 def cto_values(data):
-    """The cto report's own placeholders."""
+    """The CTO report's own placeholders."""
     return {
         "stack_audit": lambda: stack_audit(data.items),
         "aws_cost": lambda: aws_cost(data),
@@ -4065,7 +4065,7 @@ def expense_functions(data):
 
 
 def accounting_values(data):
-    """The accounting report's own placeholders."""
+    """The Accounting Officer report's own placeholders."""
     return {
         "accounting_finding": lambda: accounting_finding(data),
         "expense_functions": lambda: expense_functions(data),
@@ -4170,7 +4170,7 @@ def email_blast(data, states):
 
 
 def cmo_values(data):
-    """The cmo report's own placeholders."""
+    """The CMO report's own placeholders."""
     return {
         "channel_matrix": lambda: channel_matrix(data, data.items),
         "email_blast": lambda: email_blast(data, data.items),
@@ -4350,7 +4350,7 @@ def burn_model(data):
 
 
 def cfo_values(data):
-    """The cfo report's own placeholders."""
+    """The CFO report's own placeholders."""
     return {
         "revenue_months": lambda: revenue_table(data),
         "burn_model": lambda: burn_model(data),
@@ -4533,7 +4533,7 @@ RENT_LEDGER_RULE = RecordRule(
 
 
 def rental_values(data):
-    """The rental-3028 report's own placeholders."""
+    """The rental audit's own placeholders."""
     return {
         "valuation": lambda: valuation_text(data),
         "rent_ledger": lambda: rent_ledger(data),
@@ -4685,7 +4685,7 @@ def delivery_list(data):
 
 
 def yacht_delivery_values(data):
-    """The yacht-delivery report's own placeholders."""
+    """The delivery operations report's own placeholders."""
     return {
         "delivery_list": lambda: delivery_list(data),
         "delivery_figures": lambda: delivery_figures(data),
@@ -4876,7 +4876,7 @@ CLIENT_LIST_RULE = RecordRule(
 
 
 def dc_portfolio_values(data):
-    """The dc-portfolio report's own placeholders."""
+    """The portfolio audit's own placeholders."""
     return {
         "clients_book": lambda: clients_book(data),
         "billing_models": lambda: active_share(data, lambda c: c.billing_model,
