@@ -1,5 +1,6 @@
 """Fixtures: a real SES-compatible server on loopback and a way to run the script."""
 
+import functools
 import hashlib
 import io
 import json
@@ -232,3 +233,102 @@ def proxy(ses):
 def run_via_proxy(tmp_path, proxy):
     """The script, reaching SES only through the fault proxy."""
     return ScriptRunner(tmp_path, proxy.url)
+
+
+# --- A report's sections, found by what they hold ------------------------------------
+#
+# A test reads a section of a rendered report by the placeholder its template puts
+# there (${billing_gaps}), never by its heading's words: the template gives the words,
+# so that renaming a heading breaks no test that is not about headings.
+
+REPORT_SPECS = {spec.report_id: spec for spec in ser.REPORTS}
+# The one slot the script fills with a section of its own, under a heading in its own
+# words: a reader sees it as the section after the template's last.
+SCRIPT_HEADED_SLOT = "other_items"
+
+
+@functools.cache
+def other_items_heading():
+    """The heading the script gives a report's open items that no section lists: read off
+    what it makes of the example folder's items as if the CEO's template listed none."""
+    data = example_data()
+    states = ser.item_states(data, data.day, data.figures.snapshot)
+    first = ser.other_items(states, "ceo", used=set())[0]  # the example has open items
+    assert first.kind == "heading", first.kind
+    return bare_heading(first.items[0])
+
+
+def bare_heading(written):
+    """A heading as far as its template decides the words: without its [brief] mark, its
+    count mark (#) (a number shows there) or what a placeholder in it fills in."""
+    words = written.removesuffix(ser.BRIEF_MARK).rstrip().removesuffix(ser.COUNT_MARK)
+    return words.split("${")[0].rstrip()
+
+
+@functools.cache
+def report_sections(report_id):
+    """(heading, the placeholders under it) of each section of a report, in order."""
+    sections = []
+    for line in REPORT_SPECS[report_id].template.template.splitlines():
+        if line.startswith("## "):
+            sections.append((bare_heading(line[3:]), set()))
+        elif line.strip() == "${%s}" % SCRIPT_HEADED_SLOT:
+            sections.append((other_items_heading(), set()))
+        sections[-1][1].update(ser.SLOT_PATTERN.findall(line))
+    return tuple((heading, frozenset(slots)) for heading, slots in sections)
+
+
+def template_headings(report_id, *, edition="html"):
+    """The headings a report's template writes, in order, as section() finds them."""
+    return [shown_heading(heading, edition) for heading, slots in report_sections(report_id)
+            if SCRIPT_HEADED_SLOT not in slots]
+
+
+def section_number(report_id, slot):
+    """Which of a report's sections holds ${slot}: exactly one must."""
+    holding = [n for n, (_, slots) in enumerate(report_sections(report_id)) if slot in slots]
+    if len(holding) != 1:
+        raise LookupError(f"{len(holding)} sections of {report_id} hold ${{{slot}}}")
+    return holding[0]
+
+
+def section_heading(report_id, slot, *, edition="html"):
+    """The words of the heading over ${slot}, as the template writes them, or with
+    edition="text" as the plain-text edition shows them: in capitals."""
+    return shown_heading(report_sections(report_id)[section_number(report_id, slot)][0],
+                         edition)
+
+
+def shown_heading(heading, edition):
+    """A heading's words as an edition of a report shows them."""
+    if edition not in ("html", "text"):
+        raise ValueError(f"edition {edition!r}: html or text")
+    return heading.upper() if edition == "text" else heading
+
+
+def footer_opening():
+    """The footer's first words a reader sees, after its rule."""
+    first = next(line for line in ser.FOOTER_TEMPLATE.template.splitlines() if line.strip("-"))
+    return first.split("${")[0].strip()
+
+
+def section(rendered, report_id, slot, *, edition="html", through=None):
+    """The part of a rendered report from the heading over ${slot} to the next heading it
+    shows, or to its footer; with through, to the end of that later slot's section.
+
+    rendered is what a reader sees of the HTML part (test_owner_data's words), or, with
+    edition="text", the plain-text edition, whose headings are capitals (its whitespace
+    collapsed or not).  A heading the report leaves out (the brief leaves most) is passed
+    over.
+    """
+    headings = [shown_heading(heading, edition) for heading, _ in report_sections(report_id)]
+    first = section_number(report_id, slot)
+    last = first if through is None else section_number(report_id, through)
+    if last < first:
+        raise ValueError(f"${{{through}}} comes before ${{{slot}}} in {report_id}")
+    start = rendered.index(headings[first])
+    for following in [*headings[last + 1:], footer_opening()]:
+        end = rendered.find(following, start + len(headings[first]))
+        if end >= 0:
+            return rendered[start:end]
+    raise ValueError(f"no heading or footer after {headings[first]!r} in {report_id}")

@@ -13,8 +13,8 @@ import shutil
 import pytest
 
 import send_exec_reports as ser
-from conftest import FakeClock
-from test_owner_data import TITLES, received, section, write_sheet
+from conftest import FakeClock, section
+from test_owner_data import TITLES, received, write_sheet
 
 CYCLE = "2026-12-01"
 FIRST_SCREEN = 40  # lines of the text edition a phone shows without scrolling, or near it
@@ -158,8 +158,10 @@ def data_error(run_script, sheets):
     return result.stderr
 
 
-def attention(text):
-    return section(text, "Needs attention", "Since the last report")
+def attention(said, report_id):
+    """What a report says needs attention, first in it; said is what SES received of
+    each report."""
+    return section(said[report_id], report_id, "attention")
 
 
 # --- In trouble: each fact first, with its dollars, in the report it belongs to --------
@@ -190,7 +192,7 @@ def test_in_trouble_each_fact_opens_the_report_it_belongs_to(run_script, ses):
     said = sent(run_script, ses, trouble())
     for fact, reports in TROUBLE_FACTS.items():
         for report_id in reports:
-            assert fact in attention(said[report_id]), (report_id, fact)
+            assert fact in attention(said, report_id), (report_id, fact)
     editions = text_editions(run_script)
     for fact, reports in TROUBLE_FACTS.items():
         for report_id in reports:
@@ -199,7 +201,7 @@ def test_in_trouble_each_fact_opens_the_report_it_belongs_to(run_script, ses):
 
 
 def test_the_most_money_comes_first_then_the_longest_overdue(run_script, ses):
-    ceo = attention(sent(run_script, ses, trouble(), "ceo")["ceo"])
+    ceo = attention(sent(run_script, ses, trouble(), "ceo"), "ceo")
     order = ["$6,000 under", "$4,800 owed", "Runway 1.2", "$1,400 a month lost",
              "$1,200 a month", "mean margin", "Delivery at a loss, $600",
              "Delivery at a loss, $400"]
@@ -211,7 +213,7 @@ def test_the_most_money_comes_first_then_the_longest_overdue(run_script, ses):
 
 def test_the_ceo_summary_is_computed_from_the_attention_list(run_script, ses):
     ceo = sent(run_script, ses, trouble(), "ceo")["ceo"]
-    summary = section(ceo, "Executive summary", "Trends over the last snapshots")
+    summary = section(ceo, "ceo", "summary")
     assert "need attention" in summary and "JADA/QOS revenue $6,000 under target" in summary
     assert "Worse since" not in summary and "Worse: Charters booked/month 3 to 2" in summary
     assert "operating rhythm" not in ceo
@@ -219,7 +221,7 @@ def test_the_ceo_summary_is_computed_from_the_attention_list(run_script, ses):
 
 def test_the_ceo_p_and_l_shows_each_business_and_a_total(run_script, ses):
     ceo = sent(run_script, ses, trouble(), "ceo")["ceo"]
-    pnl = section(ceo, "P&L by business", "Critical shortfalls")
+    pnl = section(ceo, "ceo", "pnl")
     assert "JADA / QOS $3,000" in pnl and "QDN $1,500" in pnl and "DC $2,600" in pnl
     assert "Yacht deliveries $3,500 $4,500 ▼ -$1,000" in pnl  # both, within 30 days
     assert "Portfolio burn - $9,000 -" in pnl
@@ -231,10 +233,9 @@ def test_the_domain_reports_show_the_analyses_in_numbers(run_script, ses):
     deliveries = said["yacht-delivery"]
     assert "2026-11-20 Tern $2,000 $2,600 ▼ -$600 loss" in deliveries
     assert "2026-11-10 Gull $1,500 $1,900 ▼ -$400 loss" in deliveries
-    ended = section(said["dc-portfolio"], "Ended clients", "Trends over the last snapshots")
+    ended = section(said["dc-portfolio"], "dc-portfolio", "ended_clients")
     assert "2026-11-10 Harbor Lights Bistro Gold $1,400" in ended
-    functions = section(said["accounting"], "Expense categorisation by function",
-                        "Four-milestone roadmap")
+    functions = section(said["accounting"], "accounting", "expense_functions")
     assert "Operations (deliveries) deliveries.csv $0 $4,500" in functions
     assert "Property (3028 51st St) rental.csv $0 $300" in functions
 
@@ -245,7 +246,7 @@ def test_the_domain_reports_show_the_analyses_in_numbers(run_script, ses):
 def test_a_thriving_business_raises_no_alarm_in_any_report(run_script, ses):
     said = sent(run_script, ses, thriving())
     for report_id, text in said.items():
-        assert "Nothing needs attention by the rules" in attention(text), report_id
+        assert "Nothing needs attention by the rules" in attention(said, report_id), report_id
         for word in ("behind", "overdue", "at a loss", "unpaid", "▼"):
             assert word not in text.lower(), (report_id, word)
     editions = text_editions(run_script)
@@ -263,7 +264,7 @@ def test_a_folder_of_headers_only_names_none_of_the_source_documents_items(run_s
             for words in filter(None, (item.text, item.todo, item.done_text,
                                        ser.item_label(item))):
                 assert words not in text, (report_id, item.item_id, words)
-        assert "Nothing can be judged yet" in attention(text)
+        assert "Nothing can be judged yet" in attention(said, report_id)
     assert "No accounting system is currently deployed" not in said["accounting"]
     assert "Not measured: whether an accounting system is live" in said["accounting"]
     assert "items.csv has no row of this kind" in said["cto"]
@@ -348,11 +349,11 @@ def test_every_rule_has_a_flip_test():
 @pytest.mark.parametrize("rule_id", FLIPS)
 def test_each_rule_appears_and_disappears_with_its_datum(run_script, ses, rule_id):
     change, line = FLIPS[rule_id]
-    calm = attention(sent(run_script, ses, thriving(), "ceo")["ceo"])
+    calm = attention(sent(run_script, ses, thriving(), "ceo"), "ceo")
     assert line not in calm and "Nothing needs attention" in calm
     sheets = thriving()
     change(sheets)
-    troubled = attention(sent(run_script, ses, sheets, "ceo")["ceo"])
+    troubled = attention(sent(run_script, ses, sheets, "ceo"), "ceo")
     assert line in troubled, troubled
 
 
@@ -361,11 +362,11 @@ def test_targets_csv_sets_a_rules_level_for_every_month_or_one(run_script, ses):
     replacing("clients.csv", 1, "last_invoiced", "2026-10-27")(sheets)  # 35 days
     with_row("targets.csv", ["invoice_gap_days", "", "60"])(sheets)
     with_row("targets.csv", ["runway_months", "2026-11", "900"])(sheets)  # 60,000 / -11,600
-    text = attention(sent(run_script, ses, sheets, "ceo")["ceo"])
+    text = attention(sent(run_script, ses, sheets, "ceo"), "ceo")
     assert "Billing gap" not in text
     assert "Runway" not in text  # cash-flow positive meets any level
     with_row("targets.csv", ["invoice_gap_days", "2026-12", "30"])(sheets)  # the month wins
-    text = attention(sent(run_script, ses, sheets, "ceo")["ceo"])
+    text = attention(sent(run_script, ses, sheets, "ceo"), "ceo")
     assert "Billing gap: Birch" in text
 
 
@@ -395,14 +396,14 @@ def test_a_plan_keeps_its_dates_two_weeks_apart(run_script, ses):
     sheets = trouble()
     sheets["items.csv"] = (ITEMS, [["2026-11-01", item, "open", "", "", "", "", ""]
                                    for item in ("cmo-day-30", "cmo-day-60", "cmo-day-90")])
-    plans = [section(sent(run_script, ses, sheets, "cmo", cycle=cycle)["cmo"],
-                     "30/60/90-day milestones", "Attribution tracking")
+    plans = [section(sent(run_script, ses, sheets, "cmo", cycle=cycle)["cmo"], "cmo",
+                     "items_milestone")
              for cycle in ("2026-11-20", "2026-12-04")]
     for plan in plans:
         assert "Day 30: email blast sent" in plan and "(due 2026-12-01)" in plan
         assert "(due 2026-12-31)" in plan and "(due 2027-01-30)" in plan
     assert "Overdue 3 days: Day 30" in attention(
-        sent(run_script, ses, sheets, "cmo", cycle="2026-12-04")["cmo"])
+        sent(run_script, ses, sheets, "cmo", cycle="2026-12-04"), "cmo")
 
 
 def test_new_data_writes_the_source_documents_items_to_confirm_or_close(run_script, tmp_path):
@@ -449,7 +450,7 @@ def test_no_sentence_ending_is_said_more_than_three_times(run_script, ses, folde
 def test_a_margin_under_a_level_above_zero_is_not_called_a_loss(run_script, ses):
     sheets = thriving()
     with_row("targets.csv", ["delivery_margin", "", "1600"])(sheets)
-    text = attention(sent(run_script, ses, sheets, "yacht-delivery")["yacht-delivery"])
+    text = attention(sent(run_script, ses, sheets, "yacht-delivery"), "yacht-delivery")
     assert ("Delivery margin $1,400, under the $1,600 level: 2026-11-05, Tern, Newport Beach "
             "to San Diego, priced $2,800, cost $1,400.") in text
     assert "at a loss" not in text and "-$" not in text
@@ -462,7 +463,7 @@ def test_the_burn_model_never_says_a_charter_that_brings_nothing_covers_the_burn
     sheets = trouble()
     replacing("figures.csv", 1, "revenue_jada_qos", "0")(sheets)
     cfo = sent(run_script, ses, sheets, "cfo")["cfo"]
-    model = section(cfo, "Burn rate model", "Tiered capital")
+    model = section(cfo, "cfo", "burn_model")
     assert "JADA/QOS revenue per charter $0" in model
     assert "Charters a month that cover the burn no number" in model
 
@@ -472,7 +473,7 @@ def test_the_source_documents_items_say_they_are_not_yet_confirmed(run_script, t
     clock = FakeClock(ser.datetime(2026, 12, 7, 3, 0, tzinfo=ser.timezone.utc))
     assert run_script("--new-data", str(folder), clock=clock).returncode == 0
     cto = " ".join(text_editions(run_script, "2026-12-07", "--data", str(folder))["cto"])
-    gaps = section(" ".join(cto.split()), "SECURITY GAPS", "AWS COST")
+    gaps = section(" ".join(cto.split()), "cto", "items_security_gap", edition="text")
     assert "Hardcoded Stripe keys in the codebase. (due 2026-12-07) (unconfirmed)" in gaps
     assert gaps.count("Unconfirmed: --new-data wrote it from the source document") == 1
 
@@ -491,12 +492,12 @@ def test_rent_paid_late_settles_the_oldest_month_and_is_not_owed_twice(run_scrip
     with_row("figures.csv", figures_row("2026-08-31", rent_due=2400))(sheets)
     header, rows = sheets["figures.csv"]
     sheets["figures.csv"] = (header, sorted(rows))  # oldest first, as the sheet must be
-    text = attention(sent(run_script, ses, sheets, "rental-3028")["rental-3028"])
+    text = attention(sent(run_script, ses, sheets, "rental-3028"), "rental-3028")
     assert "Rent unpaid since 2026-11: $1,400 owed (2026-11 $1,400)." in text
     # Paid up: the late payment settles it, and December's rent paid on the 1st is
     # no credit against a past month.
     with_row("rental.csv", ["2026-11-20", "rent", "", "1400", "the rest"])(sheets)
-    text = attention(sent(run_script, ses, sheets, "rental-3028")["rental-3028"])
+    text = attention(sent(run_script, ses, sheets, "rental-3028"), "rental-3028")
     assert "Rent unpaid" not in text
 
 

@@ -9,7 +9,8 @@ import re
 import pytest
 
 import send_exec_reports as ser
-from test_owner_data import CYCLE, SENDER, add_rows, received, section, send, write_sheet
+from conftest import section
+from test_owner_data import CYCLE, SENDER, add_rows, received, send, write_sheet
 
 CLIENTS = ["client", "tier", "monthly_value", "billing_model", "contract_start",
            "renewal_date", "last_invoiced", "status", "owner's own column"]
@@ -42,20 +43,20 @@ def write_clients(run_script):
 def test_the_dc_portfolio_is_written_from_its_clients(run_script, ses):
     write_clients(run_script)
     text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
-    calendar = section(text, "Contract renewal calendar", "Churn risk assessment")
+    calendar = section(text, "dc-portfolio", "renewal_calendar")
     assert re.search(r"2026-12-10 Birch Gold \$1,000.50 ▼ 9 days.*"
                      r"2027-01-15 Cedar Silver \$500 ▼ 45 days.*"
                      r"2027-02-20 Alder Gold \$2,000 81 days", calendar)
     assert "Elm" not in calendar and "Fir" not in calendar
-    tiers = section(text, "Revenue recognition by client tier", "Contract renewal calendar")
+    tiers = section(text, "dc-portfolio", "tier_revenue")
     assert "Gold 2 $3,000.50 79%" in tiers  # of $3,800.50 active
     assert "Silver 1 $500 13%" in tiers and "Bronze 1 $300 8%" in tiers
     assert "All tiers 4 $3,800.50 100%" in tiers
-    gaps = section(text, "Billing gap identification", "Trends over the last snapshots")
+    gaps = section(text, "dc-portfolio", "billing_gaps", through="ended_clients")
     assert "Birch: not invoiced since 2026-10-01 (61 days)." in gaps
     assert "Cedar: on no billing model." in gaps
     assert "Alder" not in gaps and "Dogwood" not in gaps
-    risks = section(text, "Churn risk assessment", "Sent by")
+    risks = section(text, "dc-portfolio", "churn_risks", through="other_items")
     assert "Birch: renews in 9 days with a billing gap (not invoiced since 2026-10-01" in risks
     assert "Cedar: renews in 45 days with a billing gap (on no billing model)." in risks
     assert "Dogwood: paused." in risks
@@ -81,7 +82,7 @@ def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
         ["2026-11-28", "Kite", "San Diego", "Cabo", "", "", "", "", "", "", ""],  # no costs
     ])
     text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
-    figures = section(text, "Deliveries and what they cost", "Trends over the last")
+    figures = section(text, "yacht-delivery", "delivery_figures")
     assert "Deliveries, last 30 days 2" in figures and "Deliveries, last 90 days 3" in figures
     # Costs: 1,000; 1,070.50; 1,210 over three costed deliveries.
     assert "Cost per delivery (mean of 3 costed) $1,093.50" in figures
@@ -90,10 +91,10 @@ def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
     # Margins: 1,000; 729.50; 690.
     assert "Margin per delivery (mean of 3 priced and costed) $806.50" in figures
     assert "Latest, 2026-11-20 Tern $1,210: $116.50 above the mean" in figures
-    split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
+    split = section(text, "yacht-delivery", "cost_split")
     assert "fuel $920.50 28% 3 of 4" in split and "crew $1,950 59% 3 of 4" in split
     assert "travel $330 10% 2 of 4" in split and "other $80 2% 1 of 4" in split
-    model = section(text, "Current service delivery model", "Deliveries and what they cost")
+    model = section(text, "yacht-delivery", "items_state")
     assert "Delivery costs are not recorded" not in model  # the item, closed by them
     assert "Deliveries and JADA charters do not share a calendar." in model  # items.csv's
     # Each delivery, latest first: its price, cost and margin; none where not recorded.
@@ -101,7 +102,7 @@ def test_the_yacht_report_is_written_from_its_deliveries(run_script, ses):
                      r"2026-11-20 Tern \$1,900 \$1,210 \$690 "
                      r"2026-10-15 Gull \$1,800 \$1,070.50 \$729.50 "
                      r"2026-08-20 Old \$2,000 \$1,000 \$1,000 ", figures)
-    capacity = section(text, "Capacity constraints", "Cost-per-delivery analysis")
+    capacity = section(text, "yacht-delivery", "capacity")
     assert re.search(r"2026-11 2 3 .*2/3", capacity)  # the example figures: 3 a month
 
 
@@ -128,11 +129,11 @@ def test_the_rental_report_is_written_from_its_ledger(run_script, ses):
         ["2026-12-01", "expense", "Landscaping", "150", ""],
     ])
     text = send(run_script, ses, "rental-3028")["rental-3028"]
-    months = section(text, "Rental revenue visibility", "Trends over the last")
+    months = section(text, "rental-3028", "rent_months")
     assert "2026-10 $2,400 - $800.25 $1,599.75" in months  # no rent due known yet
     assert "2026-11 ▼ $2,000 $2,400 $550 $1,450" in months  # short of the rent due
     assert "2026-12 ✓ $2,400 $2,400 $150 $2,250" in months
-    expenses = section(text, "Expense tracking by maintenance category", "Seasonal demand")
+    expenses = section(text, "rental-3028", "expenses")
     assert "Plumbing $0 $870" in expenses and "HVAC $0 $480.25" in expenses
     assert "Landscaping $150 $150" in expenses and "plumbing" not in expenses
     assert re.search(r"Net rent/month \$1,450 ", text)  # November's, from the ledger
@@ -153,7 +154,7 @@ def test_the_seasons_say_when_there_is_not_a_year_of_occupancy(run_script, ses):
             year.append(row)
     write_sheet(run_script.figures, header, sorted(year) + rows[1:])
     text = send(run_script, ses, "rental-3028")["rental-3028"]
-    seasons = section(text, "Seasonal demand modelling", "Occupancy rate targets")
+    seasons = section(text, "rental-3028", "seasons")
     assert "Not enough data" not in seasons
     assert "January 68% 2" in seasons  # 63% and 73%
     assert "July 81% 1" in seasons and "December 96% 1" in seasons
@@ -291,7 +292,7 @@ def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_
         ["2026-11-30", "Wren", "A", "B", "60", "1", "1800", "300", "600", "", ""],
     ])
     said = send(run_script, ses, "dc-portfolio", "yacht-delivery")
-    changes = section(said["dc-portfolio"], "Since the last report", "At a glance")
+    changes = section(said["dc-portfolio"], "dc-portfolio", "changes")
     assert "DC active clients: 5 to 4" not in changes  # no move: a change of source
     assert ("From another sheet than last time, so no change is computed: DC billed/month "
             "$3,300.50 now, from the domain records, $3,400 last time, from the figures "
@@ -300,7 +301,7 @@ def test_a_count_from_the_records_is_not_set_against_the_sheets_last_number(run_
     assert re.search(r"DC active clients 4 - ", said["dc-portfolio"])
     # Deliveries are dated, so the last snapshot's date has its count from the sheet too:
     # 1 in the 30 days to the last snapshot (2026-11-15), 3 in the 30 days to the cycle.
-    changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
+    changes = section(said["yacht-delivery"], "yacht-delivery", "changes")
     assert "Deliveries/month: 1 to 3." in changes
 
 
@@ -311,10 +312,10 @@ def test_the_expense_year_is_the_rent_tables_twelve_months(run_script, ses):
         ["2027-01-05", "rent", "", "1000", ""],
     ])
     text = send(run_script, ses, "rental-3028", cycle="2027-01-31")["rental-3028"]
-    months = section(text, "Rental revenue visibility", "Trends over the last")
+    months = section(text, "rental-3028", "rent_months")
     assert "2026-02 $0 - $100 -$100" in months and "2026-01" not in months
     assert "2026-06 $0 - $0 -" in months  # no entry that month: no net income to show
-    expenses = section(text, "Expense tracking by maintenance category", "Seasonal demand")
+    expenses = section(text, "rental-3028", "expenses")
     assert "HVAC $0 $100" in expenses and "Roof" not in expenses
 
 
@@ -322,8 +323,8 @@ def test_the_rent_of_a_month_not_over_is_not_yet_late(run_script, ses):
     write_sheet(run_script.data / "rental.csv", RENTAL, [
         ["2026-11-01", "rent", "", "2000", "paid short"],
         ["2026-12-01", "rent", "", "1000", "due today, half paid so far"]])
-    months = section(send(run_script, ses, "rental-3028")["rental-3028"],
-                     "Rental revenue visibility", "Trends over the last")
+    months = section(send(run_script, ses, "rental-3028")["rental-3028"], "rental-3028",
+                     "rent_months")
     assert "2026-11 ▼ $2,000 $2,400" in months  # November is over: short
     assert "2026-12 $1,000 so far $2,400 $0 $1,000" in months
 
@@ -364,7 +365,7 @@ def test_tiers_are_grouped_without_regard_to_case(run_script, ses):
         ["Alder", "Gold", "2000", "retainer", "", "", "2026-11-20", "active"],
         ["Birch", "gold", "1000", "retainer", "", "", "2026-11-20", "active"]])
     text = send(run_script, ses, "dc-portfolio")["dc-portfolio"]
-    tiers = section(text, "Revenue recognition by client tier", "Contract renewal calendar")
+    tiers = section(text, "dc-portfolio", "tier_revenue")
     assert "Gold 2 $3,000 100%" in tiers and "gold" not in tiers
 
 
@@ -417,7 +418,7 @@ def test_the_seasons_need_a_year_not_every_month(run_script, ses):
         kept.append(row)
     write_sheet(run_script.figures, header, kept + rows[2:])
     text = send(run_script, ses, "rental-3028")["rental-3028"]
-    seasons = section(text, "Seasonal demand modelling", "Occupancy rate targets")
+    seasons = section(text, "rental-3028", "seasons")
     assert "Not enough data" not in seasons
     assert "No occupancy is recorded for March: those months have no mean yet." in seasons
 
@@ -430,18 +431,18 @@ def test_a_trend_never_joins_the_sheets_numbers_to_the_records(run_script, ses):
         ["2026-11-20", "A", "x", "y", "10", "1", "6000", "5000", "", "", ""]])
     write_clients(run_script)
     said = send(run_script, ses, "yacht-delivery", "dc-portfolio")
-    yacht = section(said["yacht-delivery"], "Trends over the last", "Capacity constraints")
+    yacht = section(said["yacht-delivery"], "yacht-delivery", "trends")
     # The records gave the cost as of each snapshot since 2026-11-20 only: the one
     # before it, from the sheet, is left out rather than drawn as a change.
     assert "Cost per delivery" not in yacht
-    changes = section(said["yacht-delivery"], "Since the last report", "At a glance")
+    changes = section(said["yacht-delivery"], "yacht-delivery", "changes")
     assert ("From another sheet than last time, so no change is computed: Deliveries/month 1 "
             "now, from the domain records, 2 last time, from the figures sheet; Cost per "
             "delivery $5,000 now, from the domain records, $1,250 last time, from the figures "
             "sheet.") in changes
     assert "Cost per delivery: $1,250 to $5,000" not in changes
     assert changes.count("From another sheet") == 1  # one line for all of them
-    dc = section(said["dc-portfolio"], "Trends over the last", "Revenue recognition")
+    dc = section(said["dc-portfolio"], "dc-portfolio", "trends")
     assert "DC billed/month" not in dc and "DC active clients" not in dc
 
 
@@ -511,7 +512,7 @@ def test_the_rent_ledger_closing_is_news_in_the_next_report(run_script, ses):
     add_rows(run_script.items, [["2026-11-01", "rental-rent-ledger", "open", "", "", "", "",
                                  ""]])
     text = send(run_script, ses, "rental-3028")["rental-3028"]
-    changes = section(text, "Since the last report", "At a glance")
+    changes = section(text, "rental-3028", "changes")
     assert "Done: Rent is recorded in the ledger, under Revenue - Rent (rental.csv records " \
            "it)." in changes
 
@@ -563,7 +564,7 @@ def test_a_cost_never_recorded_is_not_a_cost_of_zero(run_script, ses):
     write_sheet(run_script.data / "deliveries.csv", DELIVERIES, [
         ["2026-11-20", "A", "x", "y", "10", "1", "1000", "100", "200", "", ""]])
     text = send(run_script, ses, "yacht-delivery")["yacht-delivery"]
-    split = section(text, "Cost-per-delivery analysis", "Integration with the JADA")
+    split = section(text, "yacht-delivery", "cost_split")
     assert "travel - - 0 of 1" in split and "fuel $100 33% 1 of 1" in split
     assert "2026-11-20 A $1,000 $300 $700" in text  # its cost: what was recorded
     assert "Delivery costs are not recorded" not in text  # closed by deliveries.csv
@@ -573,6 +574,6 @@ def test_an_open_shortfall_is_labelled_by_what_is_wrong(run_script, ses):
     add_rows(run_script.items, [["2026-11-30", "dc-billing-model", "open",
                                  "the rate card is not used yet", "", "", "", ""]])
     text = send(run_script, ses, "ceo")["ceo"]  # reopened after its done row
-    shortfalls = section(text, "Shortfalls by business", "30-day execution agenda")
+    shortfalls = section(text, "ceo", "shortfall_split", through="missing_kpis")
     assert "DC billing model absent" in shortfalls
     assert "DC has a billing model" not in shortfalls

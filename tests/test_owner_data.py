@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER, FakeClock
+from conftest import SENDER, FakeClock, section, section_heading
 
 CYCLE = "2026-12-01"  # the example folder's newest snapshot is 2026-11-29
 TITLES = {spec.report_id: spec.title for spec in ser.REPORTS}
@@ -51,20 +51,15 @@ def send(run_script, ses, *reports, cycle=CYCLE):
     return {report_id: received(ses, report_id) for report_id in reports}
 
 
-def section(text, heading, following):
-    """The words of one section, between its heading and the next."""
-    return text[text.index(heading):text.index(following, text.index(heading))]
-
-
 # --- The example folder tells one story --------------------------------------------
 
 
 def test_the_example_folder_contradicts_none_of_its_figures(run_script, ses):
     said = send(run_script, ses, *TITLES)
-    agenda = section(said["ceo"], "30-day execution agenda", "Sent by")
+    agenda = section(said["ceo"], "ceo", "agenda", through="other_items")
     assert "accounting system" not in agenda.lower()  # it is live
     assert "Sailo" not in agenda  # two OTA listings: on track
-    matrix = section(said["cmo"], "Channel-by-channel", "Business case")
+    matrix = section(said["cmo"], "cmo", "channel_matrix")
     assert "not listed" not in matrix and "none" not in matrix
     assert "OTA marketplaces JADA / QOS 2 listed" in matrix
     assert "Analytics every site 3 site(s) measured" in matrix
@@ -75,13 +70,13 @@ def test_the_example_folder_contradicts_none_of_its_figures(run_script, ses):
     # billing model itself (a rate card) is what items.csv says: done on 2026-11-20.
     assert "Old Town Tacos: on no billing model" in said["dc-portfolio"]
     assert "Billing gap: Old Town Tacos, $500 a month, on no billing model" in section(
-        said["dc-portfolio"], "Needs attention", "Since the last report")
+        said["dc-portfolio"], "dc-portfolio", "attention")
     assert "clients.csv: 3 of 4 active clients are on a billing model." in said["dc-portfolio"]
     assert "goes unbilled" not in said["dc-portfolio"]
     assert "Set a DC billing model" not in said["dc-portfolio"]
     # Two security gaps open in the items, as the figures said before the items did.
     assert re.search(r"Open security gaps 2 no change at most 0 . behind", said["cto"])
-    assert "Security gaps found in the audit (2)" in said["cto"]
+    assert f"{section_heading('cto', 'items_security_gap')} (2)" in said["cto"]
 
 
 # --- Each statement of state follows its datum ----------------------------------------
@@ -94,8 +89,9 @@ STATE_ITEMS = [
     ("rental-3028", "rental-rent-ledger", "Record every rent payment under Revenue - Rent.",
      "Done: Rent is recorded in the ledger, under Revenue - Rent (marked done 2026-11-30"),
     ("yacht-delivery", "yacht-shared-calendar",
-     "Current service delivery model 1. Deliveries and JADA charters do not share a "
-     "calendar.", "Deliveries and JADA charters share one calendar (marked done"),
+     f"{section_heading('yacht-delivery', 'items_state')} 1. Deliveries and JADA charters "
+     "do not share a calendar.",
+     "Deliveries and JADA charters share one calendar (marked done"),
     ("yacht-delivery", "yacht-service-model", "quoted by hand and crewed ad hoc",
      "The delivery service model (quoting, crewing, scheduling) is written down"),
     ("dc-portfolio", "dc-billing-model", "Set a DC billing model: rate card, invoice schedule",
@@ -104,11 +100,12 @@ STATE_ITEMS = [
      "date in clients.csv", "Every client is listed with start date, term and renewal date "
      "(marked done"),
     # Counts follow the items they count.
-    ("cto", "waf", "Security gaps found in the audit (2)", "Security gaps found in the audit "
-     "(1)"),
+    ("cto", "waf", f"{section_heading('cto', 'items_security_gap')} (2)",
+     f"{section_heading('cto', 'items_security_gap')} (1)"),
     ("cmo", "seo-profile", "Local search / SEO QDN 2 roadmap step(s) open",
      "Local search / SEO QDN 1 roadmap step(s) open"),
-    ("accounting", "books-m2", "through Q1 2027: open (3)", "through Q1 2027: open (2)"),
+    ("accounting", "books-m2", f"{section_heading('accounting', 'items_milestone')} (3)",
+     f"{section_heading('accounting', 'items_milestone')} (2)"),
 ]
 
 
@@ -152,8 +149,8 @@ STATE_METRICS = [
         ("3", "Analytics every site 3 site(s) measured", "1 site(s)")]),
     ("yacht-delivery", "cost_per_delivery", [
         ("1180", "Cost per delivery $1,180", "Delivery costs are not recorded"),
-        ("", "Current service delivery model 1. Delivery costs are not recorded per delivery.",
-         "Cost per delivery $1,180")]),
+        ("", f"{section_heading('yacht-delivery', 'items_state')} 1. Delivery costs are not "
+         "recorded per delivery.", "Cost per delivery $1,180")]),
     ("cmo", "email_list_size", [
         ("3715", "The list: 3,715 people (figures as of 2026-11-29).", "not measured: add "
          "email_list_size"),
@@ -180,44 +177,42 @@ def test_a_statement_of_state_follows_its_figure(run_script, ses, report_id, col
 
 def test_an_item_marked_done_leaves_every_report_and_the_agenda(run_script, ses):
     before = send(run_script, ses, "ceo", "dc-portfolio")
-    assert "Carole transition risk" in section(before["ceo"], "Critical shortfalls",
-                                               "Shortfalls by business")
-    assert "Document Carole's handover" in section(before["ceo"], "30-day execution",
-                                                   "Sent by")
+    assert "Carole transition risk" in section(before["ceo"], "ceo", "items_shortfall")
+    assert "Document Carole's handover" in section(before["ceo"], "ceo", "agenda",
+                                                   through="other_items")
     assert "Document Carole's handover" in before["dc-portfolio"]
     for report in ("ceo", "dc-portfolio"):  # overdue since 2026-11-22
         assert "Overdue 9 days: Document Carole's handover (due 2026-11-22" in section(
-            before[report], "Needs attention", "Since the last report"), report
-    count = int(re.search(r"Critical shortfalls \((\d+)\)", before["ceo"]).group(1))
+            before[report], report, "attention"), report
+    shortfalls = section_heading("ceo", "items_shortfall")
+    count = int(re.search(rf"{re.escape(shortfalls)} \((\d+)\)", before["ceo"]).group(1))
     add_rows(run_script.items, [["2026-11-30", "carole-handover", "done",
                                  "handover written up", "", "", "", ""]])
     after = send(run_script, ses, "ceo", "dc-portfolio")
-    assert f"Critical shortfalls ({count - 1})" in after["ceo"]
-    assert f"Share of {count - 1}" in section(after["ceo"], "Shortfalls by business",
-                                              "Missing KPIs")
-    assert "Carole" not in section(after["ceo"], "Critical shortfalls",
-                                   "Shortfalls by business")
-    assert "Carole" not in section(after["ceo"], "30-day execution", "Sent by")
+    assert f"{shortfalls} ({count - 1})" in after["ceo"]
+    assert f"Share of {count - 1}" in section(after["ceo"], "ceo", "shortfall_split")
+    assert "Carole" not in section(after["ceo"], "ceo", "items_shortfall")
+    assert "Carole" not in section(after["ceo"], "ceo", "agenda", through="other_items")
     assert "Document Carole's handover" not in after["dc-portfolio"]
     for report in ("ceo", "dc-portfolio"):
-        assert "Carole" not in section(after[report], "Needs attention",
-                                       "Since the last report"), report
-    since = section(after["ceo"], "Since the last report", "At a glance")
+        assert "Carole" not in section(after[report], report, "attention"), report
+    since = section(after["ceo"], "ceo", "changes")
     assert ("Done: Carole transition risk (marked done 2026-11-30: handover written up)."
             in since)
 
 
 def test_an_owners_new_item_appears_counted_in_the_reports_it_names(run_script, ses):
     before = send(run_script, ses, "ceo", "cto")
-    actions = int(re.search(r"Engineering actions, ranked by security impact and user "
-                            r"value \((\d+)\)", before["cto"]).group(1))
+    ranked = section_heading("cto", "actions")
+    actions = int(re.search(rf"{re.escape(ranked)} \((\d+)\)", before["cto"]).group(1))
     add_rows(run_script.items, [["2026-11-30", "board-pack", "open", "", "ceo, cto", "action",
                                  "Prepare the board pack.", "2026-12-04"]])
     after = send(run_script, ses, "ceo", "cto", "cfo")
-    assert f"value ({actions + 1})" in after["cto"] and "Prepare the board pack" in after["cto"]
-    agenda = section(after["ceo"], "30-day execution", "Other open items")
+    assert f"{ranked} ({actions + 1})" in after["cto"]
+    assert "Prepare the board pack" in after["cto"]
+    agenda = section(after["ceo"], "ceo", "agenda")
     assert re.search(r"\b1 [^|]*Prepare the board pack", agenda)  # due in week 1
-    since = section(after["ceo"], "Since the last report", "At a glance")
+    since = section(after["ceo"], "ceo", "changes")
     assert "Opened: Prepare the board pack." in since
     assert "Due: Prepare the board pack (due 2026-12-04)." in since
     assert "board pack" not in after["cfo"]  # a report it does not name
@@ -227,12 +222,12 @@ def test_an_overdue_item_is_said_and_heads_the_agenda(run_script, ses):
     add_rows(run_script.items, [["2026-11-02", "sergio-equity", "open", "", "", "", "",
                                  "2026-11-20"]])
     text = send(run_script, ses, "ceo")["ceo"]
-    attention = section(text, "Needs attention", "Since the last report")
+    attention = section(text, "ceo", "attention")
     assert ("Overdue 11 days: Document the Sergio equity terms in a written agreement (due "
             "2026-11-20") in attention
     # Said once, in Needs attention: no longer a line of what changed.
-    assert "Sergio" not in section(text, "Since the last report", "At a glance")
-    agenda = section(text, "30-day execution", "Other open items")
+    assert "Sergio" not in section(text, "ceo", "changes")
+    agenda = section(text, "ceo", "agenda")
     assert agenda.index("Overdue") < agenda.index(" 2 ")
 
 
@@ -250,7 +245,8 @@ def test_a_metric_meeting_its_target_closes_its_item(run_script, ses):
     rows[-1][position] = "1"  # at least 1 a week: closed
     write_sheet(run_script.figures, rows[0], rows[1:])
     text = send(run_script, ses, "ceo")["ceo"]
-    assert "QDN funnel breakage" not in section(text, "Critical shortfalls", "Missing KPIs")
+    assert "QDN funnel breakage" not in section(text, "ceo", "items_shortfall",
+                                                through="shortfall_split")
 
 
 def test_open_security_gaps_are_counted_from_the_items_and_a_figure_that_differs_is_said(
@@ -285,7 +281,7 @@ def test_the_cfo_sees_monthly_revenue_against_target_and_the_runway(run_script, 
         ["revenue_total", "2026-12", "16000"], ["revenue_jada_qos", "2027-01", "10000"],
     ])
     text = send(run_script, ses, "cfo")["cfo"]
-    table = section(text, "Monthly revenue against target", "Burn rate model")
+    table = section(text, "cfo", "revenue_months")
     assert "2026-10 JADA/QOS $8,500 $8,000 ▼ behind, -$500" in table
     assert "2026-10 QDN $2,000 $2,000 ✓ on track, $0" in table
     assert "2026-10 Total $13,500 $13,000 ▼ behind, -$500" in table  # the sum of the three
@@ -298,7 +294,7 @@ def test_the_cfo_sees_monthly_revenue_against_target_and_the_runway(run_script, 
     assert "Q4 2026 JADA/QOS - - to come" in table  # no December target for it
     assert "Q4 2026 Total $44,500 - to come" in table  # December is still to come
     assert "Q1 2027 Total" in table
-    glance = section(text, "At a glance", "Top actions")
+    glance = section(text, "cfo", "glance")
     # $20,000 of cash, $20,000 of burn against $15,000 of revenue: 4 months.
     assert "Runway 4.0 months now 4.0 months" in glance
     assert "Revenue/month, total $15,000 up $2,000" in glance
@@ -429,13 +425,14 @@ def test_a_source_document_item_given_text_kind_and_reports_takes_them(run_scrip
     said = send(run_script, ses, "ceo", "cto")
     catalogue = ser.ITEMS_BY_ID["waf"]
     assert catalogue.reports == ("cto",) and catalogue.kind == "security_gap"
-    assert "1. Put Cloudflare in front of the booking site." in section(
-        said["cto"], "UX shortfalls (1)", "Dev cycle gaps")
-    assert "Security gaps found in the audit (0)" in said["cto"]
+    ux_gaps = section(said["cto"], "cto", "items_ux_gap")
+    assert ux_gaps.startswith(f"{section_heading('cto', 'items_ux_gap')} (1)")
+    assert "1. Put Cloudflare in front of the booking site." in ux_gaps
+    assert f"{section_heading('cto', 'items_security_gap')} (0)" in said["cto"]
     # No row of kind security_gap: the count is not measured, not 0.
     assert re.search(r"Open security gaps - - at most 0 not measured", said["cto"])
     assert "Opened: Put Cloudflare in front of the booking site." in section(
-        said["ceo"], "Since the last report", "At a glance")  # its reports, not the document's
+        said["ceo"], "ceo", "changes")  # its reports, not the document's
     for report in ("ceo", "cto"):
         assert catalogue.text not in said[report], report
 
@@ -459,7 +456,7 @@ def test_sheets_as_a_spreadsheet_exports_them_are_read(run_script, ses):
     ], ending="\r\n")
     run_script.items.write_bytes(b"\xef\xbb\xbf" + run_script.items.read_bytes())
     text = send(run_script, ses, "ceo")["ceo"]
-    assert "Carole transition risk" not in section(text, "Critical shortfalls", "Shortfalls")
+    assert "Carole transition risk" not in section(text, "ceo", "items_shortfall")
     assert "Done: Carole transition risk (marked done 2026-11-30: written up, signed)." in text
     assert "Call the broker, then the bank." in text
 
@@ -472,8 +469,8 @@ def test_a_missing_or_empty_sheet_is_no_error(run_script, ses):
     # row says so.
     for item in ser.ITEMS:
         assert item.text not in said["ceo"], item.item_id
-    assert ("Critical shortfalls (0) items.csv has no row of this kind (shortfall) for this "
-            "report") in said["ceo"]
+    assert (f"{section_heading('ceo', 'items_shortfall')} (0) items.csv has no row of this "
+            "kind (shortfall) for this report") in said["ceo"]
     assert "No monthly revenue targets yet" in said["cfo"]
 
 
@@ -584,7 +581,7 @@ def test_the_catalogue_names_only_reports_kinds_and_metrics_that_exist():
 def test_the_glance_counts_the_security_gaps_the_list_shows(run_script, ses):
     add_rows(run_script.items, [["2026-11-30", "waf", "done", "WAF on", "", "", "", ""]])
     text = send(run_script, ses, "cto")["cto"]  # the snapshot is of 11-29, the row 11-30
-    assert "Security gaps found in the audit (1)" in text
+    assert f"{section_heading('cto', 'items_security_gap')} (1)" in text
     assert re.search(r"Open security gaps 1 down 1 at most 0 ▼ behind", text)
 
 
@@ -603,7 +600,8 @@ def test_an_owners_item_of_any_kind_shows_in_each_report_it_names(run_script, se
     said = send(run_script, ses, *{report for report, _, _ in OWNER_ITEMS})
     for report, _, text in OWNER_ITEMS:
         assert text in said[report], report
-    assert re.search(r"Other open items \(\d\)", said["cfo"])
+    assert re.search(rf"{re.escape(section_heading('cfo', 'other_items'))} \(\d\)",
+                     said["cfo"])
 
 
 def test_a_months_target_moves_a_status_never_the_plan(run_script, ses):
@@ -612,9 +610,9 @@ def test_a_months_target_moves_a_status_never_the_plan(run_script, ses):
     text = send(run_script, ses, "cfo")["cfo"]
     assert "Charters booked/month 5 up 1 at least 4 ✓ on track" in text
     assert "Reach the break-even in charters a month." in text  # 5 is short of 6
-    assert "Charters booked, target at least 4" in section(text, "Burn rate model",
-                                                           "Tiered capital")  # the status's
-    plan = section(text, "Charters booked against their target", "Trends over the last")
+    assert "Charters booked, target at least 4" in section(text, "cfo",
+                                                           "burn_model")  # the status's
+    plan = section(text, "cfo", "break_even")
     assert "Against the target (6)" in plan and "5/6" in plan  # the plan's break-even
 
 
@@ -721,7 +719,7 @@ def test_metrics_shows_the_catalogue_whatever_targets_csv_holds(run_script):
 def test_a_target_years_ahead_does_not_swell_the_cfo_report(run_script, ses):
     add_rows(run_script.targets, [["revenue_dc", "2099-12", "1"]])
     text = send(run_script, ses, "cfo")["cfo"]
-    table = section(text, "Monthly revenue against target", "Burn rate model")
+    table = section(text, "cfo", "revenue_months")
     assert "2027-09" in table and "2027-10" not in table
     assert "The targets after 2027-09 (up to 2099-12) are not shown" in table
 

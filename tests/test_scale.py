@@ -11,10 +11,10 @@ import threading
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, RECIPIENT, SENDER
+from conftest import BCC, RECIPIENT, SENDER, section
 from fault_proxy import PREFLIGHT_V2_ACTIONS
 from test_domain_records import CLIENTS
-from test_owner_data import CYCLE, section, write_sheet
+from test_owner_data import CYCLE, write_sheet
 
 ALL_IDS = [spec.report_id for spec in ser.REPORTS]
 
@@ -95,14 +95,15 @@ def test_fifty_thousand_clients_make_a_dc_report_ses_takes(run_script, ses):
     assert len(message["raw"]) < ser.SES_MESSAGE_MAX_BYTES
     assert len(message["body"].encode()) < ser.GMAIL_CLIPS_AT  # nor is it clipped
     text = " ".join(message["text"].split())
-    gaps = section(text, "BILLING GAP IDENTIFICATION", "ENDED CLIENTS")
+    gaps = section(text, "dc-portfolio", "billing_gaps", edition="text")
     more = (f"And {50_000 - ser.LIST_SHOWN} more in clients.csv; those shown are the most "
             "monthly value first.")
     assert more in gaps
     assert gaps.count("Client ") == ser.LIST_SHOWN
     # The most money first: the clients worth $1,099 a month lead each list.
     assert "Client 00999: on no billing model." in gaps and "Client 00000" not in gaps
-    risks = section(text, "CHURN RISK", "those shown are")
+    risks = section(text, "dc-portfolio", "churn_risks", edition="text").partition(
+        "those shown are")[0]
     assert risks.count("Client ") == ser.LIST_SHOWN and "Client 00999: renews" in risks
 
 
@@ -135,7 +136,8 @@ def test_every_table_that_grows_with_a_sheet_is_capped(run_script, ses):
         assert message["text"].count(" more in ") >= 1
     text = " ".join(next(m["text"] for m in ses.messages()
                          if m["subject"].startswith("DangerousCentaur")).split())
-    tiers = section(text, "REVENUE RECOGNITION BY CLIENT TIER", "those shown are")
+    tiers = section(text, "dc-portfolio", "tier_revenue", edition="text").partition(
+        "those shown are")[0]
     assert len(re.findall(r"Tier \d{5}", tiers)) == ser.LIST_SHOWN
     assert f"All tiers {count} " in tiers
 
@@ -188,7 +190,8 @@ def test_a_table_cell_names_five_items_then_counts_the_rest(run_script, ses):
     result = run_script("--only", "ceo", "--cycle", CYCLE)
     assert result.returncode == 0, result.stderr
     [message] = ses.messages()
-    split = section(" ".join(message["text"].split()), "SHORTFALLS BY BUSINESS", "MISSING")
+    text = " ".join(message["text"].split())
+    split = section(text, "ceo", "shortfall_split", edition="text")
     total = int(re.search(r"Share of (\d+)", split).group(1))
     assert total >= 30 and f"; and {total - ser.CELL_SHOWN} more in items.csv" in split
     assert len(re.findall(r"Shortfall \d+", split)) <= ser.CELL_SHOWN
