@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, FROM_NAME, RECIPIENT, SENDER, display_name, example_data, sha256
+from conftest import (BCC, FROM_NAME, RECIPIENT, SENDER, display_name, example_data,
+                      section_heading, sha256)
 from local_ses import EXAMPLE_FIGURES
 from test_send import ConnectionCounter
 
@@ -87,12 +88,13 @@ def test_the_brief_is_one_screen_of_headline_numbers_and_top_actions():
     for spec in ser.REPORTS:
         full = ser.render_report(spec, data=example_data(CYCLE), **CONTEXT)
         brief = ser.render_report(spec, variant="b", data=example_data(CYCLE), **CONTEXT)
-        assert text_headings(brief.body) == ["NEEDS ATTENTION", "SINCE THE LAST REPORT",
-                                             "AT A GLANCE", "TOP ACTIONS"]
+        headings = [section_heading(spec.report_id, slot, edition="text")
+                    for slot in ("attention", "changes", "glance", "top_actions")]
+        assert text_headings(brief.body) == headings
         # What needs attention, a bounded list: at most ATTENTION_SHOWN lines and one
         # that says how many more.
         lines = brief.body.splitlines()
-        start, end = lines.index("NEEDS ATTENTION"), lines.index("SINCE THE LAST REPORT")
+        start, end = lines.index(headings[0]), lines.index(headings[1])
         attention = "\n".join(lines[start + 2:end])
         assert len(re.findall(r"(?m)^ *\d+\. ", attention)) <= ser.ATTENTION_SHOWN + 1
         # What changed, the figures (the CEO's with its cash figures), the top actions:
@@ -181,8 +183,9 @@ def test_variant_b_sends_the_brief_to_its_own_list(run_via_proxy, proxy, ses):
     assert {tuple(m["destinations"]["ToAddresses"]) for m in messages} == {
         ("tester@example.com",), ("cto-b@example.com",)}
     assert all(m["subject"].startswith("Brief: ") for m in messages)
-    text = proxy.sent()[0]["text"]
-    assert "AT A GLANCE" in text and "EXECUTIVE SUMMARY" not in text
+    ceo = next(sent["text"] for sent in proxy.sent() if sent["tags"]["report"] == "ceo")
+    assert section_heading("ceo", "glance", edition="text") in ceo
+    assert section_heading("ceo", "summary", edition="text") not in ceo
     assert {request["tags"]["variant"] for request in proxy.sent()} == {"b"}
     assert {r["variant"] for r in run_via_proxy.audit_records()} == {"b"}
 

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import send_exec_reports as ser
-from conftest import SENDER, example_data
+from conftest import SENDER, example_data, section, section_heading
 
 HEADER = ["as_of", "note", "charters_booked", "ota_listings", "monthly_burn",
           "email_open_rate", "accounting_system_live", "open_security_gaps"]
@@ -60,7 +60,7 @@ def test_every_report_carries_the_cycles_figures_changes_and_statuses(run_via_pr
     # The label wraps in this table: its first line holds the figures.
     assert re.search(r"(?m)^Accounting\b.*\s+yes\s+now yes\s+yes\s+on track$", ceo)
     assert row_of(ceo, "Pipeline value") == ["-", "-", "more", "than", "$0", "not", "measured"]
-    since = ceo[ceo.index("SINCE THE LAST REPORT"):ceo.index("AT A GLANCE")]
+    since = section(ceo, "ceo", "changes", edition="text")
     assert "OTA listings: 1 to 2; reached its target (at least 2)." in " ".join(since.split())
     assert "Open security gaps" not in since  # it did not move
     cmo = text_part(proxy, "cmo")
@@ -78,7 +78,7 @@ def test_counted_findings_follow_the_data(run_via_proxy, proxy, ses):
     after = run_via_proxy("--only", "ceo", "--cycle", "2026-11-29")
     assert before.returncode == after.returncode == 0
     earlier, later = (request["text"] for request in proxy.sent())
-    lists = [text[text.index("CRITICAL SHORTFALLS"):text.index("SHORTFALLS BY BUSINESS")]
+    lists = [section(text, "ceo", "items_shortfall", edition="text")
              for text in (earlier, later)]
     assert "OTA listings below target" in lists[0]
     assert "OTA listings below target" not in lists[1]  # the data says it is fixed
@@ -89,18 +89,18 @@ def test_counted_findings_follow_the_data(run_via_proxy, proxy, ses):
     measured = len(HEADER) - 2 - 2
     columns = len(ser.MEASURED_METRICS) - 1
     for text, missing in ((earlier, columns - measured), (later, columns - measured - 1)):
-        heading = re.search(r"CRITICAL SHORTFALLS \((\d+)\)", text)
-        listed = text[heading.end():].split("SHORTFALLS BY BUSINESS")[0]
-        assert int(heading.group(1)) == len(re.findall(r"(?m)^ +\d+\. ", listed))
-        assert f"MISSING KPIS ({missing})" in text
+        listed = section(text, "ceo", "items_shortfall", edition="text")
+        shortfalls = section_heading("ceo", "items_shortfall", edition="text")
+        counted = re.match(rf"{re.escape(shortfalls)} \((\d+)\)", listed)
+        assert int(counted.group(1)) == len(re.findall(r"(?m)^ +\d+\. ", listed))
+        assert f"{section_heading('ceo', 'missing_kpis', edition='text')} ({missing})" in text
 
 
 def test_an_action_the_figures_show_done_leaves_the_list(run_script, ses):
     write_figures(run_script.figures, THREE_SNAPSHOTS)
     texts = [run_script("--dry-run", "--only", "cmo", "--cycle", cycle).stdout
              for cycle in ("2026-11-15", "2026-11-29")]  # OTA listings: 1, then 2 of 2
-    actions = [text[text.index("TOP ACTIONS"):text.index("CHANNEL-BY-CHANNEL")]
-               for text in texts]
+    actions = [section(text, "cmo", "top_actions", edition="text") for text in texts]
     assert "List on Sailo first" in actions[0] and "List on Sailo first" not in actions[1]
     assert "  2. " in actions[0] and "until" not in actions[0]  # the mark never shows
     [cmo] = ser.select_reports("cmo")
