@@ -51,6 +51,20 @@ def test_there_are_eight_reports_in_the_agreed_order():
         "dc-portfolio"]
 
 
+def test_what_the_reports_declare_joins_the_owners_data_once():
+    """A report's own metric, item or record rule may not take the name of another:
+    the later one would silently stand for both."""
+    for ids in ([m.metric_id for m in ser.METRICS], [i.item_id for i in ser.ITEMS],
+                [r.item_id for spec in ser.REPORTS for r in spec.record_rules],
+                list(ser.REPORT_IDS)):
+        assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for spec in ser.REPORTS:  # what a report declares names it among its readers
+        for declared in (*spec.metrics, *spec.items):
+            assert spec.report_id in declared.reports, (spec.report_id, declared)
+        for rule in spec.record_rules:
+            assert rule.sheet in ser.RECORD_SHEETS, rule
+
+
 def seed_figures(items=True):
     """The example figures file's first snapshot: the source document's own figures; and
     unless items is False, the source document's items as --new-data writes them into
