@@ -330,10 +330,20 @@ def test_the_preflight_gives_up_after_one_short_attempt_by_default():
     clients = ser.connect_ses(ser.parse_config(settings, audit_log_path=None))
     with contextlib.closing(clients):
         preflight, send = clients.preflight.meta.config, clients.send.meta.config
-    assert preflight.read_timeout == ser.PREFLIGHT_READ_TIMEOUT_SECONDS == 3
+        preflight_v2 = clients.preflight_v2.meta.config
+        notice, sqs = clients.notice.meta.config, clients.sqs.meta.config
+    assert preflight.read_timeout == preflight_v2.read_timeout == \
+        ser.PREFLIGHT_READ_TIMEOUT_SECONDS == 3
     assert preflight.retries["total_max_attempts"] == 1
+    assert preflight_v2.retries["total_max_attempts"] == 1
     assert send.read_timeout == ser.SES_READ_TIMEOUT_SECONDS
     assert send.retries == {"mode": "standard", "total_max_attempts": 4}
+    # The failure notice and the events queue must not hold up a run that has failed,
+    # or one that is about to send: one try each, and short waits.
+    assert (notice.retries, notice.read_timeout) == (
+        {"mode": "standard", "total_max_attempts": 1}, ser.NOTICE_READ_TIMEOUT_SECONDS)
+    assert (sqs.retries, sqs.read_timeout) == (
+        {"mode": "standard", "total_max_attempts": 1}, ser.EVENTS_READ_TIMEOUT_SECONDS)
 
 
 def test_check_reports_what_ses_says_and_sends_nothing(run_via_proxy, proxy, ses):
