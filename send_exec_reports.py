@@ -5639,7 +5639,8 @@ class AuditLogFile:
                     records.append(record)
             numbers = line_numbers(log, [offset for offset, _ in skipped])
         return records, [f"warning: audit log {self.path} line {number} is {problem}; "
-                         "ignored, not rewritten" for number, (_, problem) in zip(numbers, skipped)]
+                         "ignored, not rewritten"
+                         for number, (_, problem) in zip(numbers, skipped)]
 
     def from_end(self, keep=None, most_bytes=None):
         """The log's lines, newest first, as LogLines, blank ones passed over; given
