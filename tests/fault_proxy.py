@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, unquote
 from xml.sax.saxutils import escape as xml_escape
 
 HANG_SECONDS = 60
+# How often a server's loop looks for shutdown(), which waits for it: the default
+# half second, at the end of every test that stops a server, was most of the test.
+SHUTDOWN_POLL_SECONDS = 0.002
 # Loopback is reached directly, whatever proxy the environment names.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -92,6 +95,12 @@ def read_send(request):
                       (("text", "plain"), ("html", "html")) if kind in parts}}
     request["tags"] = {tag.get("Name"): tag.get("Value") for tag in request.get("EmailTags") or ()}
     return request
+
+
+def serve_in_background(server):
+    """Serve from a daemon thread, so that shutdown() returns in milliseconds."""
+    threading.Thread(target=server.serve_forever,
+                     kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS}, daemon=True).start()
 
 
 class FaultProxy:
@@ -277,9 +286,7 @@ class FaultProxy:
             return planned.pop(0) if planned else self._then.get(action, "pass")
 
     def __enter__(self):
-        # A short poll interval: shutdown() waits for one, and every test stops a proxy.
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.002},
-                         daemon=True).start()
+        serve_in_background(self._server)
         return self
 
     def __exit__(self, *exc_info):

@@ -14,6 +14,7 @@ import pytest
 
 import send_exec_reports as ser
 from conftest import BCC, SENDER, FakeClock
+from fault_proxy import serve_in_background
 
 COUNT = len(ser.REPORTS)  # however many reports there are
 from test_recover import wait_for
@@ -269,7 +270,7 @@ class Monitor:
         self.url = f"http://127.0.0.1:{self.server.server_port}/ping/{SECRET}"
 
     def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_background(self.server)
         return self
 
     def __exit__(self, *exc_info):

@@ -7,12 +7,12 @@ import http.server
 import json
 import re
 import socket
-import threading
 
 import pytest
 
 import send_exec_reports as ser
 from conftest import BCC, RECIPIENT, SENDER, FakeClock
+from fault_proxy import serve_in_background
 
 CYCLE = "2026-12-01"
 
@@ -258,7 +258,7 @@ class DeniedQueue:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_background(self.server)
 
 
 def closed_port():

@@ -6,13 +6,12 @@ import csv
 import http.server
 import json
 import re
-import threading
 
 import pytest
 
 import send_exec_reports as ser
 from conftest import BCC, RECIPIENT, SENDER, section
-from fault_proxy import PREFLIGHT_V2_ACTIONS
+from fault_proxy import PREFLIGHT_V2_ACTIONS, serve_in_background
 from test_domain_records import CLIENTS
 from test_owner_data import CYCLE, write_sheet
 
@@ -162,7 +161,7 @@ def error_pages():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_background(server)
     yield server
     server.shutdown()
     server.server_close()
