@@ -9,6 +9,7 @@ Usage:
     python3 send_exec_reports.py --preview-dir preview   # .eml and .html files
     python3 send_exec_reports.py --variant b     # the one-screen brief, to list B
     python3 send_exec_reports.py --history       # what the last cycles sent
+    python3 send_exec_reports.py --ab            # variant a against b: opens, clicks
     python3 send_exec_reports.py --status        # the last cycle sent; is one overdue?
     python3 send_exec_reports.py --setup-events  # SES's delivery events, to a queue
     python3 send_exec_reports.py --events        # read them into the audit log
@@ -6793,7 +6794,12 @@ EVENT_KINDS = {
                                                               "complainedRecipients"),
     "DeliveryDelay": ("delay", "delayedRecipients"), "Reject": ("reject", None),
     "Rendering Failure": ("rendering_failure", None), "RenderingFailure": (
-        "rendering_failure", None)}
+        "rendering_failure", None), "Open": ("open", None), "Click": ("click", None)}
+# The kinds that happen to a message, not to one of its recipients: SES's open pixel
+# and rewritten links are the message's, so an open or a click names no recipient
+# (the To and the audit inbox's BCC read the same message).  One record an event.
+MESSAGE_EVENTS = ("open", "click")
+MAX_LINK = 200  # characters of a clicked link kept: scheme, host and path, no query
 # How many event records, in how many bytes from the log's end, decide a recipient's
 # latest state: the check costs the same however long the log has grown (8 MiB is
 # about 15,000 records, years of weekly cycles).  An address that bounced before
@@ -6804,7 +6810,7 @@ EVENTS_LOOKBACK_BYTES = 8 << 20
 # What --history calls each kind, the latest per recipient.
 EVENT_STATES = {"send": "sent", "delivery": "delivered", "bounce": "bounced",
                 "complaint": "complained", "delay": "delayed", "reject": "rejected",
-                "rendering_failure": "not rendered"}
+                "rendering_failure": "not rendered", "open": "opened", "click": "clicked"}
 UNMATCHED = "(unmatched)"  # the cycle and report of an event for a message the log lacks
 # An SES message id: letters, digits and a few marks, as SES and moto write them.
 MESSAGE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,199}")
@@ -6884,7 +6890,7 @@ def event_records(event, matched, now):
     kind, _ = EVENT_KINDS[event.get("eventType") or event["notificationType"]]
     detail = event.get(kind_field(event)) or {}
     mail = event["mail"]
-    named = event_recipients(event)
+    named = [] if kind in MESSAGE_EVENTS else event_recipients(event)
     event_id = sha256_hex(json.dumps(event, sort_keys=True))  # the same event twice: once
     records = []
     for number, entry in enumerate(named or [{"emailAddress": ""}]):
@@ -6903,12 +6909,25 @@ def event_records(event, matched, now):
                                 "subtype": ses_text(str(detail.get("bounceSubType", "")))[:40],
                                 "diagnostic": ses_text(str(entry.get(
                                     "diagnosticCode", "")))[:MAX_DETAIL]}
+        if kind == "click":
+            record["link"] = clicked_link(detail.get("link"))
         if kind in ("reject", "rendering_failure", "delay"):
             record["error"] = {"code": kind, "message": ses_text(str(
                 detail.get("reason") or detail.get("errorMessage")
                 or detail.get("delayType") or ""))[:MAX_DETAIL]}
         records.append(record)
     return records
+
+
+def clicked_link(link):
+    """A clicked link as the log keeps it: scheme, host and path, without the query or
+    fragment (where a link carries a token), printable and capped."""
+    try:
+        parts = urlsplit(link) if isinstance(link, str) else None
+    except ValueError:  # "http://[x": no link a mail client follows
+        parts = None
+    kept = urlunsplit((*parts[:3], "", "")) if parts else ""
+    return ses_text(kept)[:MAX_LINK]
 
 
 def kind_field(event):
@@ -7855,6 +7874,8 @@ def history_tables(records, now):
     for record in records:
         key = (record.get("cycle"), record.get("variant", "a"))
         if record["status"] == "event":
+            if record.get("event") in MESSAGE_EVENTS:
+                continue  # no recipient's state: --ab counts them
             if record["matched"] and event_moment(record, now):  # as the alarm reads them
                 later_than(delivered.setdefault((*key, record["report"]), {}),
                            record["recipient"].casefold(), record, oldest_first=True)
@@ -7891,6 +7912,167 @@ def delivery_state(record):
     bounce = record.get("bounce") or {}
     why = f" ({bounce.get('type', '')}/{bounce.get('subtype', '')})" if bounce else ""
     return ses_text(f"{record.get('recipient', '')} {state}{why}")[:MAX_DETAIL]
+
+
+# --ab: which edition its readers open and click, and whether the difference is more
+# than chance.  Counted per message (one report to its To list), since SES's opens
+# and clicks name no recipient; deliveries, bounces and complaints per To recipient.
+AB_CYCLES = 6  # --ab's window when no N is given
+AB_Z = 1.959964  # a two-sided test at 95 %
+AB_POWER_Z = 0.841621  # "how many more cycles": what finds such a difference 80 % of the time
+AB_SMALL_COUNT = 5  # an expected cell under this: Fisher's exact test, not the normal one
+
+
+class Tally:
+    """What one variant (or one report of it) did in the window."""
+
+    def __init__(self):
+        self.cycles, self.messages, self.recipients = set(), {}, 0
+        self.delivered, self.opened, self.clicked = set(), set(), set()
+        self.bounced, self.complained = set(), set()
+
+    def send(self, record):
+        self.cycles.add(record["cycle"])
+        self.messages[record["message_id"]] = {a.casefold() for a in record.get("to", ())}
+        self.recipients += len(record.get("to", ()))
+
+    def event(self, record):
+        """An event of one of this tally's messages: to a To recipient, or to the
+        message itself (an open, a click)."""
+        message_id, kind = record["message_id"], record.get("event")
+        recipient = str(record.get("recipient", "")).casefold()
+        if kind == "open":
+            self.opened.add(message_id)
+        elif kind == "click":
+            self.clicked.add(message_id)
+        elif recipient in self.messages[message_id]:  # the audit inbox's copy is no reader
+            {"delivery": self.delivered, "bounce": self.bounced,
+             "complaint": self.complained}.get(kind, set()).add((message_id, recipient))
+
+
+def ab_tallies(records):
+    """{variant: Tally} and {(report, variant): Tally} of these records: the sends SES
+    accepted and the events matched to them."""
+    variants, reports, of_message = {}, {}, {}
+    for record in records:
+        if record["status"] == "sent" and report_sent(record) and \
+                isinstance(record.get("message_id"), str):
+            key = (record["report"], record.get("variant", "a"))
+            tallies = (variants.setdefault(key[1], Tally()), reports.setdefault(key, Tally()))
+            for tally in tallies:
+                tally.send(record)
+            of_message[record["message_id"]] = tallies
+    for record in records:
+        if record["status"] == "event" and record.get("matched") and \
+                record.get("message_id") in of_message:
+            for tally in of_message[record["message_id"]]:
+                tally.event(record)
+    return variants, reports
+
+
+def count_and_rate(part, whole):
+    """"12 (40%)": a count and its share of the whole, or the count alone of none."""
+    return f"{part} ({part / whole:.0%})" if whole else str(part)
+
+
+def ab_table(variants, tracked):
+    """Each variant's counts, with rates; "-" where SES recorded no event of a kind."""
+    rows = [["variant", "cycles", "reports", "recipients", "delivered", "opened", "clicked",
+             "bounced", "complaints"]]
+    for variant, tally in sorted(variants.items()):
+        sent, people = len(tally.messages), tally.recipients
+        rows.append([variant, str(len(tally.cycles)), str(sent), str(people),
+                     count_and_rate(len(tally.delivered), people),
+                     count_and_rate(len(tally.opened), sent) if "open" in tracked else "-",
+                     count_and_rate(len(tally.clicked), sent) if "click" in tracked else "-",
+                     count_and_rate(len(tally.bounced), people),
+                     count_and_rate(len(tally.complained), people)])
+    return text_table(rows, wrap=False)
+
+
+def ab_verdict(what, kind, variants):
+    """One line on whether a variant leads on opens or clicks: only where the difference
+    is beyond chance at 95 %; else the counts, and how many more cycles would tell."""
+    a, b = variants.get("a"), variants.get("b")
+    if not (a and a.messages and b and b.messages):
+        return f"{what}: a variant sent nothing in these cycles: nothing to compare"
+    hits = [len(getattr(tally, kind)) for tally in (a, b)]
+    sent = [len(tally.messages) for tally in (a, b)]
+    said = (f"a {hits[0]} of {sent[0]} ({hits[0] / sent[0]:.0%}), b {hits[1]} of {sent[1]} "
+            f"({hits[1] / sent[1]:.0%})")
+    p_value, test = two_proportion_p(hits, sent)
+    if p_value < 0.05:
+        leader = "a" if hits[0] / sent[0] > hits[1] / sent[1] else "b"
+        return f"{what}: variant {leader} leads, {said}; p = {p_value:.3f} ({test})"
+    return (f"{what}: too few to tell, {said}; p = {p_value:.2f} ({test}): "
+            f"{more_cycles(hits, sent, [len(a.cycles), len(b.cycles)])}")
+
+
+def two_proportion_p(hits, sent):
+    """The two-sided p-value that two rates differ by chance alone, and the test used:
+    the normal approximation where every expected count is 5 or more, else Fisher's."""
+    total_hits, total = sum(hits), sum(sent)
+    expected = [n * h / total for n in sent for h in (total_hits, total - total_hits)]
+    if min(expected) < AB_SMALL_COUNT:
+        return fisher_p(hits, sent), "Fisher's exact test"
+    pooled = total_hits / total
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / sent[0] + 1 / sent[1]))
+    z = abs(hits[0] / sent[0] - hits[1] / sent[1]) / spread if spread else 0.0
+    return math.erfc(z / math.sqrt(2)), "two-proportion z-test"
+
+
+def fisher_p(hits, sent):
+    """Fisher's exact two-sided p-value of a 2x2 table: the chance, with the margins
+    fixed, of a table no likelier than the one seen."""
+    total_hits, total = sum(hits), sum(sent)
+
+    def chance(k):
+        return math.comb(sent[0], k) * math.comb(sent[1], total_hits - k) / math.comb(
+            total, total_hits)
+
+    seen = chance(hits[0])
+    low, high = max(0, total_hits - sent[1]), min(sent[0], total_hits)
+    return min(1.0, sum(p for k in range(low, high + 1)
+                        if (p := chance(k)) <= seen * (1 + 1e-7)))
+
+
+def more_cycles(hits, sent, cycles):
+    """How many more cycles a variant, at these rates and sends a cycle, would let the
+    test find this difference 80 % of the time."""
+    rates = [h / n for h, n in zip(hits, sent)]
+    if rates[0] == rates[1]:
+        return "the rates are the same, and more cycles at these rates would not part them"
+    pooled = sum(hits) / sum(sent)
+    needed = (AB_Z * math.sqrt(2 * pooled * (1 - pooled)) + AB_POWER_Z * math.sqrt(
+        sum(r * (1 - r) for r in rates))) ** 2 / (rates[0] - rates[1]) ** 2
+    per_cycle = min(n / c for n, c in zip(sent, cycles))
+    more = max(1, math.ceil(needed / per_cycle) - min(cycles))
+    return f"at these rates, about {more} more cycle(s) of each variant would tell"
+
+
+def ab_lines(records, cycles):
+    """What --ab prints of these records, of the last `cycles` cycles asked for."""
+    variants, reports = ab_tallies(records)
+    if not variants:
+        return ["no reports sent in these cycles: nothing to compare"]
+    tracked = {r.get("event") for r in records if r["status"] == "event"} & {"open", "click"}
+    seen = len({r["cycle"] for r in records if r["status"] != "event"})
+    lines = [f"A/B over the last {seen} cycle(s) of the audit log ({cycles} asked for):",
+             ab_table(variants, tracked)]
+    for what, kind, event in (("opens", "opened", "open"), ("clicks", "clicked", "click")):
+        lines.append(textwrap.fill(
+            ab_verdict(what, kind, variants) if event in tracked else
+            f"{what}: none recorded in these cycles, so none are shown as 0 (SES records "
+            f"them only where tracking is on: REPORT_TRACKING)", TEXT_WIDTH,
+            subsequent_indent="  ", break_on_hyphens=False))
+    rows = [["report", *(f"{v}: opened/sent" for v in sorted(variants))]]
+    for report_id in dict.fromkeys(r for r, _ in reports):
+        rows.append([report_id, *(f"{len(t.opened)}/{len(t.messages)}" if (
+            t := reports.get((report_id, v))) else "-" for v in sorted(variants))])
+    if "open" in tracked:
+        lines += ["By report (too few a report to test; the totals above are the test):",
+                  text_table(rows, wrap=False)]
+    return lines
 
 
 def print_dry_run(reports, config, console):
@@ -8402,6 +8584,10 @@ def build_parser():
                              "recipients (quota, sandbox, suppression list); send nothing")
     action.add_argument("--history", metavar="N", type=int, nargs="?", const=5,
                         help="print the last N cycles from the audit log (default 5)")
+    action.add_argument("--ab", metavar="N", type=int, nargs="?", const=AB_CYCLES,
+                        help="compare variants a and b over the last N cycles (default 6): "
+                             "delivered, opened, clicked, and whether a lead is beyond "
+                             "chance")
     action.add_argument("--events", action="store_true",
                         help="read SES's delivery events from REPORT_EVENTS_QUEUE_URL into "
                              "the audit log (every send run does this first)")
@@ -8670,6 +8856,21 @@ def show_history(args, environ, console, clock):
     return set()
 
 
+def show_ab(args, environ, console):
+    """--ab: the variants' sends, deliveries, opens and clicks over the last N cycles,
+    and whether either leads beyond chance; needs no valid config."""
+    if args.ab < 1:
+        raise UsageError("--ab takes a number of cycles, 1 or more")
+    settings = load_settings(args.env_file, environ, required=False)
+    path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
+                        args.env_file)
+    records, warnings = read_recent_records(path, args.ab)
+    for warning in warnings:
+        console.warn(warning)
+    console.result("\n".join(ab_lines(records, args.ab)))
+    return set()
+
+
 def run(args, *, environ, console, clock, connect, stop):
     """Do what the parsed command line asks; return what went wrong as EXIT_CODES keys.
 
@@ -8681,6 +8882,8 @@ def run(args, *, environ, console, clock, connect, stop):
         return set()
     if args.history is not None:
         return show_history(args, environ, console, clock)
+    if args.ab is not None:
+        return show_ab(args, environ, console)
     if args.metrics:
         console.result(csv_header() if args.csv_header else show_metrics(args, environ,
                                                                           console))

@@ -664,3 +664,36 @@ def test_a_later_batch_finds_a_send_the_first_batch_read_past(run_script, ses, e
             and r["event"] == "bounce"] == [(newest, True)]
     check = run_script("--check", "--cycle", "2026-12-15", env=run_script.events_env)
     assert check.returncode == 1 and f"{BCC} bounced permanently" in check.stderr
+
+
+# --- Opens and clicks (issue 30) -----------------------------------------------------------
+
+
+def test_opens_and_clicks_are_recorded_once_a_message_and_compared_by_variant(run_script, ses,
+                                                                             events):
+    a = send_cycle(run_script, ses, "--only", "ceo,cto")
+    run_script.settings(AWS_RECIPIENT_EMAIL_B=RECIPIENT)
+    b = send_cycle(run_script, ses, "--only", "ceo,cto", "--variant", "b")
+    opened = ses_event("Open", a["ceo"], RECIPIENT, ipAddress="192.0.2.1",
+                       userAgent="Mail")
+    events.publish(opened)  # through SNS, as SES does
+    events.publish(opened)  # SQS delivers a message twice now and then: recorded once
+    events.publish(ses_event("Open", a["ceo"], RECIPIENT, userAgent="Mail 2"))  # read again
+    events.raw(ses_event("Open", b["ceo"], RECIPIENT))  # raw delivery
+    events.publish(ses_event("Click", b["cto"], RECIPIENT,
+                             link="https://example.com/report?token=secret#top"))
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    records = event_records(run_script)
+    assert sorted((r["event"], r["variant"], r["report"]) for r in records) == [
+        ("click", "b", "cto"), ("open", "a", "ceo"), ("open", "a", "ceo"),
+        ("open", "b", "ceo")]
+    # SES's pixel and links are the message's: an open or a click names no recipient.
+    assert {r["recipient"] for r in records} == {""}
+    [click] = [r for r in records if r["event"] == "click"]
+    assert click["link"] == "https://example.com/report"  # no query, no token
+    history = run_script("--history", "2")
+    assert history.returncode == 0 and "opened" not in history.stdout
+    said = " ".join(run_script("--ab").stdout.split())
+    assert "opens: too few to tell, a 1 of 2 (50%), b 1 of 2 (50%)" in said  # unique
+    assert "clicks: too few to tell, a 0 of 2 (0%), b 1 of 2 (50%)" in said
