@@ -182,7 +182,7 @@ def serve(port, max_send_rate, max_24_hour_send, v2_port):
     """moto's server in this process, its SES quota set to an account's of our choosing,
     and the proxy that completes its v2 API on v2_port, in threads of this process."""
     from moto.server import main as moto_server
-    from moto.ses import models
+    from moto.ses import models, responses
 
     sandbox_quota = models.SESQuota.__init__
 
@@ -209,9 +209,33 @@ def serve(port, max_send_rate, max_24_hour_send, v2_port):
 
     models.RECIPIENT_LIMIT = 10 * limit  # checked above, on the request's destinations
     models.SESBackend.send_raw_email = send_raw_email
+    responses.EmailResponse.update_configuration_set_event_destination = \
+        update_configuration_set_event_destination
     with FaultProxy(f"http://127.0.0.1:{port}", port=v2_port) as v2:
         v2.account_quota(max_24_hour_send, 0, max_send_rate)  # no need to ask moto each time
         moto_server(["-H", "127.0.0.1", "-p", str(port)])
+
+
+def update_configuration_set_event_destination(response):
+    """SES's UpdateConfigurationSetEventDestination, which moto lacks, as SES documents
+    it: the destination of that name in the set is replaced; an unknown set or name is
+    SES's error (--setup-events turns tracking on and off with it)."""
+    from moto.core.responses import EmptyResult
+    from moto.ses.exceptions import ConfigurationSetDoesNotExist, SesError
+
+    class EventDestinationDoesNotExist(SesError):
+        code = "EventDestinationDoesNotExist"  # SES's code; moto has no class of it
+
+    name = response._get_param("ConfigurationSetName")
+    destination = response._get_param("EventDestination", {})
+    backend = response.backend
+    if name not in backend.config_sets:
+        raise ConfigurationSetDoesNotExist(f"Configuration set <{name}> does not exist.")
+    held = backend.config_set_event_destination.get(name) or {}
+    if held.get("Name") != destination.get("Name"):
+        raise EventDestinationDoesNotExist(f"No EventDestination found for {name}")
+    backend.config_set_event_destination[name] = destination
+    return EmptyResult()
 
 
 def demo():

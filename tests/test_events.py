@@ -697,3 +697,35 @@ def test_opens_and_clicks_are_recorded_once_a_message_and_compared_by_variant(ru
     said = " ".join(run_script("--ab").stdout.split())
     assert "opens: too few to tell, a 1 of 2 (50%), b 1 of 2 (50%)" in said  # unique
     assert "clicks: too few to tell, a 0 of 2 (0%), b 1 of 2 (50%)" in said
+
+
+def destination_types(ses):
+    described = ses.client("ses").describe_configuration_set(
+        ConfigurationSetName="exec-reports", ConfigurationSetAttributeNames=["eventDestinations"])
+    return set(described["EventDestinations"][0]["MatchingEventTypes"])
+
+
+def test_tracking_turns_open_and_click_events_on_and_off_in_place(run_script, ses):
+    env = {"AWS_ENDPOINT_URL_SQS": ses.url, "AWS_ENDPOINT_URL_SNS": ses.url}
+    first = run_script("--setup-events", env=env)
+    assert first.returncode == 0, first.stderr
+    assert destination_types(ses) == set(ser.EVENT_TYPES)  # off unless it is asked for
+    assert "no opens or clicks tracked (REPORT_TRACKING is off)" in first.stdout
+    on = run_script("--setup-events", env={**env, "REPORT_TRACKING": "opens,clicks"})
+    assert on.returncode == 0, on.stderr
+    assert "(tracking changed); tracking clicks and opens" in on.stdout
+    assert destination_types(ses) == {*ser.EVENT_TYPES, "open", "click"}
+    again = run_script("--setup-events", env={**env, "REPORT_TRACKING": "Clicks, opens"})
+    assert "event destination: the topic (already); tracking clicks and opens" in again.stdout
+    opens = run_script("--setup-events", env={**env, "REPORT_TRACKING": "opens"})
+    assert destination_types(ses) == {*ser.EVENT_TYPES, "open"} and opens.returncode == 0
+    off = run_script("--setup-events", env={**env, "REPORT_TRACKING": "off"})
+    assert off.returncode == 0 and destination_types(ses) == set(ser.EVENT_TYPES)
+    assert "(tracking changed); no opens or clicks tracked" in off.stdout
+
+
+def test_a_tracking_setting_that_is_no_kind_is_one_line_and_exit_78(run_script):
+    result = run_script("--dry-run", "--only", "ceo", env={"REPORT_TRACKING": "opens,pixels"})
+    assert result.returncode == 78
+    assert "REPORT_TRACKING 'opens,pixels' is not opens, clicks or both" in result.stderr
+    assert "Traceback" not in result.stderr
