@@ -103,7 +103,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 # urllib.request (14 ms, the heartbeat), the email package's message classes
 # (about 8 ms, the MIME message and odd addresses), zoneinfo, calendar,
 # ipaddress and subprocess (2 to 4 ms each, for a setting or a schedule a
-# --dry-run seldom has).  Everything else is imported here.
+# --dry-run seldom has), statistics (4 ms, --ab alone).  Everything else is
+# imported here.
 
 
 ###############################################################################
@@ -7958,8 +7959,8 @@ def delivery_state(record):
 # than chance.  Counted per message (one report to its To list), since SES's opens
 # and clicks name no recipient; deliveries, bounces and complaints per To recipient.
 AB_CYCLES = 6  # --ab's window when no N is given
-AB_Z = 1.959964  # a two-sided test at 95 %
-AB_POWER_Z = 0.841621  # "how many more cycles": what finds such a difference 80 % of the time
+AB_SIGNIFICANCE = 0.05  # a leader only where chance alone would show the gap under 5 %
+AB_POWER = 0.80  # "how many more cycles": what finds such a difference 80 % of the time
 AB_SMALL_COUNT = 5  # an expected cell under this: Fisher's exact test, not the normal one
 
 
@@ -8041,7 +8042,7 @@ def ab_verdict(what, kind, variants):
     said = (f"a {hits[0]} of {sent[0]} ({hits[0] / sent[0]:.0%}), b {hits[1]} of {sent[1]} "
             f"({hits[1] / sent[1]:.0%})")
     p_value, test = two_proportion_p(hits, sent)
-    if p_value < 0.05:
+    if p_value < AB_SIGNIFICANCE:
         leader = "a" if hits[0] / sent[0] > hits[1] / sent[1] else "b"
         return f"{what}: variant {leader} leads, {said}; p = {p_value:.3f} ({test})"
     return (f"{what}: too few to tell, {said}; p = {p_value:.2f} ({test}): "
@@ -8055,10 +8056,12 @@ def two_proportion_p(hits, sent):
     expected = [n * h / total for n in sent for h in (total_hits, total - total_hits)]
     if min(expected) < AB_SMALL_COUNT:
         return fisher_p(hits, sent), "Fisher's exact test"
+    from statistics import NormalDist
+
     pooled = total_hits / total
     spread = math.sqrt(pooled * (1 - pooled) * (1 / sent[0] + 1 / sent[1]))
     z = abs(hits[0] / sent[0] - hits[1] / sent[1]) / spread if spread else 0.0
-    return math.erfc(z / math.sqrt(2)), "two-proportion z-test"
+    return 2 * (1 - NormalDist().cdf(z)), "two-proportion z-test"
 
 
 def fisher_p(hits, sent):
@@ -8079,11 +8082,14 @@ def fisher_p(hits, sent):
 def more_cycles(hits, sent, cycles):
     """How many more cycles a variant, at these rates and sends a cycle, would let the
     test find this difference 80 % of the time."""
+    from statistics import NormalDist
+
     rates = [h / n for h, n in zip(hits, sent)]
     if rates[0] == rates[1]:
         return "the rates are the same, and more cycles at these rates would not part them"
     pooled = sum(hits) / sum(sent)
-    needed = (AB_Z * math.sqrt(2 * pooled * (1 - pooled)) + AB_POWER_Z * math.sqrt(
+    z_test, z_power = (NormalDist().inv_cdf(p) for p in (1 - AB_SIGNIFICANCE / 2, AB_POWER))
+    needed = (z_test * math.sqrt(2 * pooled * (1 - pooled)) + z_power * math.sqrt(
         sum(r * (1 - r) for r in rates))) ** 2 / (rates[0] - rates[1]) ** 2
     per_cycle = min(n / c for n, c in zip(sent, cycles))
     more = max(1, math.ceil(needed / per_cycle) - min(cycles))
