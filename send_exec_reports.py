@@ -498,6 +498,7 @@ NO_ALERT = "none"  # REPORT_ALERT_EMAIL=none: no failure notice by email
 # links redirected through SES's tracking domain (docs/operations.md says what an
 # open can and cannot tell).
 TRACKING_WORDS = {"opens": "open", "clicks": "click"}
+TRACKING_BOTH = "both"  # REPORT_TRACKING=both: opens,clicks
 
 # Redaction's rule: only values at least this long are taken out.  Real
 # credentials are long (an access key id is 16 to 128 characters, a secret key
@@ -1062,9 +1063,11 @@ def alarm_settings(settings):
 
 def tracking_setting(settings):
     """(the event types SES is to track, problems) from REPORT_TRACKING: opens, clicks,
-    both (comma-separated), or none (not set, empty, "off" or "none")."""
+    both ("both" or "opens,clicks"), or none (not set, empty, "off" or "none")."""
     written = setting(settings, "REPORT_TRACKING")
     words = {word.strip().lower() for word in written.split(",") if word.strip()}
+    if TRACKING_BOTH in words:
+        words = (words - {TRACKING_BOTH}) | TRACKING_WORDS.keys()
     if words <= {"off", "none"}:
         return frozenset(), []
     unknown = sorted(words - TRACKING_WORDS.keys())
@@ -5752,30 +5755,42 @@ def read_ledger(path, cycle, variant):
             if record.get("variant", "a") == variant and record["status"] == "sent"}, warnings
 
 
-def read_recent_records(path, cycles):
+def read_recent_records(path, cycles, skip_reports=()):
     """The records of the last `cycles` cycles, every variant of each, oldest first, and
-    warnings.
+    warnings (among them one where event records of those cycles lay beyond the
+    EVENTS_LOOKBACK_RECORDS newest and were not read).  skip_reports: reports whose
+    records are passed over, and make no cycle (--ab: the event test's).
 
     The log is read backwards and reading stops at the first record of an older
     cycle, so --history costs the same however long the log has grown.  (Counting
     (cycle, variant) pairs instead would stop inside a cycle whose variants were sent
     in turns, and show its first sends as missing.)
     """
-    records, warnings, seen, events = [], [], [], []
+    records, warnings, seen, events, dropped = [], [], [], [], {}
     for number, record, problem in audit_log_at(path).from_end():
         if problem:
             warnings.append(f"warning: audit log {path} line {number} from the end is "
                             f"{problem}; ignored, not rewritten")
             continue
+        if record["report"] in skip_reports:
+            continue
         if record["status"] == "event":  # written when read, often cycles later:
             if len(events) < EVENTS_LOOKBACK_RECORDS:  # they belong to their cycle,
                 events.append(record)  # not the log's order; the latest are enough
+            else:
+                dropped[record["cycle"]] = dropped.get(record["cycle"], 0) + 1
             continue
         if record["cycle"] not in seen:
             if len(seen) == cycles:
                 break
             seen.append(record["cycle"])
         records.append(record)
+    unread = sum(count for cycle, count in dropped.items() if cycle in seen)
+    if unread:
+        warnings.append(f"warning: {unread} event record(s) of these cycles lie beyond the "
+                        f"newest {EVENTS_LOOKBACK_RECORDS} event records and were not read: "
+                        "the older cycles' deliveries, opens and clicks are undercounted; "
+                        "ask for fewer cycles")
     return records[::-1] + [e for e in events[::-1] if e["cycle"] in seen], warnings
 
 
@@ -6821,6 +6836,7 @@ EVENT_KINDS = {
 # and rewritten links are the message's, so an open or a click names no recipient
 # (the To and the audit inbox's BCC read the same message).  One record an event.
 MESSAGE_EVENTS = ("open", "click")
+MESSAGE_EVENT_MARKS = tuple(f'"event": "{kind}"'.encode() for kind in MESSAGE_EVENTS)
 MAX_LINK = 200  # characters of a clicked link kept: scheme, host and path, no query
 # How many event records, in how many bytes from the log's end, decide a recipient's
 # latest state: the check costs the same however long the log has grown (8 MiB is
@@ -6943,12 +6959,15 @@ def event_records(event, matched, now):
 
 def clicked_link(link):
     """A clicked link as the log keeps it: scheme, host and path, without the query or
-    fragment (where a link carries a token), printable and capped."""
+    fragment (where a link carries a token) or a user and password, printable and
+    capped."""
     try:
         parts = urlsplit(link) if isinstance(link, str) else None
     except ValueError:  # "http://[x": no link a mail client follows
         parts = None
-    kept = urlunsplit((*parts[:3], "", "")) if parts else ""
+    # user:password@ is dropped too: a credential, never a report's
+    kept = urlunsplit((parts[0], parts[1].rpartition("@")[2], parts[2], "", "")) \
+        if parts else ""
     return ses_text(kept)[:MAX_LINK]
 
 
@@ -7146,8 +7165,9 @@ def delivery_problems(path, recipients, now):
     message we never sent, or dated in the future, decides nothing."""
     latest = {}
     wanted = {address.casefold() for address in recipients}
-    events = audit_log_at(path).from_end(lambda line: b'"status": "event"' in line,
-                                         EVENTS_LOOKBACK_BYTES)
+    events = audit_log_at(path).from_end(  # opens and clicks decide no address's state
+        lambda line: b'"status": "event"' in line and not any(
+            mark in line for mark in MESSAGE_EVENT_MARKS), EVENTS_LOOKBACK_BYTES)
     for _, (_, record, problem) in zip(range(EVENTS_LOOKBACK_RECORDS), events):
         if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
                 str(record.get("recipient", "")).casefold() not in wanted or \
@@ -8017,17 +8037,20 @@ def count_and_rate(part, whole):
 
 
 def ab_table(variants, tracked):
-    """Each variant's counts, with rates; "-" where SES recorded no event of a kind."""
+    """Each variant's counts, with rates; "-" where SES recorded no event of a kind
+    (tracked: the kinds recorded in the window; deliveries, bounces and complaints
+    shown where any of them was)."""
+    delivery = bool(tracked & {"delivery", "bounce", "complaint"})
     rows = [["variant", "cycles", "reports", "recipients", "delivered", "opened", "clicked",
              "bounced", "complaints"]]
     for variant, tally in sorted(variants.items()):
         sent, people = len(tally.messages), tally.recipients
         rows.append([variant, str(len(tally.cycles)), str(sent), str(people),
-                     count_and_rate(len(tally.delivered), people),
+                     count_and_rate(len(tally.delivered), people) if delivery else "-",
                      count_and_rate(len(tally.opened), sent) if "open" in tracked else "-",
                      count_and_rate(len(tally.clicked), sent) if "click" in tracked else "-",
-                     count_and_rate(len(tally.bounced), people),
-                     count_and_rate(len(tally.complained), people)])
+                     count_and_rate(len(tally.bounced), people) if delivery else "-",
+                     count_and_rate(len(tally.complained), people) if delivery else "-"])
     return text_table(rows, wrap=False)
 
 
@@ -8044,7 +8067,8 @@ def ab_verdict(what, kind, variants):
     p_value, test = two_proportion_p(hits, sent)
     if p_value < AB_SIGNIFICANCE:
         leader = "a" if hits[0] / sent[0] > hits[1] / sent[1] else "b"
-        return f"{what}: variant {leader} leads, {said}; p = {p_value:.3f} ({test})"
+        shown = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3f}"
+        return f"{what}: variant {leader} leads, {said}; {shown} ({test})"
     return (f"{what}: too few to tell, {said}; p = {p_value:.2f} ({test}): "
             f"{more_cycles(hits, sent, [len(a.cycles), len(b.cycles)])}")
 
@@ -8101,7 +8125,7 @@ def ab_lines(records, cycles):
     variants, reports = ab_tallies(records)
     if not variants:
         return ["no reports sent in these cycles: nothing to compare"]
-    tracked = {r.get("event") for r in records if r["status"] == "event"} & {"open", "click"}
+    tracked = {r.get("event") for r in records if r["status"] == "event" and r["matched"]}
     seen = len({r["cycle"] for r in records if r["status"] != "event"})
     lines = [f"A/B over the last {seen} cycle(s) of the audit log ({cycles} asked for):",
              ab_table(variants, tracked)]
@@ -8111,14 +8135,21 @@ def ab_lines(records, cycles):
             f"{what}: none recorded in these cycles, so none are shown as 0 (SES records "
             f"them only where tracking is on: REPORT_TRACKING)", TEXT_WIDTH,
             subsequent_indent="  ", break_on_hyphens=False))
+    if not tracked & {"delivery", "bounce", "complaint"}:
+        lines.append(textwrap.fill(
+            "deliveries, bounces and complaints: none recorded in these cycles, so none "
+            "are shown as 0 (REPORT_EVENTS_QUEUE_URL: --setup-events)", TEXT_WIDTH,
+            subsequent_indent="  ", break_on_hyphens=False))
     rows = [["report", *(f"{v}: opened/sent" for v in sorted(variants))]]
     for report_id in dict.fromkeys(r for r, _ in reports):
         rows.append([report_id, *(f"{len(t.opened)}/{len(t.messages)}" if (
             t := reports.get((report_id, v))) else "-" for v in sorted(variants))])
     if "open" in tracked:
+        tests = len(rows) - 1
         lines += [textwrap.fill(
-            "By report, not tested one by one: of eight such tests, one would pass at 95 % "
-            "by chance a third of the time; the totals above are the test.", TEXT_WIDTH),
+            f"By report, not tested one by one: of {tests} such tests, at least one would "
+            f"pass at 95 % by chance {1 - 0.95 ** tests:.0%} of the time; the totals above "
+            "are the test.", TEXT_WIDTH),
             text_table(rows, wrap=False)]
     return lines
 
@@ -8912,7 +8943,7 @@ def show_ab(args, environ, console):
     settings = load_settings(args.env_file, environ, required=False)
     path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
                         args.env_file)
-    records, warnings = read_recent_records(path, args.ab)
+    records, warnings = read_recent_records(path, args.ab, skip_reports={EVENT_TEST_REPORT})
     for warning in warnings:
         console.warn(warning)
     console.result("\n".join(ab_lines(records, args.ab)))

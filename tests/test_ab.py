@@ -4,6 +4,7 @@ only where the difference is beyond chance.  The logs here are written as the sc
 writes them; tests/test_events.py puts the same events through the queue."""
 
 import json
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -128,3 +129,79 @@ def test_the_z_test_is_used_where_the_counts_allow_it():
 def test_ab_takes_a_positive_number_of_cycles(run_script):
     result = run_script("--ab", "0")
     assert result.returncode == 64 and "--ab takes a number of cycles" in result.stderr
+
+
+# --- Review of issue 30: what --ab must not claim ------------------------------------------
+
+
+def test_deliveries_are_not_shown_as_zero_where_none_were_recorded(run_script):
+    write_log(run_script.audit_log, 2, {"a": 3, "b": 5}, delivered=False)
+    said = ab(run_script)
+    rows = said.splitlines()[3:5]
+    assert all(row.split()[4] == "-" and row.split()[-2:] == ["-", "-"] for row in rows)
+    assert "deliveries, bounces and complaints: none recorded in these cycles" in words(said)
+
+
+def test_the_event_test_is_no_cycle_of_the_comparison(run_script):
+    write_log(run_script.audit_log, 6, {"a": 0, "b": 0})
+    with run_script.audit_log.open("a") as log:
+        log.write(json.dumps({"ts": "2026-03-01T07:00:00.000+00:00", "cycle": "event-test",
+                              "variant": "a", "report": ser.EVENT_TEST_REPORT,
+                              "status": "sent", "message_id": "test-0",
+                              "to": list(ser.SIMULATOR), "bcc": []}) + "\n")
+    rows = ab(run_script).splitlines()[3:5]
+    assert [row.split()[1] for row in rows] == ["6", "6"]  # cycles of each variant
+
+
+def test_events_past_the_lookback_are_warned_of_not_counted_silently(run_script):
+    old, new = "2026-01-01", "2026-01-08"
+    sends = {(cycle, variant): sent_record(cycle, variant, "ceo", number)
+             for number, (cycle, variant) in enumerate(
+                 [(old, "a"), (old, "b"), (new, "a"), (new, "b")])}
+    records = [*sends.values(), *(event_record(sends[old, v], "open") for v in "ab")]
+    records += [dict(event_record(sends[new, "a"], "open"), event_id=f"open-{n}")
+                for n in range(ser.EVENTS_LOOKBACK_RECORDS)]
+    run_script.audit_log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_script("--ab", "2")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert "2 event record(s) of these cycles lie beyond the newest" in words(result.stderr)
+    quiet = run_script("--ab", "1")  # the newest cycle's events were all read
+    assert quiet.returncode == 0 and "lie beyond" not in quiet.stderr
+
+
+def test_a_leader_is_named_exactly_where_p_is_under_five_percent():
+    import random
+
+    rng = random.Random(30)
+    for _ in range(400):
+        sent = [rng.randint(1, 120), rng.randint(1, 120)]
+        hits = [rng.randint(0, sent[0]), rng.randint(0, sent[1])]
+        variants = {}
+        for variant, count, opened in zip("ab", sent, hits):
+            tally = variants[variant] = ser.Tally()
+            tally.messages = {f"{variant}{n}": set() for n in range(count)}
+            tally.opened = {f"{variant}{n}" for n in range(opened)}
+            tally.cycles = {"2026-01-01"}
+        said = ser.ab_verdict("opens", "opened", variants)
+        p_value, _ = ser.two_proportion_p(hits, sent)
+        assert ("leads" in said) == (p_value < 0.05), said
+        if p_value < 0.05:  # the leader is the higher rate
+            higher = "a" if hits[0] / sent[0] > hits[1] / sent[1] else "b"
+            assert f"variant {higher} leads" in said
+            assert "p = 0.000" not in said
+        more = re.search(r"about (\S+) more cycle", said)
+        assert more is None or int(more.group(1)) >= 1, said  # never none or fewer
+
+
+def test_opens_do_not_push_a_permanent_bounce_out_of_the_alarms_lookback(tmp_path):
+    from datetime import datetime, timezone
+
+    send = sent_record("2026-01-01", "a", "ceo", 0)
+    bounce = dict(event_record(send, "bounce", RECIPIENT),
+                  bounce={"type": "Permanent", "subtype": "General", "diagnostic": ""})
+    opens = [dict(event_record(send, "open"), event_id=f"open-{n}")
+             for n in range(ser.EVENTS_LOOKBACK_RECORDS)]
+    log = tmp_path / "audit.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [send, bounce, *opens]))
+    problems = ser.delivery_problems(log, [RECIPIENT], datetime(2026, 2, 1, tzinfo=timezone.utc))
+    assert len(problems) == 1 and "bounced permanently" in problems[0]

@@ -729,3 +729,22 @@ def test_a_tracking_setting_that_is_no_kind_is_one_line_and_exit_78(run_script):
     assert result.returncode == 78
     assert "REPORT_TRACKING 'opens,pixels' is not opens, clicks or both" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_clicked_link_keeps_no_user_or_password(run_script, ses, events):
+    ids = send_cycle(run_script, ses, "--only", "ceo")
+    events.publish(ses_event("Click", ids["ceo"], RECIPIENT,
+                             link="https://owner:hunter2secret@example.com/r?token=x"))
+    result = run_script("--events", env=run_script.events_env)
+    assert result.returncode == 0, result.stderr
+    [click] = event_records(run_script)
+    assert click["link"] == "https://example.com/r"
+    assert "hunter2" not in run_script.audit_log.read_text()
+
+
+def test_tracking_both_is_opens_and_clicks(run_script, ses):
+    env = {"AWS_ENDPOINT_URL_SQS": ses.url, "AWS_ENDPOINT_URL_SNS": ses.url,
+           "REPORT_TRACKING": "Both"}
+    result = run_script("--setup-events", env=env)
+    assert result.returncode == 0, result.stderr
+    assert destination_types(ses) == {*ser.EVENT_TYPES, "open", "click"}
