@@ -536,7 +536,8 @@ class Config(NamedTuple):
     # the BCC); None: REPORT_ALERT_EMAIL=none, no notice
     heartbeat_url: str | None = None  # REPORT_HEARTBEAT_URL: a secret, never shown
     events_queue_url: str | None = None  # REPORT_EVENTS_QUEUE_URL: SES's events, via SNS
-    tracking: frozenset = frozenset()  # REPORT_TRACKING: SES's event types "open", "click"
+    tracking: frozenset | None = None  # REPORT_TRACKING: SES's event types "open", "click";
+    # None where it is not set: --setup-events leaves the destination's as they are
     endpoint_url_sqs: str | None = None  # the queue's and the topic's endpoints, where
     endpoint_url_sns: str | None = None  # a local server stands in for AWS
     credential_origin: str | None = None  # where explicit keys came from, never the keys
@@ -1063,9 +1064,12 @@ def alarm_settings(settings):
 
 def tracking_setting(settings):
     """(the event types SES is to track, problems) from REPORT_TRACKING: opens, clicks,
-    both ("both" or "opens,clicks"), or none (not set, empty, "off" or "none")."""
+    both ("both" or "opens,clicks"), or none ("off" or "none"); None where it is not set
+    (or empty): what the event destination tracks is then left as it is."""
     written = setting(settings, "REPORT_TRACKING")
     words = {word.strip().lower() for word in written.split(",") if word.strip()}
+    if not words:
+        return None, []
     if TRACKING_BOTH in words:
         words = (words - {TRACKING_BOTH}) | TRACKING_WORDS.keys()
     if words <= {"off", "none"}:
@@ -5406,7 +5410,7 @@ RECORD_FIELDS = {"cycle": str, "report": str, "status": str}
 OPTIONAL_RECORD_FIELDS = {"variant": str, "ts": str, "message_id": (str, type(None)),
                           "error": (dict, type(None)), "to": list, "bcc": list,
                           "data_as_of": (str, type(None)), "data_sha256": (str, type(None)),
-                          "suppressed": list, "sheets": dict}
+                          "suppressed": list, "sheets": dict, "tracking": list}
 # A report's record is sent, failed or skipped; a cycle's own records say it was
 # missed (its due date passed unsent) or that a failure notice went out for it; an
 # event record is what SES said later of a message: delivered, bounced...
@@ -5444,6 +5448,7 @@ def audit_record(report, config, *, run_id, cycle, now, status,
         "data_sha256": report.data_sha256,
         "sheets": dict(report.sheets),
         **schedule_field(config),
+        **({"tracking": sorted(config.tracking)} if config.tracking is not None else {}),
     }
 
 
@@ -7343,9 +7348,10 @@ def events_subscription(sns, topic_arn, queue_arn, console):
     console.result("subscription: the queue is now subscribed to the topic")
 
 
-def events_destination(ses, name, topic_arn, console, tracking=frozenset()):
+def events_destination(ses, name, topic_arn, console, tracking=None):
     """The configuration set, made where missing, and its SNS event destination for
-    every type of EVENT_TYPES, and open and click as REPORT_TRACKING asks (tracking).
+    every type of EVENT_TYPES, and open and click as REPORT_TRACKING asks (tracking; None
+    where it is not set: those of a destination that is there are left as they are).
     One of that name that is not right (another topic, disabled, types missing) is
     said, not changed: SES's v1 API cannot be trusted to update it everywhere, and the
     console can.  Only tracking is turned on or off in place, as the setting says."""
@@ -7367,9 +7373,10 @@ def events_destination(ses, name, topic_arn, console, tracking=frozenset()):
         ses.create_configuration_set_event_destination(
             ConfigurationSetName=name, EventDestination={
                 "Name": EVENTS_NAME, "Enabled": True,
-                "MatchingEventTypes": [*EVENT_TYPES, *sorted(tracking)],
+                "MatchingEventTypes": [*EVENT_TYPES, *sorted(tracking or ())],
                 "SNSDestination": {"TopicARN": topic_arn}})
-        console.result(f"event destination: the topic (made){tracking_said(tracking)}")
+        console.result(f"event destination: the topic (made)"
+                       f"{tracking_said(tracking or frozenset(), tracking is None)}")
         return
     destination = ours[0]
     types = {str(t).casefold() for t in destination.get("MatchingEventTypes") or []}
@@ -7384,8 +7391,9 @@ def events_destination(ses, name, topic_arn, console, tracking=frozenset()):
                          f"{EVENTS_NAME} that is not right ({'; '.join(wrong)}): fix it in "
                          "the SES console (or delete it), then run --setup-events again")
     tracked = types & set(TRACKING_WORDS.values())
-    if tracked == tracking:
-        console.result(f"event destination: the topic (already){tracking_said(tracking)}")
+    if tracking is None or tracked == tracking:
+        console.result(f"event destination: the topic (already)"
+                       f"{tracking_said(tracked, tracking is None)}")
         return
     kept = [t for t in destination.get("MatchingEventTypes") or []
             if str(t).casefold() not in TRACKING_WORDS.values()]
@@ -7396,8 +7404,11 @@ def events_destination(ses, name, topic_arn, console, tracking=frozenset()):
     console.result(f"event destination: the topic (tracking changed){tracking_said(tracking)}")
 
 
-def tracking_said(tracking):
-    """What --setup-events says of REPORT_TRACKING's event types."""
+def tracking_said(tracking, unset=False):
+    """What --setup-events says of the opens and clicks tracked."""
+    if unset:
+        tracked = " and ".join(f"{kind}s" for kind in sorted(tracking)) or "no opens or clicks"
+        return f"; {tracked} tracked (REPORT_TRACKING is not set: left as it is)"
     if not tracking:
         return "; no opens or clicks tracked (REPORT_TRACKING is off)"
     return f"; tracking {' and '.join(f'{kind}s' for kind in sorted(tracking))} (REPORT_TRACKING)"
@@ -7991,11 +8002,25 @@ class Tally:
         self.cycles, self.messages, self.recipients = set(), {}, 0
         self.delivered, self.opened, self.clicked = set(), set(), set()
         self.bounced, self.complained = set(), set()
+        self.untracked = {kind: set() for kind in MESSAGE_EVENTS}  # sent with it off
 
     def send(self, record):
         self.cycles.add(record["cycle"])
         self.messages[record["message_id"]] = {a.casefold() for a in record.get("to", ())}
         self.recipients += len(record.get("to", ()))
+        said = record.get("tracking")  # not there: sent before it was recorded, or unset
+        for kind in MESSAGE_EVENTS if isinstance(said, list) else ():
+            if kind not in said:
+                self.untracked[kind].add(record["message_id"])
+
+    def tracked(self, kind):
+        """How many of its messages SES could have seen opened (clicked): all but those
+        sent with that tracking off, which can neither open nor lower a rate."""
+        return len(self.messages) - len(self.untracked[kind])
+
+    def hits(self, kind):
+        """How many of those were opened (clicked) at least once."""
+        return len((self.opened if kind == "open" else self.clicked) - self.untracked[kind])
 
     def event(self, record):
         """An event of one of this tally's messages: to a To recipient, or to the
@@ -8047,21 +8072,24 @@ def ab_table(variants, tracked):
         sent, people = len(tally.messages), tally.recipients
         rows.append([variant, str(len(tally.cycles)), str(sent), str(people),
                      count_and_rate(len(tally.delivered), people) if delivery else "-",
-                     count_and_rate(len(tally.opened), sent) if "open" in tracked else "-",
-                     count_and_rate(len(tally.clicked), sent) if "click" in tracked else "-",
+                     count_and_rate(tally.hits("open"), tally.tracked("open"))
+                     if "open" in tracked else "-",
+                     count_and_rate(tally.hits("click"), tally.tracked("click"))
+                     if "click" in tracked else "-",
                      count_and_rate(len(tally.bounced), people) if delivery else "-",
                      count_and_rate(len(tally.complained), people) if delivery else "-"])
     return text_table(rows, wrap=False)
 
 
 def ab_verdict(what, kind, variants):
-    """One line on whether a variant leads on opens or clicks: only where the difference
-    is beyond chance at 95 %; else the counts, and how many more cycles would tell."""
+    """One line on whether a variant leads on opens or clicks (kind "open", "click"): only
+    where the difference is beyond chance at 95 %; else the counts, and how many more
+    cycles would tell.  A message sent with that tracking off is not counted."""
     a, b = variants.get("a"), variants.get("b")
-    if not (a and a.messages and b and b.messages):
-        return f"{what}: a variant sent nothing in these cycles: nothing to compare"
-    hits = [len(getattr(tally, kind)) for tally in (a, b)]
-    sent = [len(tally.messages) for tally in (a, b)]
+    if not (a and a.tracked(kind) and b and b.tracked(kind)):
+        return f"{what}: a variant sent nothing tracked in these cycles: nothing to compare"
+    hits = [a.hits(kind), b.hits(kind)]
+    sent = [a.tracked(kind), b.tracked(kind)]
     said = (f"a {hits[0]} of {sent[0]} ({hits[0] / sent[0]:.0%}), b {hits[1]} of {sent[1]} "
             f"({hits[1] / sent[1]:.0%})")
     p_value, test = two_proportion_p(hits, sent)
@@ -8129,12 +8157,17 @@ def ab_lines(records, cycles):
     seen = len({r["cycle"] for r in records if r["status"] != "event"})
     lines = [f"A/B over the last {seen} cycle(s) of the audit log ({cycles} asked for):",
              ab_table(variants, tracked)]
-    for what, kind, event in (("opens", "opened", "open"), ("clicks", "clicked", "click")):
+    for what, kind in (("opens", "open"), ("clicks", "click")):
         lines.append(textwrap.fill(
-            ab_verdict(what, kind, variants) if event in tracked else
+            ab_verdict(what, kind, variants) if kind in tracked else
             f"{what}: none recorded in these cycles, so none are shown as 0 (SES records "
             f"them only where tracking is on: REPORT_TRACKING)", TEXT_WIDTH,
             subsequent_indent="  ", break_on_hyphens=False))
+    if tracked & set(MESSAGE_EVENTS):
+        lines.append(textwrap.fill(
+            "The tests count each message as a trial of its own, but each list reads every "
+            "cycle's: a lead says which edition these readers opened more, not that it "
+            "would do better with others.", TEXT_WIDTH))
     if not tracked & {"delivery", "bounce", "complaint"}:
         lines.append(textwrap.fill(
             "deliveries, bounces and complaints: none recorded in these cycles, so none "
@@ -8142,14 +8175,14 @@ def ab_lines(records, cycles):
             subsequent_indent="  ", break_on_hyphens=False))
     rows = [["report", *(f"{v}: opened/sent" for v in sorted(variants))]]
     for report_id in dict.fromkeys(r for r, _ in reports):
-        rows.append([report_id, *(f"{len(t.opened)}/{len(t.messages)}" if (
+        rows.append([report_id, *(f"{t.hits('open')}/{t.tracked('open')}" if (
             t := reports.get((report_id, v))) else "-" for v in sorted(variants))])
     if "open" in tracked:
         tests = len(rows) - 1
         lines += [textwrap.fill(
             f"By report, not tested one by one: of {tests} such tests, at least one would "
-            f"pass at 95 % by chance {1 - 0.95 ** tests:.0%} of the time; the totals above "
-            "are the test.", TEXT_WIDTH),
+            f"pass at 95 % by chance {1 - (1 - AB_SIGNIFICANCE) ** tests:.0%} of the time; "
+            "the totals above are the test.", TEXT_WIDTH),
             text_table(rows, wrap=False)]
     return lines
 

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pytest
 
 import send_exec_reports as ser
-from conftest import BCC, RECIPIENT
+from conftest import BCC, RECIPIENT, SENDER
 
 REPORTS = len(ser.REPORTS)
 
@@ -29,15 +29,19 @@ def event_record(send, kind, recipient=""):
             "event_id": f"{send['message_id']}:{kind}:{recipient}"}
 
 
-def write_log(path, cycles, opened, clicked=None, *, delivered=True, twice=False):
+def write_log(path, cycles, opened, clicked=None, *, delivered=True, twice=False,
+              tracking=None):
     """cycles of both variants, every report each; opened[v] (and clicked[v]) of each
-    variant's messages, in order, get an open (a click) event, and with twice one more."""
+    variant's messages, in order, get an open (a click) event, and with twice one more;
+    tracking(variant, step), where given, is what each send record says was tracked."""
     records, numbers = [], {"a": 0, "b": 0}
     for step in range(cycles):
         cycle = (date(2026, 1, 1) + timedelta(days=7 * step)).isoformat()
         for variant in "ab":
             for report in ser.REPORT_IDS:
                 send = sent_record(cycle, variant, report, numbers[variant])
+                if tracking and tracking(variant, step) is not None:
+                    send["tracking"] = tracking(variant, step)
                 records.append(send)
                 if delivered:
                     records += [event_record(send, "delivery", RECIPIENT),
@@ -104,7 +108,7 @@ def test_a_variant_that_sent_nothing_is_said_and_no_log_is_no_traceback(run_scri
     records = [sent_record("2026-12-01", "a", "ceo", 0)]
     records.append(event_record(records[0], "open"))
     run_script.audit_log.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert "opens: a variant sent nothing in these cycles" in words(ab(run_script))
+    assert "opens: a variant sent nothing tracked in these cycles" in words(ab(run_script))
 
 
 @pytest.mark.parametrize("hits, sent, expected", [
@@ -182,7 +186,7 @@ def test_a_leader_is_named_exactly_where_p_is_under_five_percent():
             tally.messages = {f"{variant}{n}": set() for n in range(count)}
             tally.opened = {f"{variant}{n}" for n in range(opened)}
             tally.cycles = {"2026-01-01"}
-        said = ser.ab_verdict("opens", "opened", variants)
+        said = ser.ab_verdict("opens", "open", variants)
         p_value, _ = ser.two_proportion_p(hits, sent)
         assert ("leads" in said) == (p_value < 0.05), said
         if p_value < 0.05:  # the leader is the higher rate
@@ -205,3 +209,21 @@ def test_opens_do_not_push_a_permanent_bounce_out_of_the_alarms_lookback(tmp_pat
     log.write_text("".join(json.dumps(r) + "\n" for r in [send, bounce, *opens]))
     problems = ser.delivery_problems(log, [RECIPIENT], datetime(2026, 2, 1, tzinfo=timezone.utc))
     assert len(problems) == 1 and "bounced permanently" in problems[0]
+
+
+def test_messages_sent_with_tracking_off_are_not_counted_against_a_variant(run_script):
+    """Tracking turned on between a's first and second cycle: a's first messages could
+    never be opened, and counting them would halve a's rate and crown b."""
+    write_log(run_script.audit_log, 2, {"a": 2 * REPORTS, "b": 2 * REPORTS},
+              tracking=lambda variant, step: [] if (variant, step) == ("a", 0) else ["open"])
+    said = words(ab(run_script))
+    assert f"a {REPORTS} of {REPORTS} (100%), b {2 * REPORTS} of {2 * REPORTS}" in said
+    assert "leads" not in said
+
+
+def test_a_send_records_what_was_tracked_only_where_the_setting_says(run_script, ses):
+    ses.verify(SENDER)
+    assert run_script("--only", "ceo", env={"REPORT_TRACKING": "opens"}).returncode == 0
+    assert run_script.audit_records()[-1]["tracking"] == ["open"]
+    assert run_script("--only", "cto").returncode == 0
+    assert "tracking" not in run_script.audit_records()[-1]  # not set: not known

@@ -710,7 +710,7 @@ def test_tracking_turns_open_and_click_events_on_and_off_in_place(run_script, se
     first = run_script("--setup-events", env=env)
     assert first.returncode == 0, first.stderr
     assert destination_types(ses) == set(ser.EVENT_TYPES)  # off unless it is asked for
-    assert "no opens or clicks tracked (REPORT_TRACKING is off)" in first.stdout
+    assert "no opens or clicks tracked (REPORT_TRACKING is not set" in first.stdout
     on = run_script("--setup-events", env={**env, "REPORT_TRACKING": "opens,clicks"})
     assert on.returncode == 0, on.stderr
     assert "(tracking changed); tracking clicks and opens" in on.stdout
@@ -719,6 +719,10 @@ def test_tracking_turns_open_and_click_events_on_and_off_in_place(run_script, se
     assert "event destination: the topic (already); tracking clicks and opens" in again.stdout
     opens = run_script("--setup-events", env={**env, "REPORT_TRACKING": "opens"})
     assert destination_types(ses) == {*ser.EVENT_TYPES, "open"} and opens.returncode == 0
+    unset = run_script("--setup-events", env=env)  # not set: as the console left it
+    assert unset.returncode == 0 and destination_types(ses) == {*ser.EVENT_TYPES, "open"}
+    assert "(already); opens tracked (REPORT_TRACKING is not set: left as it is)" in \
+        unset.stdout
     off = run_script("--setup-events", env={**env, "REPORT_TRACKING": "off"})
     assert off.returncode == 0 and destination_types(ses) == set(ser.EVENT_TYPES)
     assert "(tracking changed); no opens or clicks tracked" in off.stdout
