@@ -8070,7 +8070,7 @@ def ab_table(variants, tracked):
              "bounced", "complaints"]]
     for variant, tally in sorted(variants.items()):
         sent, people = len(tally.messages), tally.recipients
-        rows.append([variant, str(len(tally.cycles)), str(sent), str(people),
+        rows.append([ses_text(variant)[:20], str(len(tally.cycles)), str(sent), str(people),
                      count_and_rate(len(tally.delivered), people) if delivery else "-",
                      count_and_rate(tally.hits("open"), tally.tracked("open"))
                      if "open" in tracked else "-",
@@ -8173,9 +8173,9 @@ def ab_lines(records, cycles):
             "deliveries, bounces and complaints: none recorded in these cycles, so none "
             "are shown as 0 (REPORT_EVENTS_QUEUE_URL: --setup-events)", TEXT_WIDTH,
             subsequent_indent="  ", break_on_hyphens=False))
-    rows = [["report", *(f"{v}: opened/sent" for v in sorted(variants))]]
+    rows = [["report", *(f"{ses_text(v)[:20]}: opened/sent" for v in sorted(variants))]]
     for report_id in dict.fromkeys(r for r, _ in reports):
-        rows.append([report_id, *(f"{t.hits('open')}/{t.tracked('open')}" if (
+        rows.append([ses_text(report_id)[:40], *(f"{t.hits('open')}/{t.tracked('open')}" if (
             t := reports.get((report_id, v))) else "-" for v in sorted(variants))])
     if "open" in tracked:
         tests = len(rows) - 1

@@ -227,3 +227,11 @@ def test_a_send_records_what_was_tracked_only_where_the_setting_says(run_script,
     assert run_script.audit_records()[-1]["tracking"] == ["open"]
     assert run_script("--only", "cto").returncode == 0
     assert "tracking" not in run_script.audit_records()[-1]  # not set: not known
+
+
+def test_a_hand_edited_name_reaches_the_terminal_without_its_escape(run_script):
+    send = sent_record("2026-12-01", "a\x1b[2J", "ceo\x07", 0)
+    records = [send, event_record(send, "open")]
+    run_script.audit_log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    said = ab(run_script)
+    assert "\x1b" not in said and "\x07" not in said and "a?[2J" in said
