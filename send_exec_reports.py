@@ -8955,14 +8955,7 @@ def rule_catalogue(targets, targets_path):
 
 def show_history(args, environ, console, clock):
     """--history: what the audit log says of the last N cycles; needs no valid config."""
-    if args.history < 1:
-        raise UsageError("--history takes a number of cycles, 1 or more")
-    settings = load_settings(args.env_file, environ, required=False)
-    path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
-                        args.env_file)
-    records, warnings = read_recent_records(path, args.history)
-    for warning in warnings:
-        console.warn(warning)
+    path, records = last_cycles(args, environ, console, "--history", args.history)
     tables = history_tables(records, clock.now())
     console.result("\n\n".join(tables) if tables else f"no records yet in {path}")
     return set()
@@ -8971,16 +8964,24 @@ def show_history(args, environ, console, clock):
 def show_ab(args, environ, console):
     """--ab: the variants' sends, deliveries, opens and clicks over the last N cycles,
     and whether either leads beyond chance; needs no valid config."""
-    if args.ab < 1:
-        raise UsageError("--ab takes a number of cycles, 1 or more")
+    _, records = last_cycles(args, environ, console, "--ab", args.ab,
+                             skip_reports={EVENT_TEST_REPORT})
+    console.result("\n".join(ab_lines(records, args.ab)))
+    return set()
+
+
+def last_cycles(args, environ, console, option, cycles, **options):
+    """(the audit log's path, the records of its last `cycles` cycles), its warnings
+    said, for an option that reads them (--history, --ab) and needs no valid config."""
+    if cycles < 1:
+        raise UsageError(f"{option} takes a number of cycles, 1 or more")
     settings = load_settings(args.env_file, environ, required=False)
     path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH", DEFAULT_AUDIT_LOG,
                         args.env_file)
-    records, warnings = read_recent_records(path, args.ab, skip_reports={EVENT_TEST_REPORT})
+    records, warnings = read_recent_records(path, cycles, **options)
     for warning in warnings:
         console.warn(warning)
-    console.result("\n".join(ab_lines(records, args.ab)))
-    return set()
+    return path, records
 
 
 def run(args, *, environ, console, clock, connect, stop):
