@@ -8056,9 +8056,14 @@ def ab_tallies(records):
     return variants, reports
 
 
+def count_of(part, whole):
+    """"12 of 30 (40%)"."""
+    return f"{part} of {whole} ({percent_share(Decimal(part), whole)})"
+
+
 def count_and_rate(part, whole):
     """"12 (40%)": a count and its share of the whole, or the count alone of none."""
-    return f"{part} ({part / whole:.0%})" if whole else str(part)
+    return f"{part} ({percent_share(Decimal(part), whole)})" if whole else str(part)
 
 
 def ab_table(variants, tracked):
@@ -8090,8 +8095,7 @@ def ab_verdict(what, kind, variants):
         return f"{what}: a variant sent nothing tracked in these cycles: nothing to compare"
     hits = [a.hits(kind), b.hits(kind)]
     sent = [a.tracked(kind), b.tracked(kind)]
-    said = (f"a {hits[0]} of {sent[0]} ({hits[0] / sent[0]:.0%}), b {hits[1]} of {sent[1]} "
-            f"({hits[1] / sent[1]:.0%})")
+    said = f"a {count_of(hits[0], sent[0])}, b {count_of(hits[1], sent[1])}"
     p_value, test = two_proportion_p(hits, sent)
     if p_value < AB_SIGNIFICANCE:
         leader = "a" if hits[0] / sent[0] > hits[1] / sent[1] else "b"

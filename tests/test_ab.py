@@ -235,3 +235,8 @@ def test_a_hand_edited_name_reaches_the_terminal_without_its_escape(run_script):
     run_script.audit_log.write_text("".join(json.dumps(r) + "\n" for r in records))
     said = ab(run_script)
     assert "\x1b" not in said and "\x07" not in said and "a?[2J" in said
+
+
+def test_rates_round_half_up_as_every_share_in_the_reports_does():
+    assert ser.count_of(1, 8) == "1 of 8 (13%)"  # 12.5 %, not rounded to even
+    assert ser.count_and_rate(5, 8) == "5 (63%)" and ser.count_and_rate(0, 0) == "0"
