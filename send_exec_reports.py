@@ -54,11 +54,14 @@ banner per section:
     rendering           the plain-text and HTML editions, the .eml message
     the audit log       its records, the ledger it keeps, the run lock; every
                         reader and writer goes through audit_log_at(path)
+    S3                  s3:// locations: the data folder, and the audit log as
+                        one object a record, with a claim a report
     SES                 the run's AWS clients, sending, and the preflight
     delivery events     SES's events via SNS to a queue: setting up, reading
     the run             pacing, stop signals, clock, console, one cycle's sends
     the schedule        due cycles, missed ones, the alarms, --status
     command line        the parser, run() and main()
+    AWS Lambda          lambda_handler, and --deploy-aws
 Where a constant lives: shared policy (read by more than one section) at the
 top; a constant that one section (or one report) uses at the head of that
 section (or sub-section).
@@ -137,11 +140,14 @@ EXIT_CODES = {
     "cant_create": (os.EX_CANTCREAT, "the audit log, its lock, a preview or a new data "
                                      "folder could not be written, or is not a regular file "
                                      "of yours; nothing unrecorded is sent"),
+    "forbidden": (os.EX_NOPERM, "AWS refused these credentials (or the function's role) "
+                                "the S3 bucket of the data folder or the audit log; nothing "
+                                "was sent: see docs/aws.md's policy"),
     "rejected": (1, "SES rejected or would drop at least one report, or --check found what "
                     "would make it (an unverified sender, a quota too small for the cycle, "
                     "sending paused or shut down by AWS, a recipient on the suppression "
                     "list or one that bounced or complained); stderr says what to fix"),
-    "transient": (os.EX_TEMPFAIL, "SES (or, for --events, the events queue) unreachable, "
+    "transient": (os.EX_TEMPFAIL, "SES, S3 (or, for --events, the events queue) unreachable, "
                                   "busy or out of quota, or another run holds the lock; "
                                   "safe to run again later"),
     "overdue": (1, "--status: a cycle that fell due is not fully sent REPORT_OVERDUE_HOURS "
@@ -461,8 +467,12 @@ REQUIRED_SETTINGS = (
 ADDRESS_SETTINGS = ("AWS_SES_FROM_ADDRESS", "AWS_BCC_EMAIL")  # exactly one address
 # These, AWS_RECIPIENT_EMAIL_B and every REPORT_TO_<ID>[_B] take a comma-separated list.
 ADDRESS_LIST_SETTINGS = ("AWS_RECIPIENT_EMAIL",)
+# The AWS services --deploy-aws makes things in (sqs: the schedule's dead letters).
+DEPLOY_SERVICES = ("sts", "iam", "lambda", "scheduler", "sqs")
 ENDPOINT_SETTINGS = ("AWS_ENDPOINT_URL_SES", "AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL",
-                     "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "REPORT_EVENTS_QUEUE_URL")
+                     "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SNS", "AWS_ENDPOINT_URL_S3",
+                     "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_IAM", "AWS_ENDPOINT_URL_LAMBDA",
+                     "AWS_ENDPOINT_URL_SCHEDULER", "REPORT_EVENTS_QUEUE_URL")
 
 # Partition, optional gov/iso part, geography, number: us-east-1, us-gov-west-1,
 # cn-north-1, eusc-de-east-1.  A shape check, so that no endpoint list is loaded.
@@ -540,6 +550,7 @@ class Config(NamedTuple):
     # None where it is not set: --setup-events leaves the destination's as they are
     endpoint_url_sqs: str | None = None  # the queue's and the topic's endpoints, where
     endpoint_url_sns: str | None = None  # a local server stands in for AWS
+    endpoint_urls: dict = {}  # --deploy-aws's services (sts, iam, lambda, scheduler, sqs)
     credential_origin: str | None = None  # where explicit keys came from, never the keys
     access_key_id: str | None = None  # the three secrets: never shown, see __repr__
     secret_access_key: str | None = None
@@ -573,11 +584,14 @@ class Config(NamedTuple):
 
 
 def load_settings(env_file, environ, *, required=True):
-    """The env file's values overlaid by the environment main() was given.
+    """The env file's values overlaid by the environment main() was given; env_file
+    None: the environment alone (the Lambda function's).
 
     Values are taken as written: no ${VAR} expansion, which would let a value
     pull a secret from the environment into a header or a body.
     """
+    if env_file is None:  # the function's environment alone: python-dotenv not needed
+        return spelled_routes(dict(environ))
     from dotenv import dotenv_values
 
     try:
@@ -646,10 +660,19 @@ def setting(settings, name):
 def resolve_path(option, settings, name, default, env_file):
     """A file the settings name: its command-line option, else the setting `name`
     (relative to the env file), else the default beside the env file."""
+    written = option if option is not None else setting(settings, name) or default
+    if str(written).startswith("s3://"):
+        return S3Location.parse(str(written), S3Connection(settings), name)
     if option is not None:
         return Path(option).expanduser()
-    path = Path(setting(settings, name) or default).expanduser()
-    return path if path.is_absolute() else env_file.resolve().parent / path
+    path = Path(written).expanduser()
+    return path if path.is_absolute() else settings_folder(env_file) / path
+
+
+def settings_folder(env_file):
+    """Where relative paths in the settings start: the env file's folder, or, where
+    the settings are the environment alone (the function), the working folder."""
+    return env_file.resolve().parent if env_file else Path.cwd()
 
 
 def resolve_data(option, settings, env_file):
@@ -662,7 +685,7 @@ def resolve_data(option, settings, env_file):
         return DataSheets.at(resolve_path(None, settings, "REPORT_DATA_PATH",
                                           DEFAULT_DATA_FILE, env_file), named=True)
     folder = resolve_path(option, settings, "REPORT_DATA_DIR", DEFAULT_DATA_DIR, env_file)
-    single = env_file.resolve().parent / DEFAULT_DATA_FILE
+    single = settings_folder(env_file) / DEFAULT_DATA_FILE
     if not named and not folder.is_dir() and single.exists():
         return DataSheets(None, single)
     return DataSheets.at(folder, named=bool(named))
@@ -722,6 +745,8 @@ def parse_config(settings, audit_log_path, credential_origin=None, variant="a",
         tracking=tracking,
         endpoint_url_sqs=value("AWS_ENDPOINT_URL_SQS") or value("AWS_ENDPOINT_URL"),
         endpoint_url_sns=value("AWS_ENDPOINT_URL_SNS") or value("AWS_ENDPOINT_URL"),
+        endpoint_urls={service: value(f"AWS_ENDPOINT_URL_{service.upper()}")
+                       or value("AWS_ENDPOINT_URL") for service in DEPLOY_SERVICES},
         credential_origin=credential_origin if value("AWS_ACCESS_KEY_ID") else None,
         access_key_id=value("AWS_ACCESS_KEY_ID"),
         secret_access_key=value("AWS_SECRET_ACCESS_KEY"),
@@ -1144,11 +1169,13 @@ def redact(text, secrets):
 def load_config(args, environ, console):
     """Settings file plus environment, checked; hygiene warnings on the way."""
     settings = load_settings(args.env_file, environ)
-    console.step(f"settings: {args.env_file}")
+    console.step(f"settings: {args.env_file or 'the environment'}")
     previewing = args.dry_run or args.preview_dir is not None
-    for warning in env_file_warnings(args.env_file, ask_git=not previewing):
+    for warning in env_file_warnings(args.env_file, ask_git=not previewing) \
+            if args.env_file else ():
         console.warn(warning)
-    origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") else str(args.env_file)
+    origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") or not args.env_file \
+        else str(args.env_file)
     audit_log_path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH",
                                   DEFAULT_AUDIT_LOG, args.env_file)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
@@ -2093,7 +2120,8 @@ def read_sheet(path, parse, max_bytes=DEFAULT_SHEET_MAX_MB << 20):
     """(what parse makes of the sheet, the sha256 of its text), or (None, None) where
     there is no such file; a file over max_bytes is a DataError before it is read."""
     try:
-        text = read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
+        text = path.read_text(max_bytes) if isinstance(path, S3Location) else \
+            read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
     except FileNotFoundError:
         return None, None
     except TooLarge as size:
@@ -5639,9 +5667,8 @@ class LogLine(NamedTuple):
 class AuditLogFile:
     """The audit log, as every part of the script reaches it (audit_log_at): the
     records of a cycle, the records from the end, and appending under the run's
-    exclusive hold.  A JSON Lines file is the one store there is; another (an object
-    in S3, say) would be another class with these methods, and no caller would
-    change."""
+    exclusive hold.  A JSON Lines file; AuditLogS3 is the other store, with these
+    methods, for a log in S3."""
 
     def __init__(self, path):
         self.path = path
@@ -5673,11 +5700,13 @@ class AuditLogFile:
                          "ignored, not rewritten"
                          for number, (_, problem) in zip(numbers, skipped)]
 
-    def from_end(self, keep=None, most_bytes=None):
+    def from_end(self, keep=None, most_bytes=None, statuses=None):
         """The log's lines, newest first, as LogLines, blank ones passed over; given
         keep (raw line -> bool), only those it keeps are parsed and given (a line not
         parsed costs little); given most_bytes, only those within that many bytes of
-        the end.  The file is open until the iterator is done or closed."""
+        the end.  statuses: the only statuses keep keeps, a hint AuditLogS3 reads its
+        keys by (here keep decides).  The file is open until the iterator is done or
+        closed."""
         log = self._open_to_read()
         if log is None:
             return
@@ -5748,8 +5777,8 @@ class AuditLogFile:
 
 
 def audit_log_at(path):
-    """The audit log at a location the settings name: today always a file."""
-    return AuditLogFile(path)
+    """The audit log at a location the settings name: a file, or an S3 prefix."""
+    return AuditLogS3(path) if isinstance(path, S3Location) else AuditLogFile(path)
 
 
 def read_ledger(path, cycle, variant):
@@ -5802,17 +5831,17 @@ def read_recent_records(path, cycles, skip_reports=()):
 def last_sent_figures(path, cycle):
     """(cycle, data_sha256, data_as_of) of the last report sent in another cycle, read
     from the audit log's end; None if there is none, or it recorded no figures."""
-    record = next((r for r in records_from_end(path, SENT_MARK)
+    record = next((r for r in records_from_end(path, SENT_MARK, ("sent",))
                    if report_sent(r) and r["cycle"] != cycle), None)
     digest = record and record.get("data_sha256")
     return (record["cycle"], digest, record.get("data_as_of")) if digest else None
 
 
-def records_from_end(path, needle=b""):
+def records_from_end(path, needle=b"", statuses=None):
     """The audit log's good records, newest first (a line that is none is passed
     over: --history is where such lines are warned of); given a needle, only those
-    whose line holds it."""
-    lines = audit_log_at(path).from_end(lambda line: needle in line)
+    whose line holds it; statuses, from_end's hint."""
+    lines = audit_log_at(path).from_end(lambda line: needle in line, statuses=statuses)
     return (line.record for line in lines if line.record is not None)
 
 
@@ -5972,6 +6001,14 @@ class AuditLogWriter:
                             f"rotation): {where}; nothing more was sent: run again to send "
                             "the rest")
 
+    def claim(self, report, cycle, now, force=False):
+        """None: the run lock already keeps every other run from sending (S3LogWriter
+        claims each report instead)."""
+        return None
+
+    def release(self, report, cycle):
+        """Nothing to give up: the run lock goes with the run."""
+
     def matching_lines(self, needle):
         """(file offset, line) of the open log's lines that hold needle."""
         with open(os.dup(self._fd), "rb") as log:
@@ -6023,6 +6060,406 @@ class AuditLogWriter:
             if exc_info[0] is None:
                 raise AuditLogError(f"cannot close audit log {self.path}: "
                                     f"{error.strerror}") from None
+
+
+###############################################################################
+# S3: the data folder and the audit log in a bucket (s3:// locations)
+###############################################################################
+
+# How long a claim on a report keeps other runs from sending it: the function's
+# timeout (--deploy-aws), since no run that still lives has held one longer.
+CLAIM_STALE_SECONDS = 300
+CLAIM_TAKEN_OVER = "ClaimTakenOver"  # claim()'s word for: send it, a dead run's claim is ours
+# Records are fetched this many at a time: a cycle's are read in one round or two.
+S3_CONCURRENCY = 16
+S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# What S3 says when it will not let these credentials in.
+S3_FORBIDDEN = ("AccessDenied", "AllAccessDisabled", "AccountProblem", "403",
+                "InvalidObjectState")
+S3_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                      "InvalidToken", "TokenRefreshRequired")
+
+
+class S3Error(ReportRunError):
+    """S3 could not be used as the settings name it: outcome says why (transient,
+    forbidden, config)."""
+
+    def __init__(self, message, outcome):
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class S3Connection:
+    """The S3 client that a run's s3:// locations share, made the first time one is
+    read: the settings' keys or profile (else botocore's chain: a function's role),
+    AWS_ENDPOINT_URL_S3 (a local server, the tests') and the CA bundle."""
+
+    def __init__(self, settings):
+        self._settings = {name: setting(settings, name) or None for name in (
+            "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+            "AWS_CA_BUNDLE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SES_REGION",
+            "AWS_REGION")}
+        self._client = None
+
+    def __repr__(self):
+        return "S3Connection()"  # the keys it holds are never shown
+
+    @property
+    def client(self):
+        if self._client is None:
+            import botocore.config
+
+            given = self._settings
+            endpoint = given["AWS_ENDPOINT_URL_S3"] or given["AWS_ENDPOINT_URL"]
+            session = aws_session(given["AWS_PROFILE"], given["AWS_ACCESS_KEY_ID"],
+                                  given["AWS_SECRET_ACCESS_KEY"], given["AWS_SESSION_TOKEN"])
+            settings = botocore.config.Config(
+                retries=S3_RETRIES, connect_timeout=SES_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=SES_READ_TIMEOUT_SECONDS, max_pool_connections=S3_CONCURRENCY,
+                # a local server has no bucket.host names: the bucket goes in the path
+                s3={"addressing_style": "path"} if endpoint else None)
+            self._client = session.create_client(
+                "s3", region_name=given["AWS_REGION"] or given["AWS_SES_REGION"] or "us-east-1",
+                endpoint_url=endpoint, verify=given["AWS_CA_BUNDLE"], config=settings)
+        return self._client
+
+
+class S3Location:
+    """An s3://bucket/key the settings name, used where a Path is (the data folder, a
+    sheet, the audit log's prefix): / joins, exists(), is_file(), is_dir(), and
+    read_text() with read_text_file's exceptions.  Shown as its URL, never with the
+    connection's keys."""
+
+    def __init__(self, bucket, key, connection):
+        self.bucket, self.key, self.connection = bucket, key, connection
+
+    @classmethod
+    def parse(cls, url, connection, name):
+        """The location of an s3:// URL, or ConfigError naming the setting."""
+        bucket, _, key = url[len("s3://"):].partition("/")
+        if not BUCKET_PATTERN.fullmatch(bucket) or ".." in key or any(
+                ch in LINE_BREAKS or not ch.isprintable() for ch in key):
+            raise ConfigError([f"{name} {url[:80]!r} is not an S3 location: write "
+                               "s3://BUCKET/PREFIX/ (a bucket name of lowercase letters, "
+                               "digits, dots and hyphens)"])
+        return cls(bucket, key, connection)
+
+    def __str__(self):
+        return f"s3://{self.bucket}/{self.key}"
+
+    def __repr__(self):
+        return f"S3Location({str(self)!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, S3Location) and str(self) == str(other)
+
+    def __hash__(self):
+        return hash(str(self))
+
+    def __truediv__(self, name):
+        folder = self.key if not self.key or self.key.endswith("/") else self.key + "/"
+        return S3Location(self.bucket, folder + name, self.connection)
+
+    @property
+    def name(self):
+        return self.key.rstrip("/").rpartition("/")[2]
+
+    @property
+    def suffix(self):
+        return Path(self.name).suffix
+
+    def is_file(self):
+        if not self.key or self.key.endswith("/"):
+            return False
+        try:
+            self._call("head_object", Key=self.key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def is_dir(self):
+        """True where some object lies under this prefix: S3 has no empty folders."""
+        return bool(self.keys(self.key if self.key.endswith("/") else self.key + "/",
+                              most=1))
+
+    def exists(self):
+        return self.is_file() or self.is_dir()
+
+    def read_text(self, max_bytes=None):
+        """The object's UTF-8 text, its byte-order mark ignored, as read_text_file
+        reads a file: FileNotFoundError, TooLarge before it is read, UnreadableFile."""
+        answer = self._call("get_object", Key=self.key)
+        with contextlib.closing(answer["Body"]) as body:
+            size = answer.get("ContentLength") or 0
+            if max_bytes is not None and size > max_bytes:
+                raise TooLarge(f"{size / 2**20:,.1f} MB")
+            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise TooLarge(f"more than {max_bytes >> 20} MB")
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise UnreadableFile("it is not UTF-8 text") from None
+
+    def keys(self, prefix, *, delimiter=None, most=None):
+        """The keys under prefix (or, with a delimiter, the prefixes one level down),
+        in S3's order, which is the keys' byte order."""
+        found = []
+        pages = {"Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {}),
+                 **({"MaxKeys": most} if most else {})}
+        while True:
+            answer = self._call("list_objects_v2", **pages)
+            found += [entry["Prefix"] for entry in answer.get("CommonPrefixes", ())] \
+                if delimiter else [entry["Key"] for entry in answer.get("Contents", ())]
+            if not answer.get("IsTruncated") or (most and len(found) >= most):
+                return found
+            pages["ContinuationToken"] = answer["NextContinuationToken"]
+
+    def _call(self, operation, **parameters):
+        """One S3 call on this bucket; S3Error where it cannot be made, and
+        FileNotFoundError for a key that is not there."""
+        import botocore.exceptions
+
+        try:
+            return getattr(self.connection.client, operation)(Bucket=self.bucket,
+                                                              **parameters)
+        except botocore.exceptions.ClientError as error:
+            raise s3_failure(error, self) from None
+        except (botocore.exceptions.NoCredentialsError,
+                botocore.exceptions.PartialCredentialsError):
+            raise ConfigError([f"no AWS credentials found to read {self}: set AWS_PROFILE, "
+                               "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run it "
+                               "where a role gives them (the function's)"]) from None
+        except botocore.exceptions.BotoCoreError as error:  # no connection, a timeout
+            raise S3Error(f"S3 could not be reached for {self} ({error}); nothing was "
+                          "sent: run again later", "transient") from None
+
+
+def s3_failure(error, location):
+    """What an S3 error answer means for a run: FileNotFoundError for a missing key,
+    else the S3Error that says what to fix."""
+    answer = error.response.get("Error", {})
+    code = str(answer.get("Code", ""))
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    said = f"{code}: {answer.get('Message', '')}".strip(": ")
+    if code in ("NoSuchKey", "404") and status == 404:
+        return FileNotFoundError(str(location))
+    if code == "NoSuchBucket":
+        return S3Error(f"S3 bucket {location.bucket} does not exist (for {location}): fix "
+                       "REPORT_DATA_DIR or AUDIT_LOG_PATH, or make the bucket; nothing "
+                       "was sent", "config")
+    if code in S3_BAD_CREDENTIALS:
+        return S3Error(f"S3 refused the AWS credentials for {location} ({said}): log in "
+                       "again or check the keys; nothing was sent", "config")
+    if code in S3_FORBIDDEN or status == 403:
+        return S3Error(f"S3 refused access to {location} ({said}): allow these "
+                       "credentials (or the function's role) s3:GetObject, s3:PutObject "
+                       "and s3:ListBucket there (docs/aws.md); nothing was sent",
+                       "forbidden")
+    if status >= 500 or code in THROTTLING_CODES or code == "SlowDown":
+        return S3Error(f"S3 was busy or failing for {location} ({said}); nothing was "
+                       "sent: run again later", "transient")
+    return S3Error(f"S3 said no for {location} ({said}); nothing was sent", "config")
+
+
+class AuditLogS3:
+    """The audit log as objects under an S3 prefix, with AuditLogFile's methods: the
+    same records, one object each (S3 has no append), under
+
+        PREFIX/records/CYCLE/TIME-RUN-N.json    keys that sort by cycle, then time
+        PREFIX/claims/CYCLE/VARIANT/REPORT.json  who is sending a report now
+
+    A cycle is read by listing its own prefix, and the log from its end a cycle at a
+    time, newest cycle first (the cycles' labels sort by date), so that no read lists
+    the whole bucket.  No run holds the whole log: each report is claimed, with S3's
+    conditional write, just before it is sent (the writer's claim())."""
+
+    def __init__(self, location):
+        self.location = location if location.key.endswith("/") or not location.key \
+            else location / ""
+        self.path = self.location  # as messages name the log
+
+    def cycle_prefix(self, cycle):
+        return f"{self.location.key}records/{quote(cycle, safe='')}/"
+
+    def cycle_records(self, cycle):
+        """(the cycle's records, oldest first, a warning for each object that is none)."""
+        records, warnings = [], []
+        for key, record, problem, _ in self._read(self.location.keys(self.cycle_prefix(cycle))):
+            if problem:
+                warnings.append(f"warning: audit log s3://{self.location.bucket}/{key} is "
+                                f"{problem}; ignored, not rewritten")
+            elif record["cycle"] == cycle:
+                records.append(record)
+        return records, warnings
+
+    def from_end(self, keep=None, most_bytes=None, statuses=None):
+        """LogLines, newest first: the newest cycle's records, newest first, then the
+        cycle before; keep and most_bytes as AuditLogFile.from_end's (most_bytes
+        counting the records' bytes); given statuses, a record of another status (its
+        key says) is not fetched at all."""
+        cycles = self.location.keys(f"{self.location.key}records/", delimiter="/")
+        number, read = 0, 0
+        for prefix in reversed(cycles):
+            keys = [key for key in self.location.keys(prefix)[::-1]
+                    if statuses is None or key_status(key) in (*statuses, None)]
+            for _, record, problem, raw in self._read(keys):
+                number, read = number + 1, read + len(raw)
+                if most_bytes is not None and read > most_bytes:
+                    return
+                if keep is None or keep(raw):
+                    yield LogLine(number, record, problem)
+
+    @contextlib.contextmanager
+    def held(self, follow=False):
+        """The log to write: no run-wide hold (the claims are per report)."""
+        yield S3LogWriter(self)
+
+    @contextlib.contextmanager
+    def held_for_notice(self):
+        yield S3LogWriter(self)
+
+    def write_problem(self):
+        """Why a send could not use the log, found by listing its prefix (S3 cannot be
+        asked whether a write would go through without writing): the line, or None."""
+        try:
+            self.location.keys(f"{self.location.key}records/", delimiter="/", most=1)
+        except ReportRunError as error:
+            return str(error)
+        return None
+
+    def _read(self, keys):
+        """(key, record, problem, its bytes) of each key, in order, fetched a few at a
+        time."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(key):
+            try:
+                text = S3Location(self.location.bucket, key,
+                                  self.location.connection).read_text(LEDGER_CHUNK_BYTES)
+            except FileNotFoundError:  # taken away between the list and the read
+                return key, None, "gone (deleted after it was listed)", b""
+            except (TooLarge, UnreadableFile) as error:
+                return key, None, f"not a record ({error})", b""
+            return (key, *parsed_record(text), text.encode("utf-8"))
+
+        with ThreadPoolExecutor(S3_CONCURRENCY) as pool:
+            yield from pool.map(fetch, keys)
+
+
+class S3LogWriter:
+    """Writing the S3 audit log: a record is one new object, written whole or not at
+    all (S3 has no torn writes), before the next send; and the claims."""
+
+    def __init__(self, log):
+        self.log = log
+        self.path = log.path
+        self.written = []
+        self._run = os.urandom(4).hex()  # keeps two runs' keys apart in one millisecond
+
+    def check_room(self):
+        """S3 is never full, and never replaced under a run."""
+
+    def append(self, record):
+        when = str(record.get("ts", "")).replace("-", "").replace(":", "")[:18]
+        key = (f"{self.log.cycle_prefix(record['cycle'])}{when or '0'}Z-{self._run}-"
+               f"{len(self.written):04d}.{record['status']}.json")
+        line = json.dumps(record, ensure_ascii=False)
+        try:
+            self._put(key, line.encode("utf-8"), IfNoneMatch="*")
+        except S3Error as error:
+            raise S3Error(f"{error}; this outcome is not recorded, put it in the log by "
+                          f"hand: {line}", error.outcome) from None
+        self.written.append(record)
+
+    def claim(self, report, cycle, now, force=False):
+        """None where this run may send the report now (its claim is written), else
+        (code, why) to skip it: sent by another run, or another run is sending it.  A
+        claim older than CLAIM_STALE_SECONDS whose report is not sent is a run that
+        died: it is taken over (If-Match), so that report may go twice, and the answer
+        is (CLAIM_TAKEN_OVER, why) to send it and say so."""
+        key = f"{self.log.location.key}claims/{quote(cycle, safe='')}/{report.variant}/" \
+              f"{report.report_id}.json"
+        mine = json.dumps({"run": self._run, "claimed_at": now.astimezone(timezone.utc)
+                           .isoformat(timespec="seconds"), "cycle": cycle,
+                           "report": report.report_id, "variant": report.variant}).encode()
+        try:
+            self._put(key, mine, IfNoneMatch="*")
+            return None
+        except ClaimTaken:
+            pass
+        age, etag = self._claim_held(key, now)
+        sent = {r["report"]: r.get("message_id") for r in self.log.cycle_records(cycle)[0]
+                if r["status"] == "sent" and r.get("variant", "a") == report.variant}
+        if force:
+            pass  # --force sends again, but one forced run at a time: If-Match decides
+        elif report.report_id in sent:
+            return ("AlreadySent", f"sent by another run in cycle {cycle} as "
+                    f"{sent[report.report_id]}; --force sends it again")
+        elif age < CLAIM_STALE_SECONDS:
+            return ("ClaimedByAnotherRun", f"another run claimed it {max(int(age), 0)} s "
+                    "ago and is sending it (its claim in S3); a claim that old with no "
+                    f"sent record, {CLAIM_STALE_SECONDS} s, is taken over by the next run")
+        try:
+            self._put(key, mine, IfMatch=etag)
+        except ClaimTaken:
+            return ("ClaimedByAnotherRun", "another run took over its claim first")
+        return None if force else (CLAIM_TAKEN_OVER, (
+            f"its claim in S3 is {int(age)} s old with no sent record: the run that made "
+            "it died or stalled, so this run sends it; if that run's send went through, "
+            "it arrives twice"))
+
+    def release(self, report, cycle):
+        """Give up this run's claim on a report SES did not send: a later run may try."""
+        key = f"{self.log.location.key}claims/{quote(cycle, safe='')}/{report.variant}/" \
+              f"{report.report_id}.json"
+        with contextlib.suppress(ReportRunError):
+            self.log.location._call("delete_object", Key=key)
+
+    def _claim_held(self, key, now):
+        """(the claim's age in seconds, its ETag) as S3 has it now: its age by the
+        claimed_at its run wrote (the clock runs record by), else by S3's LastModified."""
+        try:
+            answer = self.log.location._call("get_object", Key=key)
+        except FileNotFoundError:  # released between the write and this read: stale
+            return math.inf, '"none"'
+        with contextlib.closing(answer["Body"]) as body:
+            text = body.read(4096)
+        try:
+            claimed = datetime.fromisoformat(json.loads(text)["claimed_at"])
+            return (now - claimed).total_seconds(), answer.get("ETag", "")
+        except (ValueError, TypeError, KeyError, OverflowError):  # not a claim of ours
+            return (now - answer["LastModified"]).total_seconds(), answer.get("ETag", "")
+
+    def _put(self, key, body, **condition):
+        """PutObject, conditional: ClaimTaken where S3 says another write was first."""
+        import botocore.exceptions
+
+        try:
+            self.log.location.connection.client.put_object(
+                Bucket=self.log.location.bucket, Key=key, Body=body,
+                ContentType="application/json", **condition)
+        except botocore.exceptions.ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412):  # 409: a conditional write racing another
+                raise ClaimTaken() from None
+            raise s3_failure(error, S3Location(self.log.location.bucket, key,
+                                               self.log.location.connection)) from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise S3Error(f"S3 could not be reached to write s3://{self.log.location.bucket}"
+                          f"/{key} ({error})", "transient") from None
+
+
+def key_status(key):
+    """The status a record's key names (TIME-RUN-N.STATUS.json), or None for a key
+    this script did not write (it is read, and warned of, whatever is asked)."""
+    parts = key.rsplit("/", 1)[-1].split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in RECORD_STATUSES else None
+
+
+class ClaimTaken(Exception):
+    """S3 answered a conditional write with 412: another run wrote the object first."""
 
 
 ###############################################################################
@@ -6146,6 +6583,10 @@ class AwsClients:
         """The events topic's client, for --setup-events."""
         return self._client("sns", "sns", self.config.endpoint_url_sns)
 
+    def service(self, service):
+        """A client of a service --deploy-aws makes things in (DEPLOY_SERVICES)."""
+        return self._client(f"deploy_{service}", service, self.config.endpoint_urls.get(service))
+
     def close(self):
         """Close the clients' connections (a run uses them once)."""
         for client in self._made.values():
@@ -6191,32 +6632,42 @@ class AwsClients:
         there are none, or the profile named is not there."""
         if self._session is not None:
             return self._session
-        import botocore.exceptions
-        import botocore.session
-
         config = self.config
-        try:
-            session = botocore.session.Session(profile=config.aws_profile)
-            if self._models is not None:
-                session.register_component("data_loader", self._models)
-            if config.access_key_id:
-                session.set_credentials(config.access_key_id, config.secret_access_key,
-                                        config.session_token)
-            credentials = session.get_credentials()
-        except botocore.exceptions.ProfileNotFound:
-            raise ConfigError([no_such_profile(config.aws_profile)]) from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
-        if credentials is None:
-            raise ConfigError(["no AWS credentials found: set AWS_PROFILE, or "
-                               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the "
-                               "environment or repos.env (or run aws sso login)"])
-        if credentials.method == "explicit":
+        session = aws_session(config.aws_profile, config.access_key_id,
+                              config.secret_access_key, config.session_token, self._models)
+        method = session.get_credentials().method
+        if method == "explicit":
             self._source = f"access keys from {config.credential_origin}"
         else:
-            self._source = CREDENTIAL_SOURCES.get(credentials.method, credentials.method)
+            self._source = CREDENTIAL_SOURCES.get(method, method)
         self._session = session
         return session
+
+
+def aws_session(profile, access_key_id=None, secret_access_key=None, session_token=None,
+                models=None):
+    """A botocore session whose credentials are found: the keys given, else the
+    profile, else botocore's chain (SSO, a function's or an instance's role);
+    ConfigError where there are none, or the profile is not there."""
+    import botocore.exceptions
+    import botocore.session
+
+    try:
+        session = botocore.session.Session(profile=profile)
+        if models is not None:
+            session.register_component("data_loader", models)
+        if access_key_id:
+            session.set_credentials(access_key_id, secret_access_key, session_token)
+        credentials = session.get_credentials()
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError([no_such_profile(profile)]) from None
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigError([f"AWS credentials could not be loaded: {error}"]) from None
+    if credentials is None:
+        raise ConfigError(["no AWS credentials found: set AWS_PROFILE, or "
+                           "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, in the "
+                           "environment or repos.env (or run aws sso login)"])
+    return session
 
 
 def connect_ses(config, **options):
@@ -7004,7 +7455,7 @@ class EventBook:
 
     def __init__(self, path):
         self._log = audit_log_at(path)
-        self._lines = self._log.from_end(self._worth_reading)
+        self._lines = self._log.from_end(self._worth_reading, statuses=("sent",))
         self._sends, self._absent, self._event_ids = {}, set(), {}
         self._needles = set()  # the ids the current batch asks for, as the log has them
 
@@ -7172,7 +7623,7 @@ def delivery_problems(path, recipients, now):
     wanted = {address.casefold() for address in recipients}
     events = audit_log_at(path).from_end(  # opens and clicks decide no address's state
         lambda line: b'"status": "event"' in line and not any(
-            mark in line for mark in MESSAGE_EVENT_MARKS), EVENTS_LOOKBACK_BYTES)
+            mark in line for mark in MESSAGE_EVENT_MARKS), EVENTS_LOOKBACK_BYTES, ("event",))
     for _, (_, record, problem) in zip(range(EVENTS_LOOKBACK_RECORDS), events):
         if problem or record.get("event") not in ("delivery", "bounce", "complaint") or \
                 str(record.get("recipient", "")).casefold() not in wanted or \
@@ -7601,6 +8052,7 @@ class Console:
         self.stderr = stderr
         self.verbosity = verbosity
         self.secrets = ()  # the run's credentials, never printed
+        self.summary = {}  # a sending run's outcome, for a caller that reads no text
         self._held = []
         self._closed = set()  # streams whose reader has gone
 
@@ -7665,10 +8117,11 @@ class RunOutcome:
 class CycleRun:
     """One sending run of a cycle: each report sent, skipped or failed, and audited."""
 
-    def __init__(self, config, *, audit_log, cycle, clock, console, stop):
+    def __init__(self, config, *, audit_log, cycle, clock, console, stop, force=False):
         self.config = config
         self.audit_log = audit_log
         self.cycle = cycle
+        self.force = force
         self.clock = clock
         self.console = console
         self.stop = stop
@@ -7706,6 +8159,12 @@ class CycleRun:
                           f"account's suppression list: {', '.join(dropped)}", dropped)
                 continue
             pacer.wait_to_send(report.recipient_count)
+            elsewhere = self.audit_log.claim(report, self.cycle, self.clock.now(), self.force)
+            if elsewhere and elsewhere[0] == CLAIM_TAKEN_OVER:
+                self.console.warn(f"warning: {report.report_id}: {elsewhere[1]}")
+            elif elsewhere:  # an S3 log's other run sent it, or is sending it now
+                self.skip([report], *elsewhere)
+                continue
             self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
             with self.stop.protect():
                 failure = self.send_one(ses, report, dropped)
@@ -7729,6 +8188,7 @@ class CycleRun:
             error = {"code": failure.code,
                      "message": redact(failure.message, self.config.secrets)}
             self.outcome.failures.append((self.record(report, "failed", error=error), failure))
+            self.audit_log.release(report, self.cycle)
             return failure
         self.record(report, "sent", message_id=message_id, suppressed=suppressed)
         return None
@@ -7755,7 +8215,7 @@ def send_cycle(reports, config, *, cycle, force, clock, console, connect, stop, 
         console.step(f"ledger: {len(already_sent)} report(s) already sent in cycle {cycle}, "
                      f"variant {config.variant}")
         cycle_run = CycleRun(config, audit_log=audit_log, cycle=cycle, clock=clock,
-                             console=console, stop=stop)
+                             console=console, stop=stop, force=force)
         for report in reports:
             if report.report_id in already_sent:
                 cycle_run.skip([report], "AlreadySent", f"sent earlier in cycle {cycle} as "
@@ -7932,6 +8392,9 @@ def report_outcome(outcome, config, cycle, console):
     if outcome.refusal:
         console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)
+    console.summary.update(cycle=cycle, variant=config.variant, **{
+        status: [r["report"] for r in outcome.records if r["status"] == status]
+        for status in ("sent", "skipped", "failed")})
     console.result(summary_table(outcome.records))
     console.result(f"{sent} of {len(outcome.records)} reports sent for cycle {cycle}, "
                    f"variant {config.variant}; BCC {config.bcc}; "
@@ -8253,7 +8716,7 @@ NOTICE_REPORT = "(failure notice)"  # the report name of a failure notice's reco
 # The outcomes a notice is sent for: reports were due and did not go.  A run
 # stopped by a signal is left to the heartbeat; a run another one locked out
 # leaves the telling to that one.
-NOTICE_OUTCOMES = ("software", "rejected", "data", "cant_create", "transient")
+NOTICE_OUTCOMES = ("software", "rejected", "data", "cant_create", "transient", "forbidden")
 
 
 def due_days(schedule, year, month):
@@ -8652,7 +9115,7 @@ def show_status(args, environ, console, clock):
 def last_sent_line(path, zone):
     """What --status says of the last report sent: its cycle, when, and how many of
     that cycle's reports the log shows sent."""
-    last = next(filter(report_sent, records_from_end(path, SENT_MARK)), None)
+    last = next(filter(report_sent, records_from_end(path, SENT_MARK, ("sent",))), None)
     if last is None:
         return f"last sent: nothing yet (audit log {path})"
     sent, _ = read_ledger(path, last["cycle"], last.get("variant", "a"))
@@ -8667,6 +9130,9 @@ def last_sent_line(path, zone):
 # Command line
 ###############################################################################
 
+# What --deploy-aws does not go with (--dry-run, its plan, it does).
+DEPLOY_EXCLUDES = ("preview_dir", "check", "events", "setup_events", "test_events", "status",
+                   "new_data", "force", "only", "cycle")
 # SES message tags carry the cycle, and allow only letters, digits, _ and -.
 CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -8730,6 +9196,11 @@ def build_parser():
                         help="start a data folder: each sheet with its first line, and "
                              "items.csv with the source document's items to confirm or "
                              "close; a sheet already there is kept")
+    parser.add_argument("--deploy-aws", action="store_true",
+                        help="make or update the AWS Lambda function that runs this file "
+                             "hourly, its role, schedule and dead-letter queue, keeping "
+                             "what is there (with --dry-run: print the plan); needs the "
+                             "data and the audit log in S3 (docs/aws.md)")
     parser.add_argument("--csv-header", action="store_true",
                         help="with --metrics: print the first line of a new figures file")
     parser.add_argument("--data", metavar="PATH",
@@ -9007,6 +9478,8 @@ def run(args, *, environ, console, clock, connect, stop):
         return set()
     if args.csv_header:
         raise UsageError("--csv-header goes with --metrics")
+    if args.deploy_aws and any(getattr(args, action) for action in DEPLOY_EXCLUDES):
+        raise UsageError("--deploy-aws goes alone, or with --dry-run for the plan")
     if args.items:
         console.result(item_catalogue())
         return set()
@@ -9024,6 +9497,9 @@ def run(args, *, environ, console, clock, connect, stop):
     selected = select_reports(args.only)
     label = parse_cycle(args.cycle)
     config = load_config(args, environ, console)
+    if args.deploy_aws:
+        return deploy_aws(args, config, load_settings(args.env_file, environ),
+                          connect=connect, console=console)
     if args.events or args.setup_events or args.test_events:
         return delivery_events(args, config, clock=clock, console=console, connect=connect)
     now = clock.now().astimezone(config.timezone)  # the cycle's date is the zone's
@@ -9080,6 +9556,8 @@ def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, c
         today = now.date()
         console.result(f"nothing due: cycle {cycle} is sent; the next falls due "
                        f"{due_after(config.schedule, today)} ({zone_name(config.timezone)})")
+        console.summary.update(cycle=cycle, variant=config.variant, sent=[], skipped=[],
+                               failed=[], due=False)
         read_events_between_cycles(config, selected, clock, console, connect)
         return None
     reports, refusal = prepare_reports(selected, config, cycle, now, args, console)
@@ -9148,9 +9626,11 @@ def encoded_size(raw):
     return 4 * -(-len(raw) // 3)
 
 
-def parse_args(argv, console):
-    """The command line as argparse reads it, its help going to the console's stdout."""
+def parse_args(argv, console, env_file=DEFAULT_ENV_FILE):
+    """The command line as argparse reads it, its help going to the console's stdout;
+    env_file: the settings file where --env-file names none (None: the environment)."""
     parser = build_parser()
+    parser.set_defaults(env_file=env_file)
     try:
         with contextlib.redirect_stdout(console.stdout):
             args = parser.parse_args(argv)
@@ -9161,14 +9641,17 @@ def parse_args(argv, console):
 
 
 def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
-         ses_factory=None):
+         ses_factory=None, env_file=DEFAULT_ENV_FILE, summary=None):
     """Run the command line; return its exit code (EXIT_CODES, shown by --help).
 
     Expected failures (bad settings, SES refusals, an unwritable audit log, a
     run already in progress) become one line per problem on stderr and their
     exit code, never a traceback.  What the run touches can be given: the
     environment (instead of os.environ), the streams, the clock (SystemClock's
-    now, monotonic and sleep) and the SES client factory (connect_ses).
+    now, monotonic and sleep) and the SES client factory (connect_ses); env_file,
+    the settings file where --env-file names none (None: the environment alone);
+    summary, a dict a sending run fills with its cycle and the reports sent,
+    skipped and failed (lambda_handler's answer).
     """
     environ = os.environ if environ is None else environ
     for stream in {stdout or sys.stdout, stderr or sys.stderr}:
@@ -9176,9 +9659,11 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
             # A terminal that cannot show a character (PYTHONIOENCODING=ascii) shows "?".
             stream.reconfigure(errors="replace")
     console = Console(stdout or sys.stdout, stderr or sys.stderr)
+    console.summary = {} if summary is None else summary
     try:
         with StopSignals() as stop:
-            return exit_code(run(parse_args(argv, console), environ=environ, console=console,
+            return exit_code(run(parse_args(argv, console, env_file), environ=environ,
+                                 console=console,
                                  clock=clock or SystemClock(),
                                  connect=ses_factory or connect_ses, stop=stop))
     except ProblemsError as error:
@@ -9202,6 +9687,405 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
         console.problem(fault_line(error))  # the traceback, redacted like every line
         console.problem("".join(traceback.format_exception(error)).rstrip())
         return exit_code({"software"})
+
+
+###############################################################################
+# AWS Lambda: this file as the function's code, and --deploy-aws
+###############################################################################
+
+# What --deploy-aws makes: the function runs in the sender's region on Lambda's
+# current Python (boto3 is in it; python-dotenv is not needed: no repos.env there).
+LAMBDA_RUNTIME = "python3.14"
+LAMBDA_HANDLER = "send_exec_reports.lambda_handler"
+LAMBDA_TIMEOUT_SECONDS = CLAIM_STALE_SECONDS  # a claim older than a run can live is stale
+LAMBDA_MEMORY_MB = 256
+DEFAULT_AWS_NAME = "exec-reports"  # REPORT_AWS_NAME: one per owner or portfolio
+AWS_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+# Hourly, in REPORT_TIMEZONE, five minutes past: a due cycle is caught as cron
+# hourly catches it; a failed run is tried again twice, then goes to the dead letters.
+SCHEDULE_EXPRESSION = "cron(5 * * * ? *)"
+SCHEDULE_RETRY = {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+# The settings the function is given: the script's own, never AWS keys, a profile,
+# an endpoint or a CA bundle of this machine's (the role replaces the keys).
+FUNCTION_SETTING_PREFIXES = ("AWS_SES_", "AWS_RECIPIENT_EMAIL", "AWS_BCC_EMAIL", "REPORT_")
+NOT_FOR_THE_FUNCTION = ("AWS_SES_REGION_ENDPOINT",)
+
+
+class ReportsNotSent(Exception):
+    """The function's run ended with a non-zero exit code: raised, so that Lambda's
+    retries, its failure destination and an alarm on its errors all see it."""
+
+
+def lambda_handler(event, context, **given):
+    """The function's entry point: what main() runs, with the settings from the
+    function's environment and the credentials of its role.
+
+    event: {"args": ["--only", "ceo", ...]}, or empty for a scheduled run
+    (REPORT_SCHEDULE decides what is due, as on a laptop).  Returns {"exit_code",
+    "cycle", "sent", "skipped", "failed"}; raises ReportsNotSent where the exit code
+    is not 0.  Retries are safe: the ledger in S3 never sends a report twice.  given:
+    main()'s keyword arguments (the tests' environment, clock and streams).
+    """
+    args = (event or {}).get("args", []) if isinstance(event, dict) else None
+    if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
+        raise ReportsNotSent('the event must be {} or {"args": ["--only", "ceo", ...]}')
+    environ = given.pop("environ", os.environ)
+    summary = {}
+    code = (function_problem(environ, given.get("stderr") or sys.stderr)
+            or main(args, environ=environ, env_file=None, summary=summary, **given))
+    answer = {"exit_code": code, "cycle": summary.get("cycle"),
+              **{status: summary.get(status, []) for status in ("sent", "skipped", "failed")}}
+    if code != 0:
+        raise ReportsNotSent(json.dumps(answer))
+    return answer
+
+
+def function_problem(environ, stderr):
+    """Exit code 78, said in one line, where the function's ledger or data would not
+    outlive the run: a function's disk is wiped, and a ledger lost there sends
+    every report again."""
+    missing = [name for name in ("AUDIT_LOG_PATH", "REPORT_DATA_DIR")
+               if not setting(environ, name).startswith("s3://")]
+    if not missing:
+        return 0
+    print(f"config error: {' and '.join(missing)} must be s3:// locations in the function: "
+          "its disk does not outlive a run, and a ledger lost there would send every "
+          "report again (docs/aws.md)", file=stderr, flush=True)
+    return EXIT_CODES["config"][0]
+
+
+class Deployment(NamedTuple):
+    """What --deploy-aws makes, named from REPORT_AWS_NAME."""
+
+    name: str
+    account: str
+    region: str
+
+    @property
+    def function_role(self):
+        return f"{self.name}-function"
+
+    @property
+    def scheduler_role(self):
+        return f"{self.name}-scheduler"
+
+    @property
+    def dead_letters(self):
+        return f"{self.name}-dead-letters"
+
+    @property
+    def function_arn(self):
+        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+
+    def arn(self, service, resource, region=True):
+        return f"arn:aws:{service}:{self.region if region else ''}:{self.account}:{resource}"
+
+
+def function_policy(config, deployment):
+    """The function role's one inline policy: least privilege, no * resource for SES or
+    S3.  The preflight's account questions (GetAccount, GetSendQuota) take no resource,
+    so they are left out: the preflight says it could not ask, and the send goes on."""
+    identities = sorted({config.from_address, config.from_address.rpartition("@")[2]})
+    ses = [deployment.arn("ses", f"identity/{identity}") for identity in identities]
+    if config.configuration_set:
+        ses.append(deployment.arn("ses", f"configuration-set/{config.configuration_set}"))
+    log, data = config.audit_log_path, config.data.folder or config.data.figures
+    statements = [
+        {"Sid": "SendAsTheReportsAddressOnly", "Effect": "Allow",
+         "Action": ["ses:SendEmail", "ses:SendRawEmail"], "Resource": ses,
+         "Condition": {"StringEquals": {"ses:FromAddress": config.from_address}}},
+        {"Sid": "AskAboutTheSender", "Effect": "Allow", "Action": "ses:GetEmailIdentity",
+         "Resource": ses[:len(identities)]},
+        {"Sid": "ReadTheSheets", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{data.bucket}/{data.key}*"},
+        {"Sid": "KeepTheLedger", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": f"arn:aws:s3:::{log.bucket}/{log.key}*"},
+        *({"Sid": f"List{which}", "Effect": "Allow", "Action": "s3:ListBucket",
+           "Resource": f"arn:aws:s3:::{where.bucket}",
+           "Condition": {"StringLike": {"s3:prefix": [f"{where.key}*"]}}}
+          for which, where in (("TheSheets", data), ("TheLedger", log))),
+        {"Sid": "WriteItsLogs", "Effect": "Allow",
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": [deployment.arn("logs", f"log-group:/aws/lambda/{deployment.name}"),
+                      deployment.arn("logs", f"log-group:/aws/lambda/{deployment.name}:*")]},
+    ]
+    if config.events_queue_url:
+        queue_name = urlsplit(config.events_queue_url).path.rstrip("/").rpartition("/")[2]
+        statements.append({"Sid": "ReadTheEvents", "Effect": "Allow",
+                           "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                           "Resource": deployment.arn("sqs", queue_name)})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def scheduler_policy(deployment):
+    """The schedule's role: start the function, and put what failed on the dead letters."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": deployment.function_arn},
+        {"Effect": "Allow", "Action": "sqs:SendMessage",
+         "Resource": deployment.arn("sqs", deployment.dead_letters)}]}
+
+
+def trust_policy(service):
+    return {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+
+
+def function_environment(settings):
+    """The function's environment: the script's settings as repos.env and the
+    environment give them, without keys, a profile, endpoints or a CA bundle."""
+    return {name: value for name, value in sorted(settings.items())
+            if (name.startswith(FUNCTION_SETTING_PREFIXES) or name == "AUDIT_LOG_PATH")
+            and name not in NOT_FOR_THE_FUNCTION and value}
+
+
+def function_zip():
+    """This file alone, zipped the same way every time (fixed dates and modes), so
+    that an unchanged script is seen as unchanged."""
+    import zipfile
+
+    member = zipfile.ZipInfo("send_exec_reports.py", date_time=(2020, 1, 1, 0, 0, 0))
+    member.external_attr = 0o644 << 16
+    member.compress_type = zipfile.ZIP_DEFLATED
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(member, Path(__file__).read_bytes())
+    return buffer.getvalue()
+
+
+def code_sha256(data):
+    """Lambda's CodeSha256 of a package: base64 of its sha256."""
+    import base64
+
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def deploy_aws(args, config, settings, *, connect, console):
+    """--deploy-aws: make or update the roles, the dead-letter queue, the function and
+    its hourly schedule, keeping what is already as it should be; --dry-run prints
+    the plan and changes nothing."""
+    name = setting(settings, "REPORT_AWS_NAME") or DEFAULT_AWS_NAME
+    problems = [] if AWS_NAME_PATTERN.fullmatch(name) else [
+        f"REPORT_AWS_NAME {name[:40]!r}: use up to 40 letters, digits, - and _"]
+    problems += [f"{label} must be an s3:// location for the function (its disk does not "
+                 "outlive a run): upload the folder with aws s3 sync and set it"
+                 for label, where in (("AUDIT_LOG_PATH", config.audit_log_path),
+                                      ("REPORT_DATA_DIR", config.data.folder))
+                 if not isinstance(where, S3Location)]
+    problems += [f"{label} must be set for the function: {why}" for label, why in (
+        ("REPORT_SCHEDULE", "it runs hourly, and sends a cycle only when one is due"),
+        ("REPORT_TIMEZONE", "the function's clock is UTC, not the owner's"))
+        if not setting(settings, label)]
+    if problems:
+        raise ConfigError(problems)
+    with contextlib.closing(connect(config)) as clients:
+        account = aws_call(clients.service("sts").get_caller_identity)["Account"]
+        deployment = Deployment(name, account, config.region)
+        environment = function_environment(settings)
+        plan = deployment_plan(config, deployment, environment)
+        if args.dry_run:
+            console.result(plan)
+            return set()
+        made = [
+            ensure_role(clients.service("iam"), deployment.function_role,
+                        "lambda.amazonaws.com", function_policy(config, deployment)),
+            ensure_role(clients.service("iam"), deployment.scheduler_role,
+                        "scheduler.amazonaws.com", scheduler_policy(deployment)),
+            ensure_dead_letters(clients.service("sqs"), deployment.dead_letters),
+            ensure_function(clients.service("lambda"), deployment, environment),
+            ensure_schedule(clients.service("scheduler"), deployment, config),
+        ]
+    for line in made:
+        console.result(line)
+    data = config.data.folder
+    console.result(f"upload the sheets (and again whenever they change): aws s3 sync "
+                   f"report_data {data}")
+    console.result(f"its logs: aws logs tail /aws/lambda/{name} --follow; undo it: "
+                   "docs/aws.md")
+    return set()
+
+
+def deployment_plan(config, deployment, environment):
+    """What --deploy-aws --dry-run prints: every resource, both policies in full, and
+    the function's settings by name (their values may be secrets)."""
+    return "\n".join([
+        f"plan for account {deployment.account}, region {deployment.region}:",
+        f"role {deployment.function_role} (assumed by lambda.amazonaws.com), its policy:",
+        json.dumps(function_policy(config, deployment), indent=2),
+        f"role {deployment.scheduler_role} (assumed by scheduler.amazonaws.com), its policy:",
+        json.dumps(scheduler_policy(deployment), indent=2),
+        f"queue {deployment.dead_letters}: the schedule's dead letters",
+        f"function {deployment.name}: {LAMBDA_RUNTIME}, {LAMBDA_HANDLER}, timeout "
+        f"{LAMBDA_TIMEOUT_SECONDS} s, {LAMBDA_MEMORY_MB} MB, reserved concurrency 1; "
+        f"settings {', '.join(environment)}",
+        f"schedule {deployment.name}: {SCHEDULE_EXPRESSION} in {zone_name(config.timezone)}, "
+        f"{SCHEDULE_RETRY['MaximumRetryAttempts']} retries, then {deployment.dead_letters}"])
+
+
+def aws_call(call, **parameters):
+    """One AWS call of --deploy-aws; where AWS says no or cannot be reached, the
+    error that says so in one line."""
+    import botocore.exceptions
+
+    try:
+        return call(**parameters)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+        raise deploy_failure(error) from None
+
+
+def deploy_failure(error):
+    """What --deploy-aws says of an AWS error: SetupError where AWS said no, S3Error's
+    transient outcome where it could not be reached."""
+    import botocore.exceptions
+
+    if not isinstance(error, botocore.exceptions.ClientError):
+        return S3Error(f"AWS could not be reached ({error}); nothing more was changed: "
+                       "--deploy-aws again later", "transient")
+    answer = error.response.get("Error", {})
+    return SetupError(f"AWS refused {error.operation_name}: {answer.get('Code')}: "
+                      f"{answer.get('Message', '')}; nothing after it was changed "
+                      "(--deploy-aws again once fixed)")
+
+
+def not_there(error, *codes):
+    """True for a ClientError that says the thing asked for is not there."""
+    import botocore.exceptions
+
+    return isinstance(error, botocore.exceptions.ClientError) and \
+        error.response.get("Error", {}).get("Code") in codes
+
+
+def ensure_role(iam, name, service, policy):
+    """The role, with its trust and its one inline policy as given: 'made', 'updated'
+    or 'unchanged'."""
+    import botocore.exceptions
+
+    trust = trust_policy(service)
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "NoSuchEntity"):
+            raise deploy_failure(error) from None
+        aws_call(iam.create_role, RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                 Description="send_exec_reports.py --deploy-aws")
+        aws_call(iam.put_role_policy, RoleName=name, PolicyName=name,
+                 PolicyDocument=json.dumps(policy))
+        return f"made role {name}"
+    changed = []
+    if policy_document(role.get("AssumeRolePolicyDocument")) != trust:
+        aws_call(iam.update_assume_role_policy, RoleName=name,
+                 PolicyDocument=json.dumps(trust))
+        changed.append("its trust")
+    try:
+        held = policy_document(iam.get_role_policy(RoleName=name, PolicyName=name)
+                               ["PolicyDocument"])
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "NoSuchEntity"):
+            raise deploy_failure(error) from None
+        held = None
+    if held != policy:
+        aws_call(iam.put_role_policy, RoleName=name, PolicyName=name,
+                 PolicyDocument=json.dumps(policy))
+        changed.append("its policy")
+    return f"updated role {name}: {', '.join(changed)}" if changed else \
+        f"unchanged role {name}"
+
+
+def policy_document(document):
+    """A policy as IAM gives it back (a dict, or URL-encoded JSON) as a dict."""
+    from urllib.parse import unquote
+
+    return json.loads(unquote(document)) if isinstance(document, str) else document
+
+
+def ensure_dead_letters(sqs, name):
+    """The schedule's dead-letter queue (CreateQueue keeps one that is there)."""
+    import botocore.exceptions
+
+    try:
+        sqs.get_queue_url(QueueName=name)
+        return f"unchanged queue {name}"
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise deploy_failure(error) from None
+        aws_call(sqs.create_queue, QueueName=name,
+                 Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)})
+        return f"made queue {name}"
+
+
+def ensure_function(client, deployment, environment):
+    """The function: made, or its code and settings updated where they differ."""
+    import botocore.exceptions
+
+    package = function_zip()
+    wanted = {"Runtime": LAMBDA_RUNTIME, "Handler": LAMBDA_HANDLER,
+              "Role": f"arn:aws:iam::{deployment.account}:role/{deployment.function_role}",
+              "Timeout": LAMBDA_TIMEOUT_SECONDS, "MemorySize": LAMBDA_MEMORY_MB,
+              "Environment": {"Variables": environment}}
+    try:
+        held = client.get_function(FunctionName=deployment.name)
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "ResourceNotFoundException"):
+            raise deploy_failure(error) from None
+        aws_call(client.create_function, FunctionName=deployment.name, Code={
+            "ZipFile": package}, Description="send_exec_reports.py, hourly", **wanted)
+        aws_call(client.put_function_concurrency, FunctionName=deployment.name,
+                 ReservedConcurrentExecutions=1)
+        return f"made function {deployment.name}"
+    changed = []
+    configuration = held["Configuration"]
+    if configuration.get("CodeSha256") != code_sha256(package):
+        wait_for_function(client, deployment.name)
+        aws_call(client.update_function_code, FunctionName=deployment.name, ZipFile=package)
+        changed.append("its code")
+    if any(configuration.get(key) != value for key, value in wanted.items()
+           if key != "Environment") or \
+            configuration.get("Environment", {}).get("Variables", {}) != environment:
+        wait_for_function(client, deployment.name)
+        aws_call(client.update_function_configuration, FunctionName=deployment.name,
+                 **wanted)
+        changed.append("its settings")
+    if held.get("Concurrency", {}).get("ReservedConcurrentExecutions") != 1:
+        aws_call(client.put_function_concurrency, FunctionName=deployment.name,
+                 ReservedConcurrentExecutions=1)
+        changed.append("its concurrency")
+    return f"updated function {deployment.name}: {', '.join(changed)}" if changed else \
+        f"unchanged function {deployment.name}"
+
+
+def wait_for_function(client, name):
+    """Wait until Lambda takes another update: one runs at a time."""
+    aws_call(client.get_waiter("function_updated_v2").wait, FunctionName=name,
+             WaiterConfig={"Delay": 2, "MaxAttempts": 60})
+
+
+def ensure_schedule(scheduler, deployment, config):
+    """The hourly schedule in REPORT_TIMEZONE, with its retries and dead letters."""
+    import botocore.exceptions
+
+    wanted = {
+        "ScheduleExpression": SCHEDULE_EXPRESSION,
+        "ScheduleExpressionTimezone": zone_name(config.timezone),
+        "FlexibleTimeWindow": {"Mode": "OFF"},
+        "State": "ENABLED",
+        "Target": {"Arn": deployment.function_arn,
+                   "RoleArn": f"arn:aws:iam::{deployment.account}:role/"
+                              f"{deployment.scheduler_role}",
+                   "Input": "{}", "RetryPolicy": SCHEDULE_RETRY,
+                   "DeadLetterConfig": {"Arn": deployment.arn("sqs", deployment.dead_letters)}}}
+    try:
+        held = scheduler.get_schedule(Name=deployment.name)
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "ResourceNotFoundException"):
+            raise deploy_failure(error) from None
+        aws_call(scheduler.create_schedule, Name=deployment.name, **wanted)
+        return f"made schedule {deployment.name}: {SCHEDULE_EXPRESSION} in " \
+               f"{wanted['ScheduleExpressionTimezone']}"
+    if all(held.get(key) == value for key, value in wanted.items()):
+        return f"unchanged schedule {deployment.name}"
+    aws_call(scheduler.update_schedule, Name=deployment.name, **wanted)
+    return f"updated schedule {deployment.name}"
 
 
 if __name__ == "__main__":

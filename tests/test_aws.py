@@ -1,0 +1,443 @@
+"""The same file as an AWS Lambda function: its data folder and audit ledger in S3
+(one object a record, a claim a report), its handler, and --deploy-aws.
+
+moto's S3, SES, IAM, Lambda, Scheduler, SQS and STS answer on the tests' one loopback
+server; moto runs no function code, so the handler is called here, in-process, with
+the function's environment pointing at moto's endpoints."""
+
+import io
+import json
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import send_exec_reports as ser
+from conftest import (BCC, GOOD_SETTINGS, RECIPIENT, SENDER, FakeClock, Result,
+                      shared_models)
+from local_ses import EXAMPLE_DATA, SCRIPT, free_port, script_environment
+
+BUCKET = "owner-reports.example"  # an example bucket name, as an owner might choose
+DATA = f"s3://{BUCKET}/data/"
+LEDGER = f"s3://{BUCKET}/ledger/"
+CYCLE = "2026-11-29"  # due on the 29th (REPORT_SCHEDULE below); FakeClock's day
+SHEETS = sorted(path.name for path in EXAMPLE_DATA.iterdir() if path.suffix == ".csv")
+
+
+@pytest.fixture
+def bucket(ses):
+    """The example data folder uploaded to a bucket, as aws s3 sync would."""
+    s3 = ses.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for name in SHEETS:
+        s3.put_object(Bucket=BUCKET, Key=f"data/{name}", Body=(EXAMPLE_DATA / name).read_bytes())
+    ses.verify(SENDER)
+    return s3
+
+
+def function_environment(tmp_path, ses, ses_url=None, **changes):
+    """The function's environment as --deploy-aws sets it, its AWS services moto's."""
+    url = ses_url or ses.url
+    environment = {
+        **script_environment(url, tmp_path, url if ses_url else ses.v2_url),
+        **GOOD_SETTINGS, "REPORT_TIMEZONE": "UTC", "REPORT_ALERT_EMAIL": "none",
+        "REPORT_SCHEDULE": "29", "REPORT_DATA_DIR": DATA, "AUDIT_LOG_PATH": LEDGER,
+        **{f"AWS_ENDPOINT_URL_{service}": ses.url
+           for service in ("S3", "STS", "IAM", "LAMBDA", "SCHEDULER", "SQS")}}
+    for name, value in changes.items():
+        environment.pop(name) if value is None else environment.update({name: value})
+    return environment
+
+
+def handler(environment, event=None, clock=None):
+    """(the handler's answer or the exception it raised, a Result of its streams)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        answer = ser.lambda_handler({} if event is None else event, None, environ=environment,
+                                    stdout=stdout, stderr=stderr,
+                                    clock=clock or FakeClock(), ses_factory=shared_models)
+    except ser.ReportsNotSent as error:
+        answer = error
+    return answer, Result(getattr(answer, "get", lambda *_: 1)("exit_code", 1),
+                          stdout.getvalue(), stderr.getvalue())
+
+
+def run(environment, *args, clock=None):
+    """main() as the laptop runs it with the same settings (no repos.env: the
+    environment), e.g. --history against the ledger in S3."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = ser.main(list(args), environ=environment, stdout=stdout, stderr=stderr,
+                    clock=clock or FakeClock(), ses_factory=shared_models, env_file=None)
+    return Result(code, stdout.getvalue(), stderr.getvalue())
+
+
+def ledger_records(s3):
+    """Every record object of the ledger, by key."""
+    keys = [entry["Key"] for entry in s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="ledger/records/").get("Contents", [])]
+    return {key: json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            for key in keys}
+
+
+def sent_reports(ses):
+    return sorted(message["subject"] for message in ses.messages())
+
+
+# --- The handler: a run, a re-run, and --history from the laptop -----------------------
+
+
+def test_a_handler_run_sends_eight_and_a_second_sends_nothing(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses)
+
+    answer, first = handler(environment)
+
+    assert answer["exit_code"] == 0, first.stderr
+    assert answer["cycle"] == CYCLE
+    assert sorted(answer["sent"]) == sorted(ser.REPORT_IDS)
+    assert answer["failed"] == [] and answer["skipped"] == []
+    assert len(ses.messages()) == 8
+    records = ledger_records(bucket)
+    assert len(records) == 8
+    assert all(key.startswith(f"ledger/records/{CYCLE}/") for key in records)
+    assert {r["report"] for r in records.values() if r["status"] == "sent"} == \
+        set(ser.REPORT_IDS)
+    assert all(r["to"] == [RECIPIENT] and r["bcc"] == [BCC] for r in records.values())
+
+    again, second = handler(environment)
+
+    assert again == {"exit_code": 0, "cycle": CYCLE, "sent": [], "skipped": [], "failed": []}
+    assert "nothing due" in second.stdout
+    assert len(ses.messages()) == 8  # nothing twice
+
+    history = run(environment, "--history")
+    assert history.returncode == 0, history.stderr
+    assert CYCLE in history.stdout and "ceo" in history.stdout
+    status = run(environment, "--status")
+    assert f"last sent: cycle {CYCLE}, variant a: 8 report(s)" in status.stdout
+
+
+def test_the_laptop_and_the_function_share_one_ledger(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None)
+    laptop = run(environment, "--only", "ceo,cfo", "--cycle", CYCLE)
+    assert laptop.returncode == 0, laptop.stderr
+
+    answer, _ = handler(environment, {"args": ["--cycle", CYCLE]})
+
+    assert answer["exit_code"] == 0
+    assert sorted(answer["skipped"]) == ["ceo", "cfo"]  # AlreadySent, by the laptop
+    assert len(answer["sent"]) == 6
+    assert len(ses.messages()) == 8
+
+
+def test_an_event_of_args_runs_that_command_line(tmp_path, ses, bucket):
+    answer, result = handler(function_environment(tmp_path, ses), {"args": ["--only", "ceo"]})
+
+    assert answer["sent"] == ["ceo"], result.stderr
+    assert len(ses.messages()) == 1
+
+
+@pytest.mark.parametrize("event", [[], {"args": "--only ceo"}, {"args": [1]}])
+def test_an_event_that_is_no_command_line_is_refused(tmp_path, ses, bucket, event):
+    with pytest.raises(ser.ReportsNotSent, match="args"):
+        ser.lambda_handler(event, None, environ=function_environment(tmp_path, ses))
+    assert ses.messages() == []
+
+
+def test_a_failed_run_raises_so_that_lambda_retries_it(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, AWS_SES_FROM_ADDRESS="nobody@example.org")
+
+    answer, result = handler(environment)
+
+    assert isinstance(answer, ser.ReportsNotSent)
+    said = json.loads(str(answer))
+    assert said["exit_code"] == 1 and said["cycle"] == CYCLE, result.stderr
+    assert said["failed"] == [ser.REPORT_IDS[0]] and said["sent"] == []
+    assert "Traceback" not in result.stderr
+
+    again, _ = handler(function_environment(tmp_path, ses))  # Lambda's retry, once fixed
+    assert len(again["sent"]) == 8
+
+
+@pytest.mark.parametrize("unset", ["AUDIT_LOG_PATH", "REPORT_DATA_DIR"])
+def test_the_function_refuses_a_ledger_or_data_on_its_own_disk(tmp_path, ses, bucket, unset):
+    environment = function_environment(tmp_path, ses, **{unset: str(tmp_path / "x")})
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 78
+    assert f"{unset} must be" in result.stderr and result.stderr.count("\n") == 1
+    assert ses.messages() == []
+
+
+def test_the_function_needs_no_python_dotenv(tmp_path, ses, bucket):
+    """Its settings are its environment: python-dotenv, absent from Lambda's runtime,
+    is never imported."""
+    environment = function_environment(tmp_path, ses)
+    code = ("import sys, send_exec_reports as s; "
+            "print(s.lambda_handler({'args': ['--only', 'ceo']}, None)['sent'], "
+            "'dotenv' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=SCRIPT.parent, env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[-2] == "['ceo'] False", done.stderr
+
+
+# --- Two runs at once, and a run that died ---------------------------------------------
+
+
+def test_two_runs_at_once_send_each_report_exactly_once(tmp_path, ses, bucket, proxy):
+    """S3's conditional write decides: each report is claimed by one run alone."""
+    proxy.delay["SendEmail"] = 0.05  # each send takes a while: the runs overlap
+    environment = function_environment(tmp_path, ses, proxy.url)
+    answers, start = [], threading.Barrier(2)
+
+    def one_run():
+        start.wait()
+        answers.append(handler(environment)[0])
+
+    runs = [threading.Thread(target=one_run) for _ in range(2)]
+    for each in runs:
+        each.start()
+    for each in runs:
+        each.join(120)
+
+    sent = [message["subject"] for message in ses.messages()]
+    assert len(sent) == 8 and len(set(sent)) == 8
+    assert all(answer["exit_code"] == 0 for answer in answers), answers
+    both = answers[0]["sent"] + answers[1]["sent"]
+    assert sorted(both) == sorted(ser.REPORT_IDS)
+    assert answers[0]["sent"] and answers[1]["sent"], "the runs did not overlap"
+    records = ledger_records(bucket).values()
+    assert sorted(r["report"] for r in records if r["status"] == "sent") == \
+        sorted(ser.REPORT_IDS)
+
+
+def dead_runs_claim(s3, report, claimed_at):
+    """The claim a run left on a report when it died mid-send."""
+    s3.put_object(Bucket=BUCKET, Key=f"ledger/claims/{CYCLE}/a/{report}.json",
+                  Body=json.dumps({"run": "deadbeef", "claimed_at": claimed_at.isoformat(),
+                                   "cycle": CYCLE, "report": report, "variant": "a"}))
+
+
+def test_a_dead_runs_claim_is_taken_over_only_once_it_is_stale(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses)
+    died_at = FakeClock().now()
+    dead_runs_claim(bucket, "cfo", died_at)
+
+    fresh = FakeClock(died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS - 60))
+    answer, result = handler(environment, clock=fresh)
+
+    assert answer["exit_code"] == 0, result.stderr
+    assert answer["skipped"] == ["cfo"] and len(answer["sent"]) == 7
+    skipped = [r for r in ledger_records(bucket).values() if r["status"] == "skipped"]
+    assert skipped[0]["error"]["code"] == "ClaimedByAnotherRun"
+
+    stale = FakeClock(died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS + 1))
+    answer, result = handler(environment, {"args": ["--cycle", CYCLE]}, clock=stale)
+
+    assert answer["sent"] == ["cfo"], result.stderr
+    assert "cfo: its claim in S3 is 301 s old" in result.stderr
+    assert sorted(m["subject"] for m in ses.messages()) == sent_reports(ses)
+    assert len(ses.messages()) == 8
+
+
+def test_a_claim_whose_report_was_sent_is_never_taken_over(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None)
+    assert handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})[0]["sent"] == \
+        ["ceo"]
+    late = FakeClock(FakeClock().now() + timedelta(days=1))
+
+    answer, _ = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]}, clock=late)
+
+    assert answer["sent"] == [] and answer["skipped"] == ["ceo"]
+    assert len(ses.messages()) == 1
+
+
+def test_a_failed_send_gives_its_claim_back(tmp_path, ses, bucket, proxy):
+    proxy.plan("SendEmail", "reject")
+    environment = function_environment(tmp_path, ses, proxy.url, REPORT_SCHEDULE=None)
+    first, _ = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+    assert json.loads(str(first))["failed"] == ["ceo"]
+
+    answer, result = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+
+    assert answer["sent"] == ["ceo"], result.stderr  # at once: no stale claim in its way
+
+
+# --- Bad data, an unreachable or forbidden bucket ----------------------------------------
+
+
+def test_bad_data_in_s3_exits_65_naming_the_object(tmp_path, ses, bucket):
+    bucket.put_object(Bucket=BUCKET, Key="data/figures.csv",
+                      Body="\ufeffas_of,cash_on_hand\r\n2026-13-01,\"1,000\"\r\n".encode())
+
+    answer, result = handler(function_environment(tmp_path, ses))
+
+    assert json.loads(str(answer))["exit_code"] == 65
+    assert f"{DATA}figures.csv:2: as_of" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ses.messages() == []
+
+
+def test_a_sheet_over_its_size_in_s3_is_refused_before_it_is_read(tmp_path, ses, bucket):
+    bucket.put_object(Bucket=BUCKET, Key="data/clients.csv", Body=b"client,\n" * 200_000)
+    environment = function_environment(tmp_path, ses, REPORT_SHEET_MAX_MB="1")
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 65
+    assert f"{DATA}clients.csv: 1.5 MB, more than the 1 MB" in result.stderr
+
+
+def test_an_unreachable_bucket_is_one_line_and_exit_75(tmp_path, ses, bucket):
+    environment = function_environment(
+        tmp_path, ses, AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{free_port()}")
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 75
+    assert result.stderr.count("\n") == 1 and "S3 could not be reached" in result.stderr
+    assert ses.messages() == []
+
+
+def test_a_forbidden_bucket_is_one_line_and_exit_77(tmp_path, ses, bucket):
+    bucket.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/data/*"}]}))
+
+    answer, result = handler(function_environment(tmp_path, ses))
+
+    assert json.loads(str(answer))["exit_code"] == 77
+    assert result.stderr.count("\n") == 1 and "S3 refused access" in result.stderr
+    assert ses.messages() == []
+
+
+def test_a_bucket_that_is_not_there_says_so(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, AUDIT_LOG_PATH="s3://no-such-bucket/l/")
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 78
+    assert "S3 bucket no-such-bucket does not exist" in result.stderr
+    assert ses.messages() == []
+
+
+@pytest.mark.parametrize("location", ["s3://", "s3://A_B/x/", "s3://ok-bucket/a/../b/"])
+def test_an_s3_location_that_is_none_is_a_config_error(tmp_path, ses, location):
+    result = run(function_environment(tmp_path, ses, AUDIT_LOG_PATH=location), "--history")
+
+    assert result.returncode == 78
+    assert "is not an S3 location" in result.stderr
+
+
+def test_a_foreign_object_in_the_ledger_is_warned_of_not_trusted(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses)
+    bucket.put_object(Bucket=BUCKET, Key=f"ledger/records/{CYCLE}/0-forged.json",
+                      Body=b'{"cycle": "2026-11-29", "report": "ceo", "status": "sent!"}')
+
+    answer, result = handler(environment)
+
+    assert len(answer["sent"]) == 8, result.stderr
+    assert "0-forged.json is not a record this script wrote" in result.stderr
+
+
+# --- --deploy-aws -------------------------------------------------------------------------
+
+
+def deploy(tmp_path, ses, *args, **changes):
+    return run(function_environment(tmp_path, ses, **changes), "--deploy-aws", *args)
+
+
+def test_deploy_aws_twice_makes_nothing_new_the_second_time(tmp_path, ses, bucket):
+    first = deploy(tmp_path, ses)
+
+    assert first.returncode == 0, first.stderr
+    made = first.stdout.splitlines()
+    assert [line.split(":")[0] for line in made[:5]] == [
+        "made role exec-reports-function", "made role exec-reports-scheduler",
+        "made queue exec-reports-dead-letters", "made function exec-reports",
+        "made schedule exec-reports"]
+    assert f"aws s3 sync report_data {DATA}" in first.stdout
+
+    second = deploy(tmp_path, ses)
+
+    assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines() if line.startswith(
+        ("made", "updated"))] == []
+    assert second.stdout.count("unchanged") == 5
+
+    function = ses.client("lambda").get_function(FunctionName="exec-reports")
+    settings = function["Configuration"]["Environment"]["Variables"]
+    assert settings["AUDIT_LOG_PATH"] == LEDGER and settings["REPORT_DATA_DIR"] == DATA
+    assert not any(name.startswith(("AWS_ACCESS", "AWS_SECRET", "AWS_ENDPOINT"))
+                   for name in settings)
+    assert function["Configuration"]["Timeout"] == 300
+    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 1
+    schedule = ses.client("scheduler").get_schedule(Name="exec-reports")
+    assert schedule["ScheduleExpressionTimezone"] == "UTC"
+    assert schedule["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    assert schedule["Target"]["DeadLetterConfig"]["Arn"].endswith(":exec-reports-dead-letters")
+
+
+def test_deploy_aws_updates_what_changed(tmp_path, ses, bucket):
+    assert deploy(tmp_path, ses).returncode == 0
+
+    again = deploy(tmp_path, ses, REPORT_TIMEZONE="America/Los_Angeles")
+
+    assert "updated function exec-reports: its settings" in again.stdout
+    assert "updated schedule exec-reports" in again.stdout
+    assert "unchanged role exec-reports-function" in again.stdout
+
+
+def test_the_planned_role_policy_has_no_star_resource_for_ses_or_s3(tmp_path, ses, bucket):
+    plan = deploy(tmp_path, ses, "--dry-run")
+
+    assert plan.returncode == 0, plan.stderr
+    document = plan.stdout.split("its policy:\n", 1)[1].split("\nrole ", 1)[0]
+    policy = json.loads(document)
+    for statement in policy["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) \
+            else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) \
+            else [statement["Resource"]]
+        if any(action.startswith(("ses:", "s3:")) for action in actions):
+            assert all("*" not in resource.split(":")[-1].split("/")[0]
+                       and resource != "*" for resource in resources), statement
+    assert "arn:aws:ses:us-east-1:123456789012:identity/example.com" in plan.stdout
+    assert f"arn:aws:s3:::{BUCKET}/ledger/*" in plan.stdout
+    with pytest.raises(Exception):  # a dry run made nothing
+        ses.client("lambda").get_function(FunctionName="exec-reports")
+
+
+def test_deploy_aws_prints_no_secret(tmp_path, ses, bucket):
+    hook = "https://hc-ping.example.com/0a1b2c3d-secret-check-id"
+    result = deploy(tmp_path, ses, REPORT_HEARTBEAT_URL=hook)
+    plan = deploy(tmp_path, ses, "--dry-run", REPORT_HEARTBEAT_URL=hook)
+
+    for said in (result, plan):
+        assert "0a1b2c3d-secret-check-id" not in said.stdout + said.stderr
+        assert "local-demo-secret" not in said.stdout + said.stderr
+    function = ses.client("lambda").get_function(FunctionName="exec-reports")
+    assert function["Configuration"]["Environment"]["Variables"]["REPORT_HEARTBEAT_URL"] == hook
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"AUDIT_LOG_PATH": "audit.jsonl"}, "AUDIT_LOG_PATH must be an s3:// location"),
+    ({"REPORT_DATA_DIR": "report_data"}, "REPORT_DATA_DIR must be an s3:// location"),
+    ({"REPORT_SCHEDULE": None}, "REPORT_SCHEDULE must be set"),
+    ({"REPORT_AWS_NAME": "my reports"}, "REPORT_AWS_NAME 'my reports'"),
+])
+def test_deploy_aws_refuses_what_the_function_cannot_run_with(tmp_path, ses, bucket, changes,
+                                                             said):
+    result = deploy(tmp_path, ses, **changes)
+
+    assert result.returncode == 78
+    assert said in result.stderr
+
+
+def test_deploy_aws_goes_alone(tmp_path, ses):
+    result = deploy(tmp_path, ses, "--only", "ceo")
+
+    assert result.returncode == 64 and "--deploy-aws goes alone" in result.stderr
