@@ -6401,14 +6401,21 @@ class S3LogWriter:
             return ("ClaimedByAnotherRun", f"another run claimed it {max(int(age), 0)} s "
                     "ago and is sending it (its claim in S3); a claim that old with no "
                     f"sent record, {CLAIM_STALE_SECONDS} s, is taken over by the next run")
-        try:
-            self._put(key, mine, IfMatch=etag)
-        except ClaimTaken:
+        if not self.take_over(key, mine, etag):
             return ("ClaimedByAnotherRun", "another run took over its claim first")
         return None if force else (CLAIM_TAKEN_OVER, (
             f"its claim in S3 is {int(age)} s old with no sent record: the run that made "
             "it died or stalled, so this run sends it; if that run's send went through, "
             "it arrives twice"))
+
+    def take_over(self, key, mine, etag):
+        """Replace the claim at key only if it is still the one read (its ETag): of two
+        runs taking over one dead run's claim, one wins.  True for this run."""
+        try:
+            self._put(key, mine, IfMatch=etag)
+        except ClaimTaken:
+            return False
+        return True
 
     def release(self, report, cycle):
         """Give up this run's claim on a report SES did not send: a later run may try."""

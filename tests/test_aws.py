@@ -188,7 +188,7 @@ def test_the_function_needs_no_python_dotenv(tmp_path, ses, bucket):
 
 def test_two_runs_at_once_send_each_report_exactly_once(tmp_path, ses, bucket, proxy):
     """S3's conditional write decides: each report is claimed by one run alone."""
-    proxy.delay["SendEmail"] = 0.05  # each send takes a while: the runs overlap
+    proxy.delay["SendEmail"] = 0.2  # each send takes a while: the runs overlap
     environment = function_environment(tmp_path, ses, proxy.url)
     answers, start = [], threading.Barrier(2)
 
@@ -207,10 +207,12 @@ def test_two_runs_at_once_send_each_report_exactly_once(tmp_path, ses, bucket, p
     assert all(answer["exit_code"] == 0 for answer in answers), answers
     both = answers[0]["sent"] + answers[1]["sent"]
     assert sorted(both) == sorted(ser.REPORT_IDS)
-    assert answers[0]["sent"] and answers[1]["sent"], "the runs did not overlap"
     records = ledger_records(bucket).values()
     assert sorted(r["report"] for r in records if r["status"] == "sent") == \
         sorted(ser.REPORT_IDS)
+    # They overlapped: a run met the other's claim, not a finished ledger.
+    assert any(r["status"] == "skipped" and r["error"]["code"] == "ClaimedByAnotherRun"
+               for r in records), answers
 
 
 def dead_runs_claim(s3, report, claimed_at):
@@ -441,3 +443,113 @@ def test_deploy_aws_goes_alone(tmp_path, ses):
     result = deploy(tmp_path, ses, "--only", "ceo")
 
     assert result.returncode == 64 and "--deploy-aws goes alone" in result.stderr
+
+
+# --- The claim, where two runs race for it ------------------------------------------------
+
+
+class Report(ser.NamedTuple):
+    """What a claim reads of a report."""
+
+    report_id: str
+    variant: str = "a"
+
+
+def ledger_writer(environment):
+    location = ser.S3Location.parse(LEDGER, ser.S3Connection(environment), "AUDIT_LOG_PATH")
+    return ser.S3LogWriter(ser.AuditLogS3(location))
+
+
+def test_of_two_runs_taking_over_one_dead_claim_one_wins(tmp_path, ses, bucket):
+    """The takeover is conditional on the ETag read: a run that read the dead claim,
+    then lost the race, does not overwrite the winner's claim."""
+    died_at = FakeClock().now()
+    dead_runs_claim(bucket, "cfo", died_at)
+    key = f"ledger/claims/{CYCLE}/a/cfo.json"
+    read_by_the_slow_run = bucket.head_object(Bucket=BUCKET, Key=key)["ETag"]
+    later = died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS + 1)
+    winner = ledger_writer(function_environment(tmp_path, ses))
+    assert winner.claim(Report("cfo"), CYCLE, later) [0] == ser.CLAIM_TAKEN_OVER
+
+    slow = ledger_writer(function_environment(tmp_path, ses))
+    assert not slow.take_over(key, b'{"run": "slow"}', read_by_the_slow_run)
+    held = json.loads(bucket.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    assert held["run"] != "slow"
+
+
+def test_a_report_sent_since_the_ledger_was_read_is_not_sent_again(tmp_path, ses, bucket):
+    """A run that read the ledger before another run sent the report finds the sent
+    record at the claim, however old the claim: never a takeover."""
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None)
+    handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+    much_later = FakeClock().now() + timedelta(days=2)
+
+    said = ledger_writer(environment).claim(Report("ceo"), CYCLE, much_later)
+
+    assert said[0] == "AlreadySent" and "--force" in said[1]
+
+
+def test_a_claim_in_variant_b_is_its_own(tmp_path, ses, bucket):
+    writer = ledger_writer(function_environment(tmp_path, ses))
+    now = FakeClock().now()
+
+    assert writer.claim(Report("ceo", "a"), CYCLE, now) is None
+    assert writer.claim(Report("ceo", "b"), CYCLE, now) is None
+    assert writer.claim(Report("ceo", "b"), CYCLE, now)[0] == "ClaimedByAnotherRun"
+
+
+# --- The rest of the ledger's readers and writers in S3 ----------------------------------
+
+
+def test_a_ledger_that_may_not_be_written_stops_before_any_send(tmp_path, ses, bucket):
+    bucket.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/ledger/*"}]}))
+
+    answer, result = handler(function_environment(tmp_path, ses))
+
+    assert json.loads(str(answer))["exit_code"] == 77
+    assert result.stderr.count("\n") == 1 and "S3 refused access" in result.stderr
+    assert ses.messages() == []  # the claim, before the send, was refused
+
+
+def test_a_missed_cycle_is_found_in_the_s3_ledger(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE="1,29")
+    november = FakeClock(datetime(2026, 11, 1, 9, tzinfo=timezone.utc))
+    assert handler(environment, clock=november)[0]["cycle"] == "2026-11-01"
+    december = FakeClock(datetime(2026, 12, 2, 9, tzinfo=timezone.utc))  # slept through the 29th
+
+    answer, result = handler(environment, clock=december)
+
+    assert answer["cycle"] == "2026-12-01" and len(answer["sent"]) == 8
+    assert "missed cycle(s) 2026-11-29" in result.stderr
+    missed = [r for r in ledger_records(bucket).values() if r["status"] == "missed"]
+    assert [r["cycle"] for r in missed] == ["2026-11-29"]
+    assert "2026-11-29" in run(environment, "--history", "3").stdout
+
+
+def test_delivery_events_go_into_the_s3_ledger_once(tmp_path, ses, bucket):
+    from test_events import Queue, ses_event
+
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None,
+                                       AWS_ENDPOINT_URL_SNS=ses.url)
+    setup = run(environment, "--setup-events")
+    assert setup.returncode == 0, setup.stderr
+    environment["REPORT_EVENTS_QUEUE_URL"] = setup.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    environment["AWS_SES_CONFIGURATION_SET"] = "exec-reports"
+    events = Queue(ses, environment["REPORT_EVENTS_QUEUE_URL"])
+    answer, _ = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+    sent = next(r for r in ledger_records(bucket).values() if r["status"] == "sent")
+    delivered = ses_event("Delivery", sent["message_id"], RECIPIENT)
+    events.publish(delivered)
+    events.publish(delivered)  # SQS delivers at least once
+
+    drained = run(environment, "--events")
+
+    assert drained.returncode == 0, drained.stderr
+    assert "1 event record(s) added" in drained.stdout
+    after_the_event = FakeClock(datetime(2026, 12, 2, tzinfo=timezone.utc))
+    history = run(environment, "--history", "1", clock=after_the_event)
+    assert f"{RECIPIENT} delivered" in history.stdout
+    assert [key.rsplit(".", 2)[1] for key in ledger_records(bucket)] == ["sent", "event"]
