@@ -2211,9 +2211,11 @@ def load_cycle_data(config, cycle, day, console):
     """The owner's sheets, every one checked before any is used (all their problems
     in one DataError), as they stand for this cycle."""
     if config.data.named and not (config.data.folder or config.data.figures).exists():
+        start = (f"upload one with aws s3 sync report_data {config.data.where}"
+                 if isinstance(config.data.where, S3Location)
+                 else f"start a folder with --new-data {config.data.where}")
         raise DataError([f"{config.data.where}: no such data folder or file: check --data, "
-                         "REPORT_DATA_DIR or REPORT_DATA_PATH, or start a folder with "
-                         f"--new-data {config.data.where}"])
+                         f"REPORT_DATA_DIR or REPORT_DATA_PATH, or {start}"])
     problems, read = [], {}
     for sheet in SHEETS.values():
         path = config.data.path(sheet.name)
@@ -6180,8 +6182,8 @@ class S3Location:
 
     def is_dir(self):
         """True where some object lies under this prefix: S3 has no empty folders."""
-        return bool(self.keys(self.key if self.key.endswith("/") else self.key + "/",
-                              most=1))
+        folder = self.key if not self.key or self.key.endswith("/") else self.key + "/"
+        return bool(self.keys(folder, most=1))
 
     def exists(self):
         return self.is_file() or self.is_dir()
@@ -9495,6 +9497,9 @@ def run(args, *, environ, console, clock, connect, stop):
         return set()
     if "" in (args.new_data, args.data):
         raise UsageError("--new-data and --data take a path, not an empty one")
+    if args.new_data is not None and args.new_data.startswith("s3://"):
+        raise UsageError("--new-data writes a folder on this machine: start it here, then "
+                         "upload it with aws s3 sync (docs/aws.md)")
     if args.new_data is not None:
         write_new_data(Path(args.new_data).expanduser(), local_today(args, environ, clock),
                        console)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -553,3 +554,19 @@ def test_delivery_events_go_into_the_s3_ledger_once(tmp_path, ses, bucket):
     history = run(environment, "--history", "1", clock=after_the_event)
     assert f"{RECIPIENT} delivered" in history.stdout
     assert [key.rsplit(".", 2)[1] for key in ledger_records(bucket)] == ["sent", "event"]
+
+
+def test_a_data_prefix_with_nothing_in_it_says_how_to_fill_it(tmp_path, ses, bucket):
+    environment = function_environment(tmp_path, ses, REPORT_DATA_DIR=f"s3://{BUCKET}/empty/")
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 65
+    assert f"aws s3 sync report_data s3://{BUCKET}/empty/" in result.stderr
+
+
+def test_new_data_is_never_written_to_a_local_folder_named_s3(tmp_path, ses):
+    result = run(function_environment(tmp_path, ses), "--new-data", f"s3://{BUCKET}/data/")
+
+    assert result.returncode == 64 and "aws s3 sync" in result.stderr
+    assert not Path("s3:").exists()  # where Path("s3://...") would have made it
