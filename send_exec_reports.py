@@ -5675,9 +5675,9 @@ class AuditLogFile:
     def __init__(self, path):
         self.path = path
 
-    def cycle_records(self, cycle):
+    def cycle_records(self, cycle, statuses=None):
         """(the records of one cycle, oldest first, and a warning for each line it had
-        to skip).
+        to skip); statuses: only the records of these.
 
         The log is streamed a chunk at a time and only the lines that name the cycle
         are parsed, so a run costs about the same, in time and memory, however long
@@ -5695,7 +5695,8 @@ class AuditLogFile:
                 record, problem = parsed_record(line)
                 if problem:
                     skipped.append((offset, problem))
-                elif record["cycle"] == cycle:
+                elif record["cycle"] == cycle and (statuses is None
+                                                   or record["status"] in statuses):
                     records.append(record)
             numbers = line_numbers(log, [offset for offset, _ in skipped])
         return records, [f"warning: audit log {self.path} line {number} is {problem}; "
@@ -5786,9 +5787,9 @@ def audit_log_at(path):
 def read_ledger(path, cycle, variant):
     """{report: SES message id} of what the audit log shows sent in this cycle and
     variant, and a warning for each line it had to skip."""
-    records, warnings = audit_log_at(path).cycle_records(cycle)
+    records, warnings = audit_log_at(path).cycle_records(cycle, ("sent",))
     return {record["report"]: record.get("message_id") for record in records
-            if record.get("variant", "a") == variant and record["status"] == "sent"}, warnings
+            if record.get("variant", "a") == variant}, warnings
 
 
 def read_recent_records(path, cycles, skip_reports=()):
@@ -6004,9 +6005,9 @@ class AuditLogWriter:
                             "the rest")
 
     def claim(self, report, cycle, now, force=False):
-        """None: the run lock already keeps every other run from sending (S3LogWriter
+        """Go: the run lock already keeps every other run from sending (S3LogWriter
         claims each report instead)."""
-        return None
+        return CLAIMED
 
     def release(self, report, cycle):
         """Nothing to give up: the run lock goes with the run."""
@@ -6068,28 +6069,39 @@ class AuditLogWriter:
 # S3: the data folder and the audit log in a bucket (s3:// locations)
 ###############################################################################
 
-# How long a claim on a report keeps other runs from sending it: the function's
-# timeout (--deploy-aws), since no run that still lives has held one longer.
-CLAIM_STALE_SECONDS = 300
-CLAIM_TAKEN_OVER = "ClaimTakenOver"  # claim()'s word for: send it, a dead run's claim is ours
+# How long a claim on a report keeps other runs from sending it, by S3's own clock
+# (never a run's, which may be wrong): longer than one send can take on a laptop
+# (AWS_MAX_ATTEMPTS at its most, 20 tries of 25 s, and their back-off) and three
+# times the function's whole run.
+CLAIM_STALE_SECONDS = 900
 # Records are fetched this many at a time: a cycle's are read in one round or two.
 S3_CONCURRENCY = 16
 S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
+# A reader that looks back by size (the delivery check) reads this many cycles at
+# most in S3, where each record is a request of its own.
+S3_LOOKBACK_CYCLES = 12
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-# What S3 says when it will not let these credentials in.
-S3_FORBIDDEN = ("AccessDenied", "AllAccessDisabled", "AccountProblem", "403",
-                "InvalidObjectState")
-S3_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                      "InvalidToken", "TokenRefreshRequired")
+# What AWS says when it will not let these credentials in: S3's, and IAM's, Lambda's
+# and Scheduler's (--deploy-aws).
+AWS_FORBIDDEN = ("AccessDenied", "AllAccessDisabled", "AccountProblem", "403",
+                 "AccessDeniedException", "UnauthorizedOperation")
+AWS_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                       "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId")
+# What a failed S3 call mid-run says of what went before it: it may come after sends.
+NOTHING_MORE = "nothing more was sent"
 
 
-class S3Error(ReportRunError):
-    """S3 could not be used as the settings name it: outcome says why (transient,
-    forbidden, config)."""
+class AwsError(ReportRunError):
+    """S3 (or, for --deploy-aws, another AWS service) could not be used: outcome says
+    why (transient, forbidden, config)."""
 
     def __init__(self, message, outcome):
         super().__init__(message)
         self.outcome = outcome
+
+
+class ClaimTaken(Exception):
+    """S3 answered a conditional write with 412 (or 409): another run wrote first."""
 
 
 class S3Connection:
@@ -6122,7 +6134,7 @@ class S3Connection:
                 # a local server has no bucket.host names: the bucket goes in the path
                 s3={"addressing_style": "path"} if endpoint else None)
             self._client = session.create_client(
-                "s3", region_name=given["AWS_REGION"] or given["AWS_SES_REGION"] or "us-east-1",
+                "s3", region_name=given["AWS_SES_REGION"] or given["AWS_REGION"] or "us-east-1",
                 endpoint_url=endpoint, verify=given["AWS_CA_BUNDLE"], config=settings)
         return self._client
 
@@ -6160,8 +6172,12 @@ class S3Location:
         return hash(str(self))
 
     def __truediv__(self, name):
-        folder = self.key if not self.key or self.key.endswith("/") else self.key + "/"
-        return S3Location(self.bucket, folder + name, self.connection)
+        return S3Location(self.bucket, self.folder + name, self.connection)
+
+    @property
+    def folder(self):
+        """The key as a prefix: with its closing /, where it names anything."""
+        return self.key if not self.key or self.key.endswith("/") else self.key + "/"
 
     @property
     def name(self):
@@ -6175,15 +6191,14 @@ class S3Location:
         if not self.key or self.key.endswith("/"):
             return False
         try:
-            self._call("head_object", Key=self.key)
+            self.call("head_object")
         except FileNotFoundError:
             return False
         return True
 
     def is_dir(self):
         """True where some object lies under this prefix: S3 has no empty folders."""
-        folder = self.key if not self.key or self.key.endswith("/") else self.key + "/"
-        return bool(self.keys(folder, most=1))
+        return bool(self.keys(self.folder, most=1))
 
     def exists(self):
         return self.is_file() or self.is_dir()
@@ -6191,7 +6206,7 @@ class S3Location:
     def read_text(self, max_bytes=None):
         """The object's UTF-8 text, its byte-order mark ignored, as read_text_file
         reads a file: FileNotFoundError, TooLarge before it is read, UnreadableFile."""
-        answer = self._call("get_object", Key=self.key)
+        answer = self.call("get_object")
         with contextlib.closing(answer["Body"]) as body:
             size = answer.get("ContentLength") or 0
             if max_bytes is not None and size > max_bytes:
@@ -6211,22 +6226,33 @@ class S3Location:
         pages = {"Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {}),
                  **({"MaxKeys": most} if most else {})}
         while True:
-            answer = self._call("list_objects_v2", **pages)
+            answer = self.call("list_objects_v2", Key=None, **pages)
             found += [entry["Prefix"] for entry in answer.get("CommonPrefixes", ())] \
                 if delimiter else [entry["Key"] for entry in answer.get("Contents", ())]
             if not answer.get("IsTruncated") or (most and len(found) >= most):
                 return found
             pages["ContinuationToken"] = answer["NextContinuationToken"]
 
-    def _call(self, operation, **parameters):
-        """One S3 call on this bucket; S3Error where it cannot be made, and
-        FileNotFoundError for a key that is not there."""
+    def at(self, key):
+        """Another key in this bucket, on the same connection."""
+        return S3Location(self.bucket, key, self.connection)
+
+    def call(self, operation, **parameters):
+        """One S3 call on this object (Key=None: on the bucket alone).  A key that is
+        not there is FileNotFoundError; a conditional write that lost, ClaimTaken;
+        anything else S3 or the network says, the AwsError that says what to fix."""
         import botocore.exceptions
 
+        parameters.setdefault("Key", self.key)
+        if parameters["Key"] is None:
+            del parameters["Key"]
         try:
             return getattr(self.connection.client, operation)(Bucket=self.bucket,
                                                               **parameters)
         except botocore.exceptions.ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (409, 412) and operation == "put_object":
+                raise ClaimTaken() from None  # 409: a conditional write racing another
             raise s3_failure(error, self) from None
         except (botocore.exceptions.NoCredentialsError,
                 botocore.exceptions.PartialCredentialsError):
@@ -6234,13 +6260,13 @@ class S3Location:
                                "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run it "
                                "where a role gives them (the function's)"]) from None
         except botocore.exceptions.BotoCoreError as error:  # no connection, a timeout
-            raise S3Error(f"S3 could not be reached for {self} ({error}); nothing was "
-                          "sent: run again later", "transient") from None
+            raise AwsError(f"S3 could not be reached for {self} ({error}); {NOTHING_MORE}: "
+                           "run again later", "transient") from None
 
 
 def s3_failure(error, location):
     """What an S3 error answer means for a run: FileNotFoundError for a missing key,
-    else the S3Error that says what to fix."""
+    else the AwsError that says what to fix."""
     answer = error.response.get("Error", {})
     code = str(answer.get("Code", ""))
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -6248,70 +6274,95 @@ def s3_failure(error, location):
     if code in ("NoSuchKey", "404") and status == 404:
         return FileNotFoundError(str(location))
     if code == "NoSuchBucket":
-        return S3Error(f"S3 bucket {location.bucket} does not exist (for {location}): fix "
-                       "REPORT_DATA_DIR or AUDIT_LOG_PATH, or make the bucket; nothing "
-                       "was sent", "config")
-    if code in S3_BAD_CREDENTIALS:
-        return S3Error(f"S3 refused the AWS credentials for {location} ({said}): log in "
-                       "again or check the keys; nothing was sent", "config")
-    if code in S3_FORBIDDEN or status == 403:
-        return S3Error(f"S3 refused access to {location} ({said}): allow these "
-                       "credentials (or the function's role) s3:GetObject, s3:PutObject "
-                       "and s3:ListBucket there (docs/aws.md); nothing was sent",
-                       "forbidden")
+        return AwsError(f"S3 bucket {location.bucket} does not exist (for {location}): fix "
+                        f"REPORT_DATA_DIR or AUDIT_LOG_PATH, or make the bucket; "
+                        f"{NOTHING_MORE}", "config")
+    if code in AWS_BAD_CREDENTIALS:
+        return AwsError(f"S3 refused the AWS credentials for {location} ({said}): log in "
+                        f"again or check the keys; {NOTHING_MORE}", "config")
+    if code in AWS_FORBIDDEN or status == 403:
+        return AwsError(f"S3 refused access to {location} ({said}): allow these "
+                        "credentials (or the function's role) s3:GetObject, s3:PutObject "
+                        f"and s3:ListBucket there (docs/aws.md); {NOTHING_MORE}",
+                        "forbidden")
     if status >= 500 or code in THROTTLING_CODES or code == "SlowDown":
-        return S3Error(f"S3 was busy or failing for {location} ({said}); nothing was "
-                       "sent: run again later", "transient")
-    return S3Error(f"S3 said no for {location} ({said}); nothing was sent", "config")
+        return AwsError(f"S3 was busy or failing for {location} ({said}); {NOTHING_MORE}: "
+                        "run again later", "transient")
+    return AwsError(f"S3 said no for {location} ({said}); {NOTHING_MORE}", "config")
 
 
 class AuditLogS3:
     """The audit log as objects under an S3 prefix, with AuditLogFile's methods: the
     same records, one object each (S3 has no append), under
 
-        PREFIX/records/CYCLE/TIME-RUN-N.json    keys that sort by cycle, then time
-        PREFIX/claims/CYCLE/VARIANT/REPORT.json  who is sending a report now
+        PREFIX/records/CYCLE/TIME-RUN-N.STATUS.json  keys that sort by cycle, then time
+        PREFIX/claims/CYCLE/VARIANT/REPORT.json       who sends a report, or sent it
 
     A cycle is read by listing its own prefix, and the log from its end a cycle at a
-    time, newest cycle first (the cycles' labels sort by date), so that no read lists
-    the whole bucket.  No run holds the whole log: each report is claimed, with S3's
-    conditional write, just before it is sent (the writer's claim())."""
+    time, newest cycle first, so that no read lists the whole bucket.  No run holds
+    the whole log: each report is claimed, with S3's conditional write, just before it
+    is sent (S3LogWriter.claim)."""
 
     def __init__(self, location):
-        self.location = location if location.key.endswith("/") or not location.key \
-            else location / ""
+        self.location = location.at(location.folder)
         self.path = self.location  # as messages name the log
 
     def cycle_prefix(self, cycle):
         return f"{self.location.key}records/{quote(cycle, safe='')}/"
 
-    def cycle_records(self, cycle):
-        """(the cycle's records, oldest first, a warning for each object that is none)."""
+    def claim_at(self, cycle, variant, report_id):
+        """Where the claim on one report of a cycle and variant lies."""
+        return self.location.at(f"{self.location.key}claims/{quote(cycle, safe='')}/"
+                                f"{variant}/{report_id}.json")
+
+    def cycle_records(self, cycle, statuses=None):
+        """(the cycle's records, oldest first, a warning for each object that is none);
+        statuses: only records of these (their keys say), the others not fetched."""
         records, warnings = [], []
-        for key, record, problem, _ in self._read(self.location.keys(self.cycle_prefix(cycle))):
+        keys = [key for key in self.location.keys(self.cycle_prefix(cycle))
+                if statuses is None or key_status(key) in (*statuses, None)]
+        for key, record, problem, _ in self._read(keys):
+            if record and record["cycle"] != cycle:
+                problem = f"a record of cycle {record['cycle'][:64]!r} in another's folder"
             if problem:
-                warnings.append(f"warning: audit log s3://{self.location.bucket}/{key} is "
-                                f"{problem}; ignored, not rewritten")
-            elif record["cycle"] == cycle:
+                warnings.append(f"warning: audit log object s3://{self.location.bucket}/"
+                                f"{key} is {problem}; ignored, not rewritten")
+            elif statuses is None or record["status"] in statuses:
                 records.append(record)
         return records, warnings
 
     def from_end(self, keep=None, most_bytes=None, statuses=None):
         """LogLines, newest first: the newest cycle's records, newest first, then the
         cycle before; keep and most_bytes as AuditLogFile.from_end's (most_bytes
-        counting the records' bytes); given statuses, a record of another status (its
-        key says) is not fetched at all."""
-        cycles = self.location.keys(f"{self.location.key}records/", delimiter="/")
+        counting the records' bytes, and S3_LOOKBACK_CYCLES cycles at most); given
+        statuses, a record of another status (its key says) is not fetched at all."""
         number, read = 0, 0
-        for prefix in reversed(cycles):
+        for seen, prefix in enumerate(self.cycles_newest_first()):
+            if most_bytes is not None and seen == S3_LOOKBACK_CYCLES:
+                return
             keys = [key for key in self.location.keys(prefix)[::-1]
                     if statuses is None or key_status(key) in (*statuses, None)]
-            for _, record, problem, raw in self._read(keys):
+            for key, record, problem, raw in self._read(keys):
                 number, read = number + 1, read + len(raw)
                 if most_bytes is not None and read > most_bytes:
                     return
                 if keep is None or keep(raw):
-                    yield LogLine(number, record, problem)
+                    yield LogLine(number, record, problem and f"{problem} (object {key})")
+
+    def cycles_newest_first(self):
+        """The cycles' prefixes, the newest first: a cycle labelled by its date at that
+        date, one labelled otherwise (--cycle board-q3) when its newest record was
+        written, which one more listing of it tells."""
+        prefixes = self.location.keys(f"{self.location.key}records/", delimiter="/")
+
+        def when(prefix):
+            day = parse_date(prefix.rstrip("/").rpartition("/")[2])
+            if day is not None:
+                return day.isoformat().replace("-", "")
+            newest = self.location.keys(prefix)[-1:]  # keys start with their time
+            return newest[0].rpartition("/")[2][:15] if newest else ""
+
+        return sorted(prefixes, key=when, reverse=True)
 
     @contextlib.contextmanager
     def held(self, follow=False):
@@ -6323,12 +6374,16 @@ class AuditLogS3:
         yield S3LogWriter(self)
 
     def write_problem(self):
-        """Why a send could not use the log, found by listing its prefix (S3 cannot be
-        asked whether a write would go through without writing): the line, or None."""
+        """Why a send could not use the log, found by writing a probe claim and taking
+        it away (what a send does first): the line, or None."""
+        probe = self.location.at(f"{self.location.key}claims/check-{os.urandom(4).hex()}.json")
         try:
-            self.location.keys(f"{self.location.key}records/", delimiter="/", most=1)
+            probe.call("put_object", Body=b"{}", IfNoneMatch="*")
+            probe.call("delete_object")
+        except ClaimTaken:
+            return None
         except ReportRunError as error:
-            return str(error)
+            return str(error).replace(f"; {NOTHING_MORE}", ": a send would stop at once")
         return None
 
     def _read(self, keys):
@@ -6338,8 +6393,7 @@ class AuditLogS3:
 
         def fetch(key):
             try:
-                text = S3Location(self.location.bucket, key,
-                                  self.location.connection).read_text(LEDGER_CHUNK_BYTES)
+                text = self.location.at(key).read_text(LEDGER_CHUNK_BYTES)
             except FileNotFoundError:  # taken away between the list and the read
                 return key, None, "gone (deleted after it was listed)", b""
             except (TooLarge, UnreadableFile) as error:
@@ -6348,6 +6402,27 @@ class AuditLogS3:
 
         with ThreadPoolExecutor(S3_CONCURRENCY) as pool:
             yield from pool.map(fetch, keys)
+
+
+def key_status(key):
+    """The status a record's key names (TIME-RUN-N.STATUS.json), or None for a key
+    this script did not write (it is read, and warned of, whatever is asked)."""
+    parts = key.rsplit("/", 1)[-1].split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in RECORD_STATUSES else None
+
+
+class Claim(NamedTuple):
+    """What S3LogWriter.claim found: whether this run may send the report, and if not
+    why (code, why: its skip record's error); taken_over where it may, having taken a
+    dead run's claim (the report may go twice: the run says so)."""
+
+    go: bool
+    code: str = ""
+    why: str = ""
+    taken_over: str = ""
+
+
+CLAIMED = Claim(True)
 
 
 class S3LogWriter:
@@ -6364,111 +6439,131 @@ class S3LogWriter:
         """S3 is never full, and never replaced under a run."""
 
     def append(self, record):
-        when = str(record.get("ts", "")).replace("-", "").replace(":", "")[:18]
+        """Write one record.  A sent record marks the report's claim sent first, so that
+        where the record cannot be written, no run takes the claim over and sends the
+        report again."""
+        if record["status"] == "sent":
+            with contextlib.suppress(ReportRunError, ClaimTaken):
+                self._claim(record["cycle"], record.get("variant", "a"), record["report"],
+                            sent=record.get("message_id") or "")
+        when = str(record.get("ts", "")).replace("-", "").replace(":", "")[:19]
         key = (f"{self.log.cycle_prefix(record['cycle'])}{when or '0'}Z-{self._run}-"
                f"{len(self.written):04d}.{record['status']}.json")
         line = json.dumps(record, ensure_ascii=False)
         try:
-            self._put(key, line.encode("utf-8"), IfNoneMatch="*")
-        except S3Error as error:
-            raise S3Error(f"{error}; this outcome is not recorded, put it in the log by "
-                          f"hand: {line}", error.outcome) from None
+            self.log.location.at(key).call("put_object", Body=line.encode("utf-8"),
+                                           IfNoneMatch="*", ContentType="application/json")
+        except (ReportRunError, ClaimTaken) as error:
+            said = str(error).split(f"; {NOTHING_MORE}")[0] or "a key written twice"
+            raise AwsError(f"{said}: the {record['status']} record of {record['report']} "
+                           f"could not be written ({NOTHING_MORE}); put this line in the "
+                           f"log by hand: {line}", getattr(error, "outcome", "transient")) \
+                from None
         self.written.append(record)
 
     def claim(self, report, cycle, now, force=False):
-        """None where this run may send the report now (its claim is written), else
-        (code, why) to skip it: sent by another run, or another run is sending it.  A
-        claim older than CLAIM_STALE_SECONDS whose report is not sent is a run that
-        died: it is taken over (If-Match), so that report may go twice, and the answer
-        is (CLAIM_TAKEN_OVER, why) to send it and say so."""
-        key = f"{self.log.location.key}claims/{quote(cycle, safe='')}/{report.variant}/" \
-              f"{report.report_id}.json"
-        mine = json.dumps({"run": self._run, "claimed_at": now.astimezone(timezone.utc)
-                           .isoformat(timespec="seconds"), "cycle": cycle,
-                           "report": report.report_id, "variant": report.variant}).encode()
+        """Claim a report before it is sent: a Claim that says whether to send it.
+
+        Another run's claim (S3's 412) means that run sent the report or is sending it
+        now, unless it is older than CLAIM_STALE_SECONDS by S3's clock with no sent
+        mark or record: then its run died, and the claim is taken over (If-Match on its
+        ETag: of two runs, one wins), so that report may go twice.  --force takes it
+        over whatever it says."""
         try:
-            self._put(key, mine, IfNoneMatch="*")
-            return None
+            self._claim(cycle, report.variant, report.report_id, now=now)
+            return CLAIMED
         except ClaimTaken:
             pass
-        age, etag = self._claim_held(key, now)
-        sent = {r["report"]: r.get("message_id") for r in self.log.cycle_records(cycle)[0]
-                if r["status"] == "sent" and r.get("variant", "a") == report.variant}
-        if force:
-            pass  # --force sends again, but one forced run at a time: If-Match decides
-        elif report.report_id in sent:
-            return ("AlreadySent", f"sent by another run in cycle {cycle} as "
-                    f"{sent[report.report_id]}; --force sends it again")
-        elif age < CLAIM_STALE_SECONDS:
-            return ("ClaimedByAnotherRun", f"another run claimed it {max(int(age), 0)} s "
-                    "ago and is sending it (its claim in S3); a claim that old with no "
-                    f"sent record, {CLAIM_STALE_SECONDS} s, is taken over by the next run")
-        if not self.take_over(key, mine, etag):
-            return ("ClaimedByAnotherRun", "another run took over its claim first")
-        return None if force else (CLAIM_TAKEN_OVER, (
-            f"its claim in S3 is {int(age)} s old with no sent record: the run that made "
-            "it died or stalled, so this run sends it; if that run's send went through, "
-            "it arrives twice"))
+        held = self._held(cycle, report)
+        if held is None:  # given back between the write and the read: try once more
+            return self._retry(cycle, report, now)
+        age, etag, sent = held
+        sent = sent or self._sent_record(cycle, report)
+        if sent and not force:
+            return Claim(False, "AlreadySent", f"sent by another run in cycle {cycle} as "
+                         f"{sent}; --force sends it again")
+        if age < CLAIM_STALE_SECONDS and not force:
+            return Claim(False, "ClaimedByAnotherRun", (
+                f"another run claimed it {int(age)} s ago and is sending it (its claim in "
+                f"S3); a claim {CLAIM_STALE_SECONDS} s old with no sent record is taken "
+                "over by the next run"))
+        if not self.take_over(cycle, report, etag, now):
+            return Claim(False, "ClaimedByAnotherRun", "another run took over its claim first")
+        return CLAIMED if force else CLAIMED._replace(taken_over=(
+            f"its claim in S3 is {int(age)} s old with no sent record: the run that made it "
+            "died or stalled, so this run sends it; if that run's send went through, it "
+            "arrives twice"))
 
-    def take_over(self, key, mine, etag):
-        """Replace the claim at key only if it is still the one read (its ETag): of two
-        runs taking over one dead run's claim, one wins.  True for this run."""
+    def take_over(self, cycle, report, etag, now):
+        """Replace a claim only if it is still the one read (its ETag): of two runs
+        taking over one dead run's claim, one wins.  True for this run."""
         try:
-            self._put(key, mine, IfMatch=etag)
-        except ClaimTaken:
+            self._claim(cycle, report.variant, report.report_id, now=now, etag=etag)
+        except (ClaimTaken, FileNotFoundError):  # replaced, or given back, meanwhile
             return False
         return True
 
     def release(self, report, cycle):
-        """Give up this run's claim on a report SES did not send: a later run may try."""
-        key = f"{self.log.location.key}claims/{quote(cycle, safe='')}/{report.variant}/" \
-              f"{report.report_id}.json"
-        with contextlib.suppress(ReportRunError):
-            self.log.location._call("delete_object", Key=key)
+        """Give up this run's claim on a report SES did not send, so that a later run
+        may try at once; a claim another run has taken over since is left alone."""
+        claim = self.log.claim_at(cycle, report.variant, report.report_id)
+        with contextlib.suppress(ReportRunError, FileNotFoundError, ValueError):
+            if json.loads(claim.read_text(4096)).get("run") == self._run:
+                claim.call("delete_object")
 
-    def _claim_held(self, key, now):
-        """(the claim's age in seconds, its ETag) as S3 has it now: its age by the
-        claimed_at its run wrote (the clock runs record by), else by S3's LastModified."""
+    def _claim(self, cycle, variant, report_id, *, now=None, sent=None, etag=None):
+        """Write this run's claim: new (If-None-Match), over the one read (If-Match), or,
+        once SES has sent it, marked sent (over our own)."""
+        body = {"run": self._run, "cycle": cycle, "variant": variant, "report": report_id,
+                **({"claimed_at": now.astimezone(timezone.utc).isoformat(timespec="seconds")}
+                   if now else {}), **({"sent": sent} if sent is not None else {})}
+        condition = {} if sent is not None else {"IfMatch": etag} if etag else \
+            {"IfNoneMatch": "*"}
+        self.log.claim_at(cycle, variant, report_id).call(
+            "put_object", Body=json.dumps(body).encode(), ContentType="application/json",
+            **condition)
+
+    def _held(self, cycle, report):
+        """(its age in seconds by S3's clock, its ETag, the message id it marks sent or
+        None) of the claim S3 has now; None where it is gone."""
         try:
-            answer = self.log.location._call("get_object", Key=key)
-        except FileNotFoundError:  # released between the write and this read: stale
-            return math.inf, '"none"'
+            answer = self.log.claim_at(cycle, report.variant, report.report_id).call(
+                "get_object")
+        except FileNotFoundError:
+            return None
         with contextlib.closing(answer["Body"]) as body:
             text = body.read(4096)
         try:
-            claimed = datetime.fromisoformat(json.loads(text)["claimed_at"])
-            return (now - claimed).total_seconds(), answer.get("ETag", "")
-        except (ValueError, TypeError, KeyError, OverflowError):  # not a claim of ours
-            return (now - answer["LastModified"]).total_seconds(), answer.get("ETag", "")
+            sent = json.loads(text).get("sent")
+        except (ValueError, AttributeError):  # not a claim of ours: its age decides
+            sent = None
+        return s3_age(answer), answer.get("ETag", ""), sent if isinstance(sent, str) else None
 
-    def _put(self, key, body, **condition):
-        """PutObject, conditional: ClaimTaken where S3 says another write was first."""
-        import botocore.exceptions
-
+    def _retry(self, cycle, report, now):
         try:
-            self.log.location.connection.client.put_object(
-                Bucket=self.log.location.bucket, Key=key, Body=body,
-                ContentType="application/json", **condition)
-        except botocore.exceptions.ClientError as error:
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status in (409, 412):  # 409: a conditional write racing another
-                raise ClaimTaken() from None
-            raise s3_failure(error, S3Location(self.log.location.bucket, key,
-                                               self.log.location.connection)) from None
-        except botocore.exceptions.BotoCoreError as error:
-            raise S3Error(f"S3 could not be reached to write s3://{self.log.location.bucket}"
-                          f"/{key} ({error})", "transient") from None
+            self._claim(cycle, report.variant, report.report_id, now=now)
+            return CLAIMED
+        except ClaimTaken:
+            return Claim(False, "ClaimedByAnotherRun", "another run claimed it just now")
+
+    def _sent_record(self, cycle, report):
+        """The message id of the report's sent record in the cycle, if any."""
+        records, _ = self.log.cycle_records(cycle, ("sent",))
+        return next((r.get("message_id") or "?" for r in records
+                     if r["report"] == report.report_id
+                     and r.get("variant", "a") == report.variant), None)
 
 
-def key_status(key):
-    """The status a record's key names (TIME-RUN-N.STATUS.json), or None for a key
-    this script did not write (it is read, and warned of, whatever is asked)."""
-    parts = key.rsplit("/", 1)[-1].split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in RECORD_STATUSES else None
+def s3_age(answer):
+    """How old an object is, in seconds, by S3's clock: its answer's Date less its
+    LastModified (a run's own clock may be minutes out)."""
+    from email.utils import parsedate_to_datetime
 
-
-class ClaimTaken(Exception):
-    """S3 answered a conditional write with 412: another run wrote the object first."""
+    try:
+        now = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
+    except (KeyError, TypeError, ValueError):
+        now = datetime.now(timezone.utc)
+    return (now - answer["LastModified"]).total_seconds()
 
 
 ###############################################################################
@@ -8061,7 +8156,8 @@ class Console:
         self.stderr = stderr
         self.verbosity = verbosity
         self.secrets = ()  # the run's credentials, never printed
-        self.summary = {}  # a sending run's outcome, for a caller that reads no text
+        self.summary = {}  # a sending run's cycle and reports by status, as recorded so
+        # far: for a caller that reads no text (lambda_handler), even where it stopped
         self._held = []
         self._closed = set()  # streams whose reader has gone
 
@@ -8136,13 +8232,15 @@ class CycleRun:
         self.stop = stop
         self.run_id = os.urandom(16).hex()  # random, like uuid4, without importing uuid
         self.outcome = RunOutcome()
+        console.summary.update(cycle=cycle)
 
     def record(self, report, status, *, message_id=None, error=None, suppressed=()):
         """Audit one outcome (on disk before anything else happens) and note it."""
         record = audit_record(report, self.config, run_id=self.run_id, cycle=self.cycle,
                               now=self.clock.now(), status=status, message_id=message_id,
                               error=error, suppressed=suppressed)
-        self.audit_log.append(record)
+        self.console.summary.setdefault(status, []).append(report.report_id)  # what
+        self.audit_log.append(record)  # happened, even where it could not be recorded
         self.outcome.records.append(record)
         self.console.step(f"{status} {report.report_id}: {message_id or error['code']}")
         return record
@@ -8168,12 +8266,12 @@ class CycleRun:
                           f"account's suppression list: {', '.join(dropped)}", dropped)
                 continue
             pacer.wait_to_send(report.recipient_count)
-            elsewhere = self.audit_log.claim(report, self.cycle, self.clock.now(), self.force)
-            if elsewhere and elsewhere[0] == CLAIM_TAKEN_OVER:
-                self.console.warn(f"warning: {report.report_id}: {elsewhere[1]}")
-            elif elsewhere:  # an S3 log's other run sent it, or is sending it now
-                self.skip([report], *elsewhere)
+            claim = self.audit_log.claim(report, self.cycle, self.clock.now(), self.force)
+            if not claim.go:  # an S3 log's other run sent it, or is sending it now
+                self.skip([report], claim.code, claim.why)
                 continue
+            if claim.taken_over:
+                self.console.warn(f"warning: {report.report_id}: {claim.taken_over}")
             self.console.step(f"sending {report.report_id} to {', '.join(report.to)}")
             with self.stop.protect():
                 failure = self.send_one(ses, report, dropped)
@@ -8253,10 +8351,12 @@ def record_missed(audit_log, config, cycle, reports, clock, console):
     """Record each due date that passed unsent (in full or in part) before this cycle,
     and say so once, in one line."""
     run_id = os.urandom(16).hex()
-    said = schedule_change(config.audit_log_path, config, cycle)
+    cycles = schedule_records(config.audit_log_path, config.variant,
+                              date.fromisoformat(cycle))
+    said = schedule_change(cycles, config)
     if said:
         console.warn(said)
-    missed = missed_cycles(config.audit_log_path, config, cycle, reports)
+    missed = missed_cycles(cycles, config, cycle, reports)
     for day, unsent in missed.items():
         audit_log.append(missed_record(config, run_id=run_id, day=day, cycle=cycle,
                                        unsent=unsent, now=clock.now()))
@@ -8269,10 +8369,10 @@ def record_missed(audit_log, config, cycle, reports, clock, console):
                       "(the audit log records each miss; --history shows them)")
 
 
-def schedule_change(path, config, cycle):
+def schedule_change(cycles, config):
     """One line where the log's latest scheduled cycle was sent under another schedule
-    than REPORT_SCHEDULE's now: no cycle before the change is called missed."""
-    cycles = schedule_records(path, config.variant, date.fromisoformat(cycle))
+    than REPORT_SCHEDULE's now: no cycle before the change is called missed.  cycles:
+    what schedule_records read."""
     latest = max((day for day, seen in cycles.items() if seen["sent"] or seen["missed"]),
                  default=None)
     before = {s for s in cycles[latest]["schedules"] if s} if latest else set()
@@ -8401,9 +8501,6 @@ def report_outcome(outcome, config, cycle, console):
     if outcome.refusal:
         console.problem(refusal_line(outcome.refusal))
     sent = sum(r["status"] == "sent" for r in outcome.records)
-    console.summary.update(cycle=cycle, variant=config.variant, **{
-        status: [r["report"] for r in outcome.records if r["status"] == status]
-        for status in ("sent", "skipped", "failed")})
     console.result(summary_table(outcome.records))
     console.result(f"{sent} of {len(outcome.records)} reports sent for cycle {cycle}, "
                    f"variant {config.variant}; BCC {config.bcc}; "
@@ -8719,6 +8816,9 @@ HEARTBEAT_TIMEOUT_SECONDS = 5
 # A due date is called missed within this many days of the cycle sent: a stray old
 # record (a test run for 1926) must not make a thousand of them.
 MISSED_LOOKBACK_DAYS = 366
+# The records a run writes under the schedule in force; an event (SES's, read later)
+# or a failure notice says nothing of which schedule a cycle was sent under.
+SCHEDULED_STATUSES = ("sent", "failed", "skipped", "missed")
 MISSED_REPORT = "(cycle)"  # the report name of a missed cycle's record
 MISSED_SHOWN = 5  # missed cycles named in the one line that says them
 NOTICE_REPORT = "(failure notice)"  # the report name of a failure notice's record
@@ -8779,7 +8879,9 @@ def schedule_records(path, variant, before):
     cycle (records are appended in time order)."""
     cycles = {}
     oldest = before - timedelta(days=MISSED_LOOKBACK_DAYS)
-    for record in records_from_end(path):
+    for record in records_from_end(path, statuses=SCHEDULED_STATUSES):
+        if record["status"] not in SCHEDULED_STATUSES:
+            continue  # an event or a notice, written later, under no schedule
         day = parse_date(record["cycle"])
         if day is not None and day < oldest:
             break
@@ -8794,13 +8896,13 @@ def schedule_records(path, variant, before):
     return cycles
 
 
-def missed_cycles(path, config, cycle, reports):
+def missed_cycles(cycles, config, cycle, reports):
     """{due date: the reports it never sent} for each due date before this cycle, in
     the year before it, not fully sent and not yet recorded as missed, since the
     first cycle the log shows sent under the schedule in force: a new schedule (or
-    the first, after cycles sent by hand) has missed nothing."""
+    the first, after cycles sent by hand) has missed nothing.  cycles: what
+    schedule_records read."""
     current = date.fromisoformat(cycle)
-    cycles = schedule_records(path, config.variant, current)
     ours = schedule_text(config.schedule)
     # Only since the latest cycle written under another schedule (or none: by hand).
     other = max((day for day, seen in cycles.items() if seen["schedules"] - {ours}),
@@ -9141,7 +9243,7 @@ def last_sent_line(path, zone):
 
 # What --deploy-aws does not go with (--dry-run, its plan, it does).
 DEPLOY_EXCLUDES = ("preview_dir", "check", "events", "setup_events", "test_events", "status",
-                   "new_data", "force", "only", "cycle")
+                   "new_data", "force", "only", "cycle", "audit_log", "data")
 # SES message tags carry the cycle, and allow only letters, digits, _ and -.
 CYCLE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -9487,8 +9589,11 @@ def run(args, *, environ, console, clock, connect, stop):
         return set()
     if args.csv_header:
         raise UsageError("--csv-header goes with --metrics")
-    if args.deploy_aws and any(getattr(args, action) for action in DEPLOY_EXCLUDES):
-        raise UsageError("--deploy-aws goes alone, or with --dry-run for the plan")
+    if args.deploy_aws and (any(getattr(args, action) for action in DEPLOY_EXCLUDES)
+                            or args.variant != "a"):
+        raise UsageError("--deploy-aws goes alone, or with --dry-run for the plan (the "
+                         "function's locations are the settings', AUDIT_LOG_PATH and "
+                         "REPORT_DATA_DIR)")
     if args.items:
         console.result(item_catalogue())
         return set()
@@ -9568,8 +9673,7 @@ def send_run(selected, config, cycle, now, args, *, scheduled, clock, console, c
         today = now.date()
         console.result(f"nothing due: cycle {cycle} is sent; the next falls due "
                        f"{due_after(config.schedule, today)} ({zone_name(config.timezone)})")
-        console.summary.update(cycle=cycle, variant=config.variant, sent=[], skipped=[],
-                               failed=[], due=False)
+        console.summary.update(cycle=cycle, due=False)
         read_events_between_cycles(config, selected, clock, console, connect)
         return None
     reports, refusal = prepare_reports(selected, config, cycle, now, args, console)
@@ -9709,18 +9813,29 @@ def main(argv=None, *, environ=None, stdout=None, stderr=None, clock=None,
 # current Python (boto3 is in it; python-dotenv is not needed: no repos.env there).
 LAMBDA_RUNTIME = "python3.14"
 LAMBDA_HANDLER = "send_exec_reports.lambda_handler"
-LAMBDA_TIMEOUT_SECONDS = CLAIM_STALE_SECONDS  # a claim older than a run can live is stale
+LAMBDA_TIMEOUT_SECONDS = 300  # a third of CLAIM_STALE_SECONDS: a live run's claim is fresh
 LAMBDA_MEMORY_MB = 256
+# A role IAM has just made reaches Lambda within seconds, not at once.
+ROLE_PROPAGATION_TRIES = 12
+ROLE_PROPAGATION_PAUSE_SECONDS = 5
 DEFAULT_AWS_NAME = "exec-reports"  # REPORT_AWS_NAME: one per owner or portfolio
 AWS_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 # Hourly, in REPORT_TIMEZONE, five minutes past: a due cycle is caught as cron
-# hourly catches it; a failed run is tried again twice, then goes to the dead letters.
+# hourly catches it.  A run that fails is tried again twice within the hour by
+# Lambda (the schedule starts it asynchronously), then put on the dead letters; the
+# schedule's own retries are for when it cannot start the function at all.
 SCHEDULE_EXPRESSION = "cron(5 * * * ? *)"
 SCHEDULE_RETRY = {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
 # The settings the function is given: the script's own, never AWS keys, a profile,
 # an endpoint or a CA bundle of this machine's (the role replaces the keys).
 FUNCTION_SETTING_PREFIXES = ("AWS_SES_", "AWS_RECIPIENT_EMAIL", "AWS_BCC_EMAIL", "REPORT_")
-NOT_FOR_THE_FUNCTION = ("AWS_SES_REGION_ENDPOINT",)
+# Where the function keeps its ledger and reads its sheets: never on its own disk,
+# which is gone after a run (a ledger lost there would send every report again).
+FUNCTION_LOCATIONS = ("AUDIT_LOG_PATH", "REPORT_DATA_DIR")
+# What an event's command line may not say: the function's settings are its
+# environment's, whose locations --deploy-aws checked.
+NOT_IN_AN_EVENT = ("--audit-log", "--data", "--env-file", "--deploy-aws", "--new-data",
+                   "--preview-dir")
 
 
 class ReportsNotSent(Exception):
@@ -9743,8 +9858,16 @@ def lambda_handler(event, context, **given):
         raise ReportsNotSent('the event must be {} or {"args": ["--only", "ceo", ...]}')
     environ = given.pop("environ", os.environ)
     summary = {}
-    code = (function_problem(environ, given.get("stderr") or sys.stderr)
-            or main(args, environ=environ, env_file=None, summary=summary, **given))
+    refused = [arg.split("=")[0] for arg in args if arg.split("=")[0] in NOT_IN_AN_EVENT]
+    problems = function_location_problems(environ)
+    if refused or problems:
+        said = f"usage: {', '.join(refused)}: not in the function's event; its settings " \
+               "are its environment's (--deploy-aws)" if refused else \
+            f"config error: {'; '.join(problems)}"
+        print(said, file=given.get("stderr") or sys.stderr, flush=True)
+        code = EXIT_CODES["usage" if refused else "config"][0]
+    else:
+        code = main(args, environ=environ, env_file=None, summary=summary, **given)
     answer = {"exit_code": code, "cycle": summary.get("cycle"),
               **{status: summary.get(status, []) for status in ("sent", "skipped", "failed")}}
     if code != 0:
@@ -9752,22 +9875,25 @@ def lambda_handler(event, context, **given):
     return answer
 
 
-def function_problem(environ, stderr):
-    """Exit code 78, said in one line, where the function's ledger or data would not
-    outlive the run: a function's disk is wiped, and a ledger lost there sends
-    every report again."""
-    missing = [name for name in ("AUDIT_LOG_PATH", "REPORT_DATA_DIR")
-               if not setting(environ, name).startswith("s3://")]
-    if not missing:
-        return 0
-    print(f"config error: {' and '.join(missing)} must be s3:// locations in the function: "
-          "its disk does not outlive a run, and a ledger lost there would send every "
-          "report again (docs/aws.md)", file=stderr, flush=True)
-    return EXIT_CODES["config"][0]
+def function_location_problems(settings):
+    """Why the function cannot keep its ledger or read its sheets where the settings
+    say: each must be an S3 prefix (its disk is gone after a run), under a folder of
+    its own (the role's policy is scoped to it)."""
+    problems = []
+    for name in FUNCTION_LOCATIONS:
+        where = setting(settings, name)
+        if not where.startswith("s3://"):
+            problems.append(f"{name} must be an s3:// location for the function (its disk "
+                            "does not outlive a run): upload the folder with aws s3 sync "
+                            "and set it (docs/aws.md)")
+        elif not where[len("s3://"):].partition("/")[2].strip("/"):
+            problems.append(f"{name} {where[:80]!r} must name a folder in its bucket "
+                            "(s3://BUCKET/PREFIX/), which the function's role is kept to")
+    return problems
 
 
 class Deployment(NamedTuple):
-    """What --deploy-aws makes, named from REPORT_AWS_NAME."""
+    """What --deploy-aws makes, named from REPORT_AWS_NAME, and the ARNs it names."""
 
     name: str
     account: str
@@ -9786,11 +9912,28 @@ class Deployment(NamedTuple):
         return f"{self.name}-dead-letters"
 
     @property
-    def function_arn(self):
-        return f"arn:aws:lambda:{self.region}:{self.account}:function:{self.name}"
+    def partition(self):
+        """aws, aws-cn or aws-us-gov, by the region."""
+        return "aws-cn" if self.region.startswith("cn-") else \
+            "aws-us-gov" if self.region.startswith("us-gov-") else "aws"
 
-    def arn(self, service, resource, region=True):
-        return f"arn:aws:{service}:{self.region if region else ''}:{self.account}:{resource}"
+    @property
+    def function_arn(self):
+        return self.arn("lambda", f"function:{self.name}")
+
+    @property
+    def dead_letters_arn(self):
+        return self.arn("sqs", self.dead_letters)
+
+    def arn(self, service, resource):
+        return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
+
+    def role_arn(self, role):
+        return f"arn:{self.partition}:iam::{self.account}:role/{role}"
+
+    def s3_arn(self, location, below=""):
+        return f"arn:{self.partition}:s3:::{location.bucket}" + (
+            f"/{location.folder}{below}" if below else "")
 
 
 def function_policy(config, deployment):
@@ -9801,7 +9944,7 @@ def function_policy(config, deployment):
     ses = [deployment.arn("ses", f"identity/{identity}") for identity in identities]
     if config.configuration_set:
         ses.append(deployment.arn("ses", f"configuration-set/{config.configuration_set}"))
-    log, data = config.audit_log_path, config.data.folder or config.data.figures
+    log, data = AuditLogS3(config.audit_log_path).location, config.data.folder
     statements = [
         {"Sid": "SendAsTheReportsAddressOnly", "Effect": "Allow",
          "Action": ["ses:SendEmail", "ses:SendRawEmail"], "Resource": ses,
@@ -9809,14 +9952,17 @@ def function_policy(config, deployment):
         {"Sid": "AskAboutTheSender", "Effect": "Allow", "Action": "ses:GetEmailIdentity",
          "Resource": ses[:len(identities)]},
         {"Sid": "ReadTheSheets", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{data.bucket}/{data.key}*"},
-        {"Sid": "KeepTheLedger", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-         "Resource": f"arn:aws:s3:::{log.bucket}/{log.key}*"},
+         "Resource": deployment.s3_arn(data, "*")},
+        {"Sid": "KeepTheLedger", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+         "Resource": deployment.s3_arn(log, "*")},
+        {"Sid": "GiveBackAClaim", "Effect": "Allow", "Action": "s3:DeleteObject",
+         "Resource": deployment.s3_arn(log, "claims/*")},
         *({"Sid": f"List{which}", "Effect": "Allow", "Action": "s3:ListBucket",
-           "Resource": f"arn:aws:s3:::{where.bucket}",
-           "Condition": {"StringLike": {"s3:prefix": [f"{where.key}*"]}}}
+           "Resource": deployment.s3_arn(where),
+           "Condition": {"StringLike": {"s3:prefix": [f"{where.folder}*"]}}}
           for which, where in (("TheSheets", data), ("TheLedger", log))),
+        {"Sid": "PutAFailedRunOnTheDeadLetters", "Effect": "Allow",
+         "Action": "sqs:SendMessage", "Resource": deployment.dead_letters_arn},
         {"Sid": "WriteItsLogs", "Effect": "Allow",
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": [deployment.arn("logs", f"log-group:/aws/lambda/{deployment.name}"),
@@ -9836,7 +9982,7 @@ def scheduler_policy(deployment):
         {"Effect": "Allow", "Action": "lambda:InvokeFunction",
          "Resource": deployment.function_arn},
         {"Effect": "Allow", "Action": "sqs:SendMessage",
-         "Resource": deployment.arn("sqs", deployment.dead_letters)}]}
+         "Resource": deployment.dead_letters_arn}]}
 
 
 def trust_policy(service):
@@ -9849,7 +9995,7 @@ def function_environment(settings):
     environment give them, without keys, a profile, endpoints or a CA bundle."""
     return {name: value for name, value in sorted(settings.items())
             if (name.startswith(FUNCTION_SETTING_PREFIXES) or name == "AUDIT_LOG_PATH")
-            and name not in NOT_FOR_THE_FUNCTION and value}
+            and value}
 
 
 def function_zip():
@@ -9880,39 +10026,37 @@ def deploy_aws(args, config, settings, *, connect, console):
     name = setting(settings, "REPORT_AWS_NAME") or DEFAULT_AWS_NAME
     problems = [] if AWS_NAME_PATTERN.fullmatch(name) else [
         f"REPORT_AWS_NAME {name[:40]!r}: use up to 40 letters, digits, - and _"]
-    problems += [f"{label} must be an s3:// location for the function (its disk does not "
-                 "outlive a run): upload the folder with aws s3 sync and set it"
-                 for label, where in (("AUDIT_LOG_PATH", config.audit_log_path),
-                                      ("REPORT_DATA_DIR", config.data.folder))
-                 if not isinstance(where, S3Location)]
+    problems += function_location_problems(settings)
     problems += [f"{label} must be set for the function: {why}" for label, why in (
         ("REPORT_SCHEDULE", "it runs hourly, and sends a cycle only when one is due"),
         ("REPORT_TIMEZONE", "the function's clock is UTC, not the owner's"))
         if not setting(settings, label)]
     if problems:
         raise ConfigError(problems)
+    import botocore.exceptions
+
     with contextlib.closing(connect(config)) as clients:
         account = aws_call(clients.service("sts").get_caller_identity)["Account"]
         deployment = Deployment(name, account, config.region)
         environment = function_environment(settings)
-        plan = deployment_plan(config, deployment, environment)
         if args.dry_run:
-            console.result(plan)
+            console.result(deployment_plan(config, deployment, environment))
             return set()
-        made = [
-            ensure_role(clients.service("iam"), deployment.function_role,
-                        "lambda.amazonaws.com", function_policy(config, deployment)),
-            ensure_role(clients.service("iam"), deployment.scheduler_role,
-                        "scheduler.amazonaws.com", scheduler_policy(deployment)),
-            ensure_dead_letters(clients.service("sqs"), deployment.dead_letters),
-            ensure_function(clients.service("lambda"), deployment, environment),
-            ensure_schedule(clients.service("scheduler"), deployment, config),
-        ]
-    for line in made:
-        console.result(line)
-    data = config.data.folder
+        for step in (
+                lambda: ensure_role(clients.service("iam"), deployment.function_role,
+                                    "lambda.amazonaws.com", function_policy(config, deployment)),
+                lambda: ensure_role(clients.service("iam"), deployment.scheduler_role,
+                                    "scheduler.amazonaws.com", scheduler_policy(deployment)),
+                lambda: ensure_dead_letters(clients.service("sqs"), deployment.dead_letters),
+                lambda: ensure_function(clients.service("lambda"), deployment, environment),
+                lambda: ensure_schedule(clients.service("scheduler"), deployment, config)):
+            try:
+                console.result(step())  # each said as it is done: a later failure keeps it
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) \
+                    as error:
+                raise deploy_failure(error) from None
     console.result(f"upload the sheets (and again whenever they change): aws s3 sync "
-                   f"report_data {data}")
+                   f"report_data {config.data.folder}")
     console.result(f"its logs: aws logs tail /aws/lambda/{name} --follow; undo it: "
                    "docs/aws.md")
     return set()
@@ -9927,12 +10071,12 @@ def deployment_plan(config, deployment, environment):
         json.dumps(function_policy(config, deployment), indent=2),
         f"role {deployment.scheduler_role} (assumed by scheduler.amazonaws.com), its policy:",
         json.dumps(scheduler_policy(deployment), indent=2),
-        f"queue {deployment.dead_letters}: the schedule's dead letters",
+        f"queue {deployment.dead_letters}: the runs that failed every try",
         f"function {deployment.name}: {LAMBDA_RUNTIME}, {LAMBDA_HANDLER}, timeout "
-        f"{LAMBDA_TIMEOUT_SECONDS} s, {LAMBDA_MEMORY_MB} MB, reserved concurrency 1; "
+        f"{LAMBDA_TIMEOUT_SECONDS} s, {LAMBDA_MEMORY_MB} MB, reserved concurrency 1, "
+        f"{SCHEDULE_RETRY['MaximumRetryAttempts']} retries, then {deployment.dead_letters}; "
         f"settings {', '.join(environment)}",
-        f"schedule {deployment.name}: {SCHEDULE_EXPRESSION} in {zone_name(config.timezone)}, "
-        f"{SCHEDULE_RETRY['MaximumRetryAttempts']} retries, then {deployment.dead_letters}"])
+        f"schedule {deployment.name}: {SCHEDULE_EXPRESSION} in {zone_name(config.timezone)}"])
 
 
 def aws_call(call, **parameters):
@@ -9947,14 +10091,19 @@ def aws_call(call, **parameters):
 
 
 def deploy_failure(error):
-    """What --deploy-aws says of an AWS error: SetupError where AWS said no, S3Error's
+    """What --deploy-aws says of an AWS error: SetupError where AWS said no, AwsError's
     transient outcome where it could not be reached."""
     import botocore.exceptions
 
     if not isinstance(error, botocore.exceptions.ClientError):
-        return S3Error(f"AWS could not be reached ({error}); nothing more was changed: "
-                       "--deploy-aws again later", "transient")
+        return AwsError(f"AWS could not be reached ({error}); nothing more was changed: "
+                        "--deploy-aws again later", "transient")
     answer = error.response.get("Error", {})
+    if answer.get("Code") in AWS_FORBIDDEN:
+        return AwsError(f"AWS refused {error.operation_name} to these credentials "
+                        f"({answer.get('Code')}): --deploy-aws needs to manage IAM roles, "
+                        "Lambda, EventBridge Scheduler and SQS (docs/aws.md); nothing after "
+                        "it was changed", "forbidden")
     return SetupError(f"AWS refused {error.operation_name}: {answer.get('Code')}: "
                       f"{answer.get('Message', '')}; nothing after it was changed "
                       "(--deploy-aws again once fixed)")
@@ -10027,12 +10176,13 @@ def ensure_dead_letters(sqs, name):
 
 
 def ensure_function(client, deployment, environment):
-    """The function: made, or its code and settings updated where they differ."""
+    """The function: made, or its code and settings updated where they differ; one run
+    at a time, and a failed run tried again twice, then put on the dead letters."""
     import botocore.exceptions
 
     package = function_zip()
     wanted = {"Runtime": LAMBDA_RUNTIME, "Handler": LAMBDA_HANDLER,
-              "Role": f"arn:aws:iam::{deployment.account}:role/{deployment.function_role}",
+              "Role": deployment.role_arn(deployment.function_role),
               "Timeout": LAMBDA_TIMEOUT_SECONDS, "MemorySize": LAMBDA_MEMORY_MB,
               "Environment": {"Variables": environment}}
     try:
@@ -10040,10 +10190,10 @@ def ensure_function(client, deployment, environment):
     except botocore.exceptions.ClientError as error:
         if not not_there(error, "ResourceNotFoundException"):
             raise deploy_failure(error) from None
-        aws_call(client.create_function, FunctionName=deployment.name, Code={
-            "ZipFile": package}, Description="send_exec_reports.py, hourly", **wanted)
+        create_function(client, deployment, package, wanted)
         aws_call(client.put_function_concurrency, FunctionName=deployment.name,
                  ReservedConcurrentExecutions=1)
+        ensure_retries(client, deployment)
         return f"made function {deployment.name}"
     changed = []
     configuration = held["Configuration"]
@@ -10062,8 +10212,48 @@ def ensure_function(client, deployment, environment):
         aws_call(client.put_function_concurrency, FunctionName=deployment.name,
                  ReservedConcurrentExecutions=1)
         changed.append("its concurrency")
+    if ensure_retries(client, deployment):
+        changed.append("its retries")
     return f"updated function {deployment.name}: {', '.join(changed)}" if changed else \
         f"unchanged function {deployment.name}"
+
+
+def create_function(client, deployment, package, wanted):
+    """CreateFunction, tried again for a minute while IAM has not yet shown Lambda the
+    role made moments before ("cannot be assumed by Lambda")."""
+    import botocore.exceptions
+
+    for _ in range(ROLE_PROPAGATION_TRIES):
+        try:
+            return client.create_function(FunctionName=deployment.name,
+                                          Code={"ZipFile": package},
+                                          Description="send_exec_reports.py, hourly", **wanted)
+        except botocore.exceptions.ClientError as error:
+            if "cannot be assumed" not in error.response.get("Error", {}).get("Message", ""):
+                raise deploy_failure(error) from None
+            time.sleep(ROLE_PROPAGATION_PAUSE_SECONDS)
+    return aws_call(client.create_function, FunctionName=deployment.name,
+                    Code={"ZipFile": package}, Description="send_exec_reports.py, hourly",
+                    **wanted)
+
+
+def ensure_retries(client, deployment):
+    """A failed run (the handler raised) tried again as SCHEDULE_RETRY says, then put on
+    the dead letters: set, or put right; True where it changed."""
+    import botocore.exceptions
+
+    wanted = {**SCHEDULE_RETRY, "DestinationConfig": {
+        "OnFailure": {"Destination": deployment.dead_letters_arn}}}
+    try:
+        held = client.get_function_event_invoke_config(FunctionName=deployment.name)
+    except botocore.exceptions.ClientError as error:
+        if not not_there(error, "ResourceNotFoundException"):
+            raise deploy_failure(error) from None
+        held = {}
+    if all(held.get(key) == value for key, value in wanted.items()):
+        return False
+    aws_call(client.put_function_event_invoke_config, FunctionName=deployment.name, **wanted)
+    return True
 
 
 def wait_for_function(client, name):
@@ -10082,10 +10272,9 @@ def ensure_schedule(scheduler, deployment, config):
         "FlexibleTimeWindow": {"Mode": "OFF"},
         "State": "ENABLED",
         "Target": {"Arn": deployment.function_arn,
-                   "RoleArn": f"arn:aws:iam::{deployment.account}:role/"
-                              f"{deployment.scheduler_role}",
+                   "RoleArn": deployment.role_arn(deployment.scheduler_role),
                    "Input": "{}", "RetryPolicy": SCHEDULE_RETRY,
-                   "DeadLetterConfig": {"Arn": deployment.arn("sqs", deployment.dead_letters)}}}
+                   "DeadLetterConfig": {"Arn": deployment.dead_letters_arn}}}
     try:
         held = scheduler.get_schedule(Name=deployment.name)
     except botocore.exceptions.ClientError as error:

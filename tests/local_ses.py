@@ -207,6 +207,7 @@ def serve(port, max_send_rate, max_24_hour_send, v2_port):
             backend.sent_message_count = counted + len(destinations)
         return message
 
+    backdate_objects_that_say_so()
     models.RECIPIENT_LIMIT = 10 * limit  # checked above, on the request's destinations
     models.SESBackend.send_raw_email = send_raw_email
     responses.EmailResponse.update_configuration_set_event_destination = \
@@ -214,6 +215,26 @@ def serve(port, max_send_rate, max_24_hour_send, v2_port):
     with FaultProxy(f"http://127.0.0.1:{port}", port=v2_port) as v2:
         v2.account_quota(max_24_hour_send, 0, max_send_rate)  # no need to ask moto each time
         moto_server(["-H", "127.0.0.1", "-p", str(port)])
+
+
+def backdate_objects_that_say_so():
+    """An S3 object put with the metadata test-age-seconds: N is as old as that, by S3's
+    clock (its LastModified N seconds before now), as an object a run left that long
+    ago would be: how the tests make a dead run's claim stale without waiting."""
+    from datetime import timedelta
+
+    from moto.s3.models import FakeKey
+
+    keep = FakeKey.set_metadata
+
+    def set_metadata(key, metadata, replace=False):
+        keep(key, metadata, replace)
+        age = next((value for name, value in key.metadata.items()
+                    if name.lower().endswith("test-age-seconds")), None)
+        if age:
+            key.last_modified -= timedelta(seconds=float(age))
+
+    FakeKey.set_metadata = set_metadata
 
 
 def update_configuration_set_event_destination(response):

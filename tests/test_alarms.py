@@ -129,6 +129,26 @@ def test_a_bad_schedule_or_alarm_setting_is_one_line_and_exit_78(run_script, nam
 # --- Cycles that fall due, sent once each -----------------------------------------------
 
 
+@pytest.mark.parametrize("later_record", [
+    {"status": "event", "event": "delivery", "message_id": "m", "matched": True,
+     "recipient": BCC, "event_time": "2026-12-02T10:00:00.000Z", "event_id": "e:0"},
+    {"status": "notice", "message_id": "m", "error": {"code": "x", "message": "y"}},
+])
+def test_a_delivery_event_or_a_notice_does_not_hide_a_missed_cycle(run_script, ses,
+                                                                   later_record):
+    """They are written into a cycle after its run, under no schedule: the cycle is
+    still one sent under REPORT_SCHEDULE, and a miss after it is still seen."""
+    ses.verify(SENDER)
+    assert run_script("--quiet", clock=at("2026-12-03 18:00"), env=SCHEDULED).returncode == 0
+    with run_script.audit_log.open("a") as log:
+        log.write(json.dumps({"ts": "2026-12-03T19:00:00.000+00:00", "cycle": "2026-12-01",
+                              "variant": "a", "report": "ceo", **later_record}) + "\n")
+
+    late = run_script("--quiet", clock=at("2027-01-03 18:00"), env=SCHEDULED)
+
+    assert "missed cycle(s) 2026-12-15" in late.stderr, late.stderr
+
+
 def test_each_due_cycle_is_sent_once_and_a_missed_one_is_recorded(run_script, ses):
     ses.verify(SENDER)
 

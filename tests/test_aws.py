@@ -7,6 +7,7 @@ the function's environment pointing at moto's endpoints."""
 
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -161,6 +162,17 @@ def test_a_failed_run_raises_so_that_lambda_retries_it(tmp_path, ses, bucket):
     assert len(again["sent"]) == 8
 
 
+@pytest.mark.parametrize("option", ["--audit-log", "--data=/tmp/x", "--env-file"])
+def test_an_event_cannot_move_the_functions_ledger_or_settings(tmp_path, ses, bucket, option):
+    """An event's command line that named another ledger would send everything again."""
+    answer, result = handler(function_environment(tmp_path, ses),
+                             {"args": [option, "/tmp/elsewhere.jsonl"]})
+
+    assert json.loads(str(answer))["exit_code"] == 64
+    assert "not in the function's event" in result.stderr
+    assert ses.messages() == []
+
+
 @pytest.mark.parametrize("unset", ["AUDIT_LOG_PATH", "REPORT_DATA_DIR"])
 def test_the_function_refuses_a_ledger_or_data_on_its_own_disk(tmp_path, ses, bucket, unset):
     environment = function_environment(tmp_path, ses, **{unset: str(tmp_path / "x")})
@@ -216,44 +228,82 @@ def test_two_runs_at_once_send_each_report_exactly_once(tmp_path, ses, bucket, p
                for r in records), answers
 
 
-def dead_runs_claim(s3, report, claimed_at):
-    """The claim a run left on a report when it died mid-send."""
+def dead_runs_claim(s3, report, age):
+    """The claim a run left on a report when it died mid-send, age seconds ago by S3's
+    clock (the tests' server backdates an object that asks it to)."""
     s3.put_object(Bucket=BUCKET, Key=f"ledger/claims/{CYCLE}/a/{report}.json",
-                  Body=json.dumps({"run": "deadbeef", "claimed_at": claimed_at.isoformat(),
-                                   "cycle": CYCLE, "report": report, "variant": "a"}))
+                  Metadata={"test-age-seconds": str(age)},
+                  Body=json.dumps({"run": "deadbeef", "cycle": CYCLE, "report": report,
+                                   "variant": "a"}))
 
 
 def test_a_dead_runs_claim_is_taken_over_only_once_it_is_stale(tmp_path, ses, bucket):
     environment = function_environment(tmp_path, ses)
-    died_at = FakeClock().now()
-    dead_runs_claim(bucket, "cfo", died_at)
+    dead_runs_claim(bucket, "cfo", ser.CLAIM_STALE_SECONDS - 60)
 
-    fresh = FakeClock(died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS - 60))
-    answer, result = handler(environment, clock=fresh)
+    answer, result = handler(environment)
 
     assert answer["exit_code"] == 0, result.stderr
     assert answer["skipped"] == ["cfo"] and len(answer["sent"]) == 7
     skipped = [r for r in ledger_records(bucket).values() if r["status"] == "skipped"]
     assert skipped[0]["error"]["code"] == "ClaimedByAnotherRun"
 
-    stale = FakeClock(died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS + 1))
-    answer, result = handler(environment, {"args": ["--cycle", CYCLE]}, clock=stale)
+    dead_runs_claim(bucket, "cfo", ser.CLAIM_STALE_SECONDS + 1)
+    answer, result = handler(environment, {"args": ["--cycle", CYCLE]})
 
     assert answer["sent"] == ["cfo"], result.stderr
-    assert "cfo: its claim in S3 is 301 s old" in result.stderr
-    assert sorted(m["subject"] for m in ses.messages()) == sent_reports(ses)
+    assert re.search(r"cfo: its claim in S3 is 9\d\d s old with no sent record", result.stderr)
     assert len(ses.messages()) == 8
 
 
-def test_a_claim_whose_report_was_sent_is_never_taken_over(tmp_path, ses, bucket):
+@pytest.mark.parametrize("skew", [-600, 365 * 86400])
+def test_a_runs_wrong_clock_neither_takes_a_live_claim_nor_blocks_for_ever(tmp_path, ses,
+                                                                           bucket, skew):
+    """A claim's age is S3's to tell: a laptop ten minutes slow (its claim looks old to
+    others' clocks) keeps its claim; one a year fast does not hold one for ever."""
+    environment = function_environment(tmp_path, ses)
+    wrong = FakeClock(FakeClock().now() + timedelta(seconds=skew))
+    live = ledger_writer(environment)
+    assert live.claim(Report("cfo"), CYCLE, wrong.now()).go
+
+    answer, _ = handler(environment)
+    assert answer["skipped"] == ["cfo"]  # fresh by S3's clock, whatever it says inside
+
+    dead_runs_claim(bucket, "cfo", ser.CLAIM_STALE_SECONDS + 1)  # the same, left for dead
+    answer, result = handler(environment, {"args": ["--cycle", CYCLE, "--only", "cfo"]})
+    assert answer["sent"] == ["cfo"], result.stderr
+
+
+def age_the_claim(s3, report, age):
+    """Make a claim that is there as old as age, by S3's clock, its content kept."""
+    key = f"ledger/claims/{CYCLE}/a/{report}.json"
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body, Metadata={"test-age-seconds": str(age)})
+
+
+def test_a_sent_report_whose_record_was_lost_is_never_sent_again(tmp_path, ses, bucket):
+    """SES took it, then S3 refused its record: the claim says sent, and no run takes
+    it over, however old it grows."""
+    bucket.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/ledger/records/*"}]}))
     environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None)
-    assert handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})[0]["sent"] == \
-        ["ceo"]
-    late = FakeClock(FakeClock().now() + timedelta(days=1))
+    args = {"args": ["--cycle", CYCLE, "--only", "ceo"]}
 
-    answer, _ = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]}, clock=late)
+    first, result = handler(environment, args)
 
-    assert answer["sent"] == [] and answer["skipped"] == ["ceo"]
+    said = json.loads(str(first))
+    assert said["exit_code"] == 77 and said["sent"] == ["ceo"], result.stderr
+    assert "the sent record of ceo could not be written" in result.stderr
+    assert "put this line in the log by hand" in result.stderr
+    assert "nothing was sent" not in result.stderr
+    bucket.delete_bucket_policy(Bucket=BUCKET)
+    age_the_claim(bucket, "ceo", ser.CLAIM_STALE_SECONDS * 10)
+
+    again, result = handler(environment, args)
+
+    assert again["sent"] == [] and again["skipped"] == ["ceo"], result.stderr
     assert len(ses.messages()) == 1
 
 
@@ -410,10 +460,19 @@ def test_the_planned_role_policy_has_no_star_resource_for_ses_or_s3(tmp_path, se
         resources = statement["Resource"] if isinstance(statement["Resource"], list) \
             else [statement["Resource"]]
         if any(action.startswith(("ses:", "s3:")) for action in actions):
-            assert all("*" not in resource.split(":")[-1].split("/")[0]
-                       and resource != "*" for resource in resources), statement
+            for resource in resources:  # a * only below a folder of the bucket's
+                assert resource != "*" and "*" not in resource.split("/", 1)[0], statement
+                assert not resource.endswith(f"{BUCKET}/*"), statement
+    granted = {(action, statement["Resource"]) for statement in policy["Statement"]
+               for action in ([statement["Action"]] if isinstance(statement["Action"], str)
+                              else statement["Action"])
+               if isinstance(statement["Resource"], str)}
+    assert ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/ledger/claims/*") in granted
+    assert ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/ledger/*") in granted
+    assert ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/data/*") in granted
+    assert not any(action == "s3:DeleteObject" and not resource.endswith("/claims/*")
+                   for action, resource in granted)
     assert "arn:aws:ses:us-east-1:123456789012:identity/example.com" in plan.stdout
-    assert f"arn:aws:s3:::{BUCKET}/ledger/*" in plan.stdout
     with pytest.raises(Exception):  # a dry run made nothing
         ses.client("lambda").get_function(FunctionName="exec-reports")
 
@@ -435,6 +494,8 @@ def test_deploy_aws_prints_no_secret(tmp_path, ses, bucket):
     ({"REPORT_DATA_DIR": "report_data"}, "REPORT_DATA_DIR must be an s3:// location"),
     ({"REPORT_SCHEDULE": None}, "REPORT_SCHEDULE must be set"),
     ({"REPORT_AWS_NAME": "my reports"}, "REPORT_AWS_NAME 'my reports'"),
+    ({"AUDIT_LOG_PATH": f"s3://{BUCKET}"}, "must name a folder in its bucket"),
+    ({"REPORT_DATA_DIR": f"s3://{BUCKET}/"}, "must name a folder in its bucket"),
 ])
 def test_deploy_aws_refuses_what_the_function_cannot_run_with(tmp_path, ses, bucket, changes,
                                                              said):
@@ -444,10 +505,34 @@ def test_deploy_aws_refuses_what_the_function_cannot_run_with(tmp_path, ses, buc
     assert said in result.stderr
 
 
-def test_deploy_aws_goes_alone(tmp_path, ses):
-    result = deploy(tmp_path, ses, "--only", "ceo")
+@pytest.mark.parametrize("option", [["--only", "ceo"], ["--audit-log", LEDGER],
+                                    ["--data", DATA], ["--variant", "b"]])
+def test_deploy_aws_goes_alone(tmp_path, ses, option):
+    """--audit-log and --data would give the plan locations the function never gets."""
+    result = deploy(tmp_path, ses, *option)
 
     assert result.returncode == 64 and "--deploy-aws goes alone" in result.stderr
+
+
+def test_a_run_that_fails_is_retried_by_lambda_then_dead_lettered(tmp_path, ses, bucket):
+    """The schedule starts the function asynchronously: Lambda's own retries and its
+    on-failure destination are what see a run that raised."""
+    assert deploy(tmp_path, ses).returncode == 0
+
+    retries = ses.client("lambda").get_function_event_invoke_config(FunctionName="exec-reports")
+
+    assert retries["MaximumRetryAttempts"] == 2
+    assert retries["DestinationConfig"]["OnFailure"]["Destination"].endswith(
+        ":exec-reports-dead-letters")
+
+
+def test_deploy_aws_that_cannot_reach_a_service_is_one_line_and_exit_75(tmp_path, ses,
+                                                                       bucket):
+    result = deploy(tmp_path, ses, AWS_ENDPOINT_URL_LAMBDA=f"http://127.0.0.1:{free_port()}")
+
+    assert result.returncode == 75 and result.stderr.count("\n") == 1
+    assert "AWS could not be reached" in result.stderr
+    assert "made role exec-reports-function" in result.stdout  # what it did, it said
 
 
 # --- The claim, where two runs race for it ------------------------------------------------
@@ -468,18 +553,17 @@ def ledger_writer(environment):
 def test_of_two_runs_taking_over_one_dead_claim_one_wins(tmp_path, ses, bucket):
     """The takeover is conditional on the ETag read: a run that read the dead claim,
     then lost the race, does not overwrite the winner's claim."""
-    died_at = FakeClock().now()
-    dead_runs_claim(bucket, "cfo", died_at)
+    dead_runs_claim(bucket, "cfo", ser.CLAIM_STALE_SECONDS + 1)
     key = f"ledger/claims/{CYCLE}/a/cfo.json"
     read_by_the_slow_run = bucket.head_object(Bucket=BUCKET, Key=key)["ETag"]
-    later = died_at + timedelta(seconds=ser.CLAIM_STALE_SECONDS + 1)
+    now = FakeClock().now()
     winner = ledger_writer(function_environment(tmp_path, ses))
-    assert winner.claim(Report("cfo"), CYCLE, later) [0] == ser.CLAIM_TAKEN_OVER
+    assert winner.claim(Report("cfo"), CYCLE, now).taken_over
 
     slow = ledger_writer(function_environment(tmp_path, ses))
-    assert not slow.take_over(key, b'{"run": "slow"}', read_by_the_slow_run)
+    assert not slow.take_over(CYCLE, Report("cfo"), read_by_the_slow_run, now)
     held = json.loads(bucket.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-    assert held["run"] != "slow"
+    assert held["run"] != slow._run
 
 
 def test_a_report_sent_since_the_ledger_was_read_is_not_sent_again(tmp_path, ses, bucket):
@@ -491,16 +575,16 @@ def test_a_report_sent_since_the_ledger_was_read_is_not_sent_again(tmp_path, ses
 
     said = ledger_writer(environment).claim(Report("ceo"), CYCLE, much_later)
 
-    assert said[0] == "AlreadySent" and "--force" in said[1]
+    assert not said.go and said.code == "AlreadySent" and "--force" in said.why
 
 
 def test_a_claim_in_variant_b_is_its_own(tmp_path, ses, bucket):
     writer = ledger_writer(function_environment(tmp_path, ses))
     now = FakeClock().now()
 
-    assert writer.claim(Report("ceo", "a"), CYCLE, now) is None
-    assert writer.claim(Report("ceo", "b"), CYCLE, now) is None
-    assert writer.claim(Report("ceo", "b"), CYCLE, now)[0] == "ClaimedByAnotherRun"
+    assert writer.claim(Report("ceo", "a"), CYCLE, now).go
+    assert writer.claim(Report("ceo", "b"), CYCLE, now).go
+    assert writer.claim(Report("ceo", "b"), CYCLE, now).code == "ClaimedByAnotherRun"
 
 
 # --- The rest of the ledger's readers and writers in S3 ----------------------------------
@@ -544,7 +628,7 @@ def test_delivery_events_go_into_the_s3_ledger_once(tmp_path, ses, bucket):
     after_the_event = FakeClock(datetime(2026, 12, 2, tzinfo=timezone.utc))
     history = run(environment, "--history", "1", clock=after_the_event)
     assert f"{RECIPIENT} delivered" in history.stdout
-    assert [key.rsplit(".", 2)[1] for key in ledger_records(bucket)] == ["sent", "event"]
+    assert sorted(key.rsplit(".", 2)[1] for key in ledger_records(bucket)) == ["event", "sent"]
 
 
 def test_a_data_prefix_with_nothing_in_it_says_how_to_fill_it(tmp_path, ses, bucket):
