@@ -645,3 +645,32 @@ def test_new_data_is_never_written_to_a_local_folder_named_s3(tmp_path, ses):
 
     assert result.returncode == 64 and "aws s3 sync" in result.stderr
     assert not Path("s3:").exists()  # where Path("s3://...") would have made it
+
+
+def test_a_cycle_with_a_label_of_its_own_is_read_in_its_time_not_its_name(tmp_path, ses,
+                                                                          bucket):
+    """--cycle board-q3 sorts after every date by name; --status and --history read
+    the S3 ledger by when its cycles were written, as the file log is read."""
+    environment = function_environment(tmp_path, ses, REPORT_SCHEDULE=None)
+    february = FakeClock(datetime(2026, 2, 2, 9, tzinfo=timezone.utc))
+    handler(environment, {"args": ["--cycle", "board-q3", "--only", "ceo"]}, clock=february)
+    handler(environment, {"args": ["--cycle", CYCLE]})
+
+    status = run(environment, "--status")
+    history = run(environment, "--history", "1")
+
+    assert f"last sent: cycle {CYCLE}, variant a: 8 report(s)" in status.stdout
+    assert f"cycle {CYCLE}" in history.stdout and "board-q3" not in history.stdout
+
+
+def test_check_finds_a_ledger_a_send_could_not_write(tmp_path, ses, bucket):
+    bucket.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/ledger/*"}]}))
+
+    result = run(function_environment(tmp_path, ses), "--check")
+
+    assert result.returncode != 0
+    assert "S3 refused access" in result.stderr and "a send would stop at once" in result.stderr
+    assert bucket.list_objects_v2(Bucket=BUCKET, Prefix="ledger/").get("KeyCount", 0) == 0
