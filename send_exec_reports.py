@@ -17,6 +17,7 @@ Usage:
     python3 send_exec_reports.py --list          # the report ids and titles
     python3 send_exec_reports.py --metrics       # the figures file's columns
     python3 send_exec_reports.py --rules         # what puts a line in "Needs attention"
+    python3 send_exec_reports.py --deploy-aws    # run hourly in AWS Lambda (docs/aws.md)
 
 Settings come from repos.env beside this script (or --env-file PATH); variables
 already set in the environment win over the file.  Every setting is checked
@@ -29,7 +30,9 @@ clients, deliveries and the rental's ledger (docs/data.md).
 
 The audit log is also the ledger: a report it shows as sent in this cycle is
 skipped, so a re-run after a failure sends exactly what is missing.  One run
-at a time holds a lock beside the log.  A send SES confirmed is never repeated;
+at a time holds a lock beside the log; in S3 (AUDIT_LOG_PATH=s3://...), where
+this file also runs as a Lambda function (lambda_handler), each report is
+claimed by a conditional write instead.  A send SES confirmed is never repeated;
 one it had not yet confirmed when the run died may be (SES has no idempotency
 key), so delivery is at least once for that single in-flight report.
 
@@ -9267,8 +9270,8 @@ def build_parser():
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--list", action="store_true", help="print the report ids and titles")
     action.add_argument("--dry-run", action="store_true",
-                        help="print the text edition of the selected reports; no network "
-                             "call, nothing sent")
+                        help="print the text edition of the selected reports; nothing "
+                             "sent, and no network call but to read sheets kept in S3")
     action.add_argument("--preview-dir", metavar="DIR", type=Path,
                         help="write each selected report as DIR/ID.eml and DIR/ID.html; "
                              "nothing sent")
