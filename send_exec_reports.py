@@ -1839,7 +1839,12 @@ class DataSheets(NamedTuple):
 
     @classmethod
     def at(cls, path, named=False):
-        """A folder, or a path to one .csv file: the figures sheet alone, as it always was."""
+        """A folder, or a path to one .csv file: the figures sheet alone, as it always was.
+        In S3, where a HEAD of a folder's name may be refused, its name alone decides."""
+        if isinstance(path, S3Location):
+            folder = path.at(path.folder)
+            return cls(None, path, named) if path.suffix.lower() == ".csv" else \
+                cls(folder, folder / "figures.csv", named)
         if path.is_file() or (path.suffix.lower() == ".csv" and not path.is_dir()):
             return cls(None, path, named)
         return cls(path, path / "figures.csv", named)
@@ -2119,12 +2124,21 @@ def read_rental_entry(row):
                        row.text("note"), row.line)
 
 
+def sheet_text(path, max_bytes):
+    """A sheet's text, from a file or from S3, where a sheet its folder's listing lacks
+    is not there (FileNotFoundError) without asking for it."""
+    if not isinstance(path, S3Location):
+        return read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
+    if not path.listed():
+        raise FileNotFoundError(str(path))
+    return path.read_text(max_bytes)
+
+
 def read_sheet(path, parse, max_bytes=DEFAULT_SHEET_MAX_MB << 20):
     """(what parse makes of the sheet, the sha256 of its text), or (None, None) where
     there is no such file; a file over max_bytes is a DataError before it is read."""
     try:
-        text = path.read_text(max_bytes) if isinstance(path, S3Location) else \
-            read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
+        text = sheet_text(path, max_bytes)
     except FileNotFoundError:
         return None, None
     except TooLarge as size:
@@ -6092,15 +6106,20 @@ AWS_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredTo
                        "InvalidToken", "TokenRefreshRequired", "InvalidClientTokenId")
 # What a failed S3 call mid-run says of what went before it: it may come after sends.
 NOTHING_MORE = "nothing more was sent"
+# The permission each S3 call of the script's needs, for the line that says it was refused.
+S3_PERMISSIONS = {"get_object": "s3:GetObject", "head_object": "s3:GetObject",
+                  "put_object": "s3:PutObject", "delete_object": "s3:DeleteObject",
+                  "list_objects_v2": "s3:ListBucket"}
 
 
 class AwsError(ReportRunError):
-    """S3 (or, for --deploy-aws, another AWS service) could not be used: outcome says
-    why (transient, forbidden, config)."""
+    """S3 (or, for --deploy-aws, another AWS service) could not be used: `said` is what
+    went wrong and what to do, `closing` what it means for the run; outcome says why
+    (transient, forbidden, config)."""
 
-    def __init__(self, message, outcome):
-        super().__init__(message)
-        self.outcome = outcome
+    def __init__(self, said, outcome, closing=""):
+        super().__init__(f"{said}; {closing}" if closing else said)
+        self.said, self.outcome = said, outcome
 
 
 class ClaimTaken(Exception):
@@ -6118,6 +6137,7 @@ class S3Connection:
             "AWS_CA_BUNDLE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SES_REGION",
             "AWS_REGION")}
         self._client = None
+        self.listed = {}  # a folder's keys, listed once a run (sheets: S3Location.listed)
 
     def __repr__(self):
         return "S3Connection()"  # the keys it holds are never shown
@@ -6209,18 +6229,44 @@ class S3Location:
     def read_text(self, max_bytes=None):
         """The object's UTF-8 text, its byte-order mark ignored, as read_text_file
         reads a file: FileNotFoundError, TooLarge before it is read, UnreadableFile."""
-        answer = self.call("get_object")
-        with contextlib.closing(answer["Body"]) as body:
-            size = answer.get("ContentLength") or 0
-            if max_bytes is not None and size > max_bytes:
-                raise TooLarge(f"{size / 2**20:,.1f} MB")
-            data = body.read() if max_bytes is None else body.read(max_bytes + 1)
-        if max_bytes is not None and len(data) > max_bytes:
-            raise TooLarge(f"more than {max_bytes >> 20} MB")
+        _, data = self.read_bytes(max_bytes, too_large=TooLarge)
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise UnreadableFile("it is not UTF-8 text") from None
+
+    def read_bytes(self, most, too_large=None):
+        """(S3's answer, the object's bytes, at most `most`): read whole, or AwsError
+        where the connection broke or S3 sent less than it said (a sheet cut short
+        must never read as one with fewer rows); too_large, if given, is raised for an
+        object over `most` before it is read."""
+        import botocore.exceptions
+
+        answer = self.call("get_object")
+        size = answer.get("ContentLength") or 0
+        with contextlib.closing(answer["Body"]) as body:
+            if too_large and most is not None and size > most:
+                raise too_large(f"{size / 2**20:,.1f} MB")
+            try:
+                data = body.read() if most is None else body.read(most + 1)
+            except (botocore.exceptions.BotoCoreError, OSError) as error:
+                raise AwsError(f"S3's answer for {self} broke off ({error}): run again "
+                               "later", "transient", NOTHING_MORE) from None
+        if too_large and most is not None and len(data) > most:
+            raise too_large(f"more than {most >> 20} MB")
+        if len(data) < min(size, most + 1 if most is not None else size):
+            raise AwsError(f"S3 sent {len(data)} of the {size} bytes of {self}: run again "
+                           "later", "transient", NOTHING_MORE)
+        return answer, data
+
+    def listed(self):
+        """Whether the key is among its folder's keys, the folder listed once a run: a
+        sheet that is not there is not asked for (where the credentials may not list
+        the whole bucket, S3 answers 403 for a missing key, not 404)."""
+        folder = self.key.rpartition("/")[0] + "/" if "/" in self.key else ""
+        if folder not in self.connection.listed:
+            self.connection.listed[folder] = set(self.keys(folder, delimiter=None))
+        return self.key in self.connection.listed[folder]
 
     def keys(self, prefix, *, delimiter=None, most=None):
         """The keys under prefix (or, with a delimiter, the prefixes one level down),
@@ -6256,18 +6302,18 @@ class S3Location:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status in (409, 412) and operation == "put_object":
                 raise ClaimTaken() from None  # 409: a conditional write racing another
-            raise s3_failure(error, self) from None
+            raise s3_failure(error, self, operation) from None
         except (botocore.exceptions.NoCredentialsError,
                 botocore.exceptions.PartialCredentialsError):
             raise ConfigError([f"no AWS credentials found to read {self}: set AWS_PROFILE, "
                                "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run it "
                                "where a role gives them (the function's)"]) from None
         except botocore.exceptions.BotoCoreError as error:  # no connection, a timeout
-            raise AwsError(f"S3 could not be reached for {self} ({error}); {NOTHING_MORE}: "
-                           "run again later", "transient") from None
+            raise AwsError(f"S3 could not be reached for {self} ({error}): run again later",
+                           "transient", NOTHING_MORE) from None
 
 
-def s3_failure(error, location):
+def s3_failure(error, location, operation="get_object"):
     """What an S3 error answer means for a run: FileNotFoundError for a missing key,
     else the AwsError that says what to fix."""
     answer = error.response.get("Error", {})
@@ -6278,20 +6324,19 @@ def s3_failure(error, location):
         return FileNotFoundError(str(location))
     if code == "NoSuchBucket":
         return AwsError(f"S3 bucket {location.bucket} does not exist (for {location}): fix "
-                        f"REPORT_DATA_DIR or AUDIT_LOG_PATH, or make the bucket; "
-                        f"{NOTHING_MORE}", "config")
+                        "REPORT_DATA_DIR or AUDIT_LOG_PATH, or make the bucket", "config",
+                        NOTHING_MORE)
     if code in AWS_BAD_CREDENTIALS:
         return AwsError(f"S3 refused the AWS credentials for {location} ({said}): log in "
-                        f"again or check the keys; {NOTHING_MORE}", "config")
+                        "again or check the keys", "config", NOTHING_MORE)
     if code in AWS_FORBIDDEN or status == 403:
-        return AwsError(f"S3 refused access to {location} ({said}): allow these "
-                        "credentials (or the function's role) s3:GetObject, s3:PutObject "
-                        f"and s3:ListBucket there (docs/aws.md); {NOTHING_MORE}",
-                        "forbidden")
+        return AwsError(f"S3 refused access to {location} ({said}): allow these credentials "
+                        f"(or the function's role) {S3_PERMISSIONS.get(operation, operation)} "
+                        "there (docs/aws.md)", "forbidden", NOTHING_MORE)
     if status >= 500 or code in THROTTLING_CODES or code == "SlowDown":
-        return AwsError(f"S3 was busy or failing for {location} ({said}); {NOTHING_MORE}: "
-                        "run again later", "transient")
-    return AwsError(f"S3 said no for {location} ({said}); {NOTHING_MORE}", "config")
+        return AwsError(f"S3 was busy or failing for {location} ({said}): run again later",
+                        "transient", NOTHING_MORE)
+    return AwsError(f"S3 said no for {location} ({said})", "config", NOTHING_MORE)
 
 
 class AuditLogS3:
@@ -6377,16 +6422,15 @@ class AuditLogS3:
         yield S3LogWriter(self)
 
     def write_problem(self):
-        """Why a send could not use the log, found by writing a probe claim and taking
-        it away (what a send does first): the line, or None."""
-        probe = self.location.at(f"{self.location.key}claims/check-{os.urandom(4).hex()}.json")
+        """Why a send could not use the log, found by writing a probe claim (what a send
+        does first) and taking it away (a send may not need to): the line, or None."""
+        probe = self.location.at(f"{self.location.key}claims/check.json")
         try:
-            probe.call("put_object", Body=b"{}", IfNoneMatch="*")
+            probe.call("put_object", Body=b"{}")
+        except AwsError as error:
+            return f"{error.said}: a send would stop at once"
+        with contextlib.suppress(ReportRunError, FileNotFoundError):
             probe.call("delete_object")
-        except ClaimTaken:
-            return None
-        except ReportRunError as error:
-            return str(error).replace(f"; {NOTHING_MORE}", ": a send would stop at once")
         return None
 
     def _read(self, keys):
@@ -6437,18 +6481,16 @@ class S3LogWriter:
         self.path = log.path
         self.written = []
         self._run = os.urandom(4).hex()  # keeps two runs' keys apart in one millisecond
+        self._claims = {}  # claim key -> the ETag of this run's claim there
 
     def check_room(self):
         """S3 is never full, and never replaced under a run."""
 
     def append(self, record):
-        """Write one record.  A sent record marks the report's claim sent first, so that
-        where the record cannot be written, no run takes the claim over and sends the
-        report again."""
-        if record["status"] == "sent":
-            with contextlib.suppress(ReportRunError, ClaimTaken):
-                self._claim(record["cycle"], record.get("variant", "a"), record["report"],
-                            sent=record.get("message_id") or "")
+        """Write one record.  A sent record marks the report's claim sent first: where
+        the record cannot be written, the mark keeps every later run from sending the
+        report again, and where neither can, the line says so."""
+        marked = record["status"] != "sent" or self._mark_sent(record)
         when = str(record.get("ts", "")).replace("-", "").replace(":", "")[:19]
         key = (f"{self.log.cycle_prefix(record['cycle'])}{when or '0'}Z-{self._run}-"
                f"{len(self.written):04d}.{record['status']}.json")
@@ -6456,12 +6498,8 @@ class S3LogWriter:
         try:
             self.log.location.at(key).call("put_object", Body=line.encode("utf-8"),
                                            IfNoneMatch="*", ContentType="application/json")
-        except (ReportRunError, ClaimTaken) as error:
-            said = str(error).split(f"; {NOTHING_MORE}")[0] or "a key written twice"
-            raise AwsError(f"{said}: the {record['status']} record of {record['report']} "
-                           f"could not be written ({NOTHING_MORE}); put this line in the "
-                           f"log by hand: {line}", getattr(error, "outcome", "transient")) \
-                from None
+        except (AwsError, ClaimTaken) as error:
+            raise unrecorded(record, line, error, marked) from None
         self.written.append(record)
 
     def claim(self, report, cycle, now, force=False):
@@ -6508,11 +6546,14 @@ class S3LogWriter:
 
     def release(self, report, cycle):
         """Give up this run's claim on a report SES did not send, so that a later run
-        may try at once; a claim another run has taken over since is left alone."""
+        may try at once: deleted only while it is the claim this run wrote (If-Match),
+        never one another run has taken over since.  Best effort: a claim left is
+        taken over once stale."""
         claim = self.log.claim_at(cycle, report.variant, report.report_id)
-        with contextlib.suppress(ReportRunError, FileNotFoundError, ValueError):
-            if json.loads(claim.read_text(4096)).get("run") == self._run:
-                claim.call("delete_object")
+        etag = self._claims.pop(claim.key, None)
+        if etag:
+            with contextlib.suppress(ReportRunError, FileNotFoundError):
+                claim.call("delete_object", IfMatch=etag)
 
     def _claim(self, cycle, variant, report_id, *, now=None, sent=None, etag=None):
         """Write this run's claim: new (If-None-Match), over the one read (If-Match), or,
@@ -6522,20 +6563,34 @@ class S3LogWriter:
                    if now else {}), **({"sent": sent} if sent is not None else {})}
         condition = {} if sent is not None else {"IfMatch": etag} if etag else \
             {"IfNoneMatch": "*"}
-        self.log.claim_at(cycle, variant, report_id).call(
-            "put_object", Body=json.dumps(body).encode(), ContentType="application/json",
-            **condition)
+        claim = self.log.claim_at(cycle, variant, report_id)
+        answer = claim.call("put_object", Body=json.dumps(body).encode(),
+                            ContentType="application/json", **condition)
+        self._claims[claim.key] = answer.get("ETag")
+
+    def _mark_sent(self, record):
+        """Mark the report's claim sent (SES's message id): True where S3 took it."""
+        try:
+            self._claim(record["cycle"], record.get("variant", "a"), record["report"],
+                        sent=record.get("message_id") or "")
+        except (ReportRunError, ClaimTaken):
+            return False
+        return True
 
     def _held(self, cycle, report):
         """(its age in seconds by S3's clock, its ETag, the message id it marks sent or
-        None) of the claim S3 has now; None where it is gone."""
+        None) of the claim S3 has now; None where it is gone.  Refused straight after
+        S3 said it was there (412) is gone too: S3 answers 403, not 404, for a missing
+        key to credentials that may not list the whole bucket."""
         try:
-            answer = self.log.claim_at(cycle, report.variant, report.report_id).call(
-                "get_object")
+            answer, text = self.log.claim_at(cycle, report.variant,
+                                             report.report_id).read_bytes(4096)
         except FileNotFoundError:
             return None
-        with contextlib.closing(answer["Body"]) as body:
-            text = body.read(4096)
+        except AwsError as error:
+            if error.outcome == "forbidden":
+                return None
+            raise
         try:
             sent = json.loads(text).get("sent")
         except (ValueError, AttributeError):  # not a claim of ours: its age decides
@@ -6557,16 +6612,40 @@ class S3LogWriter:
                      and r.get("variant", "a") == report.variant), None)
 
 
+def unrecorded(record, line, error, marked):
+    """The error of a record S3 would not take: what S3 said, what it means for that
+    report, and the line to put in by hand.  A sent report whose claim is not marked
+    sent either would go again once its claim is stale: exit 73, never 'run again'."""
+    said = getattr(error, "said", "S3 already holds a record under its key")
+    if marked:
+        meaning = ("its claim in S3 is marked sent, so no run sends it again" if
+                   record["status"] == "sent" else "")
+        outcome = getattr(error, "outcome", "transient")
+    else:
+        meaning = (f"SES sent it ({record.get('message_id')}), but neither its record nor "
+                   "its claim could be marked sent: a run "
+                   f"{CLAIM_STALE_SECONDS // 60} minutes from now sends it again unless "
+                   "this line is in the log")
+        outcome = "cant_create"
+    return AwsError(f"{said}: the {record['status']} record of {record['report']} could not "
+                    f"be written{'; ' + meaning if meaning else ''}; put this line in the log "
+                    f"by hand: {line}", outcome, NOTHING_MORE)
+
+
 def s3_age(answer):
     """How old an object is, in seconds, by S3's clock: its answer's Date less its
-    LastModified (a run's own clock may be minutes out)."""
+    LastModified (a run's own clock may be minutes out; a Date that cannot be read,
+    the run's)."""
     from email.utils import parsedate_to_datetime
 
+    modified = answer["LastModified"]
     try:
         now = parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
-    except (KeyError, TypeError, ValueError):
-        now = datetime.now(timezone.utc)
-    return (now - answer["LastModified"]).total_seconds()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)  # "-0000": UTC, says RFC 5322
+        return (now - modified).total_seconds()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return (datetime.now(timezone.utc) - modified).total_seconds()
 
 
 ###############################################################################
@@ -9107,8 +9186,12 @@ class Alarms:
             self.console.step("no failure notice: another run holds the lock, and tells")
 
     def noticed(self, key):
-        """Whether the cycle's log shows a notice sent for this variant and reason."""
-        records, _ = audit_log_at(self.config.audit_log_path).cycle_records(self.cycle)
+        """Whether the cycle's log shows a notice sent for this variant and reason; False
+        where the log cannot be read (an S3 that is down): that may be the news."""
+        try:
+            records, _ = audit_log_at(self.config.audit_log_path).cycle_records(self.cycle)
+        except (OSError, ReportRunError):
+            return False
         return any(r["status"] == "notice" and r.get("variant", "a") == self.config.variant
                    and (r.get("error") or {}).get("code") == key for r in records)
 
@@ -9861,7 +9944,7 @@ def lambda_handler(event, context, **given):
         raise ReportsNotSent('the event must be {} or {"args": ["--only", "ceo", ...]}')
     environ = given.pop("environ", os.environ)
     summary = {}
-    refused = [arg.split("=")[0] for arg in args if arg.split("=")[0] in NOT_IN_AN_EVENT]
+    refused = options_not_in_an_event(args)
     problems = function_location_problems(environ)
     if refused or problems:
         said = f"usage: {', '.join(refused)}: not in the function's event; its settings " \
@@ -9878,6 +9961,20 @@ def lambda_handler(event, context, **given):
     return answer
 
 
+def options_not_in_an_event(args):
+    """The options of NOT_IN_AN_EVENT an event's command line gives, as argparse reads
+    them (--audit, an abbreviation, is --audit-log); a command line that does not
+    parse is main()'s to refuse."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # --help: main() prints it
+            parsed = build_parser().parse_args(args)
+    except (UsageError, SystemExit):
+        return []
+    return [option for option in NOT_IN_AN_EVENT
+            if getattr(parsed, option[2:].replace("-", "_")) not in (None, False,
+                                                                     DEFAULT_ENV_FILE)]
+
+
 def function_location_problems(settings):
     """Why the function cannot keep its ledger or read its sheets where the settings
     say: each must be an S3 prefix (its disk is gone after a run), under a folder of
@@ -9889,7 +9986,8 @@ def function_location_problems(settings):
             problems.append(f"{name} must be an s3:// location for the function (its disk "
                             "does not outlive a run): upload the folder with aws s3 sync "
                             "and set it (docs/aws.md)")
-        elif not where[len("s3://"):].partition("/")[2].strip("/"):
+        elif not where[len("s3://"):].partition("/")[2].strip("/") or \
+                where.lower().endswith(".csv"):
             problems.append(f"{name} {where[:80]!r} must name a folder in its bucket "
                             "(s3://BUCKET/PREFIX/), which the function's role is kept to")
     return problems
@@ -10245,16 +10343,17 @@ def ensure_retries(client, deployment):
     the dead letters: set, or put right; True where it changed."""
     import botocore.exceptions
 
-    wanted = {**SCHEDULE_RETRY, "DestinationConfig": {
-        "OnFailure": {"Destination": deployment.dead_letters_arn}}}
+    failed_to = {"Destination": deployment.dead_letters_arn}
+    wanted = {**SCHEDULE_RETRY, "DestinationConfig": {"OnFailure": failed_to}}
     try:
         held = client.get_function_event_invoke_config(FunctionName=deployment.name)
     except botocore.exceptions.ClientError as error:
         if not not_there(error, "ResourceNotFoundException"):
             raise deploy_failure(error) from None
         held = {}
-    if all(held.get(key) == value for key, value in wanted.items()):
-        return False
+    if all(held.get(key) == value for key, value in SCHEDULE_RETRY.items()) and \
+            held.get("DestinationConfig", {}).get("OnFailure") == failed_to:
+        return False  # (AWS gives back an empty OnSuccess too: not ours to set)
     aws_call(client.put_function_event_invoke_config, FunctionName=deployment.name, **wanted)
     return True
 

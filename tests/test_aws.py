@@ -162,11 +162,13 @@ def test_a_failed_run_raises_so_that_lambda_retries_it(tmp_path, ses, bucket):
     assert len(again["sent"]) == 8
 
 
-@pytest.mark.parametrize("option", ["--audit-log", "--data=/tmp/x", "--env-file"])
-def test_an_event_cannot_move_the_functions_ledger_or_settings(tmp_path, ses, bucket, option):
-    """An event's command line that named another ledger would send everything again."""
-    answer, result = handler(function_environment(tmp_path, ses),
-                             {"args": [option, "/tmp/elsewhere.jsonl"]})
+@pytest.mark.parametrize("args", [["--audit-log", "/tmp/x.jsonl"], ["--data=/tmp/x"],
+                                  ["--env-file", "/tmp/x.env"], ["--audit", "/tmp/x.jsonl"],
+                                  ["--dat", "/tmp/x"], ["--env", "/tmp/x.env"]])
+def test_an_event_cannot_move_the_functions_ledger_or_settings(tmp_path, ses, bucket, args):
+    """An event's command line that named another ledger would send everything again
+    (an abbreviation too, which argparse takes for the option)."""
+    answer, result = handler(function_environment(tmp_path, ses), {"args": args})
 
     assert json.loads(str(answer))["exit_code"] == 64
     assert "not in the function's event" in result.stderr
@@ -496,6 +498,7 @@ def test_deploy_aws_prints_no_secret(tmp_path, ses, bucket):
     ({"REPORT_AWS_NAME": "my reports"}, "REPORT_AWS_NAME 'my reports'"),
     ({"AUDIT_LOG_PATH": f"s3://{BUCKET}"}, "must name a folder in its bucket"),
     ({"REPORT_DATA_DIR": f"s3://{BUCKET}/"}, "must name a folder in its bucket"),
+    ({"REPORT_DATA_DIR": f"{DATA}figures.csv"}, "must name a folder in its bucket"),
 ])
 def test_deploy_aws_refuses_what_the_function_cannot_run_with(tmp_path, ses, bucket, changes,
                                                              said):
@@ -674,3 +677,103 @@ def test_check_finds_a_ledger_a_send_could_not_write(tmp_path, ses, bucket):
     assert result.returncode != 0
     assert "S3 refused access" in result.stderr and "a send would stop at once" in result.stderr
     assert bucket.list_objects_v2(Bucket=BUCKET, Prefix="ledger/").get("KeyCount", 0) == 0
+
+
+# --- S3 as a broken network and a narrow role leave it ---------------------------------
+
+
+@pytest.fixture
+def s3_proxy(ses):
+    from s3_fault_proxy import S3FaultProxy
+
+    with S3FaultProxy(ses.url) as proxy:
+        yield proxy
+
+
+def through(proxy, tmp_path, ses, **changes):
+    """The function's environment, S3 reached through the fault proxy."""
+    return function_environment(tmp_path, ses, AWS_ENDPOINT_URL_S3=proxy.url, **changes)
+
+
+def getting(name):
+    return lambda method, path, _: method == "GET" and path.split("?")[0].endswith(name)
+
+
+@pytest.mark.parametrize("fault", ["cut", "reset"])
+def test_a_sheet_cut_short_in_transit_is_never_read_as_a_shorter_sheet(tmp_path, ses, bucket,
+                                                                       s3_proxy, fault):
+    s3_proxy.fail(getting("/data/figures.csv"), fault)
+
+    answer, result = handler(through(s3_proxy, tmp_path, ses))
+
+    assert json.loads(str(answer))["exit_code"] == 75, result.stderr
+    assert result.stderr.count("\n") == 1 and "figures.csv" in result.stderr
+    assert ses.messages() == []
+
+
+def test_a_ledger_record_cut_short_is_one_line(tmp_path, ses, bucket, s3_proxy):
+    environment = through(s3_proxy, tmp_path, ses, REPORT_SCHEDULE=None)
+    handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+    s3_proxy.fail(getting(".sent.json"), "cut")
+
+    history = run(environment, "--history")
+
+    assert history.returncode == 75 and history.stderr.count("\n") == 1
+    assert "no records yet" not in history.stdout
+
+
+def test_a_role_that_may_not_list_the_bucket_still_finds_no_rental_sheet(tmp_path, ses,
+                                                                         bucket, s3_proxy):
+    """Under the function's role S3 answers 403 for a sheet that is not there: the
+    folder's listing says it is not, and it is never asked for."""
+    bucket.delete_object(Bucket=BUCKET, Key="data/rental.csv")
+    s3_proxy.without_list = True
+
+    answer, result = handler(through(s3_proxy, tmp_path, ses,
+                                     REPORT_DATA_DIR=f"s3://{BUCKET}/data"))  # no closing /
+
+    assert answer["exit_code"] == 0 and len(answer["sent"]) == 8, result.stderr
+
+
+def test_the_failure_notice_goes_when_s3_is_the_failure(tmp_path, ses, bucket, s3_proxy):
+    s3_proxy.fail(lambda *_: True, 403)  # (503 too, after retries that take seconds)
+    environment = through(s3_proxy, tmp_path, ses, REPORT_ALERT_EMAIL=BCC)
+
+    answer, result = handler(environment)
+
+    assert json.loads(str(answer))["exit_code"] == 77
+    notices = [m for m in ses.messages() if "not sent" in m["subject"]]
+    assert len(notices) == 1, result.stderr
+
+
+def test_a_sent_report_neither_recorded_nor_marked_says_it_will_go_again(tmp_path, ses,
+                                                                         bucket, s3_proxy):
+    """SES took it; S3 then refused both the claim's sent mark and the record: the line
+    says the report goes again once the claim is stale unless the line is put in, and
+    the exit is 73, never 'run again later'."""
+    s3_proxy.fail(lambda method, path, headers: method == "PUT" and (
+        "/records/" in path or ("/claims/" in path and "If-None-Match" not in headers)), 500)
+    environment = through(s3_proxy, tmp_path, ses, REPORT_SCHEDULE=None)
+
+    answer, result = handler(environment, {"args": ["--cycle", CYCLE, "--only", "ceo"]})
+
+    said = json.loads(str(answer))
+    assert said["exit_code"] == 73 and said["sent"] == ["ceo"]
+    assert "sends it again unless this line is in the log" in result.stderr
+    assert result.stderr.count("\n") == 1 and len(ses.messages()) == 1
+
+
+def test_a_claim_given_back_is_only_ever_this_runs_own(tmp_path, ses, bucket):
+    """A run whose claim was taken over meanwhile (it stalled past the stale age) does
+    not delete the claim of the run that took it (If-Match on its own ETag)."""
+    environment = function_environment(tmp_path, ses)
+    now = FakeClock().now()
+    stalled = ledger_writer(environment)
+    assert stalled.claim(Report("ceo"), CYCLE, now).go
+    age_the_claim(bucket, "ceo", ser.CLAIM_STALE_SECONDS + 1)
+    assert ledger_writer(environment).claim(Report("ceo"), CYCLE, now).taken_over
+
+    stalled.release(Report("ceo"), CYCLE)
+
+    held = bucket.get_object(Bucket=BUCKET, Key=f"ledger/claims/{CYCLE}/a/ceo.json")
+    assert json.loads(held["Body"].read())["run"] != stalled._run
