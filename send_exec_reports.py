@@ -9944,14 +9944,11 @@ def lambda_handler(event, context, **given):
         raise ReportsNotSent('the event must be {} or {"args": ["--only", "ceo", ...]}')
     environ = given.pop("environ", os.environ)
     summary = {}
-    refused = options_not_in_an_event(args)
-    problems = function_location_problems(environ)
-    if refused or problems:
-        said = f"usage: {', '.join(refused)}: not in the function's event; its settings " \
-               "are its environment's (--deploy-aws)" if refused else \
-            f"config error: {'; '.join(problems)}"
-        print(said, file=given.get("stderr") or sys.stderr, flush=True)
-        code = EXIT_CODES["usage" if refused else "config"][0]
+    refusal = function_refusal(args, environ)
+    if refusal:
+        outcome, line = refusal
+        print(line, file=given.get("stderr") or sys.stderr, flush=True)
+        code = EXIT_CODES[outcome][0]
     else:
         code = main(args, environ=environ, env_file=None, summary=summary, **given)
     answer = {"exit_code": code, "cycle": summary.get("cycle"),
@@ -9959,6 +9956,18 @@ def lambda_handler(event, context, **given):
     if code != 0:
         raise ReportsNotSent(json.dumps(answer))
     return answer
+
+
+def function_refusal(args, environ):
+    """(outcome, its one line) where the function must not run this command line with
+    these settings: an option that would move its ledger or settings, or a ledger or
+    data folder it cannot keep; else None."""
+    refused = options_not_in_an_event(args)
+    if refused:
+        return "usage", (f"usage: {', '.join(refused)}: not in the function's event; its "
+                         "settings are its environment's (--deploy-aws)")
+    problems = function_location_problems(environ)
+    return ("config", f"config error: {'; '.join(problems)}") if problems else None
 
 
 def options_not_in_an_event(args):
