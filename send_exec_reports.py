@@ -660,12 +660,13 @@ def setting(settings, name):
     return (settings.get(name) or "").strip()
 
 
-def resolve_path(option, settings, name, default, env_file):
+def resolve_path(option, settings, name, default, env_file, s3=None):
     """A file the settings name: its command-line option, else the setting `name`
-    (relative to the env file), else the default beside the env file."""
+    (relative to the env file), else the default beside the env file; or an s3://
+    location, on the run's S3Connection where one is given."""
     written = option if option is not None else setting(settings, name) or default
     if str(written).startswith("s3://"):
-        return S3Location.parse(str(written), S3Connection(settings), name)
+        return S3Location.parse(str(written), s3 or S3Connection(settings), name)
     if option is not None:
         return Path(option).expanduser()
     path = Path(written).expanduser()
@@ -678,7 +679,7 @@ def settings_folder(env_file):
     return env_file.resolve().parent if env_file else Path.cwd()
 
 
-def resolve_data(option, settings, env_file):
+def resolve_data(option, settings, env_file, s3=None):
     """Where the owner's sheets are: --data (a folder, or one .csv: the figures alone),
     else REPORT_DATA_DIR, else REPORT_DATA_PATH (one figures file), else report_data/
     beside the env file; where that folder is not there, report_data.csv beside it,
@@ -686,8 +687,8 @@ def resolve_data(option, settings, env_file):
     named = option is not None or setting(settings, "REPORT_DATA_DIR")
     if not named and setting(settings, "REPORT_DATA_PATH"):
         return DataSheets.at(resolve_path(None, settings, "REPORT_DATA_PATH",
-                                          DEFAULT_DATA_FILE, env_file), named=True)
-    folder = resolve_path(option, settings, "REPORT_DATA_DIR", DEFAULT_DATA_DIR, env_file)
+                                          DEFAULT_DATA_FILE, env_file, s3), named=True)
+    folder = resolve_path(option, settings, "REPORT_DATA_DIR", DEFAULT_DATA_DIR, env_file, s3)
     single = settings_folder(env_file) / DEFAULT_DATA_FILE
     if not named and not folder.is_dir() and single.exists():
         return DataSheets(None, single)
@@ -1179,11 +1180,12 @@ def load_config(args, environ, console):
         console.warn(warning)
     origin = "the environment" if environ.get("AWS_ACCESS_KEY_ID") or not args.env_file \
         else str(args.env_file)
+    s3 = S3Connection(settings)  # one S3 client for the data and the log, if in S3
     audit_log_path = resolve_path(args.audit_log, settings, "AUDIT_LOG_PATH",
-                                  DEFAULT_AUDIT_LOG, args.env_file)
+                                  DEFAULT_AUDIT_LOG, args.env_file, s3)
     config = parse_config(settings, audit_log_path, credential_origin=origin,
                           variant=args.variant,
-                          data=resolve_data(args.data, settings, args.env_file),
+                          data=resolve_data(args.data, settings, args.env_file, s3),
                           environment_names=frozenset(environ))
     console.secrets = config.secrets  # from here on, nothing printed shows them
     for warning in repeated_recipient_warnings(settings, args.variant):
@@ -2125,11 +2127,11 @@ def read_rental_entry(row):
 
 
 def sheet_text(path, max_bytes):
-    """A sheet's text, from a file or from S3, where a sheet its folder's listing lacks
-    is not there (FileNotFoundError) without asking for it."""
+    """A sheet's text, from a file or from S3, where a sheet its listing lacks is not
+    there (FileNotFoundError) without asking for it."""
     if not isinstance(path, S3Location):
         return read_text_file(path, newline="", max_bytes=max_bytes)  # csv reads line ends
-    if not path.listed():
+    if not path.is_file():
         raise FileNotFoundError(str(path))
     return path.read_text(max_bytes)
 
@@ -6137,7 +6139,6 @@ class S3Connection:
             "AWS_CA_BUNDLE", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_SES_REGION",
             "AWS_REGION")}
         self._client = None
-        self.listed = {}  # a folder's keys, listed once a run (sheets: S3Location.listed)
 
     def __repr__(self):
         return "S3Connection()"  # the keys it holds are never shown
@@ -6195,7 +6196,7 @@ class S3Location:
         return hash(str(self))
 
     def __truediv__(self, name):
-        return S3Location(self.bucket, self.folder + name, self.connection)
+        return self.at(self.folder + name)
 
     @property
     def folder(self):
@@ -6211,13 +6212,11 @@ class S3Location:
         return Path(self.name).suffix
 
     def is_file(self):
+        """Whether the key is there, asked by listing (a HEAD of a missing key is 403,
+        not 404, to credentials that may list only a prefix: the function's)."""
         if not self.key or self.key.endswith("/"):
             return False
-        try:
-            self.call("head_object")
-        except FileNotFoundError:
-            return False
-        return True
+        return self.keys(self.key, most=1) == [self.key]  # keys sort: the key comes first
 
     def is_dir(self):
         """True where some object lies under this prefix: S3 has no empty folders."""
@@ -6258,15 +6257,6 @@ class S3Location:
             raise AwsError(f"S3 sent {len(data)} of the {size} bytes of {self}: run again "
                            "later", "transient", NOTHING_MORE)
         return answer, data
-
-    def listed(self):
-        """Whether the key is among its folder's keys, the folder listed once a run: a
-        sheet that is not there is not asked for (where the credentials may not list
-        the whole bucket, S3 answers 403 for a missing key, not 404)."""
-        folder = self.key.rpartition("/")[0] + "/" if "/" in self.key else ""
-        if folder not in self.connection.listed:
-            self.connection.listed[folder] = set(self.keys(folder, delimiter=None))
-        return self.key in self.connection.listed[folder]
 
     def keys(self, prefix, *, delimiter=None, most=None):
         """The keys under prefix (or, with a delimiter, the prefixes one level down),
@@ -6367,9 +6357,8 @@ class AuditLogS3:
         """(the cycle's records, oldest first, a warning for each object that is none);
         statuses: only records of these (their keys say), the others not fetched."""
         records, warnings = [], []
-        keys = [key for key in self.location.keys(self.cycle_prefix(cycle))
-                if statuses is None or key_status(key) in (*statuses, None)]
-        for key, record, problem, _ in self._read(keys):
+        for key, record, problem, _ in self._read(self._keys(self.cycle_prefix(cycle),
+                                                             statuses)):
             if record and record["cycle"] != cycle:
                 problem = f"a record of cycle {record['cycle'][:64]!r} in another's folder"
             if problem:
@@ -6388,9 +6377,7 @@ class AuditLogS3:
         for seen, prefix in enumerate(self.cycles_newest_first()):
             if most_bytes is not None and seen == S3_LOOKBACK_CYCLES:
                 return
-            keys = [key for key in self.location.keys(prefix)[::-1]
-                    if statuses is None or key_status(key) in (*statuses, None)]
-            for key, record, problem, raw in self._read(keys):
+            for key, record, problem, raw in self._read(self._keys(prefix, statuses)[::-1]):
                 number, read = number + 1, read + len(raw)
                 if most_bytes is not None and read > most_bytes:
                     return
@@ -6432,6 +6419,12 @@ class AuditLogS3:
         with contextlib.suppress(ReportRunError, FileNotFoundError):
             probe.call("delete_object")
         return None
+
+    def _keys(self, prefix, statuses):
+        """The keys of the records under a cycle's prefix, oldest first; given statuses,
+        only those whose key names one of them (or names none: a key not ours)."""
+        return [key for key in self.location.keys(prefix)
+                if statuses is None or key_status(key) in (*statuses, None)]
 
     def _read(self, keys):
         """(key, record, problem, its bytes) of each key, in order, fetched a few at a
@@ -10333,18 +10326,16 @@ def create_function(client, deployment, package, wanted):
     role made moments before ("cannot be assumed by Lambda")."""
     import botocore.exceptions
 
-    for _ in range(ROLE_PROPAGATION_TRIES):
+    for tries_left in range(ROLE_PROPAGATION_TRIES - 1, -1, -1):
         try:
             return client.create_function(FunctionName=deployment.name,
                                           Code={"ZipFile": package},
                                           Description="send_exec_reports.py, hourly", **wanted)
         except botocore.exceptions.ClientError as error:
-            if "cannot be assumed" not in error.response.get("Error", {}).get("Message", ""):
+            message = error.response.get("Error", {}).get("Message", "")
+            if "cannot be assumed" not in message or not tries_left:
                 raise deploy_failure(error) from None
             time.sleep(ROLE_PROPAGATION_PAUSE_SECONDS)
-    return aws_call(client.create_function, FunctionName=deployment.name,
-                    Code={"ZipFile": package}, Description="send_exec_reports.py, hourly",
-                    **wanted)
 
 
 def ensure_retries(client, deployment):
