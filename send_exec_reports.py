@@ -144,8 +144,9 @@ EXIT_CODES = {
                                      "folder could not be written, or is not a regular file "
                                      "of yours; nothing unrecorded is sent"),
     "forbidden": (os.EX_NOPERM, "AWS refused these credentials (or the function's role) "
-                                "the S3 bucket of the data folder or the audit log; nothing "
-                                "was sent: see docs/aws.md's policy"),
+                                "the S3 bucket of the data folder or the audit log, or "
+                                "--deploy-aws what it makes; nothing more was sent or made: "
+                                "see docs/aws.md's policy"),
     "rejected": (1, "SES rejected or would drop at least one report, or --check found what "
                     "would make it (an unverified sender, a quota too small for the cycle, "
                     "sending paused or shut down by AWS, a recipient on the suppression "
